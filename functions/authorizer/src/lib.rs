@@ -1,0 +1,252 @@
+//! API Gateway REST REQUEST authorizer.
+//!
+//! Finds the gateway token wherever the stock SDK put it, verifies it, resolves the principal's scopes and
+//! department through the scope policy, and decides the route:
+//! - no credential or a bad one: the error `Unauthorized` (API Gateway answers 401);
+//! - valid but not allowed: a Deny policy with the reason in the context (API Gateway answers 403);
+//! - allowed: an Allow policy, the principal in the context, and the department's usage-plan key.
+//!
+//! API Gateway calls it on every request (TTL 0, no identity source: the credential may sit in one of
+//! several headers), so keys, policy and clients live in [`State`], built once per execution environment.
+
+mod usage_keys;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::apigw::{
+    ApiGatewayCustomAuthorizerPolicy, ApiGatewayCustomAuthorizerRequestTypeRequest,
+    ApiGatewayCustomAuthorizerResponse,
+};
+use aws_lambda_events::iam::{IamPolicyEffect, IamPolicyStatement};
+use gateway_shared::auth::{extract_credential, AuthContext, IssuerConfig, Verifier};
+use gateway_shared::config::{self, ConfigError, Settings};
+use gateway_shared::scopes::{Decision, Policy};
+use gateway_shared::secrets::SecretCache;
+use gateway_shared::Provider;
+use serde_json::Value;
+
+pub use usage_keys::UsageKeys;
+
+pub type Response = ApiGatewayCustomAuthorizerResponse<serde_json::Map<String, Value>>;
+pub type Request = ApiGatewayCustomAuthorizerRequestTypeRequest;
+
+/// Context key carrying the reason of a Deny, shown to the caller in the 403 body.
+pub const DENY_REASON_KEY: &str = "reason";
+
+#[derive(Debug, Clone)]
+pub struct AuthorizerConfig {
+    pub issuers: Vec<IssuerConfig>,
+    pub usage_keys_secret_id: Option<String>,
+    pub policy_file: Option<String>,
+}
+
+impl AuthorizerConfig {
+    /// `COGNITO_USER_POOL_ID`, `COGNITO_APP_CLIENT_IDS` (comma-separated), `COGNITO_REGION` (default
+    /// `AWS_REGION`), `COGNITO_JWKS_URL` (default the pool's public JWKS), `GATEWAY_USAGE_KEYS_SECRET_ID`
+    /// (optional: JSON `{department: api key value}`), `GATEWAY_SCOPE_POLICY_FILE` (optional).
+    pub fn from_settings(settings: &dyn Settings) -> Result<Self, ConfigError> {
+        let pool = config::required(settings, "COGNITO_USER_POOL_ID")?;
+        let region = settings
+            .get("COGNITO_REGION")
+            .or_else(|| settings.get("AWS_REGION"))
+            .ok_or(ConfigError::Missing("COGNITO_REGION or AWS_REGION"))?;
+        let client_ids: Vec<String> = config::required(settings, "COGNITO_APP_CLIENT_IDS")?
+            .split(',')
+            .map(str::trim)
+            .filter(|s| !s.is_empty())
+            .map(str::to_string)
+            .collect();
+        if client_ids.is_empty() {
+            return Err(ConfigError::Invalid {
+                name: "COGNITO_APP_CLIENT_IDS",
+                reason: "no client id given".into(),
+            });
+        }
+        let jwks_url = settings
+            .get("COGNITO_JWKS_URL")
+            .map(|u| config::base_url("COGNITO_JWKS_URL", u))
+            .transpose()?;
+        Ok(AuthorizerConfig {
+            issuers: vec![IssuerConfig::cognito(&region, &pool, jwks_url, client_ids)],
+            usage_keys_secret_id: settings.get("GATEWAY_USAGE_KEYS_SECRET_ID"),
+            policy_file: settings.get("GATEWAY_SCOPE_POLICY_FILE"),
+        })
+    }
+}
+
+pub struct State {
+    verifier: Verifier,
+    policy: Arc<Policy>,
+    usage_keys: Option<UsageKeys>,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum AuthorizerError {
+    /// The only error text API Gateway maps to 401.
+    #[error("Unauthorized")]
+    Unauthorized,
+    #[error("authorizer failure: {0}")]
+    Internal(String),
+}
+
+impl From<AuthorizerError> for lambda_runtime::Diagnostic {
+    fn from(error: AuthorizerError) -> Self {
+        let error_type = match error {
+            AuthorizerError::Unauthorized => "Unauthorized",
+            AuthorizerError::Internal(_) => "AuthorizerFailure",
+        };
+        lambda_runtime::Diagnostic {
+            error_type: error_type.into(),
+            error_message: error.to_string(),
+        }
+    }
+}
+
+impl State {
+    pub fn new(verifier: Verifier, policy: Arc<Policy>, usage_keys: Option<UsageKeys>) -> Self {
+        State {
+            verifier,
+            policy,
+            usage_keys,
+        }
+    }
+
+    pub async fn from_config(
+        config: AuthorizerConfig,
+        sdk: &aws_config::SdkConfig,
+    ) -> Result<Self, ConfigError> {
+        let http = gateway_shared::transport::direct::http_client(Duration::from_secs(3)).map_err(
+            |e| ConfigError::Invalid {
+                name: "COGNITO_JWKS_URL",
+                reason: format!("HTTP client could not be built: {e}"),
+            },
+        )?;
+        let verifier = Verifier::new(config.issuers, http);
+        // A failed prefetch is not fatal: the first request retries, and answers 500 if keys stay unreachable.
+        if let Err(error) = verifier.prefetch().await {
+            tracing::warn!(%error, "issuer keys not prefetched at init");
+        }
+        let policy = Arc::new(gateway_shared::proxy::load_policy(
+            config.policy_file.as_deref(),
+        )?);
+        let usage_keys = config.usage_keys_secret_id.map(|id| {
+            UsageKeys::new(SecretCache::new(
+                aws_sdk_secretsmanager::Client::new(sdk),
+                id,
+                Duration::from_secs(300),
+            ))
+        });
+        Ok(State::new(verifier, policy, usage_keys))
+    }
+}
+
+/// Decides one request. Never panics; logs the decision with its reason but never the token.
+pub async fn handle(state: &State, request: Request) -> Result<Response, AuthorizerError> {
+    let request_id = request
+        .request_context
+        .request_id
+        .clone()
+        .unwrap_or_default();
+    let method_arn = request.method_arn.clone().unwrap_or_default();
+    let path = request.path.clone().unwrap_or_default();
+
+    let mut headers = request.multi_value_headers.clone();
+    for (name, value) in &request.headers {
+        if !headers.contains_key(name) {
+            headers.insert(name.clone(), value.clone());
+        }
+    }
+    let key_query = request
+        .multi_value_query_string_parameters
+        .first("key")
+        .or_else(|| request.query_string_parameters.first("key"));
+    let credential = extract_credential(&headers, key_query).map_err(|error| {
+        tracing::info!(request_id, %error, decision = "unauthorized", "no usable credential");
+        AuthorizerError::Unauthorized
+    })?;
+    let token = state.verifier.verify(&credential.token).await.map_err(|error| {
+        if error.is_internal() {
+            tracing::error!(request_id, %error, "token could not be checked");
+            AuthorizerError::Internal(error.to_string())
+        } else {
+            tracing::info!(request_id, %error, source = credential.source.as_str(), decision = "unauthorized", "token refused");
+            AuthorizerError::Unauthorized
+        }
+    })?;
+
+    let scopes = state.policy.granted_scopes(
+        token.scopes.iter().map(String::as_str),
+        token.groups.iter().map(String::as_str),
+    );
+    let principal = AuthContext {
+        subject: token.subject.clone(),
+        username: token.username.clone(),
+        department: state
+            .policy
+            .department(token.groups.iter().map(String::as_str)),
+        scopes: scopes.into_iter().collect(),
+        auth_method: token.auth_method.clone(),
+        client_id: token.client_id.clone(),
+    };
+
+    let decision = match Provider::from_path(&path) {
+        None => Decision::Deny {
+            reason: format!("{path} is not a gateway route"),
+        },
+        Some((provider, rest)) => match provider.operation(rest) {
+            None => Decision::Deny {
+                reason: format!(
+                    "{rest} is not an API the gateway relays on /{}",
+                    provider.route_prefix()
+                ),
+            },
+            Some(operation) => state.policy.decide(
+                provider,
+                &operation,
+                principal.scopes.iter().map(String::as_str),
+            ),
+        },
+    };
+
+    let mut context = principal.to_fields();
+    let (effect, usage_key) = match &decision {
+        Decision::Allow { required_scope } => {
+            tracing::info!(request_id, subject = %principal.subject, department = ?principal.department, required_scope, decision = "allow", "authorized");
+            let key = match (&state.usage_keys, &principal.department) {
+                (Some(keys), Some(department)) => keys.for_department(department).await,
+                _ => None,
+            };
+            (IamPolicyEffect::Allow, key)
+        }
+        Decision::Deny { reason } => {
+            tracing::info!(request_id, subject = %principal.subject, reason, decision = "deny", "forbidden");
+            context.insert(DENY_REASON_KEY.into(), reason.clone().into());
+            (IamPolicyEffect::Deny, None)
+        }
+    };
+
+    let mut statement = IamPolicyStatement::default();
+    statement.action = vec!["execute-api:Invoke".into()];
+    statement.effect = effect;
+    statement.resource = vec![method_arn];
+    let mut policy_document = ApiGatewayCustomAuthorizerPolicy::default();
+    policy_document.version = Some("2012-10-17".into());
+    policy_document.statement = vec![statement];
+    let mut response = Response::default();
+    response.principal_id = Some(principal.subject);
+    response.policy_document = policy_document;
+    response.context = context;
+    response.usage_identifier_key = usage_key;
+    Ok(response)
+}
+
+/// Whether an authorizer answer lets the request through.
+pub fn is_allowed(response: &Response) -> bool {
+    !response.policy_document.statement.is_empty()
+        && response
+            .policy_document
+            .statement
+            .iter()
+            .all(|s| s.effect == IamPolicyEffect::Allow)
+}

@@ -1,0 +1,245 @@
+//! The parts of API Gateway REST the stack uses, emulated in-process: the proxy resource
+//! `/{provider}/{proxy+}`, the REQUEST authorizer (called on every request, TTL 0), the mapping of its
+//! answer to 401/403 (the gateway responses the CDK stack declares, in each provider's error shape), and
+//! the Lambda proxy integration with response streaming. Handlers are the very functions the Lambda
+//! binaries run; events are built as API Gateway builds them and converted by `lambda_http`.
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+use authorizer::{AuthorizerError, DENY_REASON_KEY};
+use axum::body::Body;
+use axum::extract::{ConnectInfo, Request, State};
+use axum::response::Response;
+use base64::Engine;
+use gateway_shared::proxy::Route;
+use gateway_shared::{ErrorKind, GatewayError, Provider};
+use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http_body_util::BodyExt;
+use lambda_http::aws_lambda_events::apigw::ApiGatewayProxyRequest;
+use lambda_http::request::LambdaRequest;
+use serde_json::{json, Map, Value};
+
+pub const STAGE: &str = "local";
+pub const ACCOUNT_ID: &str = "000000000000";
+pub const API_ID: &str = "local";
+/// API Gateway REST's payload limit.
+const MAX_PAYLOAD_BYTES: usize = 10 * 1024 * 1024;
+
+pub struct Gateway {
+    pub region: String,
+    pub authorizer: authorizer::State,
+    pub routes: HashMap<Provider, Route>,
+}
+
+/// Every request enters here (the axum fallback), like API Gateway's front door.
+pub async fn handle(
+    State(gateway): State<Arc<Gateway>>,
+    ConnectInfo(peer): ConnectInfo<SocketAddr>,
+    request: Request,
+) -> Response {
+    let request_id = uuid::Uuid::new_v4().to_string();
+    let mut response = gateway.serve(request, peer, &request_id).await;
+    let headers = response.headers_mut();
+    // API Gateway keeps its own request id header and renames an integration's one.
+    if let Some(value) = headers.remove("x-amzn-requestid") {
+        headers.insert(
+            HeaderName::from_static("x-amzn-remapped-x-amzn-requestid"),
+            value,
+        );
+    }
+    if let Ok(value) = HeaderValue::from_str(&request_id) {
+        headers.insert(HeaderName::from_static("x-amzn-requestid"), value);
+    }
+    response
+}
+
+impl Gateway {
+    async fn serve(&self, request: Request, peer: SocketAddr, request_id: &str) -> Response {
+        let (parts, body) = request.into_parts();
+        let path = parts.uri.path().to_string();
+        let Some((provider, rest)) = Provider::from_path(&path) else {
+            // What API Gateway REST answers for a path no resource matches.
+            return plain(
+                StatusCode::FORBIDDEN,
+                json!({"message": "Missing Authentication Token"}),
+                Some("MissingAuthenticationTokenException"),
+            );
+        };
+        let Some(route) = self.routes.get(&provider) else {
+            return plain(
+                StatusCode::NOT_FOUND,
+                json!({"message": "route not deployed"}),
+                None,
+            );
+        };
+        let body = match http_body_util::Limited::new(body, MAX_PAYLOAD_BYTES)
+            .collect()
+            .await
+        {
+            Ok(collected) => collected.to_bytes(),
+            Err(_) => {
+                return error(
+                    provider,
+                    GatewayError::new(
+                        ErrorKind::PayloadTooLarge,
+                        "request body exceeds API Gateway's 10 MB limit",
+                    ),
+                    request_id,
+                )
+            }
+        };
+
+        let query = parse_query(parts.uri.query().unwrap_or(""));
+        let (single_headers, multi_headers) = header_maps(&parts.headers);
+        let user_agent = parts
+            .headers
+            .get("user-agent")
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or("");
+        let resource = format!("/{}/{{proxy+}}", provider.route_prefix());
+        let proxy = rest.trim_start_matches('/').to_string();
+        let method = parts.method.as_str();
+        let identity = json!({"sourceIp": peer.ip().to_string(), "userAgent": user_agent});
+        let context = json!({
+            "accountId": ACCOUNT_ID, "apiId": API_ID, "stage": STAGE, "requestId": request_id,
+            "resourceId": "proxy", "resourcePath": resource, "httpMethod": method,
+            "path": format!("/{STAGE}{path}"), "identity": identity,
+        });
+
+        let authorizer_event = json!({
+            "type": "REQUEST",
+            "methodArn": format!("arn:aws:execute-api:{}:{ACCOUNT_ID}:{API_ID}/{STAGE}/{method}{path}", self.region),
+            "resource": resource, "path": path, "httpMethod": method,
+            "headers": single_headers, "multiValueHeaders": multi_headers,
+            "queryStringParameters": query.single, "multiValueQueryStringParameters": query.multi,
+            "pathParameters": {"proxy": proxy}, "stageVariables": {},
+            "requestContext": context,
+        });
+        let started = Instant::now();
+        let decision = match serde_json::from_value::<authorizer::Request>(authorizer_event) {
+            Ok(event) => authorizer::handle(&self.authorizer, event).await,
+            Err(e) => Err(AuthorizerError::Internal(format!("authorizer event: {e}"))),
+        };
+        let answer = match decision {
+            Ok(answer) => answer,
+            Err(AuthorizerError::Unauthorized) => {
+                return error(provider, GatewayError::unauthorized(), request_id)
+            }
+            Err(AuthorizerError::Internal(reason)) => {
+                tracing::error!(request_id, reason, "authorizer failed");
+                return error(
+                    provider,
+                    GatewayError::new(
+                        ErrorKind::Internal,
+                        "the gateway could not check the token; try again",
+                    ),
+                    request_id,
+                );
+            }
+        };
+        if !authorizer::is_allowed(&answer) {
+            let reason = answer
+                .context
+                .get(DENY_REASON_KEY)
+                .and_then(Value::as_str)
+                .unwrap_or("access denied");
+            return error(
+                provider,
+                GatewayError::new(ErrorKind::Forbidden, format!("Forbidden: {reason}")),
+                request_id,
+            );
+        }
+
+        let mut authorizer_context: Map<String, Value> = answer.context;
+        authorizer_context.insert(
+            "principalId".into(),
+            answer.principal_id.unwrap_or_default().into(),
+        );
+        authorizer_context.insert(
+            "integrationLatency".into(),
+            (started.elapsed().as_millis() as u64).into(),
+        );
+        let mut context = context;
+        context["authorizer"] = Value::Object(authorizer_context);
+        context["protocol"] = "HTTP/1.1".into();
+        let proxy_event = json!({
+            "resource": resource, "path": path, "httpMethod": method,
+            "headers": single_headers, "multiValueHeaders": multi_headers,
+            "queryStringParameters": query.single, "multiValueQueryStringParameters": query.multi,
+            "pathParameters": {"proxy": proxy}, "stageVariables": null,
+            "requestContext": context,
+            // binaryMediaTypes */*: API Gateway hands every body over base64-encoded, byte for byte.
+            "body": base64::engine::general_purpose::STANDARD.encode(&body),
+            "isBase64Encoded": true,
+        });
+        let event = match serde_json::from_value::<ApiGatewayProxyRequest>(proxy_event) {
+            Ok(event) => event,
+            Err(e) => {
+                tracing::error!(request_id, error = %e, "proxy event could not be built");
+                return error(
+                    provider,
+                    GatewayError::new(ErrorKind::Internal, "internal error"),
+                    request_id,
+                );
+            }
+        };
+        let lambda_request: lambda_http::Request = LambdaRequest::ApiGatewayV1(event).into();
+        route.handle(lambda_request).await.map(Body::new)
+    }
+}
+
+struct Query {
+    single: HashMap<String, String>,
+    multi: HashMap<String, Vec<String>>,
+}
+
+/// API Gateway hands query parameters over decoded, last value wins in the single-value map.
+fn parse_query(raw: &str) -> Query {
+    let mut single = HashMap::new();
+    let mut multi: HashMap<String, Vec<String>> = HashMap::new();
+    for (key, value) in form_urlencoded::parse(raw.as_bytes()) {
+        single.insert(key.to_string(), value.to_string());
+        multi
+            .entry(key.to_string())
+            .or_default()
+            .push(value.to_string());
+    }
+    Query { single, multi }
+}
+
+fn header_maps(headers: &HeaderMap) -> (HashMap<String, String>, HashMap<String, Vec<String>>) {
+    let mut single = HashMap::new();
+    let mut multi: HashMap<String, Vec<String>> = HashMap::new();
+    for (name, value) in headers {
+        let Ok(text) = value.to_str() else { continue };
+        single.insert(name.as_str().to_string(), text.to_string());
+        multi
+            .entry(name.as_str().to_string())
+            .or_default()
+            .push(text.to_string());
+    }
+    (single, multi)
+}
+
+fn error(provider: Provider, error: GatewayError, request_id: &str) -> Response {
+    provider.error_response(&error, request_id).map(Body::from)
+}
+
+fn plain(status: StatusCode, body: Value, error_type: Option<&'static str>) -> Response {
+    let mut response = Response::new(Body::from(body.to_string()));
+    *response.status_mut() = status;
+    response.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        HeaderValue::from_static("application/json"),
+    );
+    if let Some(error_type) = error_type {
+        response.headers_mut().insert(
+            HeaderName::from_static("x-amzn-errortype"),
+            HeaderValue::from_static(error_type),
+        );
+    }
+    response
+}

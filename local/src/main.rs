@@ -1,0 +1,358 @@
+//! The local stack: every Lambda handler in one process behind an API Gateway REST emulation, AWS
+//! services through the real AWS SDK against moto, and bundled mock providers, with no AWS account and
+//! no Docker. Run it with `./local/run.sh`; settings are environment variables (see README).
+
+mod apigw;
+mod mock;
+mod resources;
+mod settings;
+mod tls;
+
+use std::collections::HashMap;
+use std::net::SocketAddr;
+use std::process::Stdio;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_credential_types::Credentials;
+use gateway_shared::proxy::{Route, RouteConfig};
+use gateway_shared::Provider;
+use serde_json::json;
+use tokio::net::TcpListener;
+use tokio::process::{Child, Command};
+
+use crate::resources::BoxError;
+use crate::settings::LocalSettings;
+
+#[tokio::main]
+async fn main() {
+    gateway_shared::telemetry::init();
+    if let Err(error) = run().await {
+        eprintln!("local stack failed: {error}");
+        std::process::exit(1);
+    }
+}
+
+async fn run() -> Result<(), BoxError> {
+    let local = LocalSettings::from_env()?;
+    std::fs::create_dir_all(&local.dir)?;
+    let _ = std::fs::remove_file(local.state_file());
+
+    let mut moto = match &local.aws_endpoint_url {
+        Some(_) => None,
+        None => Some(start_moto(&local).await?),
+    };
+    let aws_endpoint = local.aws_endpoint();
+    let credentials = match (
+        std::env::var("AWS_ACCESS_KEY_ID"),
+        std::env::var("AWS_SECRET_ACCESS_KEY"),
+    ) {
+        (Ok(id), Ok(secret)) => Credentials::new(
+            id,
+            secret,
+            std::env::var("AWS_SESSION_TOKEN").ok(),
+            None,
+            "environment",
+        ),
+        _ => Credentials::new("test", "test", None, None, "local-stack"),
+    };
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(local.region.clone()))
+        .endpoint_url(&aws_endpoint)
+        .credentials_provider(credentials)
+        .load()
+        .await;
+    let cognito = aws_sdk_cognitoidentityprovider::Client::new(&sdk);
+    let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
+    let policy = gateway_shared::proxy::load_policy(local.policy_file.as_deref())?;
+
+    let pool = resources::create_user_pool(&cognito, &policy).await?;
+    let azure_key = local
+        .azure_key
+        .clone()
+        .unwrap_or_else(|| format!("local-azure-{}", uuid::Uuid::new_v4().simple()));
+    let gemini_key = local
+        .gemini_key
+        .clone()
+        .unwrap_or_else(|| format!("local-gemini-{}", uuid::Uuid::new_v4().simple()));
+    let azure_secret = resources::put_secret(
+        &secrets,
+        "llm-gateway/local/azure-openai-api-key",
+        &azure_key,
+    )
+    .await?;
+    let gemini_secret =
+        resources::put_secret(&secrets, "llm-gateway/local/gemini-api-key", &gemini_key).await?;
+    let usage_keys: serde_json::Map<String, serde_json::Value> = resources::DEPARTMENTS
+        .iter()
+        .map(|d| {
+            (
+                d.to_string(),
+                format!("usage-key-{d}-{}", uuid::Uuid::new_v4().simple()).into(),
+            )
+        })
+        .collect();
+    let usage_secret = resources::put_secret(
+        &secrets,
+        "llm-gateway/local/department-usage-keys",
+        &serde_json::Value::Object(usage_keys).to_string(),
+    )
+    .await?;
+
+    // Mock providers, unless a real (or other test) upstream is configured for that provider.
+    let mut upstreams = HashMap::new();
+    let mut mocks = serde_json::Map::new();
+    for (provider, mock, configured, expected_key, port) in [
+        (
+            Provider::AzureOpenAi,
+            mock::MockProvider::AzureOpenAi,
+            local.azure_endpoint.clone(),
+            Some(azure_key.clone()),
+            local.mock_ports[0],
+        ),
+        (
+            Provider::BedrockClaude,
+            mock::MockProvider::Bedrock,
+            local.bedrock_endpoint.clone(),
+            None,
+            local.mock_ports[1],
+        ),
+        (
+            Provider::Gemini,
+            mock::MockProvider::Gemini,
+            local.gemini_endpoint.clone(),
+            Some(gemini_key.clone()),
+            local.mock_ports[2],
+        ),
+    ] {
+        let url = match configured {
+            Some(url) => url,
+            None => {
+                let listener = TcpListener::bind((local.host.as_str(), port)).await?;
+                let url = format!("http://{}", listener.local_addr()?);
+                let router = mock::router(mock::MockState {
+                    provider: mock,
+                    recorder: mock::Recorder::default(),
+                    expected_key,
+                });
+                tokio::spawn(async move { axum::serve(listener, router).await });
+                mocks.insert(state_key(provider).into(), url.clone().into());
+                url
+            }
+        };
+        upstreams.insert(provider, url);
+    }
+
+    let mut route_settings: HashMap<String, String> = HashMap::new();
+    route_settings.insert("AWS_REGION".into(), local.region.clone());
+    route_settings.insert(
+        "GATEWAY_AZURE_OPENAI_ENDPOINT".into(),
+        upstreams[&Provider::AzureOpenAi].clone(),
+    );
+    route_settings.insert(
+        "GATEWAY_AZURE_OPENAI_KEY_SECRET_ID".into(),
+        azure_secret.clone(),
+    );
+    route_settings.insert(
+        "GATEWAY_GEMINI_ENDPOINT".into(),
+        upstreams[&Provider::Gemini].clone(),
+    );
+    route_settings.insert("GATEWAY_GEMINI_KEY_SECRET_ID".into(), gemini_secret.clone());
+    route_settings.insert(
+        "AWS_ENDPOINT_URL_BEDROCK_RUNTIME".into(),
+        upstreams[&Provider::BedrockClaude].clone(),
+    );
+    let jwks_url = format!("{aws_endpoint}/{}/.well-known/jwks.json", pool.user_pool_id);
+    route_settings.insert("COGNITO_USER_POOL_ID".into(), pool.user_pool_id.clone());
+    route_settings.insert("COGNITO_APP_CLIENT_IDS".into(), pool.app_client_id.clone());
+    route_settings.insert("COGNITO_JWKS_URL".into(), jwks_url.clone());
+    route_settings.insert("GATEWAY_USAGE_KEYS_SECRET_ID".into(), usage_secret);
+    for name in [
+        "GATEWAY_UPSTREAM_CONNECT_TIMEOUT_MS",
+        "GATEWAY_UPSTREAM_RESPONSE_TIMEOUT_MS",
+        "GATEWAY_MAX_REQUEST_BYTES",
+        "GATEWAY_SCOPE_POLICY_FILE",
+        "GATEWAY_TRANSPORT",
+        "GATEWAY_BEDROCK_REGION",
+    ] {
+        if let Ok(value) = std::env::var(name) {
+            route_settings.insert(name.into(), value);
+        }
+    }
+
+    let mut routes = HashMap::new();
+    for provider in Provider::ALL {
+        let config = RouteConfig::from_settings(provider, &route_settings)?;
+        routes.insert(provider, Route::from_config(&config, &sdk)?);
+    }
+    let authorizer_config = authorizer::AuthorizerConfig::from_settings(&route_settings)?;
+    let authorizer = authorizer::State::from_config(authorizer_config, &sdk).await?;
+    let gateway = Arc::new(apigw::Gateway {
+        region: local.region.clone(),
+        authorizer,
+        routes,
+    });
+    let router = axum::Router::new()
+        .fallback(apigw::handle)
+        .with_state(gateway);
+
+    let http_listener = TcpListener::bind((local.host.as_str(), local.http_port)).await?;
+    let https_listener = TcpListener::bind((local.host.as_str(), local.https_port)).await?;
+    let base_url = format!("http://{}", http_listener.local_addr()?);
+    let https_base_url = format!("https://localhost:{}", https_listener.local_addr()?.port());
+    let certificate = tls::self_signed(&local.dir.join("tls"))?;
+    let http_router = router.clone();
+    tokio::spawn(async move {
+        axum::serve(
+            http_listener,
+            http_router.into_make_service_with_connect_info::<SocketAddr>(),
+        )
+        .await
+    });
+    tokio::spawn(tls::serve(https_listener, certificate.acceptor, router));
+
+    let demo_password = format!("Demo-{}!a1", uuid::Uuid::new_v4().simple());
+    let demo_groups = vec![
+        "gateway-all".to_string(),
+        format!("{}engineering", policy.department_group_prefix()),
+    ];
+    let token = resources::create_user_and_sign_in(
+        &cognito,
+        &pool,
+        "demo",
+        &demo_password,
+        &demo_groups,
+        "engineering",
+    )
+    .await?;
+
+    let ca_bundle = certificate.cert_path.canonicalize()?.display().to_string();
+    let state = json!({
+        "base_url": base_url,
+        "https_base_url": https_base_url,
+        "ca_bundle": ca_bundle,
+        "aws_endpoint_url": aws_endpoint,
+        "region": local.region,
+        "user_pool_id": pool.user_pool_id,
+        "app_client_id": pool.app_client_id,
+        "issuer": format!("https://cognito-idp.{}.amazonaws.com/{}", local.region, pool.user_pool_id),
+        "jwks_url": jwks_url,
+        "demo_user": {"username": "demo", "password": demo_password, "groups": demo_groups},
+        "groups": pool.groups,
+        "secrets": {"azure_openai": azure_secret, "gemini": gemini_secret},
+        "upstreams": {
+            "azure_openai": upstreams[&Provider::AzureOpenAi],
+            "bedrock": upstreams[&Provider::BedrockClaude],
+            "gemini": upstreams[&Provider::Gemini],
+        },
+        "mocks": mocks,
+        "buckets": [],
+        "queues": [],
+    });
+    // Written last and atomically: its presence means the stack is ready.
+    let state_file = local.state_file();
+    let tmp = state_file.with_extension("json.tmp");
+    std::fs::write(&tmp, serde_json::to_string_pretty(&state)?)?;
+    std::fs::rename(&tmp, &state_file)?;
+    print_banner(&state, &token, &state_file.display().to_string());
+
+    shutdown_signal().await;
+    if let Some(child) = moto.as_mut() {
+        let _ = child.kill().await;
+    }
+    let _ = std::fs::remove_file(&state_file);
+    Ok(())
+}
+
+fn state_key(provider: Provider) -> &'static str {
+    match provider {
+        Provider::AzureOpenAi => "azure_openai",
+        Provider::BedrockClaude => "bedrock",
+        Provider::Gemini => "gemini",
+    }
+}
+
+async fn start_moto(local: &LocalSettings) -> Result<Child, BoxError> {
+    let log = std::fs::File::create(local.dir.join("moto.log"))?;
+    let child = Command::new(&local.moto_bin)
+        .args(["-H", &local.host, "-p", &local.moto_port.to_string()])
+        .stdout(Stdio::from(log.try_clone()?))
+        .stderr(Stdio::from(log))
+        .kill_on_drop(true)
+        .spawn()
+        .map_err(|e| {
+            format!(
+                "could not start moto ({}): {e}; run ./local/run.sh, which installs it",
+                local.moto_bin
+            )
+        })?;
+    let url = format!("{}/moto-api/", local.aws_endpoint());
+    let http = reqwest::Client::new();
+    let started = Instant::now();
+    while started.elapsed() < Duration::from_secs(30) {
+        if let Ok(response) = http.get(&url).send().await {
+            if response.status().is_success() {
+                return Ok(child);
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    Err(format!(
+        "moto did not answer on {url} within 30 s (see {})",
+        local.dir.join("moto.log").display()
+    )
+    .into())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = tokio::signal::ctrl_c();
+    #[cfg(unix)]
+    {
+        if let Ok(mut term) =
+            tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate())
+        {
+            tokio::select! {
+                _ = ctrl_c => {}
+                _ = term.recv() => {}
+            }
+            return;
+        }
+    }
+    let _ = ctrl_c.await;
+}
+
+fn print_banner(state: &serde_json::Value, token: &str, state_file: &str) {
+    let base = state["base_url"].as_str().unwrap_or_default();
+    let https = state["https_base_url"].as_str().unwrap_or_default();
+    let ca = state["ca_bundle"].as_str().unwrap_or_default();
+    let region = state["region"].as_str().unwrap_or_default();
+    println!(
+        r#"
+LLM gateway local stack is up.
+  gateway (HTTP):   {base}
+  gateway (HTTPS):  {https}   (self-signed CA bundle: {ca})
+  AWS (moto):       {aws}
+  state file:       {state_file}
+
+A fresh access token for the demo user (groups gateway-all, dept-engineering; valid 1 hour):
+export GATEWAY_TOKEN='{token}'
+
+# Azure OpenAI (openai)
+from openai import AzureOpenAI
+client = AzureOpenAI(azure_endpoint="{base}/azure-openai", api_version="2024-10-21", api_key=os.environ["GATEWAY_TOKEN"])
+print(client.chat.completions.create(model="gpt-4o-mini", messages=[{{"role": "user", "content": "hello"}}]).choices[0].message.content)
+
+# Bedrock Claude (boto3 >= 1.39, HTTPS required for bearer tokens)
+os.environ["AWS_BEARER_TOKEN_BEDROCK"] = os.environ["GATEWAY_TOKEN"]
+brt = boto3.client("bedrock-runtime", region_name="{region}", endpoint_url="{https}/bedrock-claude", verify="{ca}")
+print(brt.converse(modelId="anthropic.claude-3-5-sonnet-20240620-v1:0", messages=[{{"role": "user", "content": [{{"text": "hello"}}]}}])["output"])
+
+# Gemini (google-genai)
+from google import genai
+client = genai.Client(api_key=os.environ["GATEWAY_TOKEN"], http_options=genai.types.HttpOptions(base_url="{base}/gemini"))
+print(client.models.generate_content(model="gemini-2.0-flash", contents="hello").text)
+
+Stop with Ctrl-C."#,
+        aws = state["aws_endpoint_url"].as_str().unwrap_or_default(),
+    );
+}

@@ -1,0 +1,241 @@
+//! The AWS resources the stack needs, created through the real AWS SDK against moto (or any endpoint in
+//! `AWS_ENDPOINT_URL`): the Cognito user pool, app client and groups, the secrets holding upstream keys
+//! and department usage keys, and a demo user.
+
+use aws_sdk_cognitoidentityprovider::types::{
+    AttributeDataType, AttributeType, AuthFlowType, ExplicitAuthFlowsType, MessageActionType,
+    PasswordPolicyType, SchemaAttributeType, UserPoolMfaType, UserPoolPolicyType,
+};
+use aws_sdk_cognitoidentityprovider::Client as Cognito;
+use aws_sdk_secretsmanager::Client as SecretsManager;
+use gateway_shared::scopes::Policy;
+
+pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+pub const DEPARTMENTS: &[&str] = &["engineering", "sales"];
+
+pub struct UserPool {
+    pub user_pool_id: String,
+    pub app_client_id: String,
+    pub groups: Vec<String>,
+}
+
+fn sdk_error<E: std::error::Error + Send + Sync + 'static>(
+    what: &str,
+) -> impl FnOnce(E) -> BoxError + '_ {
+    move |e| {
+        format!(
+            "{what}: {}",
+            aws_sdk_cognitoidentityprovider::error::DisplayErrorContext(e)
+        )
+        .into()
+    }
+}
+
+pub async fn create_user_pool(cognito: &Cognito, policy: &Policy) -> Result<UserPool, BoxError> {
+    // Seed 002's password policy; MFA is required in the deployed stack but off here, because moto cannot
+    // complete an MFA challenge for scripted sign-in.
+    let password_policy = PasswordPolicyType::builder()
+        .minimum_length(8)
+        .require_lowercase(true)
+        .require_uppercase(true)
+        .require_numbers(true)
+        .require_symbols(true)
+        .build();
+    let mut request = cognito
+        .create_user_pool()
+        .pool_name("llm-gateway-local")
+        .policies(
+            UserPoolPolicyType::builder()
+                .password_policy(password_policy)
+                .build(),
+        )
+        .auto_verified_attributes(
+            aws_sdk_cognitoidentityprovider::types::VerifiedAttributeType::Email,
+        )
+        .mfa_configuration(UserPoolMfaType::Off);
+    for attribute in [
+        "user_id",
+        "department",
+        "job_title",
+        "start_date",
+        "end_date",
+    ] {
+        request = request.schema(
+            SchemaAttributeType::builder()
+                .name(attribute)
+                .attribute_data_type(AttributeDataType::String)
+                .mutable(true)
+                .build(),
+        );
+    }
+    let pool = request
+        .send()
+        .await
+        .map_err(sdk_error("create user pool"))?;
+    let user_pool_id = pool
+        .user_pool()
+        .and_then(|p| p.id())
+        .ok_or("create user pool: no id returned")?
+        .to_string();
+
+    let client = cognito
+        .create_user_pool_client()
+        .user_pool_id(&user_pool_id)
+        .client_name("gateway-sdk-users")
+        .generate_secret(false)
+        .explicit_auth_flows(ExplicitAuthFlowsType::AllowAdminUserPasswordAuth)
+        .explicit_auth_flows(ExplicitAuthFlowsType::AllowUserPasswordAuth)
+        .explicit_auth_flows(ExplicitAuthFlowsType::AllowUserSrpAuth)
+        .explicit_auth_flows(ExplicitAuthFlowsType::AllowRefreshTokenAuth)
+        .send()
+        .await
+        .map_err(sdk_error("create app client"))?;
+    let app_client_id = client
+        .user_pool_client()
+        .and_then(|c| c.client_id())
+        .ok_or("create app client: no id returned")?
+        .to_string();
+
+    let mut groups: Vec<String> = policy.group_names().map(str::to_string).collect();
+    groups.extend(
+        DEPARTMENTS
+            .iter()
+            .map(|d| format!("{}{d}", policy.department_group_prefix())),
+    );
+    for group in &groups {
+        cognito
+            .create_group()
+            .user_pool_id(&user_pool_id)
+            .group_name(group)
+            .send()
+            .await
+            .map_err(sdk_error("create group"))?;
+    }
+    Ok(UserPool {
+        user_pool_id,
+        app_client_id,
+        groups,
+    })
+}
+
+/// Creates a confirmed user in the given groups and signs it in, returning the access token.
+pub async fn create_user_and_sign_in(
+    cognito: &Cognito,
+    pool: &UserPool,
+    username: &str,
+    password: &str,
+    groups: &[String],
+    department: &str,
+) -> Result<String, BoxError> {
+    cognito
+        .admin_create_user()
+        .user_pool_id(&pool.user_pool_id)
+        .username(username)
+        .message_action(MessageActionType::Suppress)
+        .user_attributes(
+            AttributeType::builder()
+                .name("email")
+                .value(format!("{username}@example.com"))
+                .build()?,
+        )
+        .user_attributes(
+            AttributeType::builder()
+                .name("email_verified")
+                .value("true")
+                .build()?,
+        )
+        .user_attributes(
+            AttributeType::builder()
+                .name("custom:department")
+                .value(department)
+                .build()?,
+        )
+        .send()
+        .await
+        .map_err(sdk_error("create user"))?;
+    cognito
+        .admin_set_user_password()
+        .user_pool_id(&pool.user_pool_id)
+        .username(username)
+        .password(password)
+        .permanent(true)
+        .send()
+        .await
+        .map_err(sdk_error("set password"))?;
+    for group in groups {
+        cognito
+            .admin_add_user_to_group()
+            .user_pool_id(&pool.user_pool_id)
+            .username(username)
+            .group_name(group)
+            .send()
+            .await
+            .map_err(sdk_error("add user to group"))?;
+    }
+    sign_in(cognito, pool, username, password).await
+}
+
+pub async fn sign_in(
+    cognito: &Cognito,
+    pool: &UserPool,
+    username: &str,
+    password: &str,
+) -> Result<String, BoxError> {
+    let auth = cognito
+        .admin_initiate_auth()
+        .user_pool_id(&pool.user_pool_id)
+        .client_id(&pool.app_client_id)
+        .auth_flow(AuthFlowType::AdminUserPasswordAuth)
+        .auth_parameters("USERNAME", username)
+        .auth_parameters("PASSWORD", password)
+        .send()
+        .await
+        .map_err(sdk_error("sign in"))?;
+    Ok(auth
+        .authentication_result()
+        .and_then(|r| r.access_token())
+        .ok_or("sign in: no access token returned")?
+        .to_string())
+}
+
+/// Creates (or overwrites) a secret and returns its ARN.
+pub async fn put_secret(
+    secrets: &SecretsManager,
+    name: &str,
+    value: &str,
+) -> Result<String, BoxError> {
+    let created = secrets
+        .create_secret()
+        .name(name)
+        .description("llm-gateway local stack")
+        .secret_string(value)
+        .send()
+        .await;
+    match created {
+        Ok(out) => Ok(out.arn().unwrap_or(name).to_string()),
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_exists_exception()) =>
+        {
+            let out = secrets
+                .put_secret_value()
+                .secret_id(name)
+                .secret_string(value)
+                .send()
+                .await
+                .map_err(|e| {
+                    format!(
+                        "put secret {name}: {}",
+                        aws_sdk_secretsmanager::error::DisplayErrorContext(e)
+                    )
+                })?;
+            Ok(out.arn().unwrap_or(name).to_string())
+        }
+        Err(e) => Err(format!(
+            "create secret {name}: {}",
+            aws_sdk_secretsmanager::error::DisplayErrorContext(e)
+        )
+        .into()),
+    }
+}

@@ -1,0 +1,75 @@
+//! The local stack's own settings, from environment variables with defaults that work out of the box.
+
+use std::path::PathBuf;
+
+use crate::resources::BoxError;
+
+pub struct LocalSettings {
+    /// Where the state file, TLS certificate and moto log go (`GATEWAY_LOCAL_DIR`, default `.local`).
+    pub dir: PathBuf,
+    pub host: String,
+    pub http_port: u16,
+    pub https_port: u16,
+    pub moto_port: u16,
+    pub moto_bin: String,
+    /// `AWS_ENDPOINT_URL`: use this AWS endpoint instead of starting moto.
+    pub aws_endpoint_url: Option<String>,
+    pub region: String,
+    pub mock_ports: [u16; 3],
+    pub azure_endpoint: Option<String>,
+    pub azure_key: Option<String>,
+    pub bedrock_endpoint: Option<String>,
+    pub gemini_endpoint: Option<String>,
+    pub gemini_key: Option<String>,
+    pub policy_file: Option<String>,
+}
+
+fn var(name: &str) -> Option<String> {
+    std::env::var(name).ok().filter(|v| !v.trim().is_empty())
+}
+
+fn port(name: &str, default: u16) -> Result<u16, BoxError> {
+    match var(name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse()
+            .map_err(|e| format!("{name}={v:?} is not a port: {e}").into()),
+    }
+}
+
+impl LocalSettings {
+    pub fn from_env() -> Result<Self, BoxError> {
+        Ok(LocalSettings {
+            dir: PathBuf::from(var("GATEWAY_LOCAL_DIR").unwrap_or_else(|| ".local".into())),
+            host: var("GATEWAY_LOCAL_HOST").unwrap_or_else(|| "127.0.0.1".into()),
+            http_port: port("GATEWAY_LOCAL_HTTP_PORT", 4080)?,
+            https_port: port("GATEWAY_LOCAL_HTTPS_PORT", 4443)?,
+            moto_port: port("GATEWAY_LOCAL_MOTO_PORT", 5055)?,
+            moto_bin: var("GATEWAY_LOCAL_MOTO_BIN")
+                .unwrap_or_else(|| ".venv/bin/moto_server".into()),
+            aws_endpoint_url: var("AWS_ENDPOINT_URL").map(|u| u.trim_end_matches('/').to_string()),
+            region: var("AWS_REGION").unwrap_or_else(|| "us-east-1".into()),
+            mock_ports: [
+                port("GATEWAY_LOCAL_MOCK_AZURE_PORT", 4091)?,
+                port("GATEWAY_LOCAL_MOCK_BEDROCK_PORT", 4092)?,
+                port("GATEWAY_LOCAL_MOCK_GEMINI_PORT", 4093)?,
+            ],
+            azure_endpoint: var("GATEWAY_AZURE_OPENAI_ENDPOINT"),
+            azure_key: var("GATEWAY_AZURE_OPENAI_API_KEY"),
+            bedrock_endpoint: var("AWS_ENDPOINT_URL_BEDROCK_RUNTIME"),
+            gemini_endpoint: var("GATEWAY_GEMINI_ENDPOINT"),
+            gemini_key: var("GATEWAY_GEMINI_API_KEY"),
+            policy_file: var("GATEWAY_SCOPE_POLICY_FILE"),
+        })
+    }
+
+    pub fn aws_endpoint(&self) -> String {
+        self.aws_endpoint_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}:{}", self.host, self.moto_port))
+    }
+
+    pub fn state_file(&self) -> PathBuf {
+        self.dir.join("stack.json")
+    }
+}

@@ -1,0 +1,342 @@
+//! Verifying gateway tokens (OIDC access tokens) against their issuer's JWKS.
+//!
+//! - RS256 only: `none`, HMAC (a classic key-confusion attack when the public key is used as the secret)
+//!   and anything else are refused before a key is even looked up.
+//! - Keys are fetched once per execution environment and cached; an unknown `kid` triggers one refetch
+//!   (key rotation), at most once per [`REFRESH_COOLDOWN`] so forged kids cannot hammer the issuer.
+//! - The JWKS URL is its own setting and never derived from the token (a token must not choose where its
+//!   key comes from).
+//! - Claims differ per issuer (Cognito: `token_use` + `client_id`; Entra: `aud`/`azp`/`scp`), so the claim
+//!   names are configuration in [`IssuerConfig`], not code.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use base64::Engine;
+use jsonwebtoken::{jwk::JwkSet, Algorithm, DecodingKey, Validation};
+use serde::Deserialize;
+use serde_json::Value;
+use tokio::sync::RwLock;
+
+pub const REFRESH_COOLDOWN: Duration = Duration::from_secs(30);
+
+#[derive(Debug, Clone)]
+pub struct IssuerConfig {
+    /// Exact `iss` claim value.
+    pub issuer: String,
+    pub jwks_url: String,
+    /// Accepted app clients (value of `client_id_claim`); empty accepts none.
+    pub client_ids: Vec<String>,
+    pub client_id_claim: String,
+    /// Required `token_use` value (Cognito: `access`), if the issuer has that claim.
+    pub required_token_use: Option<String>,
+    /// Required audiences (Entra); empty skips the `aud` check (Cognito access tokens have no `aud`).
+    pub audiences: Vec<String>,
+    pub groups_claim: String,
+    /// Space-separated scopes (Cognito `scope`, Entra `scp`).
+    pub scope_claim: String,
+    pub username_claim: String,
+    /// Label for audit and context, e.g. `cognito`.
+    pub auth_method: String,
+}
+
+impl IssuerConfig {
+    /// A Cognito user pool's access tokens.
+    pub fn cognito(
+        region: &str,
+        user_pool_id: &str,
+        jwks_url: Option<String>,
+        client_ids: Vec<String>,
+    ) -> Self {
+        let issuer = format!("https://cognito-idp.{region}.amazonaws.com/{user_pool_id}");
+        IssuerConfig {
+            jwks_url: jwks_url.unwrap_or_else(|| format!("{issuer}/.well-known/jwks.json")),
+            issuer,
+            client_ids,
+            client_id_claim: "client_id".into(),
+            required_token_use: Some("access".into()),
+            audiences: Vec::new(),
+            groups_claim: "cognito:groups".into(),
+            scope_claim: "scope".into(),
+            username_claim: "username".into(),
+            auth_method: "cognito".into(),
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum TokenError {
+    #[error("token is not a well-formed JWT")]
+    Malformed,
+    #[error("token algorithm {0} is not accepted (RS256 only)")]
+    UnsupportedAlgorithm(String),
+    #[error("token has no key id")]
+    MissingKeyId,
+    #[error("token issuer is not trusted")]
+    UnknownIssuer,
+    #[error("token key id is not in the issuer's key set")]
+    UnknownKey,
+    #[error("token signature is invalid")]
+    BadSignature,
+    #[error("token has expired")]
+    Expired,
+    #[error("token is not valid yet")]
+    NotYetValid,
+    #[error("token is not an access token")]
+    WrongTokenUse,
+    #[error("token was issued to another client")]
+    WrongClient,
+    #[error("token audience is not accepted")]
+    WrongAudience,
+    #[error("token lacks required claim {0}")]
+    MissingClaim(String),
+    #[error("issuer key set unavailable: {0}")]
+    JwksUnavailable(String),
+}
+
+impl TokenError {
+    /// Whether the failure is the gateway's (its issuer's keys could not be read) rather than the token's.
+    pub fn is_internal(&self) -> bool {
+        matches!(self, TokenError::JwksUnavailable(_))
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VerifiedToken {
+    pub subject: String,
+    pub username: Option<String>,
+    pub client_id: Option<String>,
+    pub groups: Vec<String>,
+    pub scopes: Vec<String>,
+    pub issuer: String,
+    pub issued_at: Option<u64>,
+    pub expires_at: u64,
+    pub auth_method: String,
+}
+
+#[derive(Default)]
+struct KeyCache {
+    keys: HashMap<String, DecodingKey>,
+    fetched_at: Option<Instant>,
+}
+
+struct TrustedIssuer {
+    config: IssuerConfig,
+    keys: RwLock<KeyCache>,
+}
+
+pub struct Verifier {
+    issuers: Vec<TrustedIssuer>,
+    http: reqwest::Client,
+    leeway_secs: u64,
+}
+
+#[derive(Deserialize)]
+struct PeekClaims {
+    iss: Option<String>,
+}
+
+#[derive(Deserialize)]
+struct Claims {
+    sub: String,
+    exp: u64,
+    iat: Option<u64>,
+    #[serde(flatten)]
+    other: serde_json::Map<String, Value>,
+}
+
+impl Verifier {
+    pub fn new(issuers: Vec<IssuerConfig>, http: reqwest::Client) -> Self {
+        Verifier {
+            issuers: issuers
+                .into_iter()
+                .map(|config| TrustedIssuer {
+                    config,
+                    keys: RwLock::new(KeyCache::default()),
+                })
+                .collect(),
+            http,
+            // Small clock skew between the issuer and Lambda; tokens live 15 minutes.
+            leeway_secs: 30,
+        }
+    }
+
+    /// Fetches every issuer's keys now, so the first request does not pay for it (called at init).
+    pub async fn prefetch(&self) -> Result<(), TokenError> {
+        for issuer in &self.issuers {
+            self.refresh(issuer, true).await?;
+        }
+        Ok(())
+    }
+
+    pub async fn verify(&self, token: &str) -> Result<VerifiedToken, TokenError> {
+        let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
+            jsonwebtoken::errors::ErrorKind::InvalidAlgorithmName
+            | jsonwebtoken::errors::ErrorKind::UnsupportedAlgorithm => {
+                TokenError::UnsupportedAlgorithm(algorithm_name(token))
+            }
+            _ => TokenError::Malformed,
+        })?;
+        if header.alg != Algorithm::RS256 {
+            return Err(TokenError::UnsupportedAlgorithm(format!(
+                "{:?}",
+                header.alg
+            )));
+        }
+        let kid = header.kid.ok_or(TokenError::MissingKeyId)?;
+        let issuer_claim = peek_issuer(token)?;
+        let issuer = self
+            .issuers
+            .iter()
+            .find(|i| i.config.issuer == issuer_claim)
+            .ok_or(TokenError::UnknownIssuer)?;
+        let key = self.key(issuer, &kid).await?;
+
+        let mut validation = Validation::new(Algorithm::RS256);
+        validation.leeway = self.leeway_secs;
+        validation.set_issuer(&[&issuer.config.issuer]);
+        validation.set_required_spec_claims(&["exp", "iss", "sub"]);
+        validation.validate_nbf = true;
+        if issuer.config.audiences.is_empty() {
+            validation.validate_aud = false;
+        } else {
+            validation.set_audience(&issuer.config.audiences);
+        }
+        let data = jsonwebtoken::decode::<Claims>(token, &key, &validation).map_err(|e| {
+            use jsonwebtoken::errors::ErrorKind as K;
+            match e.kind() {
+                K::ExpiredSignature => TokenError::Expired,
+                K::ImmatureSignature => TokenError::NotYetValid,
+                K::InvalidSignature => TokenError::BadSignature,
+                K::InvalidIssuer => TokenError::UnknownIssuer,
+                K::InvalidAudience => TokenError::WrongAudience,
+                K::MissingRequiredClaim(c) => TokenError::MissingClaim(c.clone()),
+                _ => TokenError::Malformed,
+            }
+        })?;
+        self.check_claims(&issuer.config, data.claims)
+    }
+
+    fn check_claims(
+        &self,
+        config: &IssuerConfig,
+        claims: Claims,
+    ) -> Result<VerifiedToken, TokenError> {
+        let text = |name: &str| {
+            claims
+                .other
+                .get(name)
+                .and_then(Value::as_str)
+                .map(str::to_string)
+        };
+        if let Some(required) = &config.required_token_use {
+            if text("token_use").as_deref() != Some(required.as_str()) {
+                return Err(TokenError::WrongTokenUse);
+            }
+        }
+        let client_id = text(&config.client_id_claim);
+        match &client_id {
+            Some(id) if config.client_ids.iter().any(|c| c == id) => {}
+            _ => return Err(TokenError::WrongClient),
+        }
+        let groups = match claims.other.get(&config.groups_claim) {
+            Some(Value::Array(items)) => items
+                .iter()
+                .filter_map(Value::as_str)
+                .map(str::to_string)
+                .collect(),
+            _ => Vec::new(),
+        };
+        let scopes = text(&config.scope_claim)
+            .map(|s| s.split_whitespace().map(str::to_string).collect())
+            .unwrap_or_default();
+        Ok(VerifiedToken {
+            subject: claims.sub,
+            username: text(&config.username_claim),
+            client_id,
+            groups,
+            scopes,
+            issuer: config.issuer.clone(),
+            issued_at: claims.iat,
+            expires_at: claims.exp,
+            auth_method: config.auth_method.clone(),
+        })
+    }
+
+    async fn key(&self, issuer: &TrustedIssuer, kid: &str) -> Result<DecodingKey, TokenError> {
+        if let Some(key) = issuer.keys.read().await.keys.get(kid) {
+            return Ok(key.clone());
+        }
+        self.refresh(issuer, false).await?;
+        issuer
+            .keys
+            .read()
+            .await
+            .keys
+            .get(kid)
+            .cloned()
+            .ok_or(TokenError::UnknownKey)
+    }
+
+    async fn refresh(&self, issuer: &TrustedIssuer, force: bool) -> Result<(), TokenError> {
+        let mut cache = issuer.keys.write().await;
+        if !force {
+            if let Some(at) = cache.fetched_at {
+                if at.elapsed() < REFRESH_COOLDOWN {
+                    return Ok(());
+                }
+            }
+        }
+        let unavailable =
+            |e: reqwest::Error| TokenError::JwksUnavailable(e.without_url().to_string());
+        let body = self
+            .http
+            .get(&issuer.config.jwks_url)
+            .timeout(Duration::from_secs(5))
+            .send()
+            .await
+            .map_err(unavailable)?
+            .error_for_status()
+            .map_err(unavailable)?
+            .bytes()
+            .await
+            .map_err(unavailable)?;
+        let set: JwkSet = serde_json::from_slice(&body)
+            .map_err(|e| TokenError::JwksUnavailable(format!("not a JWKS document: {e}")))?;
+        let mut keys = HashMap::new();
+        for jwk in &set.keys {
+            let Some(kid) = &jwk.common.key_id else {
+                continue;
+            };
+            if let Ok(key) = DecodingKey::from_jwk(jwk) {
+                keys.insert(kid.clone(), key);
+            }
+        }
+        tracing::info!(issuer = %issuer.config.issuer, keys = keys.len(), "fetched issuer key set");
+        cache.keys = keys;
+        cache.fetched_at = Some(Instant::now());
+        Ok(())
+    }
+}
+
+fn decode_segment(token: &str, index: usize) -> Option<Vec<u8>> {
+    let segment = token.split('.').nth(index)?;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(segment.trim_end_matches('='))
+        .ok()
+}
+
+/// The issuer claim, read before verification only to pick which issuer's keys verify the token.
+fn peek_issuer(token: &str) -> Result<String, TokenError> {
+    let payload = decode_segment(token, 1).ok_or(TokenError::Malformed)?;
+    let claims: PeekClaims = serde_json::from_slice(&payload).map_err(|_| TokenError::Malformed)?;
+    claims.iss.ok_or(TokenError::MissingClaim("iss".into()))
+}
+
+/// The `alg` a refused token claimed, for the log line (e.g. `none`).
+fn algorithm_name(token: &str) -> String {
+    decode_segment(token, 0)
+        .and_then(|h| serde_json::from_slice::<Value>(&h).ok())
+        .and_then(|h| h.get("alg").and_then(Value::as_str).map(str::to_string))
+        .unwrap_or_else(|| "unknown".into())
+}

@@ -1,0 +1,25 @@
+//! Library code shared by the gateway's Lambda functions.
+//!
+//! Each module owns one concern of the data plane:
+//! - [`auth`]: where stock SDKs put their key, and verifying gateway tokens (JWT/JWKS).
+//! - [`scopes`]: the scope policy (hierarchy, group grants, route operations, model allow-lists) as data.
+//! - [`providers`]: what differs between Azure OpenAI, Bedrock and Gemini (operations, error shapes, credentials).
+//! - [`transport`]: how a request reaches the provider (`direct` now; `queue` slots in behind the same trait).
+//! - [`proxy`]: the route handler every provider Lambda runs: authorize again, rewrite, relay, render errors.
+//! - [`secrets`], [`upstream_auth`]: upstream credentials, cached per execution environment, never logged.
+//! - [`config`], [`telemetry`], [`error`]: typed configuration, JSON tracing, the gateway's own errors.
+
+pub mod auth;
+pub mod config;
+pub mod error;
+pub mod headers;
+pub mod providers;
+pub mod proxy;
+pub mod scopes;
+pub mod secrets;
+pub mod telemetry;
+pub mod transport;
+pub mod upstream_auth;
+
+pub use error::{ErrorKind, GatewayError};
+pub use providers::Provider;

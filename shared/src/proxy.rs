@@ -1,0 +1,444 @@
+//! The route handler every provider Lambda runs (`/azure-openai`, `/bedrock-claude`, `/gemini`).
+//!
+//! Phases, in order: read the authorizer's context (fail closed without it); check the scope again from
+//! that context (a misconfigured authorizer cache must not open a route); rewrite the request (path below
+//! the prefix as the client encoded it, query without `key`, headers without client credentials); relay it
+//! through the configured transport; stream the provider's answer back untouched. Failures the gateway
+//! causes are answered in the provider's own error shape with the request id.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use bytes::Bytes;
+use http::{HeaderValue, Response};
+use http_body_util::{BodyExt, Full};
+use lambda_http::request::RequestContext;
+use lambda_http::RequestExt;
+use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+
+use crate::auth::AuthContext;
+use crate::config::{self, ConfigError, Settings};
+use crate::error::{ErrorKind, GatewayError};
+use crate::headers::upstream_request_headers;
+use crate::providers::{Provider, REQUEST_ID_HEADER};
+use crate::scopes::{Decision, Policy};
+use crate::secrets::SecretCache;
+use crate::transport::direct::{http_client, DirectTransport, Upstream};
+use crate::transport::{ProxyBody, Transport, TransportError, UpstreamRequest};
+use crate::upstream_auth::UpstreamAuth;
+
+/// Lambda's request payload limit for streamed invocations; larger bodies are refused before relaying.
+pub const DEFAULT_MAX_REQUEST_BYTES: usize = 6 * 1024 * 1024;
+const SECRET_TTL: Duration = Duration::from_secs(300);
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TransportKind {
+    Direct,
+}
+
+#[derive(Debug, Clone)]
+pub struct RouteConfig {
+    pub provider: Provider,
+    pub transport: TransportKind,
+    pub upstream_base_url: String,
+    /// Secrets Manager id of the upstream API key (Azure OpenAI, Gemini).
+    pub key_secret_id: Option<String>,
+    /// Signing region (Bedrock).
+    pub region: Option<String>,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    pub max_request_bytes: usize,
+    pub policy_file: Option<String>,
+}
+
+impl RouteConfig {
+    /// Reads the route's settings. Names: `GATEWAY_AZURE_OPENAI_ENDPOINT` + `GATEWAY_AZURE_OPENAI_KEY_SECRET_ID`;
+    /// `GATEWAY_GEMINI_ENDPOINT` (default Google's) + `GATEWAY_GEMINI_KEY_SECRET_ID`;
+    /// `AWS_ENDPOINT_URL_BEDROCK_RUNTIME` (default the regional endpoint) + `GATEWAY_BEDROCK_REGION` or
+    /// `AWS_REGION`; for all: `GATEWAY_TRANSPORT`, `GATEWAY_UPSTREAM_CONNECT_TIMEOUT_MS`,
+    /// `GATEWAY_UPSTREAM_RESPONSE_TIMEOUT_MS`, `GATEWAY_MAX_REQUEST_BYTES`, `GATEWAY_SCOPE_POLICY_FILE`.
+    pub fn from_settings(
+        provider: Provider,
+        settings: &dyn Settings,
+    ) -> Result<RouteConfig, ConfigError> {
+        let transport = match settings.get("GATEWAY_TRANSPORT").as_deref() {
+            None | Some("direct") => TransportKind::Direct,
+            Some(other) => {
+                return Err(ConfigError::Invalid {
+                    name: "GATEWAY_TRANSPORT",
+                    reason: format!("{other:?} is not a transport this build offers (direct)"),
+                })
+            }
+        };
+        let (upstream_base_url, key_secret_id, region) = match provider {
+            Provider::AzureOpenAi => (
+                config::base_url(
+                    "GATEWAY_AZURE_OPENAI_ENDPOINT",
+                    config::required(settings, "GATEWAY_AZURE_OPENAI_ENDPOINT")?,
+                )?,
+                Some(config::required(
+                    settings,
+                    "GATEWAY_AZURE_OPENAI_KEY_SECRET_ID",
+                )?),
+                None,
+            ),
+            Provider::Gemini => (
+                config::base_url(
+                    "GATEWAY_GEMINI_ENDPOINT",
+                    settings
+                        .get("GATEWAY_GEMINI_ENDPOINT")
+                        .unwrap_or_else(|| "https://generativelanguage.googleapis.com".into()),
+                )?,
+                Some(config::required(settings, "GATEWAY_GEMINI_KEY_SECRET_ID")?),
+                None,
+            ),
+            Provider::BedrockClaude => {
+                let region = settings
+                    .get("GATEWAY_BEDROCK_REGION")
+                    .or_else(|| settings.get("AWS_REGION"))
+                    .ok_or(ConfigError::Missing("GATEWAY_BEDROCK_REGION or AWS_REGION"))?;
+                let endpoint = settings
+                    .get("AWS_ENDPOINT_URL_BEDROCK_RUNTIME")
+                    .unwrap_or_else(|| format!("https://bedrock-runtime.{region}.amazonaws.com"));
+                (
+                    config::base_url("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", endpoint)?,
+                    None,
+                    Some(region),
+                )
+            }
+        };
+        Ok(RouteConfig {
+            provider,
+            transport,
+            upstream_base_url,
+            key_secret_id,
+            region,
+            connect_timeout: config::duration_ms(
+                settings,
+                "GATEWAY_UPSTREAM_CONNECT_TIMEOUT_MS",
+                Duration::from_secs(5),
+            )?,
+            response_timeout: config::duration_ms(
+                settings,
+                "GATEWAY_UPSTREAM_RESPONSE_TIMEOUT_MS",
+                Duration::from_secs(120),
+            )?,
+            max_request_bytes: config::usize_setting(
+                settings,
+                "GATEWAY_MAX_REQUEST_BYTES",
+                DEFAULT_MAX_REQUEST_BYTES,
+            )?,
+            policy_file: settings.get("GATEWAY_SCOPE_POLICY_FILE"),
+        })
+    }
+}
+
+/// Loads the scope policy from `GATEWAY_SCOPE_POLICY_FILE`, or the one shipped in the repository.
+pub fn load_policy(file: Option<&str>) -> Result<Policy, ConfigError> {
+    let invalid = |reason: String| ConfigError::Invalid {
+        name: "GATEWAY_SCOPE_POLICY_FILE",
+        reason,
+    };
+    match file {
+        None => Policy::default_policy().map_err(|e| invalid(e.to_string())),
+        Some(path) => {
+            let text =
+                std::fs::read_to_string(path).map_err(|e| invalid(format!("{path}: {e}")))?;
+            Policy::from_json(&text).map_err(|e| invalid(format!("{path}: {e}")))
+        }
+    }
+}
+
+pub struct Route {
+    provider: Provider,
+    policy: Arc<Policy>,
+    transport: Arc<dyn Transport>,
+    max_request_bytes: usize,
+}
+
+impl Route {
+    pub fn new(
+        provider: Provider,
+        policy: Arc<Policy>,
+        transport: Arc<dyn Transport>,
+        max_request_bytes: usize,
+    ) -> Self {
+        Route {
+            provider,
+            policy,
+            transport,
+            max_request_bytes,
+        }
+    }
+
+    /// Builds the route with its clients, once per execution environment.
+    pub fn from_config(
+        config: &RouteConfig,
+        sdk: &aws_config::SdkConfig,
+    ) -> Result<Route, ConfigError> {
+        let policy = Arc::new(load_policy(config.policy_file.as_deref())?);
+        let http = http_client(config.connect_timeout).map_err(|e| ConfigError::Invalid {
+            name: "GATEWAY_UPSTREAM_CONNECT_TIMEOUT_MS",
+            reason: format!("HTTP client could not be built: {e}"),
+        })?;
+        let auth = match (config.provider, &config.key_secret_id) {
+            (Provider::BedrockClaude, _) => UpstreamAuth::SigV4 {
+                credentials: sdk.credentials_provider().ok_or(ConfigError::Missing(
+                    "AWS credentials for signing Bedrock requests",
+                ))?,
+                region: config.region.clone().unwrap_or_default(),
+                service: "bedrock",
+            },
+            (provider, Some(secret_id)) => UpstreamAuth::ApiKeyHeader {
+                header: http::HeaderName::from_static(match provider {
+                    Provider::Gemini => "x-goog-api-key",
+                    Provider::AzureOpenAi | Provider::BedrockClaude => "api-key",
+                }),
+                secret: SecretCache::new(
+                    aws_sdk_secretsmanager::Client::new(sdk),
+                    secret_id.clone(),
+                    SECRET_TTL,
+                ),
+            },
+            (_, None) => return Err(ConfigError::Missing("upstream key secret id")),
+        };
+        let transport: Arc<dyn Transport> = match config.transport {
+            TransportKind::Direct => Arc::new(DirectTransport::new(
+                http,
+                Upstream {
+                    base_url: config.upstream_base_url.clone(),
+                    auth,
+                },
+                config.response_timeout,
+            )),
+        };
+        Ok(Route::new(
+            config.provider,
+            policy,
+            transport,
+            config.max_request_bytes,
+        ))
+    }
+
+    pub fn provider(&self) -> Provider {
+        self.provider
+    }
+
+    /// Handles one API Gateway proxy request; never fails: every failure becomes a provider-shaped error.
+    pub async fn handle(&self, request: lambda_http::Request) -> Response<ProxyBody> {
+        let started = Instant::now();
+        let context = match request.request_context_ref() {
+            Some(RequestContext::ApiGatewayV1(ctx)) => Some(ctx.clone()),
+            _ => None,
+        };
+        let request_id = context
+            .as_ref()
+            .and_then(|c| c.request_id.clone())
+            .unwrap_or_else(|| "unknown".to_string());
+        let fields = context.map(|c| c.authorizer.fields).unwrap_or_default();
+        let result = self.relay(request, &request_id, &fields).await;
+        let response = match result {
+            Ok(response) => response,
+            Err(error) => {
+                tracing::warn!(request_id, provider = self.provider.route_prefix(), kind = ?error.kind, message = %error.message, "gateway error");
+                self.provider
+                    .error_response(&error, &request_id)
+                    .map(|body| {
+                        Full::new(body)
+                            .map_err(|never| match never {})
+                            .boxed_unsync()
+                    })
+            }
+        };
+        tracing::info!(
+            request_id,
+            provider = self.provider.route_prefix(),
+            status = response.status().as_u16(),
+            latency_ms = started.elapsed().as_millis() as u64,
+            "request relayed"
+        );
+        with_request_id(response, &request_id)
+    }
+
+    async fn relay(
+        &self,
+        request: lambda_http::Request,
+        request_id: &str,
+        authorizer_fields: &HashMap<String, serde_json::Value>,
+    ) -> Result<Response<ProxyBody>, GatewayError> {
+        let principal =
+            AuthContext::from_fields(authorizer_fields).ok_or_else(GatewayError::unauthorized)?;
+        let raw_path = request.raw_http_path();
+        let raw_path = if raw_path.is_empty() {
+            request.uri().path()
+        } else {
+            raw_path
+        };
+        let path = match Provider::from_path(raw_path) {
+            Some((provider, rest)) if provider == self.provider => rest.to_string(),
+            _ => {
+                return Err(GatewayError::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "this function serves /{} only",
+                        self.provider.route_prefix()
+                    ),
+                ))
+            }
+        };
+        let operation = self.provider.operation(&path).ok_or_else(|| {
+            GatewayError::new(
+                ErrorKind::NotFound,
+                format!(
+                    "{path} is not an API the gateway relays on /{}",
+                    self.provider.route_prefix()
+                ),
+            )
+        })?;
+        if let Decision::Deny { reason } = self.policy.decide(
+            self.provider,
+            &operation,
+            principal.scopes.iter().map(String::as_str),
+        ) {
+            return Err(GatewayError::new(ErrorKind::Forbidden, reason));
+        }
+
+        let query = upstream_query(&request.query_string_parameters());
+        let headers = upstream_request_headers(request.headers());
+        let method = request.method().clone();
+        let body = Bytes::from(request.into_body().to_vec());
+        if body.len() > self.max_request_bytes {
+            return Err(GatewayError::new(
+                ErrorKind::PayloadTooLarge,
+                format!(
+                    "request body is {} bytes; the gateway accepts at most {}",
+                    body.len(),
+                    self.max_request_bytes
+                ),
+            ));
+        }
+        tracing::debug!(request_id, operation = %operation.name, model = ?operation.model, subject = %principal.subject, "relaying");
+        let upstream = self
+            .transport
+            .send(UpstreamRequest {
+                request_id: request_id.to_string(),
+                provider: self.provider,
+                method,
+                path,
+                query,
+                headers,
+                body,
+            })
+            .await
+            .map_err(transport_error)?;
+        let mut response = Response::new(upstream.body);
+        *response.status_mut() = upstream.status;
+        *response.headers_mut() = upstream.headers;
+        Ok(response)
+    }
+}
+
+fn transport_error(error: TransportError) -> GatewayError {
+    let kind = match &error {
+        TransportError::Timeout(_) => ErrorKind::GatewayTimeout,
+        TransportError::Connect(_) | TransportError::Request(_) => ErrorKind::BadGateway,
+        TransportError::Credential(_) => ErrorKind::Internal,
+    };
+    // The detail (which may name hosts) goes to the log; the client sees the category.
+    tracing::error!(error = ?error, "upstream call failed");
+    GatewayError::new(kind, error.to_string())
+}
+
+fn with_request_id(mut response: Response<ProxyBody>, request_id: &str) -> Response<ProxyBody> {
+    if let Ok(value) = HeaderValue::from_str(request_id) {
+        response.headers_mut().insert(REQUEST_ID_HEADER, value);
+    }
+    response
+}
+
+/// RFC 3986 unreserved characters stay; everything else is percent-encoded.
+const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
+    .remove(b'-')
+    .remove(b'_')
+    .remove(b'.')
+    .remove(b'~');
+
+/// The query to send upstream: every parameter but `key` (a gateway token placed where google-genai puts
+/// its API key), re-encoded, in a stable order.
+pub fn upstream_query(params: &lambda_http::aws_lambda_events::query_map::QueryMap) -> String {
+    let mut pairs: Vec<(&str, &str)> = params.iter().filter(|(k, _)| *k != "key").collect();
+    pairs.sort();
+    pairs
+        .iter()
+        .map(|(k, v)| {
+            format!(
+                "{}={}",
+                utf8_percent_encode(k, QUERY_VALUE),
+                utf8_percent_encode(v, QUERY_VALUE)
+            )
+        })
+        .collect::<Vec<_>>()
+        .join("&")
+}
+
+/// Runs a route as a streaming Lambda function (API Gateway REST `responseTransferMode: STREAM`).
+pub async fn run(route: Route) -> Result<(), lambda_http::Error> {
+    let route = Arc::new(route);
+    lambda_http::run_with_streaming_response(lambda_http::service_fn(move |request| {
+        let route = route.clone();
+        async move { Ok::<_, lambda_http::Error>(route.handle(request).await) }
+    }))
+    .await
+}
+
+/// Reads configuration from the environment, builds the route and runs it: the whole `main` of a route
+/// function.
+pub async fn run_from_env(provider: Provider) -> Result<(), lambda_http::Error> {
+    crate::telemetry::init();
+    let config = RouteConfig::from_settings(provider, &config::Env)?;
+    let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
+    let route = Route::from_config(&config, &sdk)?;
+    run(route).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap as Map;
+
+    #[test]
+    fn query_drops_key_and_reencodes() {
+        let mut params: Map<String, Vec<String>> = Map::new();
+        params.insert("key".into(), vec!["token".into()]);
+        params.insert("alt".into(), vec!["sse".into()]);
+        params.insert("api-version".into(), vec!["2024-10-21".into()]);
+        params.insert("q".into(), vec!["a b&c".into()]);
+        let query = upstream_query(&params.into());
+        assert_eq!(query, "alt=sse&api-version=2024-10-21&q=a%20b%26c");
+    }
+
+    #[test]
+    fn config_requires_provider_settings() {
+        let empty: Map<String, String> = Map::new();
+        assert!(matches!(
+            RouteConfig::from_settings(Provider::AzureOpenAi, &empty),
+            Err(ConfigError::Missing("GATEWAY_AZURE_OPENAI_ENDPOINT"))
+        ));
+        let mut settings: Map<String, String> = Map::new();
+        settings.insert("AWS_REGION".into(), "eu-west-1".into());
+        let bedrock = RouteConfig::from_settings(Provider::BedrockClaude, &settings).unwrap();
+        assert_eq!(
+            bedrock.upstream_base_url,
+            "https://bedrock-runtime.eu-west-1.amazonaws.com"
+        );
+        settings.insert("GATEWAY_TRANSPORT".into(), "carrier-pigeon".into());
+        assert!(RouteConfig::from_settings(Provider::BedrockClaude, &settings).is_err());
+        settings.insert("GATEWAY_TRANSPORT".into(), "direct".into());
+        settings.insert(
+            "AWS_ENDPOINT_URL_BEDROCK_RUNTIME".into(),
+            "not a url".into(),
+        );
+        assert!(RouteConfig::from_settings(Provider::BedrockClaude, &settings).is_err());
+    }
+}

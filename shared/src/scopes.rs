@@ -1,0 +1,380 @@
+//! The scope policy: a hierarchy of scopes, which groups grant which scopes, which scope each provider
+//! operation needs, and which models a route allows. It is data (`policy/scopes.json`, deployed with the
+//! stack), and the one place both the authorizer and the route functions take their decision from, so the
+//! second check in the route cannot drift from the first.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+
+use serde::Deserialize;
+
+use crate::providers::{Operation, Provider};
+
+/// The policy shipped in the repository, used when no other is configured.
+pub const DEFAULT_POLICY_JSON: &str = include_str!("../../policy/scopes.json");
+
+#[derive(Debug, thiserror::Error)]
+pub enum PolicyError {
+    #[error("scope policy is not valid JSON for the expected shape: {0}")]
+    Parse(#[from] serde_json::Error),
+    #[error("scope policy names an undefined scope {scope:?} in {place}")]
+    UnknownScope { scope: String, place: String },
+    #[error("scope {0:?} has more than one parent; the hierarchy must be a tree")]
+    TwoParents(String),
+    #[error("scope hierarchy has a cycle through {0:?}")]
+    Cycle(String),
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    #[allow(dead_code, reason = "format version, checked by deserialization only")]
+    version: u32,
+    scopes: BTreeMap<String, Vec<String>>,
+    #[serde(default)]
+    token_scope_prefix: String,
+    groups: BTreeMap<String, Vec<String>>,
+    department_group_prefix: String,
+    operations: BTreeMap<Provider, BTreeMap<String, String>>,
+    #[serde(default)]
+    models: BTreeMap<Provider, Vec<String>>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Decision {
+    Allow { required_scope: String },
+    Deny { reason: String },
+}
+
+#[derive(Debug)]
+pub struct Policy {
+    parent: HashMap<String, String>,
+    known: BTreeSet<String>,
+    token_scope_prefix: String,
+    groups: BTreeMap<String, Vec<String>>,
+    department_group_prefix: String,
+    operations: BTreeMap<Provider, BTreeMap<String, String>>,
+    models: BTreeMap<Provider, Vec<String>>,
+}
+
+impl Policy {
+    pub fn from_json(text: &str) -> Result<Policy, PolicyError> {
+        let file: PolicyFile = serde_json::from_str(text)?;
+        let mut parent = HashMap::new();
+        let mut known: BTreeSet<String> = BTreeSet::new();
+        for (scope, children) in &file.scopes {
+            known.insert(scope.clone());
+            for child in children {
+                known.insert(child.clone());
+                if parent.insert(child.clone(), scope.clone()).is_some() {
+                    return Err(PolicyError::TwoParents(child.clone()));
+                }
+            }
+        }
+        for start in parent.keys() {
+            let mut seen = BTreeSet::new();
+            let mut cursor = start;
+            while let Some(up) = parent.get(cursor) {
+                if !seen.insert(up.clone()) {
+                    return Err(PolicyError::Cycle(start.clone()));
+                }
+                cursor = up;
+            }
+        }
+        let check = |scope: &String, place: String| {
+            if known.contains(scope) {
+                Ok(())
+            } else {
+                Err(PolicyError::UnknownScope {
+                    scope: scope.clone(),
+                    place,
+                })
+            }
+        };
+        for (group, scopes) in &file.groups {
+            for scope in scopes {
+                check(scope, format!("group {group}"))?;
+            }
+        }
+        for (provider, ops) in &file.operations {
+            for (op, scope) in ops {
+                check(scope, format!("operation {}/{op}", provider.route_prefix()))?;
+            }
+        }
+        Ok(Policy {
+            parent,
+            known,
+            token_scope_prefix: file.token_scope_prefix,
+            groups: file.groups,
+            department_group_prefix: file.department_group_prefix,
+            operations: file.operations,
+            models: file.models,
+        })
+    }
+
+    /// Groups the policy grants scopes to (the local stack and the CDK stack create them).
+    pub fn group_names(&self) -> impl Iterator<Item = &str> {
+        self.groups.keys().map(String::as_str)
+    }
+
+    pub fn department_group_prefix(&self) -> &str {
+        &self.department_group_prefix
+    }
+
+    pub fn default_policy() -> Result<Policy, PolicyError> {
+        Policy::from_json(DEFAULT_POLICY_JSON)
+    }
+
+    /// Scopes a principal holds: those named in the token's scope claim (with the resource-server prefix,
+    /// e.g. `gateway/text`) plus those its groups grant. Unknown names are dropped, never widened.
+    pub fn granted_scopes<'a>(
+        &self,
+        token_scopes: impl IntoIterator<Item = &'a str>,
+        groups: impl IntoIterator<Item = &'a str>,
+    ) -> BTreeSet<String> {
+        let mut granted = BTreeSet::new();
+        for scope in token_scopes {
+            let name = scope
+                .strip_prefix(self.token_scope_prefix.as_str())
+                .unwrap_or(scope);
+            if self.known.contains(name) {
+                granted.insert(name.to_string());
+            }
+        }
+        for group in groups {
+            if let Some(scopes) = self.groups.get(group) {
+                granted.extend(scopes.iter().cloned());
+            }
+        }
+        granted
+    }
+
+    /// The principal's department: the first (alphabetically) group carrying the department prefix.
+    pub fn department<'a>(&self, groups: impl IntoIterator<Item = &'a str>) -> Option<String> {
+        groups
+            .into_iter()
+            .filter_map(|g| g.strip_prefix(self.department_group_prefix.as_str()))
+            .filter(|d| !d.is_empty())
+            .min()
+            .map(str::to_string)
+    }
+
+    /// The scope an operation needs: the entry for the operation itself, or for its longest dotted prefix
+    /// (`responses.resp_1.cancel` falls back to `responses`). Unlisted operations need an unknown scope,
+    /// so they are denied.
+    pub fn required_scope(&self, provider: Provider, operation: &str) -> Option<&str> {
+        let ops = self.operations.get(&provider)?;
+        let mut candidate = operation;
+        loop {
+            if let Some(scope) = ops.get(candidate) {
+                return Some(scope);
+            }
+            candidate = candidate.rsplit_once('.')?.0;
+        }
+    }
+
+    /// Whether holding `granted` covers `required`: the scope itself or any ancestor of it.
+    pub fn permits<'a>(
+        &self,
+        granted: impl IntoIterator<Item = &'a str> + Clone,
+        required: &str,
+    ) -> bool {
+        let mut cursor = Some(required);
+        while let Some(scope) = cursor {
+            if granted.clone().into_iter().any(|g| g == scope) {
+                return true;
+            }
+            cursor = self.parent.get(scope).map(String::as_str);
+        }
+        false
+    }
+
+    pub fn model_allowed(&self, provider: Provider, model: &str) -> bool {
+        match self.models.get(&provider) {
+            None => true,
+            Some(patterns) => patterns.iter().any(|p| glob_match(p, model)),
+        }
+    }
+
+    /// The whole decision for one request. Reasons are shown to the caller, so they name the scope and
+    /// operation but nothing about the token.
+    pub fn decide<'a>(
+        &self,
+        provider: Provider,
+        operation: &Operation,
+        granted: impl IntoIterator<Item = &'a str> + Clone,
+    ) -> Decision {
+        let route = provider.route_prefix();
+        let Some(required) = self.required_scope(provider, &operation.name) else {
+            return Decision::Deny {
+                reason: format!(
+                    "operation '{}' is not available through the gateway route /{route}",
+                    operation.name
+                ),
+            };
+        };
+        if !self.permits(granted, required) {
+            return Decision::Deny {
+                reason: format!(
+                    "scope '{required}' is required for '{}' on /{route}, and your account does not hold it",
+                    operation.name
+                ),
+            };
+        }
+        if let Some(model) = &operation.model {
+            if !self.model_allowed(provider, model) {
+                return Decision::Deny {
+                    reason: format!("model '{model}' is not allowed on /{route}"),
+                };
+            }
+        }
+        Decision::Allow {
+            required_scope: required.to_string(),
+        }
+    }
+}
+
+/// `*` matches any run of characters; everything else matches itself.
+fn glob_match(pattern: &str, text: &str) -> bool {
+    let parts: Vec<&str> = pattern.split('*').collect();
+    let (first, rest) = match parts.split_first() {
+        Some(split) => split,
+        None => return text.is_empty(),
+    };
+    let Some(mut remaining) = text.strip_prefix(first) else {
+        return false;
+    };
+    let Some((last, middle)) = rest.split_last() else {
+        return remaining.is_empty();
+    };
+    for part in middle {
+        match remaining.find(part) {
+            Some(at) => remaining = &remaining[at + part.len()..],
+            None => return false,
+        }
+    }
+    remaining.len() >= last.len() && remaining.ends_with(last)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn policy() -> Policy {
+        Policy::default_policy().unwrap()
+    }
+
+    fn op(name: &str, model: Option<&str>) -> Operation {
+        Operation {
+            name: name.into(),
+            model: model.map(str::to_string),
+        }
+    }
+
+    #[test]
+    fn hierarchy_grants_descendants_only() {
+        let p = policy();
+        assert!(p.permits(["all"], "text:claude"));
+        assert!(p.permits(["text"], "text:gemini"));
+        assert!(!p.permits(["text"], "audio:stt"));
+        assert!(!p.permits(["text:openai"], "text:gemini"));
+        assert!(!p.permits(["text:openai"], "text"));
+    }
+
+    #[test]
+    fn groups_and_prefixed_token_scopes_grant() {
+        let p = policy();
+        let granted = p.granted_scopes(
+            ["gateway/audio", "aws.cognito.signin.user.admin"],
+            ["gateway-openai", "dept-x"],
+        );
+        assert_eq!(
+            granted,
+            BTreeSet::from(["audio".to_string(), "text:openai".to_string()])
+        );
+        assert_eq!(
+            p.department(["gateway-all", "dept-sales", "dept-eng"])
+                .as_deref(),
+            Some("eng")
+        );
+        assert_eq!(p.department(["gateway-all"]), None);
+    }
+
+    #[test]
+    fn decide_checks_operation_scope_and_model() {
+        let p = policy();
+        let allow = p.decide(
+            Provider::AzureOpenAi,
+            &op("chat.completions", Some("gpt")),
+            ["text"],
+        );
+        assert_eq!(
+            allow,
+            Decision::Allow {
+                required_scope: "text:openai".into()
+            }
+        );
+        let audio = p.decide(
+            Provider::AzureOpenAi,
+            &op("audio.transcriptions", Some("whisper")),
+            ["text"],
+        );
+        assert!(matches!(audio, Decision::Deny { reason } if reason.contains("audio:stt")));
+        let unknown = p.decide(
+            Provider::AzureOpenAi,
+            &op("fine_tuning.jobs", None),
+            ["all"],
+        );
+        assert!(matches!(unknown, Decision::Deny { .. }));
+        let titan = p.decide(
+            Provider::BedrockClaude,
+            &op("invoke", Some("amazon.titan-text-express-v1")),
+            ["all"],
+        );
+        assert!(matches!(titan, Decision::Deny { reason } if reason.contains("model")));
+        let profile = p.decide(
+            Provider::BedrockClaude,
+            &op(
+                "converse",
+                Some("us.anthropic.claude-3-5-sonnet-20240620-v1:0"),
+            ),
+            ["text:claude"],
+        );
+        assert!(matches!(profile, Decision::Allow { .. }));
+        let nested = p.decide(
+            Provider::AzureOpenAi,
+            &op("responses.resp_1", None),
+            ["text:openai"],
+        );
+        assert!(matches!(nested, Decision::Allow { .. }));
+    }
+
+    #[test]
+    fn rejects_inconsistent_policies() {
+        let bad = DEFAULT_POLICY_JSON.replace(
+            "\"gateway-audio\": [\"audio\"]",
+            "\"gateway-audio\": [\"sound\"]",
+        );
+        assert!(matches!(
+            Policy::from_json(&bad),
+            Err(PolicyError::UnknownScope { .. })
+        ));
+        let two = DEFAULT_POLICY_JSON.replace(
+            "\"image\": [\"image:generate\"]",
+            "\"image\": [\"image:generate\", \"text:openai\"]",
+        );
+        assert!(matches!(
+            Policy::from_json(&two),
+            Err(PolicyError::TwoParents(_))
+        ));
+    }
+
+    #[test]
+    fn glob() {
+        assert!(glob_match("anthropic.claude-*", "anthropic.claude-3-haiku"));
+        assert!(glob_match("*.anthropic.claude-*", "eu.anthropic.claude-3"));
+        assert!(!glob_match("anthropic.claude-*", "amazon.titan"));
+        assert!(glob_match("a*b*c", "aXXbYYc"));
+        assert!(!glob_match("a*b*c", "aXXbYY"));
+        assert!(glob_match("exact", "exact"));
+    }
+}

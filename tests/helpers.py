@@ -1,0 +1,400 @@
+"""Shared helpers for the end-to-end suite.
+
+Everything here talks to the *running* local stack described by the state
+file that tests/run.sh (or local/run.sh) writes. Nothing here starts or stops
+processes.
+"""
+
+from __future__ import annotations
+
+import base64
+import glob
+import gzip
+import hashlib
+import hmac
+import importlib.util
+import json
+import os
+import re
+import time
+import uuid
+from pathlib import Path
+from typing import Any, Iterable
+from urllib.parse import parse_qs, unquote
+
+import boto3
+import botocore.config
+import jwt
+import requests
+from cryptography.hazmat.primitives.asymmetric import rsa
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+STATE_ENV = "GATEWAY_LOCAL_STATE"
+STACK_HINT = "start the stack with ./local/run.sh or run ./tests/run.sh"
+
+# Dummy credentials for moto (never real AWS).
+MOTO_ACCESS_KEY = "test"
+MOTO_SECRET_KEY = "test"
+
+STRONG_PASSWORD = "Str0ng!Passw0rd"
+
+HTTP_TIMEOUT = 30  # seconds, for every direct HTTP call made by the suite
+
+# Keys of state["mocks"] / state["upstreams"].
+AZURE = "azure_openai"
+BEDROCK = "bedrock"
+GEMINI = "gemini"
+
+
+# --------------------------------------------------------------------------
+# State file
+# --------------------------------------------------------------------------
+
+
+def state_path() -> Path:
+    override = os.environ.get(STATE_ENV)
+    if override:
+        return Path(override)
+    return REPO_ROOT / ".local" / "stack.json"
+
+
+def load_state() -> dict:
+    """Load the stack state file; raises FileNotFoundError / ValueError."""
+    path = state_path()
+    with open(path, encoding="utf-8") as fh:
+        state = json.load(fh)
+    required = [
+        "base_url",
+        "https_base_url",
+        "ca_bundle",
+        "aws_endpoint_url",
+        "region",
+        "user_pool_id",
+        "app_client_id",
+        "secrets",
+        "mocks",
+    ]
+    missing = [k for k in required if k not in state]
+    if missing:
+        raise ValueError(f"state file {path} lacks keys {missing}")
+    return state
+
+
+# --------------------------------------------------------------------------
+# AWS (moto) access
+# --------------------------------------------------------------------------
+
+
+def aws_client(state: dict, service: str):
+    """A boto3 client for the local moto server, with dummy credentials."""
+    session = boto3.session.Session(
+        aws_access_key_id=MOTO_ACCESS_KEY,
+        aws_secret_access_key=MOTO_SECRET_KEY,
+        region_name=state["region"],
+    )
+    return session.client(
+        service,
+        endpoint_url=state["aws_endpoint_url"],
+        config=botocore.config.Config(
+            retries={"total_max_attempts": 2, "mode": "standard"},
+            connect_timeout=10,
+            read_timeout=HTTP_TIMEOUT,
+        ),
+    )
+
+
+def get_secret(state: dict, provider: str) -> str:
+    """The upstream credential the gateway must inject for `provider`."""
+    sm = aws_client(state, "secretsmanager")
+    return sm.get_secret_value(SecretId=state["secrets"][provider])["SecretString"]
+
+
+def unique_name(prefix: str) -> str:
+    return f"{prefix}-{uuid.uuid4().hex[:12]}"
+
+
+def _secret_hash(username: str, client_id: str, client_secret: str) -> str:
+    digest = hmac.new(
+        client_secret.encode(), (username + client_id).encode(), hashlib.sha256
+    ).digest()
+    return base64.b64encode(digest).decode()
+
+
+def create_cognito_user(state: dict, groups: Iterable[str], password: str = STRONG_PASSWORD) -> dict:
+    """Create a confirmed Cognito user in the stack's pool and log it in.
+
+    Returns {"username", "password", "groups", "access_token", "id_token"}.
+    """
+    idp = aws_client(state, "cognito-idp")
+    pool = state["user_pool_id"]
+    client_id = state["app_client_id"]
+    username = unique_name("e2e")
+    groups = list(groups)
+
+    idp.admin_create_user(
+        UserPoolId=pool,
+        Username=username,
+        MessageAction="SUPPRESS",
+        TemporaryPassword=password,
+    )
+    idp.admin_set_user_password(
+        UserPoolId=pool, Username=username, Password=password, Permanent=True
+    )
+    for group in groups:
+        idp.admin_add_user_to_group(UserPoolId=pool, Username=username, GroupName=group)
+
+    auth_params = {"USERNAME": username, "PASSWORD": password}
+    app_client = idp.describe_user_pool_client(UserPoolId=pool, ClientId=client_id)
+    client_secret = app_client.get("UserPoolClient", {}).get("ClientSecret")
+    if client_secret:
+        auth_params["SECRET_HASH"] = _secret_hash(username, client_id, client_secret)
+
+    resp = idp.admin_initiate_auth(
+        UserPoolId=pool,
+        ClientId=client_id,
+        AuthFlow="ADMIN_USER_PASSWORD_AUTH",
+        AuthParameters=auth_params,
+    )
+    result = resp.get("AuthenticationResult")
+    assert result, f"admin_initiate_auth returned no tokens (challenge?): {resp.get('ChallengeName')}"
+    return {
+        "username": username,
+        "password": password,
+        "groups": groups,
+        "access_token": result["AccessToken"],
+        "id_token": result["IdToken"],
+    }
+
+
+def delete_cognito_user(state: dict, username: str) -> None:
+    try:
+        aws_client(state, "cognito-idp").admin_delete_user(
+            UserPoolId=state["user_pool_id"], Username=username
+        )
+    except Exception:  # best effort; the stack is throwaway
+        pass
+
+
+# --------------------------------------------------------------------------
+# Mock providers' request journal
+# --------------------------------------------------------------------------
+
+
+def mock_url(state: dict, provider: str) -> str:
+    return state["mocks"][provider].rstrip("/")
+
+
+def mock_requests(state: dict, provider: str) -> list[dict]:
+    """Every request the provider mock received since the last clear."""
+    resp = requests.get(f"{mock_url(state, provider)}/_mock/requests", timeout=HTTP_TIMEOUT)
+    resp.raise_for_status()
+    records = resp.json()
+    assert isinstance(records, list), f"unexpected journal shape from {provider} mock: {records!r}"
+    return records
+
+
+def clear_mock(state: dict, provider: str) -> None:
+    resp = requests.delete(f"{mock_url(state, provider)}/_mock/requests", timeout=HTTP_TIMEOUT)
+    resp.raise_for_status()
+    assert mock_requests(state, provider) == [], f"{provider} mock journal did not clear"
+
+
+def requests_to(state: dict, provider: str, path_suffix: str) -> list[dict]:
+    """Recorded requests whose raw path ends with `path_suffix`."""
+    return [r for r in mock_requests(state, provider) if r["path"].endswith(path_suffix)]
+
+
+def single_request(state: dict, provider: str, path_suffix: str) -> dict:
+    """The one request forwarded upstream for `path_suffix` (after a clear)."""
+    all_records = mock_requests(state, provider)
+    matching = [r for r in all_records if r["path"].endswith(path_suffix)]
+    summary = [(r.get("method"), r.get("path"), r.get("query")) for r in all_records]
+    assert len(matching) == 1, (
+        f"expected exactly one upstream request to {provider} ending in {path_suffix!r}, "
+        f"got {len(matching)}; journal: {summary}"
+    )
+    return matching[0]
+
+
+def header(record: dict, name: str) -> str | None:
+    """Header value from a recorded request (names are lowercase in the journal)."""
+    headers = {k.lower(): v for k, v in (record.get("headers") or {}).items()}
+    value = headers.get(name.lower())
+    if isinstance(value, list):
+        return ", ".join(str(v) for v in value)
+    return value
+
+
+def header_values(record: dict) -> list[str]:
+    out = []
+    for value in (record.get("headers") or {}).values():
+        if isinstance(value, list):
+            out.extend(str(v) for v in value)
+        else:
+            out.append(str(value))
+    return out
+
+
+def query_params(record: dict) -> dict[str, list[str]]:
+    return parse_qs(record.get("query") or "", keep_blank_values=True)
+
+
+def assert_no_client_credential(record: dict, token: str) -> None:
+    """The gateway token must not reach the provider: no header, query or path."""
+    assert token, "empty token given to assert_no_client_credential"
+    for name, value in (record.get("headers") or {}).items():
+        values = value if isinstance(value, list) else [value]
+        for v in values:
+            assert token not in str(v), f"client token leaked upstream in header {name!r}"
+    raw_query = record.get("query") or ""
+    assert token not in raw_query and token not in unquote(raw_query), (
+        "client token leaked upstream in the query string"
+    )
+    raw_path = record.get("path") or ""
+    assert token not in raw_path and token not in unquote(raw_path), (
+        "client token leaked upstream in the path"
+    )
+    # A JWT's signature alone is also a secret; check it separately in case
+    # the gateway re-encoded the token somehow.
+    parts = token.split(".")
+    if len(parts) == 3 and len(parts[2]) >= 16:
+        blob = " ".join(header_values(record)) + " " + raw_query
+        assert parts[2] not in blob, "client token signature leaked upstream"
+
+
+REQUEST_ID_RE = re.compile(r"request[ _-]?id", re.IGNORECASE)
+
+
+def assert_mentions_request_id(*texts: Any) -> None:
+    blob = " ".join(str(t) for t in texts if t is not None)
+    assert REQUEST_ID_RE.search(blob), f"error body should carry a request id, got: {blob[:500]}"
+
+
+def request_id_headers(headers: Any) -> dict[str, str]:
+    """Response headers that look like a request/correlation id."""
+    return {
+        k: v
+        for k, v in dict(headers).items()
+        if re.search(r"request-?id", k, re.IGNORECASE) and v
+    }
+
+
+def unique_prompt(tag: str) -> str:
+    """A prompt with a unique marker so the echo proves a real round trip."""
+    return f"Please echo marker {tag}{uuid.uuid4().hex[:10]} back to me"
+
+
+# --------------------------------------------------------------------------
+# JWT crafting (negative auth tests)
+# --------------------------------------------------------------------------
+
+
+def b64url(data: bytes) -> str:
+    return base64.urlsafe_b64encode(data).rstrip(b"=").decode()
+
+
+def unverified_claims(token: str) -> dict:
+    return jwt.decode(token, options={"verify_signature": False})
+
+
+def unverified_header(token: str) -> dict:
+    return jwt.get_unverified_header(token)
+
+
+def _moto_jwk_candidates() -> list[Path]:
+    rel = Path("cognitoidp") / "resources"
+    found: list[Path] = []
+    spec = importlib.util.find_spec("moto")
+    if spec and spec.submodule_search_locations:
+        for loc in spec.submodule_search_locations:
+            found.append(Path(loc) / rel)
+    for site in glob.glob(str(REPO_ROOT / ".venv" / "lib" / "python*" / "site-packages")):
+        found.append(Path(site) / "moto" / rel)
+    return found
+
+
+def moto_private_jwk() -> dict:
+    """moto's fixed Cognito signing key (kid "dummy"), shipped inside moto."""
+    tried = []
+    for base in _moto_jwk_candidates():
+        plain = base / "jwks-private.json"
+        packed = base / "jwks-private.json.gz"
+        if packed.is_file():
+            return json.loads(gzip.decompress(packed.read_bytes()))
+        if plain.is_file():
+            return json.loads(plain.read_text(encoding="utf-8"))
+        tried.extend([str(plain), str(packed)])
+    raise FileNotFoundError(f"moto's jwks-private.json not found; tried {tried}")
+
+
+def sign_with_moto_key(claims: dict, kid: str | None = None) -> str:
+    jwk = moto_private_jwk()
+    key = jwt.algorithms.RSAAlgorithm.from_jwk(json.dumps(jwk))
+    return jwt.encode(claims, key, algorithm="RS256", headers={"kid": kid or jwk.get("kid", "dummy")})
+
+
+def sign_with_foreign_key(claims: dict, kid: str = "dummy") -> str:
+    key = rsa.generate_private_key(public_exponent=65537, key_size=2048)
+    return jwt.encode(claims, key, algorithm="RS256", headers={"kid": kid})
+
+
+def alg_none_token(claims: dict) -> str:
+    head = b64url(json.dumps({"alg": "none", "typ": "JWT"}, separators=(",", ":")).encode())
+    body = b64url(json.dumps(claims, separators=(",", ":")).encode())
+    return f"{head}.{body}."
+
+
+def expired_claims(claims: dict) -> dict:
+    now = int(time.time())
+    out = dict(claims)
+    out["iat"] = now - 7200
+    out["auth_time"] = now - 7200
+    out["exp"] = now - 3600
+    return out
+
+
+# --------------------------------------------------------------------------
+# Bedrock client with a bearer token (no AWS credentials at all)
+# --------------------------------------------------------------------------
+
+BEDROCK_TOKEN_ENV = "AWS_BEARER_TOKEN_BEDROCK"
+_AWS_CREDENTIAL_ENV = (
+    "AWS_ACCESS_KEY_ID",
+    "AWS_SECRET_ACCESS_KEY",
+    "AWS_SESSION_TOKEN",
+    "AWS_SECURITY_TOKEN",
+    "AWS_PROFILE",
+    "AWS_DEFAULT_PROFILE",
+    "AWS_WEB_IDENTITY_TOKEN_FILE",
+    "AWS_ROLE_ARN",
+    "AWS_CONTAINER_CREDENTIALS_RELATIVE_URI",
+    "AWS_CONTAINER_CREDENTIALS_FULL_URI",
+)
+
+
+def bedrock_runtime_client(state: dict, token: str, monkeypatch, tmp_path: Path):
+    """boto3 bedrock-runtime client pointed at the gateway's HTTPS listener.
+
+    Authenticates only with AWS_BEARER_TOKEN_BEDROCK: every other AWS
+    credential source is removed from the environment, so if botocore fell
+    back to SigV4 the call would fail with NoCredentialsError instead of
+    silently succeeding.
+    """
+    for name in _AWS_CREDENTIAL_ENV:
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-aws-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-aws-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv(BEDROCK_TOKEN_ENV, token)
+    session = boto3.session.Session(region_name=state["region"])
+    return session.client(
+        "bedrock-runtime",
+        endpoint_url=state["https_base_url"].rstrip("/") + "/bedrock-claude",
+        verify=state["ca_bundle"],
+        region_name=state["region"],
+        config=botocore.config.Config(
+            retries={"total_max_attempts": 1, "mode": "standard"},
+            connect_timeout=10,
+            read_timeout=HTTP_TIMEOUT,
+        ),
+    )
