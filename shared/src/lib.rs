@@ -18,6 +18,8 @@ pub mod proxy;
 pub mod scopes;
 pub mod secrets;
 pub mod telemetry;
+#[cfg(any(test, feature = "test-util"))]
+pub mod testing;
 pub mod transport;
 pub mod upstream_auth;
 

@@ -117,7 +117,8 @@ pub struct VerifiedToken {
 #[derive(Default)]
 struct KeyCache {
     keys: HashMap<String, DecodingKey>,
-    fetched_at: Option<Instant>,
+    /// When an unknown `kid` last caused a refetch; such refetches are rate-limited, the first is not.
+    unknown_kid_refetch_at: Option<Instant>,
 }
 
 struct TrustedIssuer {
@@ -170,13 +171,11 @@ impl Verifier {
     }
 
     pub async fn verify(&self, token: &str) -> Result<VerifiedToken, TokenError> {
-        let header = jsonwebtoken::decode_header(token).map_err(|e| match e.kind() {
-            jsonwebtoken::errors::ErrorKind::InvalidAlgorithmName
-            | jsonwebtoken::errors::ErrorKind::UnsupportedAlgorithm => {
-                TokenError::UnsupportedAlgorithm(algorithm_name(token))
-            }
-            _ => TokenError::Malformed,
-        })?;
+        let header =
+            jsonwebtoken::decode_header(token).map_err(|_| match algorithm_name(token) {
+                Some(alg) if alg != "RS256" => TokenError::UnsupportedAlgorithm(alg),
+                _ => TokenError::Malformed,
+            })?;
         if header.alg != Algorithm::RS256 {
             return Err(TokenError::UnsupportedAlgorithm(format!(
                 "{:?}",
@@ -281,7 +280,7 @@ impl Verifier {
     async fn refresh(&self, issuer: &TrustedIssuer, force: bool) -> Result<(), TokenError> {
         let mut cache = issuer.keys.write().await;
         if !force {
-            if let Some(at) = cache.fetched_at {
+            if let Some(at) = cache.unknown_kid_refetch_at {
                 if at.elapsed() < REFRESH_COOLDOWN {
                     return Ok(());
                 }
@@ -314,7 +313,11 @@ impl Verifier {
         }
         tracing::info!(issuer = %issuer.config.issuer, keys = keys.len(), "fetched issuer key set");
         cache.keys = keys;
-        cache.fetched_at = Some(Instant::now());
+        if !force {
+            // Only a successful refetch starts the cooldown: while the issuer is unreachable every
+            // request keeps trying (and answers 500), rather than failing as an unknown key.
+            cache.unknown_kid_refetch_at = Some(Instant::now());
+        }
         Ok(())
     }
 }
@@ -333,10 +336,161 @@ fn peek_issuer(token: &str) -> Result<String, TokenError> {
     claims.iss.ok_or(TokenError::MissingClaim("iss".into()))
 }
 
-/// The `alg` a refused token claimed, for the log line (e.g. `none`).
-fn algorithm_name(token: &str) -> String {
+/// The `alg` a token's header claims (e.g. `none`), for refusing it by name.
+fn algorithm_name(token: &str) -> Option<String> {
     decode_segment(token, 0)
         .and_then(|h| serde_json::from_slice::<Value>(&h).ok())
         .and_then(|h| h.get("alg").and_then(Value::as_str).map(str::to_string))
-        .unwrap_or_else(|| "unknown".into())
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::atomic::Ordering;
+
+    use serde_json::json;
+
+    use super::*;
+    use crate::testing::{serve_jwks, TestIssuer};
+
+    const ISSUER: &str = "https://cognito-idp.us-east-1.amazonaws.com/us-east-1_test";
+
+    async fn setup() -> (
+        TestIssuer,
+        Verifier,
+        Arc<std::sync::atomic::AtomicUsize>,
+        Arc<std::sync::Mutex<Vec<Value>>>,
+    ) {
+        let issuer = TestIssuer::new(ISSUER, "k1");
+        let (url, fetches, keys) = serve_jwks(vec![issuer.jwk()]).await;
+        let config =
+            IssuerConfig::cognito("us-east-1", "us-east-1_test", Some(url), vec!["app".into()]);
+        (
+            issuer,
+            Verifier::new(vec![config], reqwest::Client::new()),
+            fetches,
+            keys,
+        )
+    }
+    use std::sync::Arc;
+
+    #[tokio::test]
+    async fn accepts_a_valid_access_token_and_caches_keys() {
+        let (issuer, verifier, fetches, _) = setup().await;
+        let token = issuer.sign(&issuer.access_claims("app", &["gateway-all", "dept-eng"]));
+        for _ in 0..3 {
+            let verified = verifier.verify(&token).await.unwrap();
+            assert_eq!(verified.subject, "user-sub-1");
+            assert_eq!(verified.groups, ["gateway-all", "dept-eng"]);
+            assert_eq!(verified.client_id.as_deref(), Some("app"));
+        }
+        assert_eq!(
+            fetches.load(Ordering::SeqCst),
+            1,
+            "keys fetched once and cached"
+        );
+    }
+
+    #[tokio::test]
+    async fn refetches_on_unknown_kid_once_per_cooldown() {
+        let (issuer, verifier, fetches, keys) = setup().await;
+        verifier.prefetch().await.unwrap();
+        let rotated = TestIssuer::new(ISSUER, "k2");
+        keys.lock().unwrap().push(rotated.jwk());
+        let token = rotated.sign(&rotated.access_claims("app", &[]));
+        assert!(
+            verifier.verify(&token).await.is_ok(),
+            "rotated key found by refetch"
+        );
+        assert_eq!(fetches.load(Ordering::SeqCst), 2);
+        let stranger = TestIssuer::new(ISSUER, "k3");
+        let forged = stranger.sign(&stranger.access_claims("app", &[]));
+        assert_eq!(verifier.verify(&forged).await, Err(TokenError::UnknownKey));
+        assert_eq!(
+            fetches.load(Ordering::SeqCst),
+            2,
+            "no refetch inside the cooldown"
+        );
+        drop(issuer);
+    }
+
+    #[tokio::test]
+    async fn refuses_each_bad_token() {
+        let (issuer, verifier, _, _) = setup().await;
+        let mut expired = issuer.access_claims("app", &[]);
+        expired["exp"] = json!(1_000_000_000);
+        assert_eq!(
+            verifier.verify(&issuer.sign(&expired)).await,
+            Err(TokenError::Expired)
+        );
+
+        let mut id_token = issuer.access_claims("app", &[]);
+        id_token["token_use"] = json!("id");
+        assert_eq!(
+            verifier.verify(&issuer.sign(&id_token)).await,
+            Err(TokenError::WrongTokenUse)
+        );
+
+        let other_client = issuer.access_claims("someone-else", &[]);
+        assert_eq!(
+            verifier.verify(&issuer.sign(&other_client)).await,
+            Err(TokenError::WrongClient)
+        );
+
+        let mut foreign = issuer.access_claims("app", &[]);
+        foreign["iss"] = json!("https://evil.example.com");
+        assert_eq!(
+            verifier.verify(&issuer.sign(&foreign)).await,
+            Err(TokenError::UnknownIssuer)
+        );
+
+        // Same kid, another key: the signature check must fail.
+        let impostor = TestIssuer::new(ISSUER, "k1");
+        let forged = impostor.sign(&impostor.access_claims("app", &[]));
+        assert_eq!(
+            verifier.verify(&forged).await,
+            Err(TokenError::BadSignature)
+        );
+
+        let b64 =
+            |v: &Value| base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(v.to_string());
+        let claims = issuer.access_claims("app", &[]);
+        let none = format!(
+            "{}.{}.",
+            b64(&json!({"alg": "none", "typ": "JWT"})),
+            b64(&claims)
+        );
+        assert!(
+            matches!(verifier.verify(&none).await, Err(TokenError::UnsupportedAlgorithm(a)) if a == "none")
+        );
+        let hs = jsonwebtoken::encode(
+            &jsonwebtoken::Header::new(Algorithm::HS256),
+            &claims,
+            &jsonwebtoken::EncodingKey::from_secret(b"public key as secret"),
+        )
+        .unwrap();
+        assert!(matches!(
+            verifier.verify(&hs).await,
+            Err(TokenError::UnsupportedAlgorithm(_))
+        ));
+        assert_eq!(
+            verifier.verify("not-a-jwt").await,
+            Err(TokenError::Malformed)
+        );
+    }
+
+    #[tokio::test]
+    async fn unreachable_jwks_is_an_internal_error() {
+        let issuer = TestIssuer::new(ISSUER, "k1");
+        let config = IssuerConfig::cognito(
+            "us-east-1",
+            "us-east-1_test",
+            Some("http://127.0.0.1:9/jwks".into()),
+            vec!["app".into()],
+        );
+        let verifier = Verifier::new(vec![config], reqwest::Client::new());
+        let result = verifier
+            .verify(&issuer.sign(&issuer.access_claims("app", &[])))
+            .await;
+        assert!(matches!(&result, Err(e) if e.is_internal()), "{result:?}");
+    }
 }

@@ -1,0 +1,136 @@
+//! Handler tests for the authorizer, fed with `events/authorizer.json` and tokens from a test issuer whose
+//! JWKS is served on 127.0.0.1.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use authorizer::{handle, is_allowed, AuthorizerError, Request, State, DENY_REASON_KEY};
+use gateway_shared::auth::{IssuerConfig, Verifier};
+use gateway_shared::scopes::Policy;
+use gateway_shared::testing::{serve_jwks, TestIssuer};
+use serde_json::Value;
+
+const POOL: &str = "us-east-1_handlertest";
+const CLIENT: &str = "app-client";
+
+async fn state() -> (State, TestIssuer) {
+    let issuer = TestIssuer::new(
+        &format!("https://cognito-idp.us-east-1.amazonaws.com/{POOL}"),
+        "kid-1",
+    );
+    let (jwks_url, _, _) = serve_jwks(vec![issuer.jwk()]).await;
+    let config = IssuerConfig::cognito("us-east-1", POOL, Some(jwks_url), vec![CLIENT.into()]);
+    let http = gateway_shared::transport::direct::http_client(Duration::from_secs(2)).unwrap();
+    let state = State::new(
+        Verifier::new(vec![config], http),
+        Arc::new(Policy::default_policy().unwrap()),
+        None,
+    );
+    (state, issuer)
+}
+
+fn event_with(token: &str, path: Option<&str>) -> Request {
+    let path_file = format!(
+        "{}/../../events/authorizer.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(path_file)
+        .unwrap()
+        .replace("REPLACE_WITH_GATEWAY_TOKEN", token);
+    let mut event: Value = serde_json::from_str(&text).unwrap();
+    if let Some(path) = path {
+        event["path"] = path.into();
+    }
+    serde_json::from_value(event).unwrap()
+}
+
+#[tokio::test]
+async fn allows_a_permitted_route_with_principal_context() {
+    let (state, issuer) = state().await;
+    let token = issuer.sign(&issuer.access_claims(CLIENT, &["gateway-text", "dept-engineering"]));
+    let answer = handle(&state, event_with(&token, None)).await.unwrap();
+    assert!(is_allowed(&answer));
+    assert_eq!(answer.principal_id.as_deref(), Some("user-sub-1"));
+    assert_eq!(answer.context["department"], "engineering");
+    assert_eq!(answer.context["scopes"], "text");
+    assert_eq!(answer.context["authMethod"], "cognito");
+    assert!(
+        answer.context.values().all(|v| v.is_string()),
+        "API Gateway context takes scalars only"
+    );
+    let statement = &answer.policy_document.statement[0];
+    assert_eq!(
+        statement.resource,
+        ["arn:aws:execute-api:us-east-1:123456789012:a1b2c3d4e5/prod/POST/azure-openai/openai/deployments/gpt-4o-mini/chat/completions"]
+    );
+    let serialized = serde_json::to_value(&answer).unwrap();
+    assert!(
+        !serialized.to_string().contains(&token),
+        "the token never travels in the answer"
+    );
+}
+
+#[tokio::test]
+async fn denies_with_a_reason_when_the_scope_is_missing() {
+    let (state, issuer) = state().await;
+    let token = issuer.sign(&issuer.access_claims(CLIENT, &["gateway-gemini"]));
+    let answer = handle(&state, event_with(&token, None)).await.unwrap();
+    assert!(!is_allowed(&answer));
+    let reason = answer.context[DENY_REASON_KEY].as_str().unwrap();
+    assert!(reason.contains("text:openai"), "{reason}");
+    assert_eq!(answer.usage_identifier_key, None);
+
+    let text_only = issuer.sign(&issuer.access_claims(CLIENT, &["gateway-text"]));
+    let audio = event_with(
+        &text_only,
+        Some("/azure-openai/openai/deployments/whisper/audio/transcriptions"),
+    );
+    let answer = handle(&state, audio).await.unwrap();
+    assert!(!is_allowed(&answer));
+    assert!(answer.context[DENY_REASON_KEY]
+        .as_str()
+        .unwrap()
+        .contains("audio:stt"));
+}
+
+#[tokio::test]
+async fn denies_paths_outside_the_gateway_routes() {
+    let (state, issuer) = state().await;
+    let token = issuer.sign(&issuer.access_claims(CLIENT, &["gateway-all"]));
+    for path in [
+        "/admin/users",
+        "/azure-openai/openai/files",
+        "/bedrock-claude/model/amazon.titan-text-express-v1/invoke",
+    ] {
+        let answer = handle(&state, event_with(&token, Some(path)))
+            .await
+            .unwrap();
+        assert!(!is_allowed(&answer), "{path} must be denied");
+    }
+}
+
+#[tokio::test]
+async fn refuses_missing_and_invalid_tokens_as_unauthorized() {
+    let (state, issuer) = state().await;
+    let mut expired = issuer.access_claims(CLIENT, &["gateway-all"]);
+    expired["exp"] = 1_000_000_000u64.into();
+    let mut id_token = issuer.access_claims(CLIENT, &["gateway-all"]);
+    id_token["token_use"] = "id".into();
+    for token in [
+        "",
+        "garbage",
+        &issuer.sign(&expired),
+        &issuer.sign(&id_token),
+    ] {
+        let result = handle(&state, event_with(token, None)).await;
+        assert!(
+            matches!(result, Err(AuthorizerError::Unauthorized)),
+            "{token:.20}: {result:?}"
+        );
+    }
+    let diagnostic: lambda_runtime::Diagnostic = AuthorizerError::Unauthorized.into();
+    assert_eq!(
+        diagnostic.error_message, "Unauthorized",
+        "the exact text API Gateway maps to 401"
+    );
+}
