@@ -1,6 +1,10 @@
 //! Handler tests for the route functions, fed with the API Gateway events in `events/`. The transport is a
 //! recording fake (the trait's contract is the seam): these tests pin what the route sends upstream and
 //! how it answers, independent of any network.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a panic is the failure report"
+)]
 
 use std::sync::{Arc, Mutex};
 

@@ -1,5 +1,9 @@
 //! Handler tests for the authorizer, fed with `events/authorizer.json` and tokens from a test issuer whose
 //! JWKS is served on 127.0.0.1.
+#![allow(
+    clippy::unwrap_used,
+    reason = "test code: a panic is the failure report"
+)]
 
 use std::sync::Arc;
 use std::time::Duration;
