@@ -30,13 +30,15 @@ impl fmt::Debug for Secret {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SecretError {
+    #[error("secret {0} holds no API key (plain string or {{\"api_key\": ...}})")]
+    NoApiKey(String),
     #[error("secret {secret_id} could not be read: {reason}")]
     Fetch { secret_id: String, reason: String },
     #[error("secret {0} has no string value")]
     Empty(String),
 }
 
-/// Reads a secret at most once per `ttl` (keys rotate; Lambda environments live for hours).
+/// Reads a secret's string at most once per `ttl` (keys rotate; Lambda environments live for hours).
 pub struct SecretCache {
     client: aws_sdk_secretsmanager::Client,
     secret_id: String,
@@ -82,18 +84,17 @@ impl SecretCache {
             })?;
         let raw = output
             .secret_string()
+            .filter(|s| !s.trim().is_empty())
             .ok_or_else(|| SecretError::Empty(self.secret_id.clone()))?;
-        let secret = Arc::new(
-            parse_secret_value(raw).ok_or_else(|| SecretError::Empty(self.secret_id.clone()))?,
-        );
+        let secret = Arc::new(Secret::new(raw));
         *slot = Some((secret.clone(), Instant::now()));
         Ok(secret)
     }
 }
 
-/// A key is stored either as the plain string or as JSON `{"api_key": "..."}` (the shape the console's
+/// An API key stored either as the plain string or as JSON `{"api_key": "..."}` (the shape the console's
 /// key/value editor produces).
-pub fn parse_secret_value(raw: &str) -> Option<Secret> {
+pub fn api_key(raw: &str) -> Option<Secret> {
     let trimmed = raw.trim();
     if trimmed.starts_with('{') {
         let value: serde_json::Value = serde_json::from_str(trimmed).ok()?;
@@ -118,12 +119,9 @@ mod tests {
 
     #[test]
     fn parses_plain_and_json_values() {
-        assert_eq!(parse_secret_value(" k1 \n").unwrap().expose(), "k1");
-        assert_eq!(
-            parse_secret_value(r#"{"api_key":"k2"}"#).unwrap().expose(),
-            "k2"
-        );
-        assert!(parse_secret_value(r#"{"other":"x"}"#).is_none());
-        assert!(parse_secret_value("  ").is_none());
+        assert_eq!(api_key(" k1 \n").unwrap().expose(), "k1");
+        assert_eq!(api_key(r#"{"api_key":"k2"}"#).unwrap().expose(), "k2");
+        assert!(api_key(r#"{"other":"x"}"#).is_none());
+        assert!(api_key("  ").is_none());
     }
 }

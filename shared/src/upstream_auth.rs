@@ -43,7 +43,10 @@ impl UpstreamAuth {
     pub async fn apply(&self, request: &mut http::Request<Bytes>) -> Result<(), UpstreamAuthError> {
         match self {
             UpstreamAuth::ApiKeyHeader { header, secret } => {
-                let key = secret.get().await?;
+                let stored = secret.get().await?;
+                let key = crate::secrets::api_key(stored.expose()).ok_or_else(|| {
+                    crate::secrets::SecretError::NoApiKey(secret.secret_id().to_string())
+                })?;
                 let mut value = HeaderValue::from_str(key.expose())
                     .map_err(|_| UpstreamAuthError::KeyNotHeaderSafe)?;
                 value.set_sensitive(true);

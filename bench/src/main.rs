@@ -1,0 +1,267 @@
+//! Benchmarks against a running local stack (`bench/run.sh` starts one): prints one JSON document.
+//!
+//! - `authorizer`: the authorizer handler's time per call, in process, warm (JWKS cached), with a real
+//!   Cognito (moto) access token.
+//! - `gateway_overhead`: the same Azure OpenAI chat request sent to the mock provider directly and through
+//!   the gateway (API Gateway emulation, authorizer, route, direct transport), at concurrency 1 and 32;
+//!   non-stream latency to the last byte, stream time to first byte. Added latency = gateway - direct.
+
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use aws_sdk_cognitoidentityprovider::types::AuthFlowType;
+use futures_util::StreamExt;
+use serde_json::{json, Value};
+
+type BoxError = Box<dyn std::error::Error + Send + Sync>;
+
+const CHAT_PATH: &str = "/openai/deployments/gpt-4o-mini/chat/completions?api-version=2024-10-21";
+
+#[tokio::main]
+async fn main() -> Result<(), BoxError> {
+    let state_path =
+        std::env::var("GATEWAY_LOCAL_STATE").unwrap_or_else(|_| ".local/stack.json".into());
+    let state: Value = serde_json::from_str(&std::fs::read_to_string(&state_path)?)?;
+    let text = |key: &str| {
+        state[key]
+            .as_str()
+            .map(str::to_string)
+            .ok_or(format!("{key} missing in {state_path}"))
+    };
+
+    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+        .region(aws_config::Region::new(text("region")?))
+        .endpoint_url(text("aws_endpoint_url")?)
+        .credentials_provider(aws_credential_types::Credentials::new(
+            "test", "test", None, None, "bench",
+        ))
+        .load()
+        .await;
+    let token = sign_in(&sdk, &state).await?;
+    let upstream_key = aws_sdk_secretsmanager::Client::new(&sdk)
+        .get_secret_value()
+        .secret_id(
+            state["secrets"]["azure_openai"]
+                .as_str()
+                .unwrap_or_default(),
+        )
+        .send()
+        .await?
+        .secret_string()
+        .unwrap_or_default()
+        .to_string();
+
+    let authorizer = bench_authorizer(&state, &sdk, &token).await?;
+
+    let mock = state["mocks"]["azure_openai"]
+        .as_str()
+        .ok_or("the Azure OpenAI mock is not running")?;
+    let direct = Target {
+        url: format!("{mock}{CHAT_PATH}"),
+        key: upstream_key,
+    };
+    let gateway = Target {
+        url: format!("{}/azure-openai{CHAT_PATH}", text("base_url")?),
+        key: token,
+    };
+    let client = reqwest::Client::builder()
+        .pool_max_idle_per_host(64)
+        .tcp_nodelay(true)
+        .build()?;
+    let mut overhead = Vec::new();
+    for (concurrency, per_worker) in [(1usize, 400usize), (32, 60)] {
+        for stream in [false, true] {
+            let direct_ms = measure(&client, &direct, concurrency, per_worker, stream).await?;
+            let gateway_ms = measure(&client, &gateway, concurrency, per_worker, stream).await?;
+            overhead.push(json!({
+                "concurrency": concurrency,
+                "requests": concurrency * per_worker,
+                "metric": if stream { "stream_time_to_first_byte_ms" } else { "non_stream_latency_ms" },
+                "direct": summary(&direct_ms),
+                "gateway": summary(&gateway_ms),
+                "added_p50_ms": round(percentile(&gateway_ms, 50.0) - percentile(&direct_ms, 50.0)),
+                "added_p99_ms": round(percentile(&gateway_ms, 99.0) - percentile(&direct_ms, 99.0)),
+            }));
+        }
+    }
+    let report = json!({
+        "note": "local stack, debug or release as built by bench/run.sh; mock upstream on 127.0.0.1",
+        "authorizer": authorizer,
+        "gateway_overhead": overhead,
+    });
+    println!("{}", serde_json::to_string_pretty(&report)?);
+    Ok(())
+}
+
+async fn sign_in(sdk: &aws_config::SdkConfig, state: &Value) -> Result<String, BoxError> {
+    let cognito = aws_sdk_cognitoidentityprovider::Client::new(sdk);
+    let out = cognito
+        .admin_initiate_auth()
+        .user_pool_id(state["user_pool_id"].as_str().unwrap_or_default())
+        .client_id(state["app_client_id"].as_str().unwrap_or_default())
+        .auth_flow(AuthFlowType::AdminUserPasswordAuth)
+        .auth_parameters(
+            "USERNAME",
+            state["demo_user"]["username"].as_str().unwrap_or_default(),
+        )
+        .auth_parameters(
+            "PASSWORD",
+            state["demo_user"]["password"].as_str().unwrap_or_default(),
+        )
+        .send()
+        .await?;
+    Ok(out
+        .authentication_result()
+        .and_then(|r| r.access_token())
+        .ok_or("no access token")?
+        .to_string())
+}
+
+async fn bench_authorizer(
+    state: &Value,
+    sdk: &aws_config::SdkConfig,
+    token: &str,
+) -> Result<Value, BoxError> {
+    let mut settings = std::collections::HashMap::new();
+    settings.insert(
+        "AWS_REGION".to_string(),
+        state["region"].as_str().unwrap_or_default().to_string(),
+    );
+    settings.insert(
+        "COGNITO_USER_POOL_ID".into(),
+        state["user_pool_id"].as_str().unwrap_or_default().into(),
+    );
+    settings.insert(
+        "COGNITO_APP_CLIENT_IDS".into(),
+        state["app_client_id"].as_str().unwrap_or_default().into(),
+    );
+    settings.insert(
+        "COGNITO_JWKS_URL".into(),
+        state["jwks_url"].as_str().unwrap_or_default().into(),
+    );
+    let config = authorizer::AuthorizerConfig::from_settings(&settings)?;
+    let authorizer_state = authorizer::State::from_config(config, sdk).await?;
+    let template = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/../events/authorizer.json"
+    ))?
+    .replace("REPLACE_WITH_GATEWAY_TOKEN", token);
+    let event: authorizer::Request = serde_json::from_str(&template)?;
+
+    for _ in 0..200 {
+        authorizer::handle(&authorizer_state, event.clone()).await?;
+    }
+    let calls = 5000;
+    let mut samples = Vec::with_capacity(calls);
+    for _ in 0..calls {
+        let event = event.clone();
+        let started = Instant::now();
+        let answer = authorizer::handle(&authorizer_state, event).await?;
+        samples.push(started.elapsed().as_secs_f64() * 1e6);
+        if !authorizer::is_allowed(&answer) {
+            return Err("benchmark token was denied".into());
+        }
+    }
+    Ok(json!({"calls": calls, "unit": "microseconds", "per_call": summary(&samples)}))
+}
+
+struct Target {
+    url: String,
+    key: String,
+}
+
+/// Runs `concurrency` workers each sending `per_worker` requests; returns per-request milliseconds.
+async fn measure(
+    client: &reqwest::Client,
+    target: &Target,
+    concurrency: usize,
+    per_worker: usize,
+    stream: bool,
+) -> Result<Vec<f64>, BoxError> {
+    let body = Arc::new(
+        json!({"messages": [{"role": "user", "content": "benchmark prompt with a few words"}], "stream": stream})
+            .to_string(),
+    );
+    for _ in 0..20 {
+        one(client, target, &body, stream).await?;
+    }
+    let mut workers = Vec::new();
+    for _ in 0..concurrency {
+        let (client, url, key, body) = (
+            client.clone(),
+            target.url.clone(),
+            target.key.clone(),
+            body.clone(),
+        );
+        workers.push(tokio::spawn(async move {
+            let target = Target { url, key };
+            let mut samples = Vec::with_capacity(per_worker);
+            for _ in 0..per_worker {
+                samples.push(one(&client, &target, &body, stream).await?);
+            }
+            Ok::<_, BoxError>(samples)
+        }));
+    }
+    let mut all = Vec::new();
+    for worker in workers {
+        all.extend(worker.await??);
+    }
+    Ok(all)
+}
+
+/// One request: milliseconds to the last byte (non-stream) or to the first body chunk (stream).
+async fn one(
+    client: &reqwest::Client,
+    target: &Target,
+    body: &Arc<String>,
+    stream: bool,
+) -> Result<f64, BoxError> {
+    let started = Instant::now();
+    let response = client
+        .post(&target.url)
+        .header("api-key", &target.key)
+        .header("content-type", "application/json")
+        .body(body.as_str().to_owned())
+        .timeout(Duration::from_secs(30))
+        .send()
+        .await?;
+    if !response.status().is_success() {
+        return Err(format!("{} answered {}", target.url, response.status()).into());
+    }
+    let mut chunks = response.bytes_stream();
+    let mut first = None;
+    while let Some(chunk) = chunks.next().await {
+        chunk?;
+        first.get_or_insert_with(|| started.elapsed());
+    }
+    let elapsed = if stream {
+        first.unwrap_or_else(|| started.elapsed())
+    } else {
+        started.elapsed()
+    };
+    Ok(elapsed.as_secs_f64() * 1e3)
+}
+
+fn percentile(samples: &[f64], p: f64) -> f64 {
+    let mut sorted = samples.to_vec();
+    sorted.sort_by(|a, b| a.total_cmp(b));
+    if sorted.is_empty() {
+        return 0.0;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn round(value: f64) -> f64 {
+    (value * 1000.0).round() / 1000.0
+}
+
+fn summary(samples: &[f64]) -> Value {
+    let mean = samples.iter().sum::<f64>() / samples.len().max(1) as f64;
+    json!({
+        "p50": round(percentile(samples, 50.0)),
+        "p90": round(percentile(samples, 90.0)),
+        "p99": round(percentile(samples, 99.0)),
+        "mean": round(mean),
+    })
+}
