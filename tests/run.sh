@@ -19,7 +19,8 @@ cargo test --workspace --quiet
 echo "== end-to-end (local stack + stock SDKs)"
 cargo build --quiet -p gateway-local
 source local/lib.sh
-start_stack "$CARGO_TARGET_DIR/debug/gateway-local"
+# A short upstream deadline so the hanging-provider test ends in seconds.
+GATEWAY_UPSTREAM_RESPONSE_TIMEOUT_MS=3000 start_stack "$CARGO_TARGET_DIR/debug/gateway-local"
 status=0
 .venv/bin/python -m pytest tests "$@" || status=$?
 if [ "$status" -ne 0 ]; then
