@@ -152,3 +152,21 @@ def test_converse_stream(bedrock, state, all_token):
     assert metadata["usage"]["totalTokens"] > 0, metadata
 
     assert_signed_upstream(single_request(state, BEDROCK, "/converse-stream"), all_token, "converse-stream")
+
+
+def test_bedrock_api_headers_reach_upstream(bedrock, state, all_token):
+    """Guardrail and trace settings travel as X-Amzn-Bedrock-* headers and must not be stripped."""
+    bedrock.invoke_model(
+        modelId=MODEL_ID,
+        body=anthropic_body(unique_prompt("brguardrail")),
+        contentType="application/json",
+        accept="application/json",
+        guardrailIdentifier="gr-test-1",
+        guardrailVersion="1",
+        trace="ENABLED",
+    )
+    record = single_request(state, BEDROCK, "/invoke")
+    assert header(record, "x-amzn-bedrock-guardrailidentifier") == "gr-test-1"
+    assert header(record, "x-amzn-bedrock-guardrailversion") == "1"
+    assert header(record, "x-amzn-bedrock-trace") == "ENABLED"
+    assert_signed_upstream(record, all_token, "invoke")

@@ -33,6 +33,8 @@ const HOP_BY_HOP: &[&str] = &[
 
 /// Added by API Gateway / CloudFront / load balancers; upstream need not learn client addresses.
 const EDGE_PREFIXES: &[&str] = &["x-forwarded-", "x-amzn-", "cloudfront-", "x-amz-cf-", "cf-"];
+/// Provider API headers that share an edge prefix and must pass (Bedrock guardrails, trace, latency tier).
+const PROVIDER_PREFIXES: &[&str] = &["x-amzn-bedrock-"];
 const EDGE_HEADERS: &[&str] = &["forwarded", "via", "x-real-ip"];
 
 fn is_dropped_request_header(name: &HeaderName) -> bool {
@@ -40,7 +42,8 @@ fn is_dropped_request_header(name: &HeaderName) -> bool {
     CREDENTIAL_HEADERS.contains(&name)
         || HOP_BY_HOP.contains(&name)
         || EDGE_HEADERS.contains(&name)
-        || EDGE_PREFIXES.iter().any(|p| name.starts_with(p))
+        || (EDGE_PREFIXES.iter().any(|p| name.starts_with(p))
+            && !PROVIDER_PREFIXES.iter().any(|p| name.starts_with(p)))
         || name.starts_with("x-gateway-")
 }
 
@@ -87,6 +90,7 @@ mod tests {
             ("content-type", "application/json"),
             ("anthropic-beta", "tools"),
             ("amz-sdk-invocation-id", "abc"),
+            ("x-amzn-bedrock-guardrailidentifier", "gr-1"),
         ] {
             client.append(k, HeaderValue::from_static(v));
         }
@@ -94,7 +98,12 @@ mod tests {
         let names: Vec<&str> = out.keys().map(HeaderName::as_str).collect();
         assert_eq!(
             names,
-            ["content-type", "anthropic-beta", "amz-sdk-invocation-id"]
+            [
+                "content-type",
+                "anthropic-beta",
+                "amz-sdk-invocation-id",
+                "x-amzn-bedrock-guardrailidentifier"
+            ]
         );
     }
 

@@ -11,7 +11,7 @@ pub struct AzureOpenAi;
 
 impl ProviderApi for AzureOpenAi {
     fn operation(&self, path: &str) -> Option<Operation> {
-        let parts = segments(path);
+        let parts = segments(path)?;
         match parts.as_slice() {
             ["openai", "deployments", deployment, rest @ ..] if !rest.is_empty() => {
                 Some(Operation {

@@ -15,7 +15,7 @@ const ERROR_TYPE_HEADER: HeaderName = HeaderName::from_static("x-amzn-errortype"
 
 impl ProviderApi for Bedrock {
     fn operation(&self, path: &str) -> Option<Operation> {
-        match segments(path).as_slice() {
+        match segments(path)?.as_slice() {
             ["model", model, action] => Some(Operation {
                 name: (*action).to_string(),
                 model: Some(percent_decode(model)),

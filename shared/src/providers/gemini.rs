@@ -11,7 +11,7 @@ pub struct Gemini;
 
 impl ProviderApi for Gemini {
     fn operation(&self, path: &str) -> Option<Operation> {
-        let parts = segments(path);
+        let parts = segments(path)?;
         let (version, rest) = parts.split_first()?;
         if !version.starts_with('v') {
             return None;

@@ -127,9 +127,15 @@ fn with_request_id(message: &str, request_id: &str) -> String {
     format!("{message} (gateway request id: {request_id})")
 }
 
-/// Path segments split on `/`, skipping the empty first one.
-fn segments(path: &str) -> Vec<&str> {
-    path.split('/').filter(|s| !s.is_empty()).collect()
+/// Path segments split on `/`, skipping empty ones; `None` if any segment is `.` or `..` (raw or
+/// percent-encoded), which an upstream would resolve into a path the policy never saw.
+fn segments(path: &str) -> Option<Vec<&str>> {
+    let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
+    let traverses = parts.iter().any(|s| {
+        let decoded = percent_decode(s);
+        decoded == "." || decoded == ".."
+    });
+    (!traverses).then_some(parts)
 }
 
 fn percent_decode(segment: &str) -> String {
@@ -154,6 +160,24 @@ mod tests {
             Provider::from_path("/azure-openai"),
             Some((Provider::AzureOpenAi, "/"))
         );
+    }
+
+    #[test]
+    fn dot_segments_never_classify() {
+        for (provider, path) in [
+            (
+                Provider::AzureOpenAi,
+                "/openai/deployments/d/chat/completions/../../../files",
+            ),
+            (
+                Provider::AzureOpenAi,
+                "/openai/deployments/d/chat/completions/%2e%2e/x",
+            ),
+            (Provider::BedrockClaude, "/model/../invoke"),
+            (Provider::Gemini, "/v1beta/models/./x:generateContent"),
+        ] {
+            assert_eq!(provider.operation(path), None, "{path}");
+        }
     }
 
     #[test]
