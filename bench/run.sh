@@ -5,8 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-$HOME/.cache/llm-gateway/target}"
 ./local/bootstrap.sh
-cargo build --release --quiet -p gateway-local -p gateway-bench
+cargo build --release --quiet -p gateway-local -p gateway-bench -p authorizer -p azure-openai -p bedrock-claude -p gemini
 source local/lib.sh
 start_stack "$CARGO_TARGET_DIR/release/gateway-local"
 mkdir -p bench/results
-RUST_LOG=warn "$CARGO_TARGET_DIR/release/gateway-bench" | tee bench/results/latest.json
+GATEWAY_BENCH_BIN_DIR="$CARGO_TARGET_DIR/release" RUST_LOG=warn "$CARGO_TARGET_DIR/release/gateway-bench" | tee bench/results/latest.json

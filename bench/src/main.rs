@@ -5,6 +5,9 @@
 //! - `gateway_overhead`: the same Azure OpenAI chat request sent to the mock provider directly and through
 //!   the gateway (API Gateway emulation, authorizer, route, direct transport), at concurrency 1 and 32;
 //!   non-stream latency to the last byte, stream time to first byte. Added latency = gateway - direct.
+//! - `cold_start`: each function binary started against a stand-in Lambda runtime API on 127.0.0.1:
+//!   time from process start to its first `invocation/next` poll (its init: config, clients, JWKS
+//!   prefetch), plus binary size. Lambda's own sandbox start is not included.
 
 use std::sync::Arc;
 use std::time::{Duration, Instant};
@@ -52,6 +55,10 @@ async fn main() -> Result<(), BoxError> {
         .to_string();
 
     let authorizer = bench_authorizer(&state, &sdk, &token).await?;
+    let cold_start = match std::env::var("GATEWAY_BENCH_BIN_DIR") {
+        Ok(dir) => bench_cold_start(&state, &upstream_key_secret_ids(&state), &dir).await?,
+        Err(_) => json!("skipped: GATEWAY_BENCH_BIN_DIR not set"),
+    };
 
     let mock = state["mocks"]["azure_openai"]
         .as_str()
@@ -87,6 +94,7 @@ async fn main() -> Result<(), BoxError> {
     let report = json!({
         "note": "local stack, debug or release as built by bench/run.sh; mock upstream on 127.0.0.1",
         "authorizer": authorizer,
+        "cold_start": cold_start,
         "gateway_overhead": overhead,
     });
     println!("{}", serde_json::to_string_pretty(&report)?);
@@ -163,6 +171,129 @@ async fn bench_authorizer(
         }
     }
     Ok(json!({"calls": calls, "unit": "microseconds", "per_call": summary(&samples)}))
+}
+
+fn upstream_key_secret_ids(state: &Value) -> (String, String) {
+    let id = |k: &str| state["secrets"][k].as_str().unwrap_or_default().to_string();
+    (id("azure_openai"), id("gemini"))
+}
+
+/// Starts each function binary `STARTS` times; returns median init time and binary size per function.
+async fn bench_cold_start(
+    state: &Value,
+    secrets: &(String, String),
+    dir: &str,
+) -> Result<Value, BoxError> {
+    const STARTS: usize = 7;
+    let text = |k: &str| state[k].as_str().unwrap_or_default().to_string();
+    let common = [
+        ("AWS_REGION", text("region")),
+        ("AWS_ENDPOINT_URL", text("aws_endpoint_url")),
+        ("AWS_ACCESS_KEY_ID", "test".to_string()),
+        ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
+        ("AWS_LAMBDA_FUNCTION_NAME", "bench".to_string()),
+        ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512".to_string()),
+        ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_string()),
+        ("RUST_LOG", "warn".to_string()),
+    ];
+    let functions: Vec<(&str, Vec<(&str, String)>)> = vec![
+        (
+            "authorizer",
+            vec![
+                ("COGNITO_USER_POOL_ID", text("user_pool_id")),
+                ("COGNITO_APP_CLIENT_IDS", text("app_client_id")),
+                ("COGNITO_JWKS_URL", text("jwks_url")),
+            ],
+        ),
+        (
+            "azure-openai",
+            vec![
+                (
+                    "GATEWAY_AZURE_OPENAI_ENDPOINT",
+                    state["upstreams"]["azure_openai"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .into(),
+                ),
+                ("GATEWAY_AZURE_OPENAI_KEY_SECRET_ID", secrets.0.clone()),
+            ],
+        ),
+        (
+            "bedrock-claude",
+            vec![(
+                "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
+                state["upstreams"]["bedrock"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .into(),
+            )],
+        ),
+        (
+            "gemini",
+            vec![
+                (
+                    "GATEWAY_GEMINI_ENDPOINT",
+                    state["upstreams"]["gemini"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .into(),
+                ),
+                ("GATEWAY_GEMINI_KEY_SECRET_ID", secrets.1.clone()),
+            ],
+        ),
+    ];
+    let mut report = serde_json::Map::new();
+    for (name, env) in functions {
+        let binary = format!("{dir}/{name}");
+        let mut samples = Vec::new();
+        for _ in 0..STARTS {
+            samples.push(init_time_ms(&binary, common.iter().chain(env.iter())).await?);
+        }
+        let size = std::fs::metadata(&binary)?.len();
+        report.insert(
+            name.to_string(),
+            json!({"init_ms": summary(&samples), "starts": STARTS, "binary_bytes": size}),
+        );
+    }
+    Ok(Value::Object(report))
+}
+
+/// Process start to the first `GET /2018-06-01/runtime/invocation/next` on a stand-in runtime API.
+async fn init_time_ms<'a>(
+    binary: &str,
+    env: impl Iterator<Item = &'a (&'a str, String)>,
+) -> Result<f64, BoxError> {
+    use tokio::io::AsyncReadExt;
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
+    let api = listener.local_addr()?.to_string();
+    let mut command = tokio::process::Command::new(binary);
+    command
+        .env_clear()
+        .env("AWS_LAMBDA_RUNTIME_API", &api)
+        .kill_on_drop(true);
+    command
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+    for (k, v) in env {
+        command.env(k, v);
+    }
+    let started = Instant::now();
+    let mut child = command.spawn()?;
+    let wait = async {
+        loop {
+            let (mut stream, _) = listener.accept().await?;
+            let mut buf = vec![0u8; 2048];
+            let n = stream.read(&mut buf).await?;
+            if String::from_utf8_lossy(&buf[..n]).contains("/runtime/invocation/next") {
+                return Ok::<_, BoxError>(started.elapsed());
+            }
+        }
+    };
+    let elapsed = tokio::time::timeout(Duration::from_secs(20), wait)
+        .await
+        .map_err(|_| format!("{binary} did not poll the runtime API within 20 s"))??;
+    let _ = child.kill().await;
+    Ok(elapsed.as_secs_f64() * 1e3)
 }
 
 struct Target {

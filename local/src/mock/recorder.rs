@@ -52,6 +52,8 @@ impl RecordedRequest {
     }
 }
 
+pub const MAX_RECORDED: usize = 10_000;
+
 /// Cheap-clone, thread-safe list of recorded requests.
 #[derive(Clone, Debug)]
 pub struct Recorder {
@@ -71,8 +73,15 @@ impl Recorder {
         }
     }
 
+    /// Keeps the newest [`MAX_RECORDED`] requests, so a long-running stack or a benchmark does not grow
+    /// without bound.
     pub fn record(&self, request: RecordedRequest) {
-        self.lock().push(request);
+        let mut journal = self.lock();
+        if journal.len() >= MAX_RECORDED {
+            let excess = journal.len() + 1 - MAX_RECORDED;
+            journal.drain(..excess);
+        }
+        journal.push(request);
     }
 
     /// Snapshot of every recorded request, oldest first.
