@@ -123,7 +123,7 @@ def _secret_hash(username: str, client_id: str, client_secret: str) -> str:
 def create_cognito_user(state: dict, groups: Iterable[str], password: str = STRONG_PASSWORD) -> dict:
     """Create a confirmed Cognito user in the stack's pool and log it in.
 
-    Returns {"username", "password", "groups", "access_token", "id_token"}.
+    Returns {"username", "password", "groups", "access_token", "id_token", "sub"}.
     """
     idp = aws_client(state, "cognito-idp")
     pool = state["user_pool_id"]
@@ -163,6 +163,7 @@ def create_cognito_user(state: dict, groups: Iterable[str], password: str = STRO
         "groups": groups,
         "access_token": result["AccessToken"],
         "id_token": result["IdToken"],
+        "sub": unverified_claims(result["AccessToken"])["sub"],
     }
 
 

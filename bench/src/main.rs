@@ -148,7 +148,9 @@ async fn bench_authorizer(
         state["jwks_url"].as_str().unwrap_or_default().into(),
     );
     let config = authorizer::AuthorizerConfig::from_settings(&settings)?;
-    let authorizer_state = authorizer::State::from_config(config, sdk).await?;
+    // Audit events of refusals go to the log here; the benchmark only sends allowed requests.
+    let audit = std::sync::Arc::new(gateway_shared::audit::LogAuditSink);
+    let authorizer_state = authorizer::State::from_config(config, sdk, audit).await?;
     let template = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../events/authorizer.json"

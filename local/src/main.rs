@@ -3,6 +3,7 @@
 //! no Docker. Run it with `./local/run.sh`; settings are environment variables (see README).
 
 mod apigw;
+mod event_sources;
 mod mock;
 mod resources;
 mod settings;
@@ -63,6 +64,8 @@ async fn run() -> Result<(), BoxError> {
         .load()
         .await;
     let cognito = aws_sdk_cognitoidentityprovider::Client::new(&sdk);
+    let sqs = aws_sdk_sqs::Client::new(&sdk);
+    let s3 = aws_sdk_s3::Client::new(&sdk);
     let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
     let policy = gateway_shared::proxy::load_policy(local.policy_file.as_deref())?;
 
@@ -98,6 +101,31 @@ async fn run() -> Result<(), BoxError> {
         &serde_json::Value::Object(usage_keys).to_string(),
     )
     .await?;
+
+    // The audit trail: queue (+ DLQ) -> audit writer (SQS event source) -> S3.
+    let audit_bucket = "llm-gateway-local-audit".to_string();
+    resources::create_audit_bucket(&s3, &audit_bucket).await?;
+    let (audit_queue, audit_dlq) =
+        resources::create_queue_with_dlq(&sqs, "llm-gateway-audit", 30, 5).await?;
+    let writer = Arc::new(audit_writer::Writer::from_config(
+        audit_writer::WriterConfig {
+            bucket: audit_bucket.clone(),
+            prefix: "audit/".into(),
+        },
+        &sdk,
+    ));
+    tokio::spawn(event_sources::sqs_event_source(
+        sqs.clone(),
+        audit_queue.url.clone(),
+        audit_queue.arn.clone(),
+        move |event| {
+            let writer = writer.clone();
+            async move { writer.handle(event).await }
+        },
+    ));
+    let audit: Arc<dyn gateway_shared::audit::AuditSink> = Arc::new(
+        gateway_shared::audit::SqsAuditSink::new(sqs.clone(), audit_queue.url.clone()),
+    );
 
     // Mock providers, unless a real (or other test) upstream is configured for that provider.
     let mut upstreams = HashMap::new();
@@ -183,10 +211,10 @@ async fn run() -> Result<(), BoxError> {
     let mut routes = HashMap::new();
     for provider in Provider::ALL {
         let config = RouteConfig::from_settings(provider, &route_settings)?;
-        routes.insert(provider, Route::from_config(&config, &sdk)?);
+        routes.insert(provider, Route::from_config(&config, &sdk, audit.clone())?);
     }
     let authorizer_config = authorizer::AuthorizerConfig::from_settings(&route_settings)?;
-    let authorizer = authorizer::State::from_config(authorizer_config, &sdk).await?;
+    let authorizer = authorizer::State::from_config(authorizer_config, &sdk, audit.clone()).await?;
     let gateway = Arc::new(apigw::Gateway {
         region: local.region.clone(),
         authorizer,
@@ -246,8 +274,12 @@ async fn run() -> Result<(), BoxError> {
             "gemini": upstreams[&Provider::Gemini],
         },
         "mocks": mocks,
-        "buckets": [],
-        "queues": [],
+        "upstream_response_timeout_ms": route_settings
+            .get("GATEWAY_UPSTREAM_RESPONSE_TIMEOUT_MS")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(120_000),
+        "buckets": {"audit": audit_bucket},
+        "queues": {"audit": audit_queue.url, "audit_dlq": audit_dlq.url},
     });
     // Written last and atomically: its presence means the stack is ready.
     let state_file = local.state_file();

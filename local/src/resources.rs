@@ -239,3 +239,97 @@ pub async fn put_secret(
         .into()),
     }
 }
+
+pub struct Queue {
+    pub url: String,
+    pub arn: String,
+}
+
+/// A queue with its dead-letter queue (every async path has one), SSE with SQS-managed keys.
+pub async fn create_queue_with_dlq(
+    sqs: &aws_sdk_sqs::Client,
+    name: &str,
+    visibility_timeout_secs: u32,
+    max_receive_count: u32,
+) -> Result<(Queue, Queue), BoxError> {
+    use aws_sdk_sqs::types::QueueAttributeName as A;
+    let dlq_url = sqs
+        .create_queue()
+        .queue_name(format!("{name}-dlq"))
+        .attributes(A::SqsManagedSseEnabled, "true")
+        .attributes(A::MessageRetentionPeriod, "1209600")
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "create dead-letter queue: {}",
+                aws_sdk_sqs::error::DisplayErrorContext(e)
+            )
+        })?
+        .queue_url
+        .ok_or("create dead-letter queue: no url")?;
+    let dlq_arn = queue_arn(sqs, &dlq_url).await?;
+    let redrive =
+        serde_json::json!({"deadLetterTargetArn": dlq_arn, "maxReceiveCount": max_receive_count})
+            .to_string();
+    let url = sqs
+        .create_queue()
+        .queue_name(name)
+        .attributes(A::SqsManagedSseEnabled, "true")
+        .attributes(A::VisibilityTimeout, visibility_timeout_secs.to_string())
+        .attributes(A::RedrivePolicy, redrive)
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "create queue {name}: {}",
+                aws_sdk_sqs::error::DisplayErrorContext(e)
+            )
+        })?
+        .queue_url
+        .ok_or("create queue: no url")?;
+    let arn = queue_arn(sqs, &url).await?;
+    Ok((
+        Queue { url, arn },
+        Queue {
+            url: dlq_url,
+            arn: dlq_arn,
+        },
+    ))
+}
+
+async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<String, BoxError> {
+    let attributes = sqs
+        .get_queue_attributes()
+        .queue_url(url)
+        .attribute_names(aws_sdk_sqs::types::QueueAttributeName::QueueArn)
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "queue attributes: {}",
+                aws_sdk_sqs::error::DisplayErrorContext(e)
+            )
+        })?;
+    Ok(attributes
+        .attributes()
+        .and_then(|a| a.get(&aws_sdk_sqs::types::QueueAttributeName::QueueArn))
+        .ok_or("queue has no ARN")?
+        .clone())
+}
+
+/// The audit bucket: versioned with Object Lock (audit records are write-once), encrypted.
+pub async fn create_audit_bucket(s3: &aws_sdk_s3::Client, name: &str) -> Result<(), BoxError> {
+    s3.create_bucket()
+        .bucket(name)
+        .object_lock_enabled_for_bucket(true)
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "create bucket {name}: {}",
+                aws_sdk_s3::error::DisplayErrorContext(e)
+            )
+        })?;
+    Ok(())
+}

@@ -7,11 +7,14 @@
 //! - [`transport`]: how a request reaches the provider (`direct` now; `queue` slots in behind the same trait).
 //! - [`proxy`]: the route handler every provider Lambda runs: authorize again, rewrite, relay, render errors.
 //! - [`secrets`], [`upstream_auth`]: upstream credentials, cached per execution environment, never logged.
+//! - [`audit`]: one audit event per request (decision, principal, usage, sizes, latency), to SQS.
 //! - [`config`], [`telemetry`], [`error`]: typed configuration, JSON tracing, the gateway's own errors.
 
+pub mod audit;
 pub mod auth;
 pub mod config;
 pub mod error;
+pub mod eventstream;
 pub mod headers;
 pub mod providers;
 pub mod proxy;

@@ -17,12 +17,14 @@ use lambda_http::request::RequestContext;
 use lambda_http::RequestExt;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 
+use crate::audit::body::AuditedBody;
+use crate::audit::{sha256_hex, AuditEvent, AuditSink, Decision, Outcome, Principal, UsageScanner};
 use crate::auth::AuthContext;
 use crate::config::{self, ConfigError, Settings};
 use crate::error::{ErrorKind, GatewayError};
 use crate::headers::upstream_request_headers;
 use crate::providers::{Provider, REQUEST_ID_HEADER};
-use crate::scopes::{Decision, Policy};
+use crate::scopes::{Decision as PolicyDecision, Policy};
 use crate::secrets::SecretCache;
 use crate::transport::direct::{http_client, DirectTransport, Upstream};
 use crate::transport::{ProxyBody, Transport, TransportError, UpstreamRequest};
@@ -154,21 +156,27 @@ pub struct Route {
     provider: Provider,
     policy: Arc<Policy>,
     transport: Arc<dyn Transport>,
+    transport_name: &'static str,
     max_request_bytes: usize,
+    audit: Arc<dyn AuditSink>,
 }
 
 impl Route {
+    /// `transport` is the transport and its name for the audit trail (`direct`, `queue`).
     pub fn new(
         provider: Provider,
         policy: Arc<Policy>,
-        transport: Arc<dyn Transport>,
+        transport: (Arc<dyn Transport>, &'static str),
         max_request_bytes: usize,
+        audit: Arc<dyn AuditSink>,
     ) -> Self {
         Route {
             provider,
             policy,
-            transport,
+            transport: transport.0,
+            transport_name: transport.1,
             max_request_bytes,
+            audit,
         }
     }
 
@@ -176,6 +184,7 @@ impl Route {
     pub fn from_config(
         config: &RouteConfig,
         sdk: &aws_config::SdkConfig,
+        audit: Arc<dyn AuditSink>,
     ) -> Result<Route, ConfigError> {
         let policy = Arc::new(load_policy(config.policy_file.as_deref())?);
         let http = http_client(config.connect_timeout).map_err(|e| ConfigError::Invalid {
@@ -213,11 +222,15 @@ impl Route {
                 config.response_timeout,
             )),
         };
+        let name = match config.transport {
+            TransportKind::Direct => "direct",
+        };
         Ok(Route::new(
             config.provider,
             policy,
-            transport,
+            (transport, name),
             config.max_request_bytes,
+            audit,
         ))
     }
 
@@ -226,6 +239,7 @@ impl Route {
     }
 
     /// Handles one API Gateway proxy request; never fails: every failure becomes a provider-shaped error.
+    /// Exactly one audit event is emitted per request, when its response has ended.
     pub async fn handle(&self, request: lambda_http::Request) -> Response<ProxyBody> {
         let started = Instant::now();
         let context = match request.request_context_ref() {
@@ -236,12 +250,39 @@ impl Route {
             .as_ref()
             .and_then(|c| c.request_id.clone())
             .unwrap_or_else(|| "unknown".to_string());
+        let mut event = AuditEvent::new(&request_id, Decision::Allow, 0);
+        event.provider = Some(self.provider.route_prefix().to_string());
+        event.transport = Some(self.transport_name.to_string());
+        if let Some(ctx) = &context {
+            event.source_ip = ctx.identity.source_ip.clone();
+            event.user_agent = ctx.identity.user_agent.clone();
+        }
         let fields = context.map(|c| c.authorizer.fields).unwrap_or_default();
-        let result = self.relay(request, &request_id, &fields).await;
-        let response = match result {
-            Ok(response) => response,
+        let response = match self.relay(request, &request_id, &fields, &mut event).await {
+            Ok(response) => {
+                event.status = response.status().as_u16();
+                let content_type = response
+                    .headers()
+                    .get(http::header::CONTENT_TYPE)
+                    .and_then(|v| v.to_str().ok());
+                let scanner = UsageScanner::new(self.provider.usage_shapes(), content_type);
+                response.map(|body| {
+                    AuditedBody::new(body, scanner, event, self.audit.clone(), started)
+                        .boxed_unsync()
+                })
+            }
             Err(error) => {
                 tracing::warn!(request_id, provider = self.provider.route_prefix(), kind = ?error.kind, message = %error.message, "gateway error");
+                event.decision = match error.kind {
+                    ErrorKind::Unauthorized => Decision::Unauthorized,
+                    ErrorKind::Forbidden => Decision::Deny,
+                    _ => Decision::Error,
+                };
+                event.status = error.kind.status().as_u16();
+                event.reason = Some(error.message.clone());
+                event.outcome = Outcome::Refused;
+                event.latency.total_ms = started.elapsed().as_millis() as u64;
+                self.audit.emit(event).await;
                 self.provider
                     .error_response(&error, &request_id)
                     .map(|body| {
@@ -266,9 +307,17 @@ impl Route {
         request: lambda_http::Request,
         request_id: &str,
         authorizer_fields: &HashMap<String, serde_json::Value>,
+        event: &mut AuditEvent,
     ) -> Result<Response<ProxyBody>, GatewayError> {
         let principal =
             AuthContext::from_fields(authorizer_fields).ok_or_else(GatewayError::unauthorized)?;
+        event.principal = Some(Principal {
+            subject: principal.subject.clone(),
+            username: principal.username.clone(),
+            department: principal.department.clone(),
+            client_id: principal.client_id.clone(),
+            auth_method: Some(principal.auth_method.clone()),
+        });
         let raw_path = request.raw_http_path();
         let raw_path = if raw_path.is_empty() {
             request.uri().path()
@@ -296,7 +345,9 @@ impl Route {
                 ),
             )
         })?;
-        if let Decision::Deny { reason } = self.policy.decide(
+        event.operation = Some(operation.name.clone());
+        event.model = operation.model.clone();
+        if let PolicyDecision::Deny { reason } = self.policy.decide(
             self.provider,
             &operation,
             principal.scopes.iter().map(String::as_str),
@@ -308,6 +359,11 @@ impl Route {
         let headers = upstream_request_headers(request.headers());
         let method = request.method().clone();
         let body = Bytes::from(request.into_body().to_vec());
+        event.bytes_in = body.len() as u64;
+        event.request_sha256 = Some(sha256_hex(&body));
+        if event.model.is_none() {
+            event.model = model_in_body(&body);
+        }
         if body.len() > self.max_request_bytes {
             return Err(GatewayError::new(
                 ErrorKind::PayloadTooLarge,
@@ -319,6 +375,7 @@ impl Route {
             ));
         }
         tracing::debug!(request_id, operation = %operation.name, model = ?operation.model, subject = %principal.subject, "relaying");
+        let upstream_started = Instant::now();
         let upstream = self
             .transport
             .send(UpstreamRequest {
@@ -331,12 +388,23 @@ impl Route {
                 body,
             })
             .await
-            .map_err(transport_error)?;
+            .map_err(transport_error);
+        event.latency.upstream_ms = Some(upstream_started.elapsed().as_millis() as u64);
+        let upstream = upstream?;
         let mut response = Response::new(upstream.body);
         *response.status_mut() = upstream.status;
         *response.headers_mut() = upstream.headers;
         Ok(response)
     }
+}
+
+/// The `model` field of a JSON request body (Azure's v1 API names the model there, not in the path).
+fn model_in_body(body: &[u8]) -> Option<String> {
+    #[derive(serde::Deserialize)]
+    struct ModelOnly {
+        model: Option<String>,
+    }
+    serde_json::from_slice::<ModelOnly>(body).ok()?.model
 }
 
 fn transport_error(error: TransportError) -> GatewayError {
@@ -398,7 +466,8 @@ pub async fn run_from_env(provider: Provider) -> Result<(), lambda_http::Error> 
     crate::telemetry::init();
     let config = RouteConfig::from_settings(provider, &config::Env)?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let route = Route::from_config(&config, &sdk)?;
+    let audit = crate::audit::sink_from_settings(&config::Env, &sdk);
+    let route = Route::from_config(&config, &sdk, audit)?;
     run(route).await
 }
 

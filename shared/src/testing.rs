@@ -118,3 +118,22 @@ fn rsa_public_components(der: &[u8]) -> (Vec<u8>, Vec<u8>) {
     };
     (strip(n), strip(e))
 }
+
+/// An audit sink that keeps what it is given, for asserting on the events a handler emits.
+#[derive(Default)]
+pub struct RecordingSink {
+    events: std::sync::Mutex<Vec<crate::audit::AuditEvent>>,
+}
+
+impl RecordingSink {
+    pub fn events(&self) -> Vec<crate::audit::AuditEvent> {
+        self.events.lock().expect("lock").clone()
+    }
+}
+
+impl crate::audit::AuditSink for RecordingSink {
+    fn emit(&self, event: crate::audit::AuditEvent) -> futures_util::future::BoxFuture<'_, ()> {
+        self.events.lock().expect("lock").push(event);
+        Box::pin(async {})
+    }
+}

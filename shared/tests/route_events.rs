@@ -11,8 +11,10 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
+use gateway_shared::audit::{Decision, Outcome};
 use gateway_shared::proxy::Route;
 use gateway_shared::scopes::Policy;
+use gateway_shared::testing::RecordingSink;
 use gateway_shared::transport::{Transport, TransportError, UpstreamRequest, UpstreamResponse};
 use gateway_shared::Provider;
 use http::{HeaderMap, HeaderValue, StatusCode};
@@ -54,16 +56,29 @@ impl Transport for FakeTransport {
     }
 }
 
-fn route(provider: Provider, script: Script) -> (Route, Arc<FakeTransport>) {
+fn route(provider: Provider, script: Script) -> (Route, Arc<FakeTransport>, Arc<RecordingSink>) {
+    route_with_limit(provider, script, 1024 * 1024)
+}
+
+fn route_with_limit(
+    provider: Provider,
+    script: Script,
+    max_request_bytes: usize,
+) -> (Route, Arc<FakeTransport>, Arc<RecordingSink>) {
     let transport = Arc::new(FakeTransport {
         seen: Mutex::new(Vec::new()),
         script,
     });
+    let audit = Arc::new(RecordingSink::default());
     let policy = Arc::new(Policy::default_policy().unwrap());
-    (
-        Route::new(provider, policy, transport.clone(), 1024 * 1024),
-        transport,
-    )
+    let route = Route::new(
+        provider,
+        policy,
+        (transport.clone(), "fake"),
+        max_request_bytes,
+        audit.clone(),
+    );
+    (route, transport, audit)
 }
 
 fn event(name: &str) -> Value {
@@ -82,7 +97,7 @@ async fn body_json(response: http::Response<gateway_shared::transport::ProxyBody
 
 #[tokio::test]
 async fn azure_request_is_relayed_without_client_credentials() {
-    let (route, transport) = route(
+    let (route, transport, audit) = route(
         Provider::AzureOpenAi,
         Script::Answer(StatusCode::OK, r#"{"ok":true}"#),
     );
@@ -112,11 +127,75 @@ async fn azure_request_is_relayed_without_client_credentials() {
     assert_eq!(sent.headers["x-stainless-lang"], "python");
     let body: Value = serde_json::from_slice(&sent.body).unwrap();
     assert_eq!(body["messages"][0]["content"], "hello");
+
+    let events = audit.events();
+    assert_eq!(
+        events.len(),
+        1,
+        "one event per request, emitted when the body ended"
+    );
+    let e = &events[0];
+    assert_eq!(
+        (e.decision, e.outcome, e.status),
+        (Decision::Allow, Outcome::Complete, 200)
+    );
+    assert_eq!(e.request_id, "req-azure-openai-0001");
+    assert_eq!(e.principal.as_ref().unwrap().subject, "2f1a9c3e-demo");
+    assert_eq!(
+        e.principal.as_ref().unwrap().department.as_deref(),
+        Some("engineering")
+    );
+    assert_eq!(e.operation.as_deref(), Some("chat.completions"));
+    assert_eq!(e.model.as_deref(), Some("gpt-4o-mini"));
+    assert_eq!(e.bytes_out, 11);
+    assert_eq!(e.bytes_in as usize, sent.body.len());
+    assert_eq!(
+        e.request_sha256.as_deref(),
+        Some(gateway_shared::audit::sha256_hex(&sent.body).as_str())
+    );
+    assert_eq!(e.source_ip.as_deref(), Some("203.0.113.10"));
+    assert_eq!(e.transport.as_deref(), Some("fake"));
+    let json = serde_json::to_string(e).unwrap();
+    assert!(!json.contains("CLIENT-GATEWAY-TOKEN") && !json.contains("session=abc"));
+}
+
+#[tokio::test]
+async fn usage_is_read_from_the_relayed_body() {
+    let (route, _, audit) = route(
+        Provider::AzureOpenAi,
+        Script::Answer(
+            StatusCode::OK,
+            r#"{"usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#,
+        ),
+    );
+    let response = route.handle(request(&event("azure-openai"))).await;
+    assert_eq!(
+        audit.events().len(),
+        0,
+        "no event before the body has been relayed"
+    );
+    body_json(response).await;
+    let usage = audit.events()[0].usage.unwrap();
+    assert_eq!(
+        (usage.input_tokens, usage.output_tokens, usage.total_tokens),
+        (3, 4, 7)
+    );
+}
+
+#[tokio::test]
+async fn a_client_that_goes_away_is_still_audited() {
+    let (route, _, audit) = route(Provider::AzureOpenAi, Script::Answer(StatusCode::OK, "{}"));
+    let response = route.handle(request(&event("azure-openai"))).await;
+    drop(response);
+    tokio::task::yield_now().await;
+    let events = audit.events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].outcome, Outcome::ClientClosed);
 }
 
 #[tokio::test]
 async fn bedrock_path_keeps_the_clients_encoding() {
-    let (route, transport) = route(
+    let (route, transport, _) = route(
         Provider::BedrockClaude,
         Script::Answer(StatusCode::OK, "{}"),
     );
@@ -136,7 +215,7 @@ async fn bedrock_path_keeps_the_clients_encoding() {
 
 #[tokio::test]
 async fn gemini_key_query_parameter_is_dropped() {
-    let (route, transport) = route(Provider::Gemini, Script::Answer(StatusCode::OK, "{}"));
+    let (route, transport, _) = route(Provider::Gemini, Script::Answer(StatusCode::OK, "{}"));
     route.handle(request(&event("gemini"))).await;
     let seen = transport.seen.lock().unwrap();
     assert_eq!(
@@ -153,7 +232,8 @@ async fn missing_authorizer_context_fails_closed_with_401() {
         .as_object_mut()
         .unwrap()
         .remove("authorizer");
-    let (route, transport) = route(Provider::AzureOpenAi, Script::Answer(StatusCode::OK, "{}"));
+    let (route, transport, audit) =
+        route(Provider::AzureOpenAi, Script::Answer(StatusCode::OK, "{}"));
     let response = route.handle(request(&ev)).await;
     assert_eq!(response.status(), 401);
     let body = body_json(response).await;
@@ -162,13 +242,14 @@ async fn missing_authorizer_context_fails_closed_with_401() {
         .unwrap()
         .contains("req-azure-openai-0001"));
     assert!(transport.seen.lock().unwrap().is_empty());
+    assert_eq!(audit.events()[0].decision, Decision::Unauthorized);
 }
 
 #[tokio::test]
 async fn scope_is_checked_again_from_the_context() {
     let mut ev = event("gemini");
     ev["requestContext"]["authorizer"]["scopes"] = "text:openai".into();
-    let (route, transport) = route(Provider::Gemini, Script::Answer(StatusCode::OK, "{}"));
+    let (route, transport, audit) = route(Provider::Gemini, Script::Answer(StatusCode::OK, "{}"));
     let response = route.handle(request(&ev)).await;
     assert_eq!(response.status(), 403);
     let body = body_json(response).await;
@@ -178,32 +259,42 @@ async fn scope_is_checked_again_from_the_context() {
         .unwrap()
         .contains("text:gemini"));
     assert!(transport.seen.lock().unwrap().is_empty());
+    let events = audit.events();
+    assert_eq!(
+        (events[0].decision, events[0].status),
+        (Decision::Deny, 403)
+    );
+    assert!(events[0].reason.as_deref().unwrap().contains("text:gemini"));
 }
 
 #[tokio::test]
 async fn event_for_another_route_is_refused() {
-    let (route, transport) = route(Provider::Gemini, Script::Answer(StatusCode::OK, "{}"));
+    let (route, transport, audit) = route(Provider::Gemini, Script::Answer(StatusCode::OK, "{}"));
     let response = route.handle(request(&event("azure-openai"))).await;
     assert_eq!(response.status(), 404);
     assert!(transport.seen.lock().unwrap().is_empty());
+    assert_eq!(audit.events()[0].status, 404);
 }
 
 #[tokio::test]
 async fn oversized_body_is_refused_before_relaying() {
-    let transport = Arc::new(FakeTransport {
-        seen: Mutex::new(Vec::new()),
-        script: Script::Answer(StatusCode::OK, "{}"),
-    });
-    let policy = Arc::new(Policy::default_policy().unwrap());
-    let small = Route::new(Provider::AzureOpenAi, policy, transport.clone(), 10);
+    let (small, transport, audit) = route_with_limit(
+        Provider::AzureOpenAi,
+        Script::Answer(StatusCode::OK, "{}"),
+        10,
+    );
     let response = small.handle(request(&event("azure-openai"))).await;
     assert_eq!(response.status(), 413);
     assert!(transport.seen.lock().unwrap().is_empty());
+    let events = audit.events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].decision, Decision::Error);
+    assert_eq!(events[0].status, 413);
 }
 
 #[tokio::test]
 async fn transport_failures_map_to_provider_shaped_502_and_504() {
-    let (route_timeout, _) = route(
+    let (route_timeout, _, timeout_audit) = route(
         Provider::BedrockClaude,
         Script::Fail(|| TransportError::Timeout(100)),
     );
@@ -217,8 +308,14 @@ async fn transport_failures_map_to_provider_shaped_502_and_504() {
     );
     let body = body_json(response).await;
     assert!(body["message"].as_str().unwrap().contains("did not answer"));
+    let events = timeout_audit.events();
+    assert_eq!(
+        (events[0].decision, events[0].status),
+        (Decision::Error, 504)
+    );
+    assert!(events[0].latency.upstream_ms.is_some());
 
-    let (route_down, _) = route(
+    let (route_down, _, _) = route(
         Provider::AzureOpenAi,
         Script::Fail(|| TransportError::Connect("connection refused to 10.0.0.5".into())),
     );

@@ -19,6 +19,7 @@ use aws_lambda_events::apigw::{
     ApiGatewayCustomAuthorizerResponse,
 };
 use aws_lambda_events::iam::{IamPolicyEffect, IamPolicyStatement};
+use gateway_shared::audit::{AuditEvent, AuditSink, Decision as AuditDecision, Principal};
 use gateway_shared::auth::{extract_credential, AuthContext, IssuerConfig, Verifier};
 use gateway_shared::config::{self, ConfigError, Settings};
 use gateway_shared::scopes::{Decision, Policy};
@@ -79,6 +80,7 @@ pub struct State {
     verifier: Verifier,
     policy: Arc<Policy>,
     usage_keys: Option<UsageKeys>,
+    audit: Arc<dyn AuditSink>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -104,17 +106,24 @@ impl From<AuthorizerError> for lambda_runtime::Diagnostic {
 }
 
 impl State {
-    pub fn new(verifier: Verifier, policy: Arc<Policy>, usage_keys: Option<UsageKeys>) -> Self {
+    pub fn new(
+        verifier: Verifier,
+        policy: Arc<Policy>,
+        usage_keys: Option<UsageKeys>,
+        audit: Arc<dyn AuditSink>,
+    ) -> Self {
         State {
             verifier,
             policy,
             usage_keys,
+            audit,
         }
     }
 
     pub async fn from_config(
         config: AuthorizerConfig,
         sdk: &aws_config::SdkConfig,
+        audit: Arc<dyn AuditSink>,
     ) -> Result<Self, ConfigError> {
         let http = gateway_shared::transport::direct::http_client(Duration::from_secs(3)).map_err(
             |e| ConfigError::Invalid {
@@ -137,11 +146,12 @@ impl State {
                 Duration::from_secs(300),
             ))
         });
-        Ok(State::new(verifier, policy, usage_keys))
+        Ok(State::new(verifier, policy, usage_keys, audit))
     }
 }
 
-/// Decides one request. Never panics; logs the decision with its reason but never the token.
+/// Decides one request. Never panics; logs the decision with its reason but never the token. Requests it
+/// refuses (401, 403, 500) are audited here; allowed ones are audited by the route when they end.
 pub async fn handle(state: &State, request: Request) -> Result<Response, AuthorizerError> {
     let request_id = request
         .request_context
@@ -157,23 +167,38 @@ pub async fn handle(state: &State, request: Request) -> Result<Response, Authori
             headers.insert(name.clone(), value.clone());
         }
     }
+    let mut event = refusal_event(&request_id, &request, &headers, &path);
     let key_query = request
         .multi_value_query_string_parameters
         .first("key")
         .or_else(|| request.query_string_parameters.first("key"));
-    let credential = extract_credential(&headers, key_query).map_err(|error| {
-        tracing::info!(request_id, %error, decision = "unauthorized", "no usable credential");
-        AuthorizerError::Unauthorized
-    })?;
-    let token = state.verifier.verify(&credential.token).await.map_err(|error| {
-        if error.is_internal() {
-            tracing::error!(request_id, %error, "token could not be checked");
-            AuthorizerError::Internal(error.to_string())
-        } else {
-            tracing::info!(request_id, %error, source = credential.source.as_str(), decision = "unauthorized", "token refused");
-            AuthorizerError::Unauthorized
+    let credential = match extract_credential(&headers, key_query) {
+        Ok(credential) => credential,
+        Err(error) => {
+            tracing::info!(request_id, %error, decision = "unauthorized", "no usable credential");
+            event.reason = Some(error.to_string());
+            state.audit.emit(event).await;
+            return Err(AuthorizerError::Unauthorized);
         }
-    })?;
+    };
+    event.credential_source = Some(credential.source.as_str().to_string());
+    let token = match state.verifier.verify(&credential.token).await {
+        Ok(token) => token,
+        Err(error) if error.is_internal() => {
+            tracing::error!(request_id, %error, "token could not be checked");
+            event.decision = AuditDecision::Error;
+            event.status = 500;
+            event.reason = Some(error.to_string());
+            state.audit.emit(event).await;
+            return Err(AuthorizerError::Internal(error.to_string()));
+        }
+        Err(error) => {
+            tracing::info!(request_id, %error, source = credential.source.as_str(), decision = "unauthorized", "token refused");
+            event.reason = Some(error.to_string());
+            state.audit.emit(event).await;
+            return Err(AuthorizerError::Unauthorized);
+        }
+    };
 
     let scopes = state.policy.granted_scopes(
         token.scopes.iter().map(String::as_str),
@@ -222,6 +247,17 @@ pub async fn handle(state: &State, request: Request) -> Result<Response, Authori
         Decision::Deny { reason } => {
             tracing::info!(request_id, subject = %principal.subject, reason, decision = "deny", "forbidden");
             context.insert(DENY_REASON_KEY.into(), reason.clone().into());
+            event.decision = AuditDecision::Deny;
+            event.status = 403;
+            event.reason = Some(reason.clone());
+            event.principal = Some(Principal {
+                subject: principal.subject.clone(),
+                username: principal.username.clone(),
+                department: principal.department.clone(),
+                client_id: principal.client_id.clone(),
+                auth_method: Some(principal.auth_method.clone()),
+            });
+            state.audit.emit(event).await;
             (IamPolicyEffect::Deny, None)
         }
     };
@@ -239,6 +275,33 @@ pub async fn handle(state: &State, request: Request) -> Result<Response, Authori
     response.context = context;
     response.usage_identifier_key = usage_key;
     Ok(response)
+}
+
+/// The audit event of a refused request, with what is known before the credential is checked.
+fn refusal_event(
+    request_id: &str,
+    request: &Request,
+    headers: &http::HeaderMap,
+    path: &str,
+) -> AuditEvent {
+    let mut event = AuditEvent::new(request_id, AuditDecision::Unauthorized, 401);
+    event.source_ip = request
+        .request_context
+        .identity
+        .as_ref()
+        .and_then(|i| i.source_ip.clone());
+    event.user_agent = headers
+        .get(http::header::USER_AGENT)
+        .and_then(|v| v.to_str().ok())
+        .map(str::to_string);
+    if let Some((provider, rest)) = Provider::from_path(path) {
+        event.provider = Some(provider.route_prefix().to_string());
+        if let Some(operation) = provider.operation(rest) {
+            event.operation = Some(operation.name);
+            event.model = operation.model;
+        }
+    }
+    event
 }
 
 /// Whether an authorizer answer lets the request through.

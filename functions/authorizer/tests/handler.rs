@@ -9,15 +9,16 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use authorizer::{handle, is_allowed, AuthorizerError, Request, State, DENY_REASON_KEY};
+use gateway_shared::audit::Decision;
 use gateway_shared::auth::{IssuerConfig, Verifier};
 use gateway_shared::scopes::Policy;
-use gateway_shared::testing::{serve_jwks, TestIssuer};
+use gateway_shared::testing::{serve_jwks, RecordingSink, TestIssuer};
 use serde_json::Value;
 
 const POOL: &str = "us-east-1_handlertest";
 const CLIENT: &str = "app-client";
 
-async fn state() -> (State, TestIssuer) {
+async fn state() -> (State, TestIssuer, Arc<RecordingSink>) {
     let issuer = TestIssuer::new(
         &format!("https://cognito-idp.us-east-1.amazonaws.com/{POOL}"),
         "kid-1",
@@ -25,12 +26,14 @@ async fn state() -> (State, TestIssuer) {
     let (jwks_url, _, _) = serve_jwks(vec![issuer.jwk()]).await;
     let config = IssuerConfig::cognito("us-east-1", POOL, Some(jwks_url), vec![CLIENT.into()]);
     let http = gateway_shared::transport::direct::http_client(Duration::from_secs(2)).unwrap();
+    let audit = Arc::new(RecordingSink::default());
     let state = State::new(
         Verifier::new(vec![config], http),
         Arc::new(Policy::default_policy().unwrap()),
         None,
+        audit.clone(),
     );
-    (state, issuer)
+    (state, issuer, audit)
 }
 
 fn event_with(token: &str, path: Option<&str>) -> Request {
@@ -50,7 +53,7 @@ fn event_with(token: &str, path: Option<&str>) -> Request {
 
 #[tokio::test]
 async fn allows_a_permitted_route_with_principal_context() {
-    let (state, issuer) = state().await;
+    let (state, issuer, audit) = state().await;
     let token = issuer.sign(&issuer.access_claims(CLIENT, &["gateway-text", "dept-engineering"]));
     let answer = handle(&state, event_with(&token, None)).await.unwrap();
     assert!(is_allowed(&answer));
@@ -69,6 +72,10 @@ async fn allows_a_permitted_route_with_principal_context() {
     );
     let serialized = serde_json::to_value(&answer).unwrap();
     assert!(
+        audit.events().is_empty(),
+        "allowed requests are audited by the route"
+    );
+    assert!(
         !serialized.to_string().contains(&token),
         "the token never travels in the answer"
     );
@@ -76,7 +83,7 @@ async fn allows_a_permitted_route_with_principal_context() {
 
 #[tokio::test]
 async fn denies_with_a_reason_when_the_scope_is_missing() {
-    let (state, issuer) = state().await;
+    let (state, issuer, audit) = state().await;
     let token = issuer.sign(&issuer.access_claims(CLIENT, &["gateway-gemini"]));
     let answer = handle(&state, event_with(&token, None)).await.unwrap();
     assert!(!is_allowed(&answer));
@@ -95,11 +102,20 @@ async fn denies_with_a_reason_when_the_scope_is_missing() {
         .as_str()
         .unwrap()
         .contains("audio:stt"));
+
+    let events = audit.events();
+    assert_eq!(events.len(), 2);
+    assert!(events
+        .iter()
+        .all(|e| e.decision == Decision::Deny && e.status == 403));
+    assert_eq!(events[0].principal.as_ref().unwrap().subject, "user-sub-1");
+    assert_eq!(events[1].operation.as_deref(), Some("audio.transcriptions"));
+    assert_eq!(events[1].model.as_deref(), Some("whisper"));
 }
 
 #[tokio::test]
 async fn denies_paths_outside_the_gateway_routes() {
-    let (state, issuer) = state().await;
+    let (state, issuer, _) = state().await;
     let token = issuer.sign(&issuer.access_claims(CLIENT, &["gateway-all"]));
     for path in [
         "/admin/users",
@@ -115,7 +131,7 @@ async fn denies_paths_outside_the_gateway_routes() {
 
 #[tokio::test]
 async fn refuses_missing_and_invalid_tokens_as_unauthorized() {
-    let (state, issuer) = state().await;
+    let (state, issuer, audit) = state().await;
     let mut expired = issuer.access_claims(CLIENT, &["gateway-all"]);
     expired["exp"] = 1_000_000_000u64.into();
     let mut id_token = issuer.access_claims(CLIENT, &["gateway-all"]);
@@ -132,6 +148,26 @@ async fn refuses_missing_and_invalid_tokens_as_unauthorized() {
             "{token:.20}: {result:?}"
         );
     }
+    let events = audit.events();
+    assert_eq!(events.len(), 4, "every refusal is audited");
+    assert!(events
+        .iter()
+        .all(|e| e.decision == Decision::Unauthorized && e.status == 401));
+    assert_eq!(
+        events[0].reason.as_deref(),
+        Some("no credential in any supported place")
+    );
+    assert_eq!(events[2].reason.as_deref(), Some("token has expired"));
+    assert_eq!(
+        events[3].reason.as_deref(),
+        Some("token is not an access token")
+    );
+    assert_eq!(
+        events[2].credential_source.as_deref(),
+        Some("api-key-header")
+    );
+    assert_eq!(events[2].operation.as_deref(), Some("chat.completions"));
+    assert_eq!(events[2].source_ip.as_deref(), Some("203.0.113.10"));
     let diagnostic: lambda_runtime::Diagnostic = AuthorizerError::Unauthorized.into();
     assert_eq!(
         diagnostic.error_message, "Unauthorized",

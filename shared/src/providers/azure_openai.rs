@@ -5,6 +5,7 @@
 use serde_json::json;
 
 use super::{percent_decode, segments, with_request_id, ErrorBody, Operation, ProviderApi};
+use crate::audit::usage::UsageShape;
 use crate::error::ErrorKind;
 
 pub struct AzureOpenAi;
@@ -51,6 +52,15 @@ impl ProviderApi for AzureOpenAi {
                 }
             }),
         }
+    }
+
+    fn usage_shapes(&self) -> &'static [UsageShape] {
+        &[UsageShape {
+            path: &["usage"],
+            input: "prompt_tokens",
+            output: "completion_tokens",
+            total: Some("total_tokens"),
+        }]
     }
 }
 

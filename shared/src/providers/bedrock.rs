@@ -7,6 +7,7 @@ use http::{HeaderName, HeaderValue};
 use serde_json::json;
 
 use super::{percent_decode, segments, with_request_id, ErrorBody, Operation, ProviderApi};
+use crate::audit::usage::UsageShape;
 use crate::error::ErrorKind;
 
 pub struct Bedrock;
@@ -42,6 +43,39 @@ impl ProviderApi for Bedrock {
             headers,
             json: json!({ "message": with_request_id(message, request_id) }),
         }
+    }
+
+    fn usage_shapes(&self) -> &'static [UsageShape] {
+        &[
+            // InvokeModel body (Anthropic messages) and the stream's message_delta.
+            UsageShape {
+                path: &["usage"],
+                input: "input_tokens",
+                output: "output_tokens",
+                total: None,
+            },
+            // The stream's message_start.
+            UsageShape {
+                path: &["message", "usage"],
+                input: "input_tokens",
+                output: "output_tokens",
+                total: None,
+            },
+            // Converse body and converse-stream's metadata event.
+            UsageShape {
+                path: &["usage"],
+                input: "inputTokens",
+                output: "outputTokens",
+                total: Some("totalTokens"),
+            },
+            // invoke-with-response-stream's final chunk.
+            UsageShape {
+                path: &["amazon-bedrock-invocationMetrics"],
+                input: "inputTokenCount",
+                output: "outputTokenCount",
+                total: None,
+            },
+        ]
     }
 }
 

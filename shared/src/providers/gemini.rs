@@ -5,6 +5,7 @@
 use serde_json::json;
 
 use super::{percent_decode, segments, with_request_id, ErrorBody, Operation, ProviderApi};
+use crate::audit::usage::UsageShape;
 use crate::error::ErrorKind;
 
 pub struct Gemini;
@@ -60,6 +61,15 @@ impl ProviderApi for Gemini {
                 }
             }),
         }
+    }
+
+    fn usage_shapes(&self) -> &'static [UsageShape] {
+        &[UsageShape {
+            path: &["usageMetadata"],
+            input: "promptTokenCount",
+            output: "candidatesTokenCount",
+            total: Some("totalTokenCount"),
+        }]
     }
 }
 

@@ -12,6 +12,7 @@ use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Response};
 use serde::{Deserialize, Serialize};
 
+use crate::audit::usage::UsageShape;
 use crate::error::{ErrorKind, GatewayError};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
@@ -49,6 +50,9 @@ pub trait ProviderApi: Sync {
     /// Renders one of the gateway's own errors the way this provider's API would, so the stock SDK raises
     /// its usual exception with our message.
     fn error_body(&self, kind: ErrorKind, message: &str, request_id: &str) -> ErrorBody;
+
+    /// Where responses report token usage (JSON bodies and stream events alike).
+    fn usage_shapes(&self) -> &'static [UsageShape];
 }
 
 impl Provider {
@@ -92,6 +96,10 @@ impl Provider {
 
     pub fn operation(self, path: &str) -> Option<Operation> {
         self.api().operation(path)
+    }
+
+    pub fn usage_shapes(self) -> &'static [UsageShape] {
+        self.api().usage_shapes()
     }
 
     pub fn error_body(self, error: &GatewayError, request_id: &str) -> ErrorBody {

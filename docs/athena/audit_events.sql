@@ -1,0 +1,54 @@
+-- Athena / Glue table over the audit trail the audit-writer function writes:
+--   s3://<audit bucket>/audit/year=YYYY/month=MM/day=DD/hour=HH/<batch>.jsonl.gz
+-- One JSON object per line, schema: schemas/audit-event.schema.json. Partition projection means no
+-- MSCK REPAIR / crawler is needed as new hours arrive. Replace <audit-bucket> before running.
+-- A retried SQS batch rewrites its own object, but a batch split differently on retry can repeat an
+-- event: count DISTINCT event_id where exactness matters.
+
+CREATE EXTERNAL TABLE IF NOT EXISTS llm_gateway_audit_events (
+  schema_version    int,
+  event_id          string,
+  `time`            string,
+  request_id        string,
+  decision          string,
+  reason            string,
+  status            int,
+  outcome           string,
+  principal         struct<subject:string, username:string, department:string, client_id:string, auth_method:string>,
+  credential_source string,
+  provider          string,
+  operation         string,
+  model             string,
+  stream            boolean,
+  transport         string,
+  bytes_in          bigint,
+  bytes_out         bigint,
+  latency           struct<total_ms:bigint, upstream_ms:bigint, first_byte_ms:bigint>,
+  usage             struct<input_tokens:bigint, output_tokens:bigint, total_tokens:bigint>,
+  cost_usd          double,
+  source_ip         string,
+  user_agent        string,
+  request_sha256    string
+)
+PARTITIONED BY (year string, month string, day string, hour string)
+ROW FORMAT SERDE 'org.openx.data.jsonserde.JsonSerDe'
+WITH SERDEPROPERTIES ('ignore.malformed.json' = 'false')
+STORED AS INPUTFORMAT 'org.apache.hadoop.mapred.TextInputFormat'
+OUTPUTFORMAT 'org.apache.hadoop.hive.ql.io.HiveIgnoreKeyTextOutputFormat'
+LOCATION 's3://<audit-bucket>/audit/'
+TBLPROPERTIES (
+  'projection.enabled'         = 'true',
+  'projection.year.type'       = 'integer', 'projection.year.range'  = '2025,2100', 'projection.year.digits'  = '4',
+  'projection.month.type'      = 'integer', 'projection.month.range' = '1,12',      'projection.month.digits' = '2',
+  'projection.day.type'        = 'integer', 'projection.day.range'   = '1,31',      'projection.day.digits'   = '2',
+  'projection.hour.type'       = 'integer', 'projection.hour.range'  = '0,23',      'projection.hour.digits'  = '2',
+  'storage.location.template'  = 's3://<audit-bucket>/audit/year=${year}/month=${month}/day=${day}/hour=${hour}/',
+  'classification'             = 'json',
+  'compressionType'            = 'gzip'
+);
+
+-- Example: tokens per department and model for one day (chargeback).
+-- SELECT principal.department, model, sum(usage.input_tokens) AS input, sum(usage.output_tokens) AS output
+-- FROM llm_gateway_audit_events
+-- WHERE year = '2026' AND month = '11' AND day = '25' AND decision = 'allow'
+-- GROUP BY 1, 2 ORDER BY 3 DESC;

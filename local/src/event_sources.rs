@@ -1,0 +1,91 @@
+//! Lambda's SQS event source mapping, emulated: long-polls a queue, hands batches to a handler as the
+//! `SqsEvent` Lambda would build, deletes what the handler processed and leaves reported failures for
+//! SQS to redeliver after the visibility timeout (and finally move to the queue's dead-letter queue).
+
+use std::future::Future;
+use std::time::Duration;
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
+use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
+use serde_json::json;
+
+pub async fn sqs_event_source<F, Fut>(
+    sqs: aws_sdk_sqs::Client,
+    queue_url: String,
+    queue_arn: String,
+    handler: F,
+) where
+    F: Fn(SqsEvent) -> Fut,
+    Fut: Future<Output = SqsBatchResponse>,
+{
+    loop {
+        let received = sqs
+            .receive_message()
+            .queue_url(&queue_url)
+            .max_number_of_messages(10)
+            .wait_time_seconds(1)
+            .message_system_attribute_names(MessageSystemAttributeName::All)
+            .send()
+            .await;
+        let messages = match received {
+            Ok(out) => out.messages.unwrap_or_default(),
+            Err(error) => {
+                tracing::warn!(queue = %queue_url, error = %aws_sdk_sqs::error::DisplayErrorContext(&error), "receive failed");
+                tokio::time::sleep(Duration::from_secs(1)).await;
+                continue;
+            }
+        };
+        if messages.is_empty() {
+            continue;
+        }
+        let records: Vec<serde_json::Value> = messages
+            .iter()
+            .map(|m| {
+                let attributes: serde_json::Map<String, serde_json::Value> = m
+                    .attributes()
+                    .map(|a| a.iter().map(|(k, v)| (k.as_str().to_string(), v.clone().into())).collect())
+                    .unwrap_or_default();
+                json!({
+                    "messageId": m.message_id(), "receiptHandle": m.receipt_handle(), "body": m.body(),
+                    "md5OfBody": m.md5_of_body(), "attributes": attributes, "messageAttributes": {},
+                    "eventSource": "aws:sqs", "eventSourceARN": queue_arn, "awsRegion": "us-east-1",
+                })
+            })
+            .collect();
+        let event: SqsEvent = match serde_json::from_value(json!({ "Records": records })) {
+            Ok(event) => event,
+            Err(error) => {
+                tracing::error!(%error, "SQS event could not be built");
+                continue;
+            }
+        };
+        let response = handler(event).await;
+        let failed: Vec<&str> = response
+            .batch_item_failures
+            .iter()
+            .map(|f| f.item_identifier.as_str())
+            .collect();
+        let entries: Vec<DeleteMessageBatchRequestEntry> = messages
+            .iter()
+            .filter(|m| !failed.contains(&m.message_id().unwrap_or_default()))
+            .filter_map(|m| {
+                DeleteMessageBatchRequestEntry::builder()
+                    .id(m.message_id().unwrap_or_default())
+                    .receipt_handle(m.receipt_handle().unwrap_or_default())
+                    .build()
+                    .ok()
+            })
+            .collect();
+        if !entries.is_empty() {
+            if let Err(error) = sqs
+                .delete_message_batch()
+                .queue_url(&queue_url)
+                .set_entries(Some(entries))
+                .send()
+                .await
+            {
+                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&error), "delete failed; messages will be redelivered");
+            }
+        }
+    }
+}

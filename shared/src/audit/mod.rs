@@ -1,0 +1,240 @@
+//! The audit trail: one [`AuditEvent`] per request, allowed or denied, written by whichever function
+//! decided its fate (the authorizer for 401/403, the route for everything it handled).
+//!
+//! Events go to the audit SQS queue ([`SqsAuditSink`]); the audit-writer function batches them into S3.
+//! If the queue cannot take an event, the event is written to the log instead (CloudWatch keeps it), so no
+//! event is lost silently. An event never holds a credential: no tokens, keys, cookies or headers, only
+//! ids, decisions, sizes, usage and the SHA-256 of the request body.
+//! The JSON Schema of the event is `schemas/audit-event.schema.json`.
+
+pub mod body;
+pub mod clock;
+pub mod usage;
+
+use std::sync::Arc;
+
+use futures_util::future::BoxFuture;
+use futures_util::FutureExt;
+use serde::{Deserialize, Serialize};
+use sha2::Digest;
+
+pub use usage::{Usage, UsageScanner};
+
+pub const SCHEMA_VERSION: u32 = 1;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Decision {
+    /// Authorized and relayed (whatever the provider answered).
+    Allow,
+    /// Valid credential, not permitted (403).
+    Deny,
+    /// Missing or invalid credential (401).
+    Unauthorized,
+    /// Refused or failed by the gateway after authorization (404, 413, 502, 504, 500).
+    Error,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Outcome {
+    /// The whole response reached the client.
+    Complete,
+    /// The upstream stream broke off midway.
+    UpstreamError,
+    /// The client went away before the end.
+    ClientClosed,
+    /// The gateway answered without relaying.
+    Refused,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Principal {
+    pub subject: String,
+    pub username: Option<String>,
+    pub department: Option<String>,
+    pub client_id: Option<String>,
+    pub auth_method: Option<String>,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Latency {
+    pub total_ms: u64,
+    /// Until the provider's status and headers arrived.
+    pub upstream_ms: Option<u64>,
+    /// Until the first response byte left the gateway.
+    pub first_byte_ms: Option<u64>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct AuditEvent {
+    pub schema_version: u32,
+    pub event_id: String,
+    /// RFC 3339, UTC, milliseconds.
+    pub time: String,
+    /// API Gateway's request id (also `x-amzn-RequestId` and `x-gateway-request-id`).
+    pub request_id: String,
+    pub decision: Decision,
+    pub reason: Option<String>,
+    pub status: u16,
+    pub outcome: Outcome,
+    pub principal: Option<Principal>,
+    /// Where the credential was found (`api-key-header`, `authorization-bearer`, ...).
+    pub credential_source: Option<String>,
+    pub provider: Option<String>,
+    pub operation: Option<String>,
+    pub model: Option<String>,
+    pub stream: bool,
+    pub transport: Option<String>,
+    pub bytes_in: u64,
+    pub bytes_out: u64,
+    pub latency: Latency,
+    pub usage: Option<Usage>,
+    /// Cost in USD, once a price table is configured; `None` until then.
+    pub cost_usd: Option<f64>,
+    pub source_ip: Option<String>,
+    pub user_agent: Option<String>,
+    pub request_sha256: Option<String>,
+}
+
+impl AuditEvent {
+    /// A new event for `request_id` with everything else empty; callers fill in what they know.
+    pub fn new(request_id: &str, decision: Decision, status: u16) -> AuditEvent {
+        AuditEvent {
+            schema_version: SCHEMA_VERSION,
+            event_id: uuid::Uuid::new_v4().to_string(),
+            time: clock::rfc3339_now(),
+            request_id: request_id.to_string(),
+            decision,
+            reason: None,
+            status,
+            outcome: Outcome::Refused,
+            principal: None,
+            credential_source: None,
+            provider: None,
+            operation: None,
+            model: None,
+            stream: false,
+            transport: None,
+            bytes_in: 0,
+            bytes_out: 0,
+            latency: Latency::default(),
+            usage: None,
+            cost_usd: None,
+            source_ip: None,
+            user_agent: None,
+            request_sha256: None,
+        }
+    }
+}
+
+pub fn sha256_hex(data: &[u8]) -> String {
+    let digest = sha2::Sha256::digest(data);
+    let mut out = String::with_capacity(64);
+    for byte in digest.iter() {
+        out.push_str(&format!("{byte:02x}"));
+    }
+    out
+}
+
+/// Where audit events go. Implementations must not fail the request: they deliver or fall back.
+pub trait AuditSink: Send + Sync {
+    fn emit(&self, event: AuditEvent) -> BoxFuture<'_, ()>;
+}
+
+/// Writes events to the log only (no queue configured, or as the fallback of [`SqsAuditSink`]).
+pub struct LogAuditSink;
+
+impl AuditSink for LogAuditSink {
+    fn emit(&self, event: AuditEvent) -> BoxFuture<'_, ()> {
+        log_event(&event, "no audit queue configured");
+        async {}.boxed()
+    }
+}
+
+fn log_event(event: &AuditEvent, why: &str) {
+    match serde_json::to_string(event) {
+        Ok(json) => tracing::warn!(audit_event = %json, why, "audit event written to the log"),
+        Err(error) => {
+            tracing::error!(request_id = %event.request_id, %error, "audit event could not be serialized")
+        }
+    }
+}
+
+pub struct SqsAuditSink {
+    client: aws_sdk_sqs::Client,
+    queue_url: String,
+}
+
+impl SqsAuditSink {
+    pub fn new(client: aws_sdk_sqs::Client, queue_url: String) -> Self {
+        SqsAuditSink { client, queue_url }
+    }
+}
+
+impl AuditSink for SqsAuditSink {
+    fn emit(&self, event: AuditEvent) -> BoxFuture<'_, ()> {
+        async move {
+            let body = match serde_json::to_string(&event) {
+                Ok(body) => body,
+                Err(error) => {
+                    tracing::error!(request_id = %event.request_id, %error, "audit event could not be serialized");
+                    return;
+                }
+            };
+            let sent = self
+                .client
+                .send_message()
+                .queue_url(&self.queue_url)
+                .message_body(body)
+                .send()
+                .await;
+            if let Err(error) = sent {
+                tracing::error!(error = %aws_sdk_sqs::error::DisplayErrorContext(&error), "audit queue refused an event");
+                log_event(&event, "audit queue unavailable");
+            }
+        }
+        .boxed()
+    }
+}
+
+/// The sink named by `GATEWAY_AUDIT_QUEUE_URL`, or the log when it is unset.
+pub fn sink_from_settings(
+    settings: &dyn crate::config::Settings,
+    sdk: &aws_config::SdkConfig,
+) -> Arc<dyn AuditSink> {
+    match settings.get("GATEWAY_AUDIT_QUEUE_URL") {
+        Some(url) => Arc::new(SqsAuditSink::new(aws_sdk_sqs::Client::new(sdk), url)),
+        None => {
+            tracing::warn!("GATEWAY_AUDIT_QUEUE_URL is not set: audit events go to the log only");
+            Arc::new(LogAuditSink)
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_serializes_with_snake_case_enums_and_no_secret_fields() {
+        let mut event = AuditEvent::new("r1", Decision::Unauthorized, 401);
+        event.reason = Some("token has expired".into());
+        let json = serde_json::to_value(&event).unwrap();
+        assert_eq!(json["decision"], "unauthorized");
+        assert_eq!(json["outcome"], "refused");
+        assert_eq!(json["schema_version"], 1);
+        let keys: Vec<&String> = json.as_object().unwrap().keys().collect();
+        for forbidden in ["token", "headers", "authorization", "api_key"] {
+            assert!(!keys.iter().any(|k| k.contains(forbidden)), "{forbidden}");
+        }
+    }
+
+    #[test]
+    fn sha256_hex_matches_known_vector() {
+        assert_eq!(
+            sha256_hex(b"abc"),
+            "ba7816bf8f01cfea414140de5dae2223b00361a396177a9cb410ff61f20015ad"
+        );
+    }
+}

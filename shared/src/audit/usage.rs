@@ -1,0 +1,259 @@
+//! Token usage read from provider responses as they pass, for the audit trail and chargeback.
+//!
+//! Where usage sits differs per provider; that difference is data ([`UsageShape`], from
+//! [`crate::providers::ProviderApi::usage_shapes`]). How to find JSON documents in a response differs per
+//! framing: a JSON body, SSE `data:` lines, or AWS event-stream frames (Bedrock, whose `chunk` payloads
+//! wrap the model's JSON in base64). Nothing is buffered beyond a bounded window: a JSON body up to
+//! [`MAX_JSON_BODY`], one partial SSE line, one partial event-stream frame.
+
+use base64::Engine;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+
+use crate::eventstream::FrameDecoder;
+
+pub const MAX_JSON_BODY: usize = 4 * 1024 * 1024;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+pub struct Usage {
+    pub input_tokens: u64,
+    pub output_tokens: u64,
+    pub total_tokens: u64,
+}
+
+/// One place a provider reports usage: the object at `path`, with its counter names.
+#[derive(Debug, Clone, Copy)]
+pub struct UsageShape {
+    pub path: &'static [&'static str],
+    pub input: &'static str,
+    pub output: &'static str,
+    pub total: Option<&'static str>,
+}
+
+enum Framing {
+    Json(Vec<u8>),
+    Sse(Vec<u8>),
+    EventStream(FrameDecoder),
+    Opaque,
+}
+
+pub struct UsageScanner {
+    shapes: &'static [UsageShape],
+    framing: Framing,
+    found: Option<Usage>,
+}
+
+impl UsageScanner {
+    pub fn new(shapes: &'static [UsageShape], content_type: Option<&str>) -> Self {
+        let content_type = content_type.unwrap_or_default().to_ascii_lowercase();
+        let framing = if content_type.starts_with("text/event-stream") {
+            Framing::Sse(Vec::new())
+        } else if content_type.starts_with("application/vnd.amazon.eventstream") {
+            Framing::EventStream(FrameDecoder::default())
+        } else if content_type.contains("json") {
+            Framing::Json(Vec::new())
+        } else {
+            Framing::Opaque
+        };
+        UsageScanner {
+            shapes,
+            framing,
+            found: None,
+        }
+    }
+
+    /// Whether the response is a stream (SSE or event stream).
+    pub fn is_stream(&self) -> bool {
+        matches!(self.framing, Framing::Sse(_) | Framing::EventStream(_))
+    }
+
+    pub fn feed(&mut self, chunk: &[u8]) {
+        let mut documents = Vec::new();
+        match &mut self.framing {
+            Framing::Json(buffer) => {
+                if buffer.len() + chunk.len() <= MAX_JSON_BODY {
+                    buffer.extend_from_slice(chunk);
+                } else {
+                    self.framing = Framing::Opaque;
+                }
+            }
+            Framing::Sse(pending) => {
+                pending.extend_from_slice(chunk);
+                while let Some(end) = pending.iter().position(|b| *b == b'\n') {
+                    let line: Vec<u8> = pending.drain(..=end).collect();
+                    let line = String::from_utf8_lossy(&line);
+                    if let Some(data) = line.trim_end().strip_prefix("data:") {
+                        if let Ok(doc) = serde_json::from_str::<Value>(data.trim()) {
+                            documents.push(doc);
+                        }
+                    }
+                }
+            }
+            Framing::EventStream(decoder) => {
+                for frame in decoder.feed(chunk).into_iter().flatten() {
+                    let Ok(doc) = serde_json::from_slice::<Value>(&frame.payload) else {
+                        continue;
+                    };
+                    // invoke-with-response-stream wraps each model event in base64 under `bytes`.
+                    let inner = doc
+                        .get("bytes")
+                        .and_then(Value::as_str)
+                        .and_then(|b| base64::engine::general_purpose::STANDARD.decode(b).ok())
+                        .and_then(|raw| serde_json::from_slice::<Value>(&raw).ok());
+                    documents.push(inner.unwrap_or(doc));
+                }
+            }
+            Framing::Opaque => {}
+        }
+        for doc in documents {
+            self.absorb(&doc);
+        }
+    }
+
+    /// The usage seen, once the response has ended.
+    pub fn finish(mut self) -> Option<Usage> {
+        if let Framing::Json(buffer) = std::mem::replace(&mut self.framing, Framing::Opaque) {
+            if let Ok(doc) = serde_json::from_slice::<Value>(&buffer) {
+                self.absorb(&doc);
+            }
+        }
+        self.found.map(|mut usage| {
+            usage.total_tokens = usage
+                .total_tokens
+                .max(usage.input_tokens + usage.output_tokens);
+            usage
+        })
+    }
+
+    /// Streams report usage piecewise (input at the start, output at the end) or cumulatively; the
+    /// largest value seen for each counter is the final one.
+    fn absorb(&mut self, doc: &Value) {
+        for shape in self.shapes {
+            let Some(object) = shape.path.iter().try_fold(doc, |v, key| v.get(key)) else {
+                continue;
+            };
+            let count = |name: &str| object.get(name).and_then(Value::as_u64);
+            let (input, output) = (count(shape.input), count(shape.output));
+            let total = shape.total.and_then(count);
+            if input.is_none() && output.is_none() && total.is_none() {
+                continue;
+            }
+            let usage = self.found.get_or_insert_with(Usage::default);
+            usage.input_tokens = usage.input_tokens.max(input.unwrap_or(0));
+            usage.output_tokens = usage.output_tokens.max(output.unwrap_or(0));
+            usage.total_tokens = usage.total_tokens.max(total.unwrap_or(0));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::eventstream::encode;
+    use crate::Provider;
+
+    fn scan(provider: Provider, content_type: &str, chunks: &[&[u8]]) -> Option<Usage> {
+        let mut scanner = UsageScanner::new(provider.usage_shapes(), Some(content_type));
+        for chunk in chunks {
+            scanner.feed(chunk);
+        }
+        scanner.finish()
+    }
+
+    #[test]
+    fn azure_json_and_sse() {
+        let body = br#"{"choices":[],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}"#;
+        let (a, b) = body.split_at(20);
+        let usage = scan(Provider::AzureOpenAi, "application/json", &[a, b]).unwrap();
+        assert_eq!(
+            (usage.input_tokens, usage.output_tokens, usage.total_tokens),
+            (5, 7, 12)
+        );
+        let sse: &[&[u8]] = &[
+            b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\ndata: {\"choices\":[],\"usa",
+            b"ge\":{\"prompt_tokens\":2,\"completion_tokens\":3,\"total_tokens\":5}}\n\ndata: [DONE]\n\n",
+        ];
+        assert_eq!(
+            scan(
+                Provider::AzureOpenAi,
+                "text/event-stream; charset=utf-8",
+                sse
+            )
+            .unwrap()
+            .total_tokens,
+            5
+        );
+        assert_eq!(
+            scan(
+                Provider::AzureOpenAi,
+                "text/event-stream",
+                &[b"data: [DONE]\n\n"]
+            ),
+            None
+        );
+    }
+
+    #[test]
+    fn bedrock_invoke_converse_and_streams() {
+        let invoke = br#"{"content":[],"usage":{"input_tokens":4,"output_tokens":6}}"#;
+        let usage = scan(Provider::BedrockClaude, "application/json", &[invoke]).unwrap();
+        assert_eq!(
+            (usage.input_tokens, usage.output_tokens, usage.total_tokens),
+            (4, 6, 10)
+        );
+
+        let b64 = |v: &str| base64::engine::general_purpose::STANDARD.encode(v);
+        let start = format!(
+            r#"{{"bytes":"{}"}}"#,
+            b64(
+                r#"{"type":"message_start","message":{"usage":{"input_tokens":9,"output_tokens":1}}}"#
+            )
+        );
+        let delta = format!(
+            r#"{{"bytes":"{}"}}"#,
+            b64(r#"{"type":"message_delta","usage":{"output_tokens":14}}"#)
+        );
+        let mut stream = encode("chunk", start.as_bytes());
+        stream.extend(encode("chunk", delta.as_bytes()));
+        let usage = scan(
+            Provider::BedrockClaude,
+            "application/vnd.amazon.eventstream",
+            &[&stream],
+        )
+        .unwrap();
+        assert_eq!((usage.input_tokens, usage.output_tokens), (9, 14));
+
+        let metadata = encode(
+            "metadata",
+            br#"{"usage":{"inputTokens":3,"outputTokens":8,"totalTokens":11},"metrics":{}}"#,
+        );
+        let usage = scan(
+            Provider::BedrockClaude,
+            "application/vnd.amazon.eventstream",
+            &[&metadata],
+        )
+        .unwrap();
+        assert_eq!(usage.total_tokens, 11);
+    }
+
+    #[test]
+    fn gemini_usage_metadata_is_cumulative() {
+        let sse: &[&[u8]] = &[
+            b"data: {\"usageMetadata\":{\"promptTokenCount\":4,\"candidatesTokenCount\":1,\"totalTokenCount\":5}}\r\n\r\n",
+            b"data: {\"usageMetadata\":{\"promptTokenCount\":4,\"candidatesTokenCount\":6,\"totalTokenCount\":10}}\r\n\r\n",
+        ];
+        let usage = scan(Provider::Gemini, "text/event-stream", sse).unwrap();
+        assert_eq!(
+            (usage.input_tokens, usage.output_tokens, usage.total_tokens),
+            (4, 6, 10)
+        );
+    }
+
+    #[test]
+    fn non_json_bodies_have_no_usage() {
+        assert_eq!(
+            scan(Provider::AzureOpenAi, "audio/mpeg", &[b"ID3..."]),
+            None
+        );
+    }
+}

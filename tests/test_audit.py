@@ -1,0 +1,179 @@
+"""The audit trail: a mixed run of N requests (successes, streams, 401s, 403, provider 500/429, a provider
+that hangs past the deadline) yields exactly N audit events in S3, each valid against the JSON Schema, with
+the right status, principal and token counts, and no credential anywhere in the bucket or the logs."""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+from pathlib import Path
+
+import jsonschema
+import pytest
+import requests
+
+from helpers import HTTP_TIMEOUT, REPO_ROOT, aws_client, get_secret, state_path
+
+SCHEMA = json.loads((REPO_ROOT / "schemas" / "audit-event.schema.json").read_text())
+API = "api-version=2024-10-21"
+
+
+def words(text: str) -> int:
+    return max(1, len(text.split()))
+
+
+def reply_words(provider_name: str, prompt: str) -> int:
+    return words(f"Mock {provider_name} reply to: {prompt}")
+
+
+def audit_events(state: dict) -> tuple[list[dict], bytes]:
+    """Every event in the audit bucket, and all object bytes (decompressed) for leak checks."""
+    s3 = aws_client(state, "s3")
+    bucket = state["buckets"]["audit"]
+    events, raw = [], b""
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="audit/"):
+        for obj in page.get("Contents", []):
+            assert obj["Key"].endswith(".jsonl.gz"), obj["Key"]
+            assert "/year=" in obj["Key"] and "/hour=" in obj["Key"], obj["Key"]
+            data = gzip.decompress(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
+            raw += data
+            events.extend(json.loads(line) for line in data.decode().splitlines() if line.strip())
+    return events, raw
+
+
+def wait_for_events(state: dict, request_ids: set[str], timeout_s: float = 45) -> tuple[list[dict], bytes]:
+    deadline = time.monotonic() + timeout_s
+    while True:
+        events, raw = audit_events(state)
+        seen = {e["request_id"] for e in events}
+        if request_ids <= seen or time.monotonic() > deadline:
+            return events, raw
+        time.sleep(0.5)
+
+
+class Run:
+    """Sends requests and remembers each one's API Gateway request id and what the audit must say."""
+
+    def __init__(self):
+        self.expected: dict[str, dict] = {}
+
+    def send(self, expect: dict, method: str, url: str, **kwargs) -> requests.Response:
+        kwargs.setdefault("timeout", HTTP_TIMEOUT)
+        resp = requests.request(method, url, **kwargs)
+        resp.content  # read the whole body: the route audits when the body has ended
+        request_id = resp.headers["x-amzn-requestid"]
+        assert request_id not in self.expected
+        assert resp.status_code == expect["status"], (url, resp.status_code, resp.text[:300])
+        self.expected[request_id] = expect
+        return resp
+
+
+@pytest.fixture(scope="module")
+def mixed_run(state, all_user, openai_only_token):
+    token = all_user["access_token"]
+    base, https = state["base_url"], state["https_base_url"]
+    deadline_s = state.get("upstream_response_timeout_ms", 120_000) / 1000
+    run = Run()
+    azure = f"{base}/azure-openai/openai/deployments"
+    chat = lambda text, **extra: {"messages": [{"role": "user", "content": text}], **extra}  # noqa: E731
+    p1 = "audit run plain chat"
+    run.send({"status": 200, "decision": "allow", "provider": "azure-openai", "input": words(p1),
+              "output": reply_words("Azure OpenAI", p1), "stream": False},
+             "POST", f"{azure}/gpt-4o/chat/completions?{API}", headers={"api-key": token}, json=chat(p1))
+    p2 = "audit run streamed chat please"
+    run.send({"status": 200, "decision": "allow", "provider": "azure-openai", "input": words(p2),
+              "output": reply_words("Azure OpenAI", p2), "stream": True},
+             "POST", f"{azure}/gpt-4o/chat/completions?{API}", headers={"authorization": f"Bearer {token}"},
+             json=chat(p2, stream=True, stream_options={"include_usage": True}))
+    p3 = "audit gemini stream"
+    run.send({"status": 200, "decision": "allow", "provider": "gemini", "input": words(p3),
+              "output": reply_words("Gemini", p3), "stream": True},
+             "POST", f"{base}/gemini/v1beta/models/gemini-2.0-flash:streamGenerateContent?alt=sse",
+             headers={"x-goog-api-key": token}, json={"contents": [{"role": "user", "parts": [{"text": p3}]}]})
+    p4 = "audit bedrock converse"
+    bedrock = f"{https}/bedrock-claude/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0"
+    converse = {"messages": [{"role": "user", "content": [{"text": p4}]}]}
+    run.send({"status": 200, "decision": "allow", "provider": "bedrock-claude", "input": words(p4),
+              "output": reply_words("Bedrock", p4), "stream": False},
+             "POST", f"{bedrock}/converse", headers={"authorization": f"Bearer {token}"}, json=converse,
+             verify=state["ca_bundle"])
+    run.send({"status": 200, "decision": "allow", "provider": "bedrock-claude", "input": words(p4),
+              "output": reply_words("Bedrock", p4), "stream": True},
+             "POST", f"{bedrock}/converse-stream", headers={"authorization": f"Bearer {token}"}, json=converse,
+             verify=state["ca_bundle"])
+    run.send({"status": 401, "decision": "unauthorized", "provider": "azure-openai"},
+             "POST", f"{azure}/gpt-4o/chat/completions?{API}", json=chat("no token"))
+    run.send({"status": 401, "decision": "unauthorized", "provider": "gemini"},
+             "POST", f"{base}/gemini/v1beta/models/gemini-2.0-flash:generateContent?key=not-a-token",
+             json={"contents": []})
+    run.send({"status": 403, "decision": "deny", "provider": "gemini", "subject": "openai-only"},
+             "POST", f"{base}/gemini/v1beta/models/gemini-2.0-flash:generateContent",
+             headers={"x-goog-api-key": openai_only_token}, json={"contents": []})
+    run.send({"status": 500, "decision": "allow", "provider": "gemini"},
+             "POST", f"{base}/gemini/v1beta/models/mock-error-500:generateContent",
+             headers={"x-goog-api-key": token}, json={"contents": [{"parts": [{"text": "x"}]}]})
+    run.send({"status": 429, "decision": "allow", "provider": "azure-openai"},
+             "POST", f"{azure}/mock-error-429/chat/completions?{API}", headers={"api-key": token}, json=chat("x"))
+    run.send({"status": 504, "decision": "error", "provider": "azure-openai"},
+             "POST", f"{azure}/mock-hang/chat/completions?{API}", headers={"api-key": token}, json=chat("x"),
+             timeout=deadline_s + 15)
+    events, raw = wait_for_events(state, set(run.expected))
+    return run, events, raw, token
+
+
+def test_exactly_one_valid_event_per_request(mixed_run):
+    run, events, _, _ = mixed_run
+    ours = [e for e in events if e["request_id"] in run.expected]
+    counts = {rid: sum(1 for e in ours if e["request_id"] == rid) for rid in run.expected}
+    assert all(n == 1 for n in counts.values()), counts
+    assert len(ours) == len(run.expected)
+    for event in ours:
+        jsonschema.validate(event, SCHEMA)
+
+
+def test_events_carry_status_principal_and_usage(mixed_run, all_user):
+    run, events, _, _ = mixed_run
+    by_id = {e["request_id"]: e for e in events if e["request_id"] in run.expected}
+    for request_id, expect in run.expected.items():
+        event = by_id[request_id]
+        assert event["status"] == expect["status"], event
+        assert event["decision"] == expect["decision"], event
+        assert event["provider"] == expect["provider"], event
+        if expect["decision"] == "unauthorized":
+            assert event["principal"] is None and event["reason"], event
+        elif expect.get("subject") == "openai-only":
+            assert event["principal"]["subject"] != all_user["sub"], event
+            assert "text:gemini" in event["reason"], event
+        else:
+            assert event["principal"]["subject"] == all_user["sub"], event
+            assert event["principal"]["department"] == "engineering", event
+        if "input" in expect:
+            assert event["outcome"] == "complete" and event["stream"] == expect["stream"], event
+            assert event["usage"] == {
+                "input_tokens": expect["input"],
+                "output_tokens": expect["output"],
+                "total_tokens": expect["input"] + expect["output"],
+            }, event
+            assert event["bytes_in"] > 0 and event["bytes_out"] > 0 and event["request_sha256"], event
+            assert event["latency"]["upstream_ms"] is not None, event
+        if expect["status"] == 504:
+            assert "did not answer" in event["reason"], event
+
+
+def test_no_credential_in_the_bucket(mixed_run, state, openai_only_token):
+    _, _, raw, token = mixed_run
+    text = raw.decode()
+    for secret in [token, openai_only_token, token.split(".")[2], get_secret(state, "azure_openai"),
+                   get_secret(state, "gemini"), "not-a-token"]:
+        assert secret not in text
+
+
+def test_no_credential_in_the_gateway_log(mixed_run, state, openai_only_token):
+    log = Path(state_path()).parent / "stack.log"
+    if not log.exists():
+        pytest.skip(f"the stack's log is not at {log} (stack not started by tests/run.sh)")
+    text = log.read_text(errors="replace")
+    _, _, _, token = mixed_run
+    for secret in [token, openai_only_token, get_secret(state, "azure_openai"), get_secret(state, "gemini")]:
+        assert secret not in text
