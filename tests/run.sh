@@ -16,14 +16,22 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo test --workspace --quiet
 
-echo "== end-to-end (local stack + stock SDKs)"
+echo "== end-to-end (local stack + stock SDKs), once per transport"
 cargo build --quiet -p gateway-local
 source local/lib.sh
-# A short upstream deadline so the hanging-provider test ends in seconds.
-GATEWAY_UPSTREAM_RESPONSE_TIMEOUT_MS=3000 start_stack "$CARGO_TARGET_DIR/debug/gateway-local"
 status=0
-.venv/bin/python -m pytest tests "$@" || status=$?
-if [ "$status" -ne 0 ]; then
-  echo "== local stack log (last 80 lines)"; tail -n 80 "$STACK_DIR/stack.log"
-fi
+for transport in direct queue; do
+  echo "== end-to-end: every route on the $transport transport"
+  # A short upstream deadline so the hanging-provider tests end in seconds, and a short visibility
+  # timeout so a crashed dispatch is retried quickly (the deadline must outlast one retry).
+  GATEWAY_TRANSPORT=$transport GATEWAY_UPSTREAM_RESPONSE_TIMEOUT_MS=6000 GATEWAY_LOCAL_DISPATCH_VISIBILITY_SECS=2 \
+    start_stack "$CARGO_TARGET_DIR/debug/gateway-local"
+  pass=0
+  .venv/bin/python -m pytest tests "$@" || pass=$?
+  if [ "$pass" -ne 0 ]; then
+    status=$pass
+    echo "== local stack log (last 80 lines)"; tail -n 80 "$STACK_DIR/stack.log"
+  fi
+  stop_stack
+done
 exit "$status"

@@ -132,8 +132,9 @@ def test_exactly_one_valid_event_per_request(mixed_run):
         jsonschema.validate(event, SCHEMA)
 
 
-def test_events_carry_status_principal_and_usage(mixed_run, all_user):
+def test_events_carry_status_principal_and_usage(mixed_run, all_user, state):
     run, events, _, _ = mixed_run
+    run.transports = {k: v["transport"] for k, v in state["queues"]["requests"].items()}
     by_id = {e["request_id"]: e for e in events if e["request_id"] in run.expected}
     for request_id, expect in run.expected.items():
         event = by_id[request_id]
@@ -159,6 +160,9 @@ def test_events_carry_status_principal_and_usage(mixed_run, all_user):
             assert event["latency"]["upstream_ms"] is not None, event
         if expect["status"] == 504:
             assert "did not answer" in event["reason"], event
+        if expect["decision"] in ("allow", "error"):
+            route = {"azure-openai": "azure_openai", "bedrock-claude": "bedrock", "gemini": "gemini"}[event["provider"]]
+            assert event["transport"] == run.transports[route], event
 
 
 def test_no_credential_in_the_bucket(mixed_run, state, openai_only_token):

@@ -3,7 +3,9 @@
 //! no Docker. Run it with `./local/run.sh`; settings are environment variables (see README).
 
 mod apigw;
+mod control;
 mod event_sources;
+mod faults;
 mod mock;
 mod resources;
 mod settings;
@@ -200,18 +202,67 @@ async fn run() -> Result<(), BoxError> {
         "GATEWAY_UPSTREAM_RESPONSE_TIMEOUT_MS",
         "GATEWAY_MAX_REQUEST_BYTES",
         "GATEWAY_SCOPE_POLICY_FILE",
-        "GATEWAY_TRANSPORT",
         "GATEWAY_BEDROCK_REGION",
+        "GATEWAY_DISPATCH_FLUSH_MS",
+        "GATEWAY_QUEUE_INLINE_MAX_BYTES",
     ] {
         if let Ok(value) = std::env::var(name) {
             route_settings.insert(name.into(), value);
         }
     }
 
+    // The queue transport: a request queue (+ DLQ) per provider, the payload bucket, and the dispatcher
+    // behind an SQS event source on each request queue.
+    let payload_bucket = "llm-gateway-local-payloads".to_string();
+    resources::create_bucket(&s3, &payload_bucket).await?;
+    route_settings.insert("GATEWAY_PAYLOAD_BUCKET".into(), payload_bucket.clone());
+    route_settings.insert(
+        "GATEWAY_DISPATCH_VISIBILITY_SECS".into(),
+        local.dispatch_visibility_secs.to_string(),
+    );
+    route_settings.insert(
+        "GATEWAY_DISPATCH_MAX_RECEIVES".into(),
+        local.dispatch_max_receives.to_string(),
+    );
+    let dispatcher = Arc::new(dispatcher::Dispatcher::from_config(
+        dispatcher::DispatcherConfig::from_settings(&route_settings)?,
+        &sdk,
+        audit.clone(),
+    )?);
+    let mut request_queues = serde_json::Map::new();
     let mut routes = HashMap::new();
     for provider in Provider::ALL {
-        let config = RouteConfig::from_settings(provider, &route_settings)?;
-        routes.insert(provider, Route::from_config(&config, &sdk, audit.clone())?);
+        let (queue, dlq) = resources::create_queue_with_dlq(
+            &sqs,
+            &format!("llm-gateway-requests-{}", provider.route_prefix()),
+            local.dispatch_visibility_secs,
+            local.dispatch_max_receives,
+        )
+        .await?;
+        let dispatcher = dispatcher.clone();
+        tokio::spawn(event_sources::sqs_event_source(
+            sqs.clone(),
+            queue.url.clone(),
+            queue.arn.clone(),
+            move |event| {
+                let dispatcher = dispatcher.clone();
+                async move { faults::dispatch_with_injected_crashes(&dispatcher, event).await }
+            },
+        ));
+        let mut settings = route_settings.clone();
+        settings.insert(
+            "GATEWAY_TRANSPORT".into(),
+            local.transport_for(provider).into(),
+        );
+        settings.insert("GATEWAY_REQUEST_QUEUE_URL".into(), queue.url.clone());
+        let config = RouteConfig::from_settings(provider, &settings)?;
+        let route = Route::from_config(&config, &sdk, audit.clone())?;
+        route.prepare().await;
+        routes.insert(provider, route);
+        request_queues.insert(
+            state_key(provider).into(),
+            json!({"url": queue.url, "dlq": dlq.url, "transport": local.transport_for(provider)}),
+        );
     }
     let authorizer_config = authorizer::AuthorizerConfig::from_settings(&route_settings)?;
     let authorizer = authorizer::State::from_config(authorizer_config, &sdk, audit.clone()).await?;
@@ -221,6 +272,11 @@ async fn run() -> Result<(), BoxError> {
         routes,
     });
     let router = axum::Router::new()
+        .route(
+            "/_local/sweep-reply-queues",
+            axum::routing::post(control::sweep_reply_queues).with_state(sqs.clone()),
+        )
+        .route("/_local/metrics", axum::routing::get(control::metrics))
         .fallback(apigw::handle)
         .with_state(gateway);
 
@@ -278,8 +334,13 @@ async fn run() -> Result<(), BoxError> {
             .get("GATEWAY_UPSTREAM_RESPONSE_TIMEOUT_MS")
             .and_then(|v| v.parse::<u64>().ok())
             .unwrap_or(120_000),
-        "buckets": {"audit": audit_bucket},
-        "queues": {"audit": audit_queue.url, "audit_dlq": audit_dlq.url},
+        "buckets": {"audit": audit_bucket, "payloads": payload_bucket},
+        "queues": {
+            "audit": audit_queue.url,
+            "audit_dlq": audit_dlq.url,
+            "requests": request_queues,
+            "reply_prefix": "llm-gateway-reply-",
+        },
     });
     // Written last and atomically: its presence means the stack is ready.
     let state_file = local.state_file();

@@ -318,6 +318,16 @@ async fn queue_arn(sqs: &aws_sdk_sqs::Client, url: &str) -> Result<String, BoxEr
         .clone())
 }
 
+pub async fn create_bucket(s3: &aws_sdk_s3::Client, name: &str) -> Result<(), BoxError> {
+    s3.create_bucket().bucket(name).send().await.map_err(|e| {
+        format!(
+            "create bucket {name}: {}",
+            aws_sdk_s3::error::DisplayErrorContext(e)
+        )
+    })?;
+    Ok(())
+}
+
 /// The audit bucket: versioned with Object Lock (audit records are write-once), encrypted.
 pub async fn create_audit_bucket(s3: &aws_sdk_s3::Client, name: &str) -> Result<(), BoxError> {
     s3.create_bucket()

@@ -22,12 +22,20 @@ pub struct LocalSettings {
     pub gemini_endpoint: Option<String>,
     pub gemini_key: Option<String>,
     pub policy_file: Option<String>,
+    /// `GATEWAY_TRANSPORT` for every route; unset: the design's defaults (queue for Azure OpenAI and
+    /// Gemini, direct for Bedrock).
+    pub transport: Option<String>,
+    /// Request queues' visibility timeout (`GATEWAY_LOCAL_DISPATCH_VISIBILITY_SECS`, default 30).
+    pub dispatch_visibility_secs: u32,
+    /// Receives before a request message goes to its DLQ (`GATEWAY_LOCAL_DISPATCH_MAX_RECEIVES`, 3).
+    pub dispatch_max_receives: u32,
 }
 
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
 
+/// A small unsigned setting (ports, seconds, counts).
 fn port(name: &str, default: u16) -> Result<u16, BoxError> {
     match var(name) {
         None => Ok(default),
@@ -60,6 +68,9 @@ impl LocalSettings {
             gemini_endpoint: var("GATEWAY_GEMINI_ENDPOINT"),
             gemini_key: var("GATEWAY_GEMINI_API_KEY"),
             policy_file: var("GATEWAY_SCOPE_POLICY_FILE"),
+            transport: var("GATEWAY_TRANSPORT"),
+            dispatch_visibility_secs: port("GATEWAY_LOCAL_DISPATCH_VISIBILITY_SECS", 30)?.into(),
+            dispatch_max_receives: port("GATEWAY_LOCAL_DISPATCH_MAX_RECEIVES", 3)?.into(),
         })
     }
 
@@ -67,6 +78,16 @@ impl LocalSettings {
         self.aws_endpoint_url
             .clone()
             .unwrap_or_else(|| format!("http://{}:{}", self.host, self.moto_port))
+    }
+
+    pub fn transport_for(&self, provider: gateway_shared::Provider) -> &str {
+        match (&self.transport, provider) {
+            (Some(transport), _) => transport,
+            (None, gateway_shared::Provider::BedrockClaude) => "direct",
+            (None, gateway_shared::Provider::AzureOpenAi | gateway_shared::Provider::Gemini) => {
+                "queue"
+            }
+        }
     }
 
     pub fn state_file(&self) -> PathBuf {

@@ -25,29 +25,34 @@ use crate::error::{ErrorKind, GatewayError};
 use crate::headers::upstream_request_headers;
 use crate::providers::{Provider, REQUEST_ID_HEADER};
 use crate::scopes::{Decision as PolicyDecision, Policy};
-use crate::secrets::SecretCache;
-use crate::transport::direct::{http_client, DirectTransport, Upstream};
+use crate::transport::direct::{http_client, DirectTransport, UpstreamConfig};
+use crate::transport::queue::{QueueConfig, QueueTransport};
 use crate::transport::{ProxyBody, Transport, TransportError, UpstreamRequest};
-use crate::upstream_auth::UpstreamAuth;
 
 /// Lambda's request payload limit for streamed invocations; larger bodies are refused before relaying.
 pub const DEFAULT_MAX_REQUEST_BYTES: usize = 6 * 1024 * 1024;
-const SECRET_TTL: Duration = Duration::from_secs(300);
 
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TransportKind {
-    Direct,
+#[derive(Debug, Clone)]
+pub enum TransportConfig {
+    /// The route calls the provider itself.
+    Direct(UpstreamConfig),
+    /// The route hands the request to the dispatcher through SQS.
+    Queue(QueueConfig),
+}
+
+impl TransportConfig {
+    pub fn name(&self) -> &'static str {
+        match self {
+            TransportConfig::Direct(_) => "direct",
+            TransportConfig::Queue(_) => "queue",
+        }
+    }
 }
 
 #[derive(Debug, Clone)]
 pub struct RouteConfig {
     pub provider: Provider,
-    pub transport: TransportKind,
-    pub upstream_base_url: String,
-    /// Secrets Manager id of the upstream API key (Azure OpenAI, Gemini).
-    pub key_secret_id: Option<String>,
-    /// Signing region (Bedrock).
-    pub region: Option<String>,
+    pub transport: TransportConfig,
     pub connect_timeout: Duration,
     pub response_timeout: Duration,
     pub max_request_bytes: usize,
@@ -55,77 +60,42 @@ pub struct RouteConfig {
 }
 
 impl RouteConfig {
-    /// Reads the route's settings. Names: `GATEWAY_AZURE_OPENAI_ENDPOINT` + `GATEWAY_AZURE_OPENAI_KEY_SECRET_ID`;
-    /// `GATEWAY_GEMINI_ENDPOINT` (default Google's) + `GATEWAY_GEMINI_KEY_SECRET_ID`;
-    /// `AWS_ENDPOINT_URL_BEDROCK_RUNTIME` (default the regional endpoint) + `GATEWAY_BEDROCK_REGION` or
-    /// `AWS_REGION`; for all: `GATEWAY_TRANSPORT`, `GATEWAY_UPSTREAM_CONNECT_TIMEOUT_MS`,
-    /// `GATEWAY_UPSTREAM_RESPONSE_TIMEOUT_MS`, `GATEWAY_MAX_REQUEST_BYTES`, `GATEWAY_SCOPE_POLICY_FILE`.
+    /// Reads the route's settings: `GATEWAY_TRANSPORT` (`direct` or `queue`, default `direct`), then the
+    /// upstream settings ([`UpstreamConfig`]) or the queue settings ([`QueueConfig`]); and
+    /// `GATEWAY_UPSTREAM_CONNECT_TIMEOUT_MS`, `GATEWAY_UPSTREAM_RESPONSE_TIMEOUT_MS`,
+    /// `GATEWAY_MAX_REQUEST_BYTES`, `GATEWAY_SCOPE_POLICY_FILE`.
     pub fn from_settings(
         provider: Provider,
         settings: &dyn Settings,
     ) -> Result<RouteConfig, ConfigError> {
+        let response_timeout = config::duration_ms(
+            settings,
+            "GATEWAY_UPSTREAM_RESPONSE_TIMEOUT_MS",
+            Duration::from_secs(120),
+        )?;
         let transport = match settings.get("GATEWAY_TRANSPORT").as_deref() {
-            None | Some("direct") => TransportKind::Direct,
+            None | Some("direct") => {
+                TransportConfig::Direct(UpstreamConfig::from_settings(provider, settings)?)
+            }
+            Some("queue") => {
+                TransportConfig::Queue(QueueConfig::from_settings(settings, response_timeout)?)
+            }
             Some(other) => {
                 return Err(ConfigError::Invalid {
                     name: "GATEWAY_TRANSPORT",
-                    reason: format!("{other:?} is not a transport this build offers (direct)"),
+                    reason: format!("{other:?} is not a transport (direct, queue)"),
                 })
-            }
-        };
-        let (upstream_base_url, key_secret_id, region) = match provider {
-            Provider::AzureOpenAi => (
-                config::base_url(
-                    "GATEWAY_AZURE_OPENAI_ENDPOINT",
-                    config::required(settings, "GATEWAY_AZURE_OPENAI_ENDPOINT")?,
-                )?,
-                Some(config::required(
-                    settings,
-                    "GATEWAY_AZURE_OPENAI_KEY_SECRET_ID",
-                )?),
-                None,
-            ),
-            Provider::Gemini => (
-                config::base_url(
-                    "GATEWAY_GEMINI_ENDPOINT",
-                    settings
-                        .get("GATEWAY_GEMINI_ENDPOINT")
-                        .unwrap_or_else(|| "https://generativelanguage.googleapis.com".into()),
-                )?,
-                Some(config::required(settings, "GATEWAY_GEMINI_KEY_SECRET_ID")?),
-                None,
-            ),
-            Provider::BedrockClaude => {
-                let region = settings
-                    .get("GATEWAY_BEDROCK_REGION")
-                    .or_else(|| settings.get("AWS_REGION"))
-                    .ok_or(ConfigError::Missing("GATEWAY_BEDROCK_REGION or AWS_REGION"))?;
-                let endpoint = settings
-                    .get("AWS_ENDPOINT_URL_BEDROCK_RUNTIME")
-                    .unwrap_or_else(|| format!("https://bedrock-runtime.{region}.amazonaws.com"));
-                (
-                    config::base_url("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", endpoint)?,
-                    None,
-                    Some(region),
-                )
             }
         };
         Ok(RouteConfig {
             provider,
             transport,
-            upstream_base_url,
-            key_secret_id,
-            region,
             connect_timeout: config::duration_ms(
                 settings,
                 "GATEWAY_UPSTREAM_CONNECT_TIMEOUT_MS",
                 Duration::from_secs(5),
             )?,
-            response_timeout: config::duration_ms(
-                settings,
-                "GATEWAY_UPSTREAM_RESPONSE_TIMEOUT_MS",
-                Duration::from_secs(120),
-            )?,
+            response_timeout,
             max_request_bytes: config::usize_setting(
                 settings,
                 "GATEWAY_MAX_REQUEST_BYTES",
@@ -187,48 +157,27 @@ impl Route {
         audit: Arc<dyn AuditSink>,
     ) -> Result<Route, ConfigError> {
         let policy = Arc::new(load_policy(config.policy_file.as_deref())?);
-        let http = http_client(config.connect_timeout).map_err(|e| ConfigError::Invalid {
-            name: "GATEWAY_UPSTREAM_CONNECT_TIMEOUT_MS",
-            reason: format!("HTTP client could not be built: {e}"),
-        })?;
-        let auth = match (config.provider, &config.key_secret_id) {
-            (Provider::BedrockClaude, _) => UpstreamAuth::SigV4 {
-                credentials: sdk.credentials_provider().ok_or(ConfigError::Missing(
-                    "AWS credentials for signing Bedrock requests",
-                ))?,
-                region: config.region.clone().unwrap_or_default(),
-                service: "bedrock",
-            },
-            (provider, Some(secret_id)) => UpstreamAuth::ApiKeyHeader {
-                header: http::HeaderName::from_static(match provider {
-                    Provider::Gemini => "x-goog-api-key",
-                    Provider::AzureOpenAi | Provider::BedrockClaude => "api-key",
-                }),
-                secret: SecretCache::new(
-                    aws_sdk_secretsmanager::Client::new(sdk),
-                    secret_id.clone(),
-                    SECRET_TTL,
-                ),
-            },
-            (_, None) => return Err(ConfigError::Missing("upstream key secret id")),
-        };
-        let transport: Arc<dyn Transport> = match config.transport {
-            TransportKind::Direct => Arc::new(DirectTransport::new(
-                http,
-                Upstream {
-                    base_url: config.upstream_base_url.clone(),
-                    auth,
-                },
-                config.response_timeout,
-            )),
-        };
-        let name = match config.transport {
-            TransportKind::Direct => "direct",
+        let transport: Arc<dyn Transport> = match &config.transport {
+            TransportConfig::Direct(upstream) => {
+                let http =
+                    http_client(config.connect_timeout).map_err(|e| ConfigError::Invalid {
+                        name: "GATEWAY_UPSTREAM_CONNECT_TIMEOUT_MS",
+                        reason: format!("HTTP client could not be built: {e}"),
+                    })?;
+                Arc::new(DirectTransport::new(
+                    http,
+                    upstream.build(sdk)?,
+                    config.response_timeout,
+                ))
+            }
+            TransportConfig::Queue(queue) => {
+                Arc::new(QueueTransport::new(config.provider, queue.clone(), sdk))
+            }
         };
         Ok(Route::new(
             config.provider,
             policy,
-            (transport, name),
+            (transport, config.transport.name()),
             config.max_request_bytes,
             audit,
         ))
@@ -236,6 +185,14 @@ impl Route {
 
     pub fn provider(&self) -> Provider {
         self.provider
+    }
+
+    /// Readies the transport (the queue transport creates its reply queue); failures are logged, and
+    /// the first request retries.
+    pub async fn prepare(&self) {
+        if let Err(error) = self.transport.prepare().await {
+            tracing::warn!(%error, "transport not prepared at init");
+        }
     }
 
     /// Handles one API Gateway proxy request; never fails: every failure becomes a provider-shaped error.
@@ -468,6 +425,7 @@ pub async fn run_from_env(provider: Provider) -> Result<(), lambda_http::Error> 
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
     let audit = crate::audit::sink_from_settings(&config::Env, &sdk);
     let route = Route::from_config(&config, &sdk, audit)?;
+    route.prepare().await;
     run(route).await
 }
 
@@ -497,9 +455,24 @@ mod tests {
         let mut settings: Map<String, String> = Map::new();
         settings.insert("AWS_REGION".into(), "eu-west-1".into());
         let bedrock = RouteConfig::from_settings(Provider::BedrockClaude, &settings).unwrap();
+        let TransportConfig::Direct(upstream) = bedrock.transport else {
+            panic!("direct is the default transport")
+        };
         assert_eq!(
-            bedrock.upstream_base_url,
+            upstream.base_url,
             "https://bedrock-runtime.eu-west-1.amazonaws.com"
+        );
+        settings.insert("GATEWAY_TRANSPORT".into(), "queue".into());
+        assert!(matches!(
+            RouteConfig::from_settings(Provider::AzureOpenAi, &settings),
+            Err(ConfigError::Missing("GATEWAY_REQUEST_QUEUE_URL"))
+        ));
+        settings.insert("GATEWAY_REQUEST_QUEUE_URL".into(), "http://sqs/q".into());
+        let queued = RouteConfig::from_settings(Provider::AzureOpenAi, &settings).unwrap();
+        assert_eq!(
+            queued.transport.name(),
+            "queue",
+            "queue routes need no upstream key"
         );
         settings.insert("GATEWAY_TRANSPORT".into(), "carrier-pigeon".into());
         assert!(RouteConfig::from_settings(Provider::BedrockClaude, &settings).is_err());

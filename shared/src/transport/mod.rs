@@ -1,12 +1,15 @@
 //! How a request reaches its provider, behind one trait so the route code does not care.
 //!
 //! - [`direct`]: the route function calls the provider itself (lowest latency).
-//! - `queue` (next): an envelope on the provider's SQS queue, answered on the environment's reply queue.
+//! - [`queue`]: an envelope on the provider's SQS queue; the dispatcher function calls the provider and
+//!   answers on the waiting environment's own reply queue.
 //!
 //! A transport receives a request already authorized and stripped of client credentials; it injects the
 //! upstream credential and returns the provider's status, headers and a body that streams as it arrives.
 
 pub mod direct;
+pub mod envelope;
+pub mod queue;
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
@@ -57,4 +60,10 @@ pub trait Transport: Send + Sync {
         &self,
         request: UpstreamRequest,
     ) -> BoxFuture<'_, Result<UpstreamResponse, TransportError>>;
+
+    /// Prepares what the transport needs (the queue transport's reply queue), once at init, so the
+    /// first request does not pay for it.
+    fn prepare(&self) -> BoxFuture<'_, Result<(), TransportError>> {
+        Box::pin(async { Ok(()) })
+    }
 }

@@ -1,0 +1,413 @@
+//! The dispatcher: takes queued requests (SQS event source, `ReportBatchItemFailures`), calls the provider
+//! with the upstream credential (the same direct transport the routes use when they call providers
+//! themselves), and relays the answer to the waiting environment's reply queue.
+//!
+//! Failure handling, so nothing is lost silently:
+//! - a request past its deadline is answered with a timeout error without calling the provider;
+//! - a redelivered request that was already answered (its done marker exists) is not sent twice;
+//! - a record that cannot be handled is reported as a batch item failure, so SQS retries it; on its last
+//!   receive (`GATEWAY_DISPATCH_MAX_RECEIVES`, the queue's `maxReceiveCount`) it is audited, and SQS then
+//!   moves it to the dead-letter queue.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+use std::time::Duration;
+
+use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use bytes::Bytes;
+use gateway_shared::audit::{sha256_hex, AuditEvent, AuditSink, Decision};
+use gateway_shared::config::{self, ConfigError, Settings};
+use gateway_shared::transport::direct::{http_client, DirectTransport, UpstreamConfig};
+use gateway_shared::transport::envelope::{
+    Payload, ReplyError, ReplyErrorKind, RequestEnvelope, ENVELOPE_VERSION,
+};
+use gateway_shared::transport::queue::{
+    relay_response, ReplySendError, ReplySender, DEFAULT_INLINE_MAX_BYTES,
+};
+use gateway_shared::transport::{Transport, UpstreamRequest};
+use gateway_shared::Provider;
+
+#[derive(Debug, Clone)]
+pub struct DispatcherConfig {
+    pub upstreams: Vec<UpstreamConfig>,
+    pub payload_bucket: Option<String>,
+    pub inline_max_bytes: usize,
+    pub flush_window: Duration,
+    pub max_receives: u32,
+    pub connect_timeout: Duration,
+    pub response_timeout: Duration,
+    /// The request queues' visibility timeout; the dispatcher keeps a message invisible while it works.
+    pub visibility: Duration,
+}
+
+impl DispatcherConfig {
+    /// The upstream settings of every provider that has them (as for a direct route), plus
+    /// `GATEWAY_PAYLOAD_BUCKET`, `GATEWAY_QUEUE_INLINE_MAX_BYTES`, `GATEWAY_DISPATCH_FLUSH_MS` (25),
+    /// `GATEWAY_DISPATCH_MAX_RECEIVES` (3), `GATEWAY_UPSTREAM_CONNECT_TIMEOUT_MS`,
+    /// `GATEWAY_UPSTREAM_RESPONSE_TIMEOUT_MS`.
+    pub fn from_settings(settings: &dyn Settings) -> Result<Self, ConfigError> {
+        let upstreams: Vec<UpstreamConfig> = Provider::ALL
+            .into_iter()
+            .filter_map(|p| UpstreamConfig::from_settings(p, settings).ok())
+            .collect();
+        if upstreams.is_empty() {
+            return Err(ConfigError::Missing(
+                "upstream settings for at least one provider",
+            ));
+        }
+        Ok(DispatcherConfig {
+            upstreams,
+            payload_bucket: settings.get("GATEWAY_PAYLOAD_BUCKET"),
+            inline_max_bytes: config::usize_setting(
+                settings,
+                "GATEWAY_QUEUE_INLINE_MAX_BYTES",
+                DEFAULT_INLINE_MAX_BYTES,
+            )?,
+            flush_window: config::duration_ms(
+                settings,
+                "GATEWAY_DISPATCH_FLUSH_MS",
+                Duration::from_millis(25),
+            )?,
+            max_receives: config::usize_setting(settings, "GATEWAY_DISPATCH_MAX_RECEIVES", 3)?
+                as u32,
+            connect_timeout: config::duration_ms(
+                settings,
+                "GATEWAY_UPSTREAM_CONNECT_TIMEOUT_MS",
+                Duration::from_secs(5),
+            )?,
+            response_timeout: config::duration_ms(
+                settings,
+                "GATEWAY_UPSTREAM_RESPONSE_TIMEOUT_MS",
+                Duration::from_secs(120),
+            )?,
+            visibility: Duration::from_secs(config::usize_setting(
+                settings,
+                "GATEWAY_DISPATCH_VISIBILITY_SECS",
+                30,
+            )? as u64),
+        })
+    }
+}
+
+pub struct Dispatcher {
+    upstreams: HashMap<Provider, DirectTransport>,
+    sqs: aws_sdk_sqs::Client,
+    s3: aws_sdk_s3::Client,
+    config: DispatcherConfig,
+    audit: Arc<dyn AuditSink>,
+    queue_urls: tokio::sync::Mutex<HashMap<String, String>>,
+}
+
+/// Why a record was not handled (it will be retried, then dead-lettered).
+#[derive(Debug)]
+struct Failure {
+    request_id: Option<String>,
+    provider: Option<Provider>,
+    reason: String,
+}
+
+impl Dispatcher {
+    pub fn from_config(
+        config: DispatcherConfig,
+        sdk: &aws_config::SdkConfig,
+        audit: Arc<dyn AuditSink>,
+    ) -> Result<Self, ConfigError> {
+        let mut upstreams = HashMap::new();
+        for upstream in &config.upstreams {
+            let http = http_client(config.connect_timeout).map_err(|e| ConfigError::Invalid {
+                name: "GATEWAY_UPSTREAM_CONNECT_TIMEOUT_MS",
+                reason: format!("HTTP client could not be built: {e}"),
+            })?;
+            upstreams.insert(
+                upstream.provider,
+                DirectTransport::new(http, upstream.build(sdk)?, config.response_timeout),
+            );
+        }
+        Ok(Dispatcher {
+            upstreams,
+            sqs: aws_sdk_sqs::Client::new(sdk),
+            s3: aws_sdk_s3::Client::new(sdk),
+            config,
+            audit,
+            queue_urls: tokio::sync::Mutex::new(HashMap::new()),
+        })
+    }
+
+    /// Handles one batch; records run concurrently (a long stream must not hold up the others).
+    pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
+        let results =
+            futures_util::future::join_all(event.records.iter().map(|r| self.dispatch(r))).await;
+        let mut response = SqsBatchResponse::default();
+        for (record, result) in event.records.iter().zip(results) {
+            let Err(failure) = result else { continue };
+            let message_id = record.message_id.clone().unwrap_or_default();
+            let receives = receive_count(record);
+            tracing::error!(message_id, receives, reason = %failure.reason, "dispatch failed; SQS will retry");
+            if receives >= self.config.max_receives {
+                self.audit_dead_letter(record, &failure, receives).await;
+            }
+            response.add_failure(message_id);
+        }
+        response
+    }
+
+    async fn audit_dead_letter(&self, record: &SqsMessage, failure: &Failure, receives: u32) {
+        let message_id = record.message_id.clone().unwrap_or_default();
+        let request_id = failure
+            .request_id
+            .clone()
+            .unwrap_or_else(|| format!("sqs-message-{message_id}"));
+        let mut event = AuditEvent::new(&request_id, Decision::Error, 500);
+        event.provider = failure.provider.map(|p| p.route_prefix().to_string());
+        event.transport = Some("queue".into());
+        event.reason = Some(format!(
+            "request message {message_id} failed on receive {receives} of {} and goes to the dead-letter queue: {}",
+            self.config.max_receives, failure.reason
+        ));
+        event.request_sha256 = record.body.as_deref().map(|b| sha256_hex(b.as_bytes()));
+        self.audit.emit(event).await;
+    }
+
+    /// Dispatches one record while keeping it invisible to other consumers: the queue's visibility
+    /// timeout can stay short (fast retries after a crash) however long a stream runs.
+    async fn dispatch(&self, record: &SqsMessage) -> Result<(), Failure> {
+        tokio::select! {
+            result = self.dispatch_record(record) => result,
+            () = self.keep_invisible(record) => Ok(()),
+        }
+    }
+
+    async fn keep_invisible(&self, record: &SqsMessage) {
+        let (Some(arn), Some(handle)) = (&record.event_source_arn, &record.receipt_handle) else {
+            return std::future::pending().await;
+        };
+        let every = self.config.visibility / 3;
+        loop {
+            tokio::time::sleep(every).await;
+            let Some(url) = self.queue_url(arn).await else {
+                continue;
+            };
+            let extended = self
+                .sqs
+                .change_message_visibility()
+                .queue_url(&url)
+                .receipt_handle(handle)
+                .visibility_timeout(self.config.visibility.as_secs() as i32)
+                .send()
+                .await;
+            if let Err(error) = extended {
+                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&error), "visibility not extended");
+            }
+        }
+    }
+
+    /// The URL of the queue an event came from (`arn:aws:sqs:region:account:name`), looked up once.
+    async fn queue_url(&self, arn: &str) -> Option<String> {
+        let mut urls = self.queue_urls.lock().await;
+        if let Some(url) = urls.get(arn) {
+            return Some(url.clone());
+        }
+        let mut parts = arn.rsplitn(3, ':');
+        let (name, account) = (parts.next()?, parts.next()?);
+        let url = self
+            .sqs
+            .get_queue_url()
+            .queue_name(name)
+            .queue_owner_aws_account_id(account)
+            .send()
+            .await
+            .ok()?
+            .queue_url?;
+        urls.insert(arn.to_string(), url.clone());
+        Some(url)
+    }
+
+    async fn dispatch_record(&self, record: &SqsMessage) -> Result<(), Failure> {
+        let fail = |request_id: Option<&str>, provider: Option<Provider>, reason: String| Failure {
+            request_id: request_id.map(str::to_string),
+            provider,
+            reason,
+        };
+        let envelope: RequestEnvelope = serde_json::from_str(record.body.as_deref().unwrap_or(""))
+            .map_err(|e| fail(None, None, format!("not a request envelope: {e}")))?;
+        let (request_id, provider) = (envelope.request_id.as_str(), envelope.provider);
+        if envelope.version != ENVELOPE_VERSION {
+            return Err(fail(
+                Some(request_id),
+                Some(provider),
+                format!("envelope version {} is not supported", envelope.version),
+            ));
+        }
+        let receives = receive_count(record);
+        let attempt = format!(
+            "{}-{receives}",
+            record.message_id.as_deref().unwrap_or("message")
+        );
+        let mut sender = ReplySender::new(
+            self.sqs.clone(),
+            self.s3.clone(),
+            self.config.payload_bucket.clone(),
+            self.config.inline_max_bytes,
+            &envelope,
+            attempt,
+        );
+        let reply_failed =
+            |e: ReplySendError| fail(Some(request_id), Some(provider), e.to_string());
+
+        let now = gateway_shared::audit::clock::now_millis();
+        if now >= envelope.deadline_ms {
+            tracing::warn!(
+                request_id,
+                "request expired in the queue; answering with a timeout"
+            );
+            let error = ReplyError {
+                kind: ReplyErrorKind::Timeout,
+                message: "the request waited in the queue past its deadline".into(),
+            };
+            return match sender.send(None, Vec::new(), true, Some(error)).await {
+                Ok(()) | Err(ReplySendError::ReplyQueueGone) => Ok(()),
+                Err(e) => Err(reply_failed(e)),
+            };
+        }
+        if receives > 1 && self.already_answered(request_id).await {
+            tracing::info!(
+                request_id,
+                "redelivered request was already answered; not calling the provider again"
+            );
+            return Ok(());
+        }
+        let Some(upstream) = self.upstreams.get(&provider) else {
+            let error = ReplyError {
+                kind: ReplyErrorKind::Request,
+                message: format!("no upstream configured for /{}", provider.route_prefix()),
+            };
+            return sender
+                .send(None, Vec::new(), true, Some(error))
+                .await
+                .map_err(reply_failed);
+        };
+        let body = match &envelope.body {
+            Payload::Inline { .. } => envelope.body.decode_inline().ok_or_else(|| {
+                fail(
+                    Some(request_id),
+                    Some(provider),
+                    "inline body is not base64".into(),
+                )
+            })?,
+            Payload::S3 { bucket, key } => self
+                .s3
+                .get_object()
+                .bucket(bucket)
+                .key(key)
+                .send()
+                .await
+                .map_err(|e| {
+                    fail(
+                        Some(request_id),
+                        Some(provider),
+                        format!("request payload: {e}"),
+                    )
+                })?
+                .body
+                .collect()
+                .await
+                .map_err(|e| {
+                    fail(
+                        Some(request_id),
+                        Some(provider),
+                        format!("request payload: {e}"),
+                    )
+                })?
+                .to_vec(),
+        };
+        let mut headers = http::HeaderMap::new();
+        for (name, value) in &envelope.headers {
+            if let (Ok(name), Ok(value)) = (
+                http::HeaderName::try_from(name.as_str()),
+                http::HeaderValue::from_str(value),
+            ) {
+                headers.append(name, value);
+            }
+        }
+        let method = http::Method::from_bytes(envelope.method.as_bytes())
+            .map_err(|_| fail(Some(request_id), Some(provider), "bad method".into()))?;
+        let request = UpstreamRequest {
+            request_id: request_id.to_string(),
+            provider,
+            method,
+            path: envelope.path.clone(),
+            query: envelope.query.clone(),
+            headers,
+            body: Bytes::from(body),
+        };
+        let remaining = Duration::from_millis(envelope.deadline_ms.saturating_sub(now));
+        let result = match tokio::time::timeout(remaining, upstream.send(request)).await {
+            Ok(result) => result,
+            Err(_) => Err(gateway_shared::transport::TransportError::Timeout(
+                remaining.as_millis(),
+            )),
+        };
+        match relay_response(
+            &mut sender,
+            result,
+            self.config.flush_window,
+            self.config.inline_max_bytes,
+        )
+        .await
+        {
+            Ok(()) => {
+                tracing::info!(request_id, messages = sender.sent(), "reply relayed");
+                self.mark_answered(request_id).await;
+                Ok(())
+            }
+            Err(ReplySendError::ReplyQueueGone) => {
+                tracing::warn!(request_id, "the waiting environment is gone; reply dropped");
+                Ok(())
+            }
+            Err(e) => Err(reply_failed(e)),
+        }
+    }
+
+    fn done_key(request_id: &str) -> String {
+        format!("dispatch-done/{request_id}")
+    }
+
+    async fn already_answered(&self, request_id: &str) -> bool {
+        let Some(bucket) = &self.config.payload_bucket else {
+            return false;
+        };
+        self.s3
+            .head_object()
+            .bucket(bucket)
+            .key(Self::done_key(request_id))
+            .send()
+            .await
+            .is_ok()
+    }
+
+    /// Marks a request answered, so a redelivery of its message does not call the provider twice.
+    async fn mark_answered(&self, request_id: &str) {
+        let Some(bucket) = &self.config.payload_bucket else {
+            return;
+        };
+        if let Err(error) = self
+            .s3
+            .put_object()
+            .bucket(bucket)
+            .key(Self::done_key(request_id))
+            .body(Vec::new().into())
+            .send()
+            .await
+        {
+            tracing::warn!(request_id, error = %aws_sdk_s3::error::DisplayErrorContext(&error), "done marker not written");
+        }
+    }
+}
+
+fn receive_count(record: &SqsMessage) -> u32 {
+    record
+        .attributes
+        .get("ApproximateReceiveCount")
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(1)
+}

@@ -1,0 +1,117 @@
+"""The queue transport's failure handling: a dispatcher that crashes on a message gets it again and the
+client still gets its answer; a poison message ends in the dead-letter queue and is audited; reply queues
+are swept only when idle, and a swept queue is replaced.
+
+tests/run.sh runs the suite once with GATEWAY_TRANSPORT=direct and once with GATEWAY_TRANSPORT=queue; the
+tests that need a queued route skip themselves in the direct pass (the dispatcher tests run in both).
+"""
+
+from __future__ import annotations
+
+import gzip
+import json
+import time
+
+import openai
+import pytest
+import requests
+
+from helpers import AZURE, HTTP_TIMEOUT, aws_client, clear_mock, requests_to, unique_prompt
+
+
+def queued(state: dict, provider: str) -> bool:
+    return state["queues"]["requests"][provider]["transport"] == "queue"
+
+
+def azure(base_url: str, token: str) -> openai.AzureOpenAI:
+    return openai.AzureOpenAI(
+        azure_endpoint=f"{base_url}/azure-openai",
+        api_version="2024-10-21",
+        api_key=token,
+        max_retries=0,
+        timeout=HTTP_TIMEOUT,
+    )
+
+
+def test_dispatcher_crash_is_retried_and_the_client_gets_its_answer(state, base_url, all_token):
+    if not queued(state, AZURE):
+        pytest.skip("the Azure OpenAI route uses the direct transport in this pass")
+    clear_mock(state, AZURE)
+    prompt = unique_prompt("crash once")
+    started = time.monotonic()
+    reply = azure(base_url, all_token).chat.completions.create(
+        model="gpt-mock-dispatch-crash", messages=[{"role": "user", "content": prompt}]
+    )
+    assert prompt in reply.choices[0].message.content
+    assert time.monotonic() - started >= 1, "the answer came from the redelivery, after the visibility timeout"
+    assert len(requests_to(state, AZURE, "/gpt-mock-dispatch-crash/chat/completions")) == 1, (
+        "the crashed delivery never reached the provider; the retry did, once"
+    )
+
+
+def test_poison_message_is_dead_lettered_and_audited(state):
+    sqs = aws_client(state, "sqs")
+    queue = state["queues"]["requests"]["gemini"]
+    sent = sqs.send_message(QueueUrl=queue["url"], MessageBody='{"not": "an envelope"}')
+    message_id = sent["MessageId"]
+
+    deadline = time.monotonic() + 60
+    dead = []
+    while time.monotonic() < deadline and not dead:
+        got = sqs.receive_message(QueueUrl=queue["dlq"], MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        dead = [m for m in got.get("Messages", []) if m["MessageId"] == message_id]
+    assert dead, "the poison message did not reach the dead-letter queue"
+
+    s3 = aws_client(state, "s3")
+    bucket = state["buckets"]["audit"]
+    found = []
+    while time.monotonic() < deadline and not found:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="audit/"):
+            for obj in page.get("Contents", []):
+                data = gzip.decompress(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
+                found += [json.loads(l) for l in data.decode().splitlines() if message_id in l]
+        time.sleep(0.5)
+    assert len(found) == 1, found
+    event = found[0]
+    assert event["decision"] == "error" and event["transport"] == "queue"
+    assert "dead-letter" in event["reason"] and "not a request envelope" in event["reason"]
+
+
+def test_sweeper_deletes_only_idle_reply_queues(state, base_url):
+    sqs = aws_client(state, "sqs")
+    prefix = f"{state['queues']['reply_prefix']}sweeptest-{int(time.time())}"
+    now = int(time.time())
+    stale = sqs.create_queue(QueueName=f"{prefix}-stale",
+                             tags={"llm-gateway:reply-queue": "true", "llm-gateway:heartbeat": str(now - 7200)})
+    fresh = sqs.create_queue(QueueName=f"{prefix}-fresh",
+                             tags={"llm-gateway:reply-queue": "true", "llm-gateway:heartbeat": str(now)})
+    other = sqs.create_queue(QueueName=f"{prefix}-not-a-reply-queue")
+    resp = requests.post(f"{base_url}/_local/sweep-reply-queues", params={"idle_secs": 3600, "prefix": prefix},
+                         timeout=HTTP_TIMEOUT)
+    assert resp.json() == {"deleted": [stale["QueueUrl"]]}
+    remaining = sqs.list_queues(QueueNamePrefix=prefix).get("QueueUrls", [])
+    assert sorted(remaining) == sorted([fresh["QueueUrl"], other["QueueUrl"]])
+
+
+def test_a_swept_reply_queue_is_replaced(state, base_url, all_token):
+    if not queued(state, AZURE):
+        pytest.skip("the Azure OpenAI route uses the direct transport in this pass")
+    client = azure(base_url, all_token)
+    ask = lambda: client.chat.completions.create(  # noqa: E731
+        model="gpt-4o", messages=[{"role": "user", "content": unique_prompt("after sweep")}]
+    )
+    ask()  # the route's reply queue exists and is in use
+    sqs = aws_client(state, "sqs")
+    prefix = f"{state['queues']['reply_prefix']}azure-openai-"
+    queues = sqs.list_queues(QueueNamePrefix=prefix).get("QueueUrls", [])
+    assert queues, "the route has a reply queue of its own"
+    for url in queues:
+        sqs.delete_queue(QueueUrl=url)
+    # A request in flight while its queue vanishes may fail, cleanly and quickly; later ones must work.
+    try:
+        ask()
+    except openai.APIStatusError as error:
+        assert error.status_code in (502, 504), error
+    reply = ask()
+    assert reply.choices[0].message.content
+    assert sqs.list_queues(QueueNamePrefix=prefix).get("QueueUrls"), "a new reply queue was created"
