@@ -91,8 +91,12 @@ async fn main() -> Result<(), BoxError> {
             }));
         }
     }
+    let sqs_calls = bench_sqs_calls(&client, &gateway, &text("base_url")?).await?;
+    let transport = state["queues"]["requests"]["azure_openai"]["transport"].clone();
     let report = json!({
-        "note": "local stack, debug or release as built by bench/run.sh; mock upstream on 127.0.0.1",
+        "note": "release build of the local stack; mock upstream on 127.0.0.1; 2 cores shared by client, gateway, moto and mocks",
+        "transport": transport,
+        "sqs_calls": sqs_calls,
         "authorizer": authorizer,
         "cold_start": cold_start,
         "gateway_overhead": overhead,
@@ -296,6 +300,33 @@ async fn init_time_ms<'a>(
         .map_err(|_| format!("{binary} did not poll the runtime API within 20 s"))??;
     let _ = child.kill().await;
     Ok(elapsed.as_secs_f64() * 1e3)
+}
+
+/// SQS API calls the gateway made (route + dispatcher; Lambda's event source polling comes on top),
+/// per non-stream request and per streamed response, from the local stack's counter.
+async fn bench_sqs_calls(client: &reqwest::Client, gateway: &Target, base: &str) -> Result<Value, BoxError> {
+    const REQUESTS: usize = 50;
+    let counter = || async {
+        let metrics: Value = client.get(format!("{base}/_local/metrics")).send().await?.json().await?;
+        Ok::<u64, BoxError>(metrics["sqs_calls"].as_u64().unwrap_or(0))
+    };
+    let mut report = serde_json::Map::new();
+    for stream in [false, true] {
+        let body = Arc::new(
+            json!({"messages": [{"role": "user", "content": "count the queue calls for this prompt"}], "stream": stream})
+                .to_string(),
+        );
+        let before = counter().await?;
+        for _ in 0..REQUESTS {
+            one(client, gateway, &body, stream).await?;
+        }
+        let calls = counter().await? - before;
+        report.insert(
+            if stream { "per_streamed_response" } else { "per_request" }.into(),
+            json!(calls as f64 / REQUESTS as f64),
+        );
+    }
+    Ok(Value::Object(report))
 }
 
 struct Target {
