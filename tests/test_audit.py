@@ -181,3 +181,12 @@ def test_no_credential_in_the_gateway_log(mixed_run, state, openai_only_token):
     _, _, _, token = mixed_run
     for secret in [token, openai_only_token, get_secret(state, "azure_openai"), get_secret(state, "gemini")]:
         assert secret not in text
+
+
+def test_sample_audit_event_matches_the_schema():
+    sample = json.loads((REPO_ROOT / "events" / "audit-writer.json").read_text())
+    for record in sample["Records"]:
+        jsonschema.validate(json.loads(record["body"]), SCHEMA)
+    broken = json.loads(sample["Records"][0]["body"]) | {"decision": "maybe"}
+    with pytest.raises(jsonschema.ValidationError):
+        jsonschema.validate(broken, SCHEMA)

@@ -304,10 +304,20 @@ async fn init_time_ms<'a>(
 
 /// SQS API calls the gateway made (route + dispatcher; Lambda's event source polling comes on top),
 /// per non-stream request and per streamed response, from the local stack's counter.
-async fn bench_sqs_calls(client: &reqwest::Client, gateway: &Target, base: &str) -> Result<Value, BoxError> {
+async fn bench_sqs_calls(
+    client: &reqwest::Client,
+    gateway: &Target,
+    base: &str,
+) -> Result<Value, BoxError> {
     const REQUESTS: usize = 50;
     let counter = || async {
-        let metrics: Value = client.get(format!("{base}/_local/metrics")).send().await?.json().await?;
+        let body = client
+            .get(format!("{base}/_local/metrics"))
+            .send()
+            .await?
+            .bytes()
+            .await?;
+        let metrics: Value = serde_json::from_slice(&body)?;
         Ok::<u64, BoxError>(metrics["sqs_calls"].as_u64().unwrap_or(0))
     };
     let mut report = serde_json::Map::new();
@@ -322,7 +332,12 @@ async fn bench_sqs_calls(client: &reqwest::Client, gateway: &Target, base: &str)
         }
         let calls = counter().await? - before;
         report.insert(
-            if stream { "per_streamed_response" } else { "per_request" }.into(),
+            if stream {
+                "per_streamed_response"
+            } else {
+                "per_request"
+            }
+            .into(),
             json!(calls as f64 / REQUESTS as f64),
         );
     }

@@ -60,7 +60,8 @@ pub struct RouteConfig {
 }
 
 impl RouteConfig {
-    /// Reads the route's settings: `GATEWAY_TRANSPORT` (`direct` or `queue`, default `direct`), then the
+    /// Reads the route's settings: `GATEWAY_TRANSPORT` (`direct` or `queue`; default `queue` for Azure
+    /// OpenAI and Gemini, `direct` for Bedrock), then the
     /// upstream settings ([`UpstreamConfig`]) or the queue settings ([`QueueConfig`]); and
     /// `GATEWAY_UPSTREAM_CONNECT_TIMEOUT_MS`, `GATEWAY_UPSTREAM_RESPONSE_TIMEOUT_MS`,
     /// `GATEWAY_MAX_REQUEST_BYTES`, `GATEWAY_SCOPE_POLICY_FILE`.
@@ -73,14 +74,22 @@ impl RouteConfig {
             "GATEWAY_UPSTREAM_RESPONSE_TIMEOUT_MS",
             Duration::from_secs(120),
         )?;
-        let transport = match settings.get("GATEWAY_TRANSPORT").as_deref() {
-            None | Some("direct") => {
-                TransportConfig::Direct(UpstreamConfig::from_settings(provider, settings)?)
-            }
-            Some("queue") => {
+        // The design's defaults: providers outside AWS go through the queue (the dispatcher reaches them
+        // over private links from the VPC); Bedrock, inside AWS, is called directly.
+        let default = match provider {
+            Provider::AzureOpenAi | Provider::Gemini => "queue",
+            Provider::BedrockClaude => "direct",
+        };
+        let transport = match settings
+            .get("GATEWAY_TRANSPORT")
+            .as_deref()
+            .unwrap_or(default)
+        {
+            "direct" => TransportConfig::Direct(UpstreamConfig::from_settings(provider, settings)?),
+            "queue" => {
                 TransportConfig::Queue(QueueConfig::from_settings(settings, response_timeout)?)
             }
-            Some(other) => {
+            other => {
                 return Err(ConfigError::Invalid {
                     name: "GATEWAY_TRANSPORT",
                     reason: format!("{other:?} is not a transport (direct, queue)"),
@@ -338,6 +347,7 @@ impl Route {
             .send(UpstreamRequest {
                 request_id: request_id.to_string(),
                 provider: self.provider,
+                subject: Some(principal.subject.clone()),
                 method,
                 path,
                 query,
@@ -450,13 +460,19 @@ mod tests {
         let empty: Map<String, String> = Map::new();
         assert!(matches!(
             RouteConfig::from_settings(Provider::AzureOpenAi, &empty),
+            Err(ConfigError::Missing("GATEWAY_REQUEST_QUEUE_URL"))
+        ));
+        let mut direct: Map<String, String> = Map::new();
+        direct.insert("GATEWAY_TRANSPORT".into(), "direct".into());
+        assert!(matches!(
+            RouteConfig::from_settings(Provider::AzureOpenAi, &direct),
             Err(ConfigError::Missing("GATEWAY_AZURE_OPENAI_ENDPOINT"))
         ));
         let mut settings: Map<String, String> = Map::new();
         settings.insert("AWS_REGION".into(), "eu-west-1".into());
         let bedrock = RouteConfig::from_settings(Provider::BedrockClaude, &settings).unwrap();
         let TransportConfig::Direct(upstream) = bedrock.transport else {
-            panic!("direct is the default transport")
+            panic!("direct is Bedrock's default transport")
         };
         assert_eq!(
             upstream.base_url,

@@ -228,3 +228,20 @@ mod tests {
         assert_eq!(first[0].key, again[0].key);
     }
 }
+
+#[cfg(test)]
+mod fixture_tests {
+    use super::*;
+
+    #[test]
+    fn sample_event_becomes_one_partitioned_object() {
+        let text = include_str!("../../../events/audit-writer.json");
+        let event: SqsEvent = serde_json::from_str(text).unwrap();
+        let (objects, rejected) = batch_objects(&event, "audit/").unwrap();
+        assert!(rejected.is_empty());
+        assert_eq!(objects.len(), 1);
+        assert!(objects[0]
+            .key
+            .starts_with("audit/year=2026/month=11/day=25/hour=03/"));
+    }
+}

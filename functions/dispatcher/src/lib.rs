@@ -334,6 +334,7 @@ impl Dispatcher {
         let request = UpstreamRequest {
             request_id: request_id.to_string(),
             provider,
+            subject: envelope.principal.clone(),
             method,
             path: envelope.path.clone(),
             query: envelope.query.clone(),
@@ -410,4 +411,42 @@ fn receive_count(record: &SqsMessage) -> u32 {
         .get("ApproximateReceiveCount")
         .and_then(|v| v.parse().ok())
         .unwrap_or(1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sample_event_carries_a_request_envelope() {
+        let event: SqsEvent =
+            serde_json::from_str(include_str!("../../../events/dispatcher.json")).unwrap();
+        let record = &event.records[0];
+        assert_eq!(receive_count(record), 1);
+        let envelope: RequestEnvelope =
+            serde_json::from_str(record.body.as_deref().unwrap()).unwrap();
+        assert_eq!(envelope.version, ENVELOPE_VERSION);
+        assert_eq!(envelope.provider, Provider::AzureOpenAi);
+        assert!(envelope
+            .body
+            .decode_inline()
+            .unwrap()
+            .starts_with(b"{\"messages\""));
+    }
+
+    #[test]
+    fn config_needs_an_upstream_and_reads_queue_settings() {
+        let empty: HashMap<String, String> = HashMap::new();
+        assert!(DispatcherConfig::from_settings(&empty).is_err());
+        let mut settings = HashMap::new();
+        settings.insert("AWS_REGION".to_string(), "us-east-1".to_string());
+        settings.insert(
+            "GATEWAY_DISPATCH_VISIBILITY_SECS".to_string(),
+            "45".to_string(),
+        );
+        let config = DispatcherConfig::from_settings(&settings).unwrap();
+        assert_eq!(config.upstreams.len(), 1, "Bedrock needs only a region");
+        assert_eq!(config.visibility, Duration::from_secs(45));
+        assert_eq!(config.max_receives, 3);
+    }
 }

@@ -27,6 +27,8 @@ pub type ProxyBody = UnsyncBoxBody<Bytes, BoxError>;
 pub struct UpstreamRequest {
     pub request_id: String,
     pub provider: Provider,
+    /// The authorized principal's subject (for the dispatcher's logs; never a credential).
+    pub subject: Option<String>,
     pub method: Method,
     /// Path below the route prefix, exactly as the client encoded it.
     pub path: String,

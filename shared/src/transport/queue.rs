@@ -442,7 +442,7 @@ impl QueueTransport {
             version: ENVELOPE_VERSION,
             request_id: request.request_id.clone(),
             provider: self.provider,
-            principal: None,
+            principal: request.subject.clone(),
             method: request.method.to_string(),
             path: request.path,
             query: request.query,
