@@ -214,6 +214,8 @@ async fn bench_cold_start(
         (
             "azure-openai",
             vec![
+                route_transport(state, "azure_openai", "GATEWAY_TRANSPORT"),
+                route_transport(state, "azure_openai", "GATEWAY_REQUEST_QUEUE_URL"),
                 (
                     "GATEWAY_AZURE_OPENAI_ENDPOINT",
                     state["upstreams"]["azure_openai"]
@@ -226,17 +228,23 @@ async fn bench_cold_start(
         ),
         (
             "bedrock-claude",
-            vec![(
-                "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
-                state["upstreams"]["bedrock"]
-                    .as_str()
-                    .unwrap_or_default()
-                    .into(),
-            )],
+            vec![
+                (
+                    "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
+                    state["upstreams"]["bedrock"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .into(),
+                ),
+                route_transport(state, "bedrock", "GATEWAY_TRANSPORT"),
+                route_transport(state, "bedrock", "GATEWAY_REQUEST_QUEUE_URL"),
+            ],
         ),
         (
             "gemini",
             vec![
+                route_transport(state, "gemini", "GATEWAY_TRANSPORT"),
+                route_transport(state, "gemini", "GATEWAY_REQUEST_QUEUE_URL"),
                 (
                     "GATEWAY_GEMINI_ENDPOINT",
                     state["upstreams"]["gemini"]
@@ -262,6 +270,16 @@ async fn bench_cold_start(
         );
     }
     Ok(Value::Object(report))
+}
+
+/// The route's transport setting as the running stack has it (so init includes the reply queue).
+fn route_transport(state: &Value, route: &str, name: &'static str) -> (&'static str, String) {
+    let queue = &state["queues"]["requests"][route];
+    let value = match name {
+        "GATEWAY_TRANSPORT" => queue["transport"].as_str(),
+        _ => queue["url"].as_str(),
+    };
+    (name, value.unwrap_or_default().to_string())
 }
 
 /// Process start to the first `GET /2018-06-01/runtime/invocation/next` on a stand-in runtime API.

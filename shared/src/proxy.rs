@@ -277,13 +277,7 @@ impl Route {
     ) -> Result<Response<ProxyBody>, GatewayError> {
         let principal =
             AuthContext::from_fields(authorizer_fields).ok_or_else(GatewayError::unauthorized)?;
-        event.principal = Some(Principal {
-            subject: principal.subject.clone(),
-            username: principal.username.clone(),
-            department: principal.department.clone(),
-            client_id: principal.client_id.clone(),
-            auth_method: Some(principal.auth_method.clone()),
-        });
+        event.principal = Some(Principal::from(&principal));
         let raw_path = request.raw_http_path();
         let raw_path = if raw_path.is_empty() {
             request.uri().path()

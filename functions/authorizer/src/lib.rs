@@ -250,13 +250,7 @@ pub async fn handle(state: &State, request: Request) -> Result<Response, Authori
             event.decision = AuditDecision::Deny;
             event.status = 403;
             event.reason = Some(reason.clone());
-            event.principal = Some(Principal {
-                subject: principal.subject.clone(),
-                username: principal.username.clone(),
-                department: principal.department.clone(),
-                client_id: principal.client_id.clone(),
-                auth_method: Some(principal.auth_method.clone()),
-            });
+            event.principal = Some(Principal::from(&principal));
             state.audit.emit(event).await;
             (IamPolicyEffect::Deny, None)
         }

@@ -14,15 +14,14 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
-use bytes::Bytes;
 use gateway_shared::audit::{sha256_hex, AuditEvent, AuditSink, Decision};
 use gateway_shared::config::{self, ConfigError, Settings};
 use gateway_shared::transport::direct::{http_client, DirectTransport, UpstreamConfig};
 use gateway_shared::transport::envelope::{
-    Payload, ReplyError, ReplyErrorKind, RequestEnvelope, ENVELOPE_VERSION,
+    header_map, ReplyError, ReplyErrorKind, RequestEnvelope, ENVELOPE_VERSION,
 };
 use gateway_shared::transport::queue::{
-    relay_response, ReplySendError, ReplySender, DEFAULT_INLINE_MAX_BYTES,
+    relay_response, resolve_payload, ReplySendError, ReplySender, DEFAULT_INLINE_MAX_BYTES,
 };
 use gateway_shared::transport::{Transport, UpstreamRequest};
 use gateway_shared::Provider;
@@ -286,49 +285,16 @@ impl Dispatcher {
                 .await
                 .map_err(reply_failed);
         };
-        let body = match &envelope.body {
-            Payload::Inline { .. } => envelope.body.decode_inline().ok_or_else(|| {
+        let body = resolve_payload(&self.s3, envelope.body.clone())
+            .await
+            .map_err(|e| {
                 fail(
                     Some(request_id),
                     Some(provider),
-                    "inline body is not base64".into(),
+                    format!("request payload: {e}"),
                 )
-            })?,
-            Payload::S3 { bucket, key } => self
-                .s3
-                .get_object()
-                .bucket(bucket)
-                .key(key)
-                .send()
-                .await
-                .map_err(|e| {
-                    fail(
-                        Some(request_id),
-                        Some(provider),
-                        format!("request payload: {e}"),
-                    )
-                })?
-                .body
-                .collect()
-                .await
-                .map_err(|e| {
-                    fail(
-                        Some(request_id),
-                        Some(provider),
-                        format!("request payload: {e}"),
-                    )
-                })?
-                .to_vec(),
-        };
-        let mut headers = http::HeaderMap::new();
-        for (name, value) in &envelope.headers {
-            if let (Ok(name), Ok(value)) = (
-                http::HeaderName::try_from(name.as_str()),
-                http::HeaderValue::from_str(value),
-            ) {
-                headers.append(name, value);
-            }
-        }
+            })?;
+        let headers = header_map(&envelope.headers);
         let method = http::Method::from_bytes(envelope.method.as_bytes())
             .map_err(|_| fail(Some(request_id), Some(provider), "bad method".into()))?;
         let request = UpstreamRequest {
@@ -339,7 +305,7 @@ impl Dispatcher {
             path: envelope.path.clone(),
             query: envelope.query.clone(),
             headers,
-            body: Bytes::from(body),
+            body,
         };
         let remaining = Duration::from_millis(envelope.deadline_ms.saturating_sub(now));
         let result = match tokio::time::timeout(remaining, upstream.send(request)).await {

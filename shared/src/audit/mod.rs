@@ -57,6 +57,18 @@ pub struct Principal {
     pub auth_method: Option<String>,
 }
 
+impl From<&crate::auth::AuthContext> for Principal {
+    fn from(context: &crate::auth::AuthContext) -> Self {
+        Principal {
+            subject: context.subject.clone(),
+            username: context.username.clone(),
+            department: context.department.clone(),
+            client_id: context.client_id.clone(),
+            auth_method: Some(context.auth_method.clone()),
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Latency {
     pub total_ms: u64,

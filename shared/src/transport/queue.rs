@@ -20,12 +20,13 @@ use std::time::{Duration, Instant};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
+use http::StatusCode;
 use http_body_util::{BodyExt, StreamBody};
 use tokio::sync::mpsc;
 
 use super::envelope::{
-    Payload, ReplyError, ReplyErrorKind, ReplyHead, ReplyMessage, RequestEnvelope, ENVELOPE_VERSION,
+    header_map, header_pairs, Payload, ReplyError, ReplyErrorKind, ReplyHead, ReplyMessage,
+    RequestEnvelope, ENVELOPE_VERSION,
 };
 use super::{BoxError, Transport, TransportError, UpstreamRequest, UpstreamResponse};
 use crate::audit::clock;
@@ -446,15 +447,7 @@ impl QueueTransport {
             method: request.method.to_string(),
             path: request.path,
             query: request.query,
-            headers: request
-                .headers
-                .iter()
-                .filter_map(|(k, v)| {
-                    v.to_str()
-                        .ok()
-                        .map(|v| (k.as_str().to_string(), v.to_string()))
-                })
-                .collect(),
+            headers: header_pairs(&request.headers),
             body,
             reply_to,
             deadline_ms: clock::now_millis() + self.config.response_timeout.as_millis() as u64,
@@ -494,15 +487,7 @@ impl QueueTransport {
             }
         };
 
-        let mut headers = HeaderMap::new();
-        for (name, value) in &head.headers {
-            if let (Ok(name), Ok(value)) = (
-                HeaderName::try_from(name.as_str()),
-                HeaderValue::from_str(value),
-            ) {
-                headers.append(name, value);
-            }
-        }
+        let headers = header_map(&head.headers);
         let reader = BodyReader {
             replies,
             assembler,
@@ -590,7 +575,8 @@ impl BodyReader {
     }
 }
 
-async fn resolve_payload(s3: &aws_sdk_s3::Client, payload: Payload) -> Result<Bytes, BoxError> {
+/// A payload's bytes: decoded inline, or read from the payload bucket.
+pub async fn resolve_payload(s3: &aws_sdk_s3::Client, payload: Payload) -> Result<Bytes, BoxError> {
     match payload {
         Payload::Inline { .. } => payload
             .decode_inline()
@@ -757,15 +743,7 @@ pub async fn relay_response(
     };
     let mut head = Some(ReplyHead {
         status: response.status.as_u16(),
-        headers: response
-            .headers
-            .iter()
-            .filter_map(|(k, v)| {
-                v.to_str()
-                    .ok()
-                    .map(|v| (k.as_str().to_string(), v.to_string()))
-            })
-            .collect(),
+        headers: header_pairs(&response.headers),
     });
     let mut body = response.body;
     let mut buffer: Vec<u8> = Vec::new();
