@@ -194,6 +194,7 @@ impl AuditSink for SqsAuditSink {
                     return;
                 }
             };
+            let started = std::time::Instant::now();
             let sent = self
                 .client
                 .send_message()
@@ -201,6 +202,7 @@ impl AuditSink for SqsAuditSink {
                 .message_body(body)
                 .send()
                 .await;
+            tracing::debug!(elapsed_us = started.elapsed().as_micros() as u64, "audit event sent");
             if let Err(error) = sent {
                 tracing::error!(error = %aws_sdk_sqs::error::DisplayErrorContext(&error), "audit queue refused an event");
                 log_event(&event, "audit queue unavailable");
