@@ -192,10 +192,6 @@ impl Route {
         ))
     }
 
-    pub fn provider(&self) -> Provider {
-        self.provider
-    }
-
     /// Readies the transport (the queue transport creates its reply queue); failures are logged, and
     /// the first request retries.
     pub async fn prepare(&self) {

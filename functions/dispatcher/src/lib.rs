@@ -21,7 +21,7 @@ use gateway_shared::transport::envelope::{
     header_map, ReplyError, ReplyErrorKind, RequestEnvelope, ENVELOPE_VERSION,
 };
 use gateway_shared::transport::queue::{
-    relay_response, resolve_payload, ReplySendError, ReplySender, DEFAULT_INLINE_MAX_BYTES,
+    relay_response, resolve_payload, PayloadSettings, ReplySendError, ReplySender,
 };
 use gateway_shared::transport::{Transport, UpstreamRequest};
 use gateway_shared::Provider;
@@ -29,8 +29,7 @@ use gateway_shared::Provider;
 #[derive(Debug, Clone)]
 pub struct DispatcherConfig {
     pub upstreams: Vec<UpstreamConfig>,
-    pub payload_bucket: Option<String>,
-    pub inline_max_bytes: usize,
+    pub payloads: PayloadSettings,
     pub flush_window: Duration,
     pub max_receives: u32,
     pub connect_timeout: Duration,
@@ -56,12 +55,7 @@ impl DispatcherConfig {
         }
         Ok(DispatcherConfig {
             upstreams,
-            payload_bucket: settings.get("GATEWAY_PAYLOAD_BUCKET"),
-            inline_max_bytes: config::usize_setting(
-                settings,
-                "GATEWAY_QUEUE_INLINE_MAX_BYTES",
-                DEFAULT_INLINE_MAX_BYTES,
-            )?,
+            payloads: PayloadSettings::from_settings(settings)?,
             flush_window: config::duration_ms(
                 settings,
                 "GATEWAY_DISPATCH_FLUSH_MS",
@@ -245,8 +239,7 @@ impl Dispatcher {
         let mut sender = ReplySender::new(
             self.sqs.clone(),
             self.s3.clone(),
-            self.config.payload_bucket.clone(),
-            self.config.inline_max_bytes,
+            self.config.payloads.clone(),
             &envelope,
             attempt,
         );
@@ -318,7 +311,7 @@ impl Dispatcher {
             &mut sender,
             result,
             self.config.flush_window,
-            self.config.inline_max_bytes,
+            self.config.payloads.inline_max_bytes,
         )
         .await
         {
@@ -340,7 +333,7 @@ impl Dispatcher {
     }
 
     async fn already_answered(&self, request_id: &str) -> bool {
-        let Some(bucket) = &self.config.payload_bucket else {
+        let Some(bucket) = &self.config.payloads.bucket else {
             return false;
         };
         self.s3
@@ -354,7 +347,7 @@ impl Dispatcher {
 
     /// Marks a request answered, so a redelivery of its message does not call the provider twice.
     async fn mark_answered(&self, request_id: &str) {
-        let Some(bucket) = &self.config.payload_bucket else {
+        let Some(bucket) = &self.config.payloads.bucket else {
             return;
         };
         if let Err(error) = self

@@ -10,7 +10,7 @@
 //! - The status must arrive before the deadline ([`QueueConfig::response_timeout`]) or the client gets a
 //!   504; a stream then may run as long as messages keep coming within [`QueueConfig::idle_timeout`].
 //! - Streams cost a bounded number of SQS calls: the dispatcher batches chunks for a short window.
-//! - Bodies over [`QueueConfig::inline_max_bytes`] travel through the payload bucket.
+//! - Bodies over [`PayloadSettings::inline_max_bytes`] travel through the payload bucket.
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -49,20 +49,60 @@ fn count_call() {
     SQS_CALLS.fetch_add(1, Ordering::Relaxed);
 }
 
+/// Where bodies too large for an SQS message go. Both sides of the queue (route and dispatcher) read
+/// it from the same settings, so they agree on the limit.
+#[derive(Debug, Clone)]
+pub struct PayloadSettings {
+    pub bucket: Option<String>,
+    pub inline_max_bytes: usize,
+}
+
+impl PayloadSettings {
+    /// `GATEWAY_PAYLOAD_BUCKET` (optional), `GATEWAY_QUEUE_INLINE_MAX_BYTES` (default 192 KiB).
+    pub fn from_settings(settings: &dyn Settings) -> Result<Self, ConfigError> {
+        Ok(PayloadSettings {
+            bucket: settings.get("GATEWAY_PAYLOAD_BUCKET"),
+            inline_max_bytes: config::usize_setting(
+                settings,
+                "GATEWAY_QUEUE_INLINE_MAX_BYTES",
+                DEFAULT_INLINE_MAX_BYTES,
+            )?,
+        })
+    }
+
+    /// The body inline when it fits, else written to the payload bucket under `key`.
+    pub async fn store(
+        &self,
+        s3: &aws_sdk_s3::Client,
+        key: String,
+        body: Bytes,
+    ) -> Result<Payload, TransportError> {
+        if body.len() <= self.inline_max_bytes {
+            return Ok(Payload::inline(&body));
+        }
+        let bucket = self.bucket.clone().ok_or_else(|| {
+            TransportError::Request(format!(
+                "a body of {} bytes exceeds the queue's inline limit and no payload bucket is configured",
+                body.len()
+            ))
+        })?;
+        put_payload(s3, &bucket, &key, body).await?;
+        Ok(Payload::S3 { bucket, key })
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct QueueConfig {
     pub request_queue_url: String,
     pub reply_queue_prefix: String,
-    pub payload_bucket: Option<String>,
-    pub inline_max_bytes: usize,
+    pub payloads: PayloadSettings,
     pub response_timeout: Duration,
     pub idle_timeout: Duration,
 }
 
 impl QueueConfig {
     /// `GATEWAY_REQUEST_QUEUE_URL` (required), `GATEWAY_REPLY_QUEUE_PREFIX` (default
-    /// `llm-gateway-reply-`), `GATEWAY_PAYLOAD_BUCKET` (for bodies over the inline limit),
-    /// `GATEWAY_QUEUE_INLINE_MAX_BYTES` (default 192 KiB), `GATEWAY_STREAM_IDLE_TIMEOUT_MS` (300000).
+    /// `llm-gateway-reply-`), the [`PayloadSettings`], `GATEWAY_STREAM_IDLE_TIMEOUT_MS` (300000).
     pub fn from_settings(
         settings: &dyn Settings,
         response_timeout: Duration,
@@ -72,12 +112,7 @@ impl QueueConfig {
             reply_queue_prefix: settings
                 .get("GATEWAY_REPLY_QUEUE_PREFIX")
                 .unwrap_or_else(|| "llm-gateway-reply-".into()),
-            payload_bucket: settings.get("GATEWAY_PAYLOAD_BUCKET"),
-            inline_max_bytes: config::usize_setting(
-                settings,
-                "GATEWAY_QUEUE_INLINE_MAX_BYTES",
-                DEFAULT_INLINE_MAX_BYTES,
-            )?,
+            payloads: PayloadSettings::from_settings(settings)?,
             response_timeout,
             idle_timeout: config::duration_ms(
                 settings,
@@ -427,18 +462,15 @@ impl QueueTransport {
         request: UpstreamRequest,
     ) -> Result<UpstreamResponse, TransportError> {
         let reply_to = self.reply.url().await?;
-        let body = if request.body.len() > self.config.inline_max_bytes {
-            let bucket = self.config.payload_bucket.clone().ok_or_else(|| {
-                TransportError::Request(
-                    "request body too large for the queue and no payload bucket configured".into(),
-                )
-            })?;
-            let key = format!("payloads/{}/request", request.request_id);
-            put_payload(&self.s3, &bucket, &key, request.body.clone()).await?;
-            Payload::S3 { bucket, key }
-        } else {
-            Payload::inline(&request.body)
-        };
+        let body = self
+            .config
+            .payloads
+            .store(
+                &self.s3,
+                format!("payloads/{}/request", request.request_id),
+                request.body.clone(),
+            )
+            .await?;
         let envelope = RequestEnvelope {
             version: ENVELOPE_VERSION,
             request_id: request.request_id.clone(),
@@ -624,8 +656,7 @@ pub enum ReplySendError {
 pub struct ReplySender {
     pub sqs: aws_sdk_sqs::Client,
     pub s3: aws_sdk_s3::Client,
-    pub payload_bucket: Option<String>,
-    pub inline_max_bytes: usize,
+    pub payloads: PayloadSettings,
     pub reply_to: String,
     pub request_id: String,
     pub attempt: String,
@@ -636,16 +667,14 @@ impl ReplySender {
     pub fn new(
         sqs: aws_sdk_sqs::Client,
         s3: aws_sdk_s3::Client,
-        payload_bucket: Option<String>,
-        inline_max_bytes: usize,
+        payloads: PayloadSettings,
         envelope: &RequestEnvelope,
         attempt: String,
     ) -> Self {
         ReplySender {
             sqs,
             s3,
-            payload_bucket,
-            inline_max_bytes,
+            payloads,
             reply_to: envelope.reply_to.clone(),
             request_id: envelope.request_id.clone(),
             attempt,
@@ -670,17 +699,10 @@ impl ReplySender {
         }
         let data = if data.is_empty() {
             None
-        } else if data.len() > self.inline_max_bytes {
-            let bucket = self.payload_bucket.clone().ok_or_else(|| {
-                ReplySendError::Send("reply chunk too large and no payload bucket".into())
-            })?;
-            let key = format!("payloads/{}/{}-{}", self.request_id, self.attempt, self.seq);
-            put_payload(&self.s3, &bucket, &key, Bytes::from(data))
-                .await
-                .map_err(|e| ReplySendError::Send(e.to_string()))?;
-            Some(Payload::S3 { bucket, key })
         } else {
-            Some(Payload::inline(&data))
+            let key = format!("payloads/{}/{}-{}", self.request_id, self.attempt, self.seq);
+            let stored = self.payloads.store(&self.s3, key, Bytes::from(data)).await;
+            Some(stored.map_err(|e| ReplySendError::Send(e.to_string()))?)
         };
         let message = ReplyMessage {
             request_id: self.request_id.clone(),
