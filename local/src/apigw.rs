@@ -2,7 +2,7 @@
 //! `/{provider}/{proxy+}`, the REQUEST authorizer (called on every request, TTL 0), the mapping of its
 //! answer to 401/403 (the gateway responses the CDK stack declares, in each provider's error shape), and
 //! the Lambda proxy integration with response streaming. Handlers are the very functions the Lambda
-//! binaries run; events are built as API Gateway builds them and converted by `lambda_http`.
+//! binaries run; events are built as API Gateway builds them and handed over as JSON, as Lambda does.
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
@@ -18,8 +18,6 @@ use gateway_shared::proxy::Route;
 use gateway_shared::{ErrorKind, GatewayError, Provider};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
-use lambda_http::aws_lambda_events::apigw::ApiGatewayProxyRequest;
-use lambda_http::request::LambdaRequest;
 use serde_json::{json, Map, Value};
 
 pub const STAGE: &str = "local";
@@ -119,10 +117,7 @@ impl Gateway {
             "requestContext": context,
         });
         let started = Instant::now();
-        let decision = match serde_json::from_value::<authorizer::Request>(authorizer_event) {
-            Ok(event) => authorizer::handle(&self.authorizer, event).await,
-            Err(e) => Err(AuthorizerError::Internal(format!("authorizer event: {e}"))),
-        };
+        let decision = authorizer::handle_event(&self.authorizer, authorizer_event).await;
         let answer = match decision {
             Ok(answer) => answer,
             Err(AuthorizerError::Unauthorized) => {
@@ -175,19 +170,7 @@ impl Gateway {
             "body": base64::engine::general_purpose::STANDARD.encode(&body),
             "isBase64Encoded": true,
         });
-        let event = match serde_json::from_value::<ApiGatewayProxyRequest>(proxy_event) {
-            Ok(event) => event,
-            Err(e) => {
-                tracing::error!(request_id, error = %e, "proxy event could not be built");
-                return error(
-                    provider,
-                    GatewayError::new(ErrorKind::Internal, "internal error"),
-                    request_id,
-                );
-            }
-        };
-        let lambda_request: lambda_http::Request = LambdaRequest::ApiGatewayV1(event).into();
-        route.handle(lambda_request).await.map(Body::new)
+        route.handle(proxy_event).await.map(Body::new)
     }
 }
 

@@ -224,13 +224,7 @@ async fn run() -> Result<(), BoxError> {
         "GATEWAY_DISPATCH_MAX_RECEIVES".into(),
         local.dispatch_max_receives.to_string(),
     );
-    let dispatcher = Arc::new(dispatcher::Dispatcher::from_config(
-        dispatcher::DispatcherConfig::from_settings(&route_settings)?,
-        &sdk,
-        audit.clone(),
-    )?);
-    let mut request_queues = serde_json::Map::new();
-    let mut routes = HashMap::new();
+    let mut created = Vec::new();
     for provider in Provider::ALL {
         let (queue, dlq) = resources::create_queue_with_dlq(
             &sqs,
@@ -239,6 +233,24 @@ async fn run() -> Result<(), BoxError> {
             local.dispatch_max_receives,
         )
         .await?;
+        created.push((provider, queue, dlq));
+    }
+    route_settings.insert(
+        "GATEWAY_DISPATCH_QUEUE_URLS".into(),
+        created
+            .iter()
+            .map(|(provider, queue, _)| format!("{}={}", provider.route_prefix(), queue.url))
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    let dispatcher = Arc::new(dispatcher::Dispatcher::from_config(
+        dispatcher::DispatcherConfig::from_settings(&route_settings)?,
+        &sdk,
+        audit.clone(),
+    )?);
+    let mut request_queues = serde_json::Map::new();
+    let mut routes = HashMap::new();
+    for (provider, queue, dlq) in created {
         let dispatcher = dispatcher.clone();
         tokio::spawn(event_sources::sqs_event_source(
             sqs.clone(),

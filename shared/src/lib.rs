@@ -3,7 +3,10 @@
 //! Each module owns one concern of the data plane:
 //! - [`auth`]: where stock SDKs put their key, and verifying gateway tokens (JWT/JWKS).
 //! - [`scopes`]: the scope policy (hierarchy, group grants, route operations, model allow-lists) as data.
-//! - [`providers`]: what differs between Azure OpenAI, Bedrock and Gemini (operations, error shapes, credentials).
+//! - [`providers`]: what differs between Azure OpenAI, Bedrock and Gemini: each one's relayed API as a
+//!   grammar (method, path shape -> operation), error shapes, usage shapes.
+//! - [`paths`]: the path invariant: what leaves for a provider is the path that was classified.
+//! - [`request_event`]: the API Gateway proxy event, read without panics.
 //! - [`transport`]: how a request reaches the provider (`direct` now; `queue` slots in behind the same trait).
 //! - [`proxy`]: the route handler every provider Lambda runs: authorize again, rewrite, relay, render errors.
 //! - [`secrets`], [`upstream_auth`]: upstream credentials, cached per execution environment, never logged.
@@ -16,8 +19,10 @@ pub mod config;
 pub mod error;
 pub mod eventstream;
 pub mod headers;
+pub mod paths;
 pub mod providers;
 pub mod proxy;
+pub mod request_event;
 pub mod scopes;
 pub mod secrets;
 pub mod telemetry;

@@ -6,16 +6,13 @@
 //! through the configured transport; stream the provider's answer back untouched. Failures the gateway
 //! causes are answered in the provider's own error shape with the request id.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use bytes::Bytes;
 use http::{HeaderValue, Response};
 use http_body_util::{BodyExt, Full};
-use lambda_http::request::RequestContext;
-use lambda_http::RequestExt;
 use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
+use serde_json::Value;
 
 use crate::audit::body::AuditedBody;
 use crate::audit::{sha256_hex, AuditEvent, AuditSink, Decision, Outcome, Principal, UsageScanner};
@@ -23,8 +20,9 @@ use crate::auth::AuthContext;
 use crate::config::{self, ConfigError, Settings};
 use crate::error::{ErrorKind, GatewayError};
 use crate::headers::upstream_request_headers;
-use crate::providers::{Provider, REQUEST_ID_HEADER};
-use crate::scopes::{Decision as PolicyDecision, Policy};
+use crate::providers::{ModelAt, Provider, REQUEST_ID_HEADER};
+use crate::request_event::{parse_event, ProxyRequest, RequestMeta};
+use crate::scopes::{BodyModel, Decision as PolicyDecision, Policy};
 use crate::transport::direct::{http_client, DirectTransport, UpstreamConfig};
 use crate::transport::queue::{QueueConfig, QueueTransport};
 use crate::transport::{ProxyBody, Transport, TransportError, UpstreamRequest};
@@ -200,27 +198,23 @@ impl Route {
         }
     }
 
-    /// Handles one API Gateway proxy request; never fails: every failure becomes a provider-shaped error.
-    /// Exactly one audit event is emitted per request, when its response has ended.
-    pub async fn handle(&self, request: lambda_http::Request) -> Response<ProxyBody> {
+    /// Handles one API Gateway proxy event; never fails and never panics: every failure, a malformed
+    /// event included, becomes a provider-shaped error. Exactly one audit event is emitted per request,
+    /// when its response has ended.
+    pub async fn handle(&self, event: Value) -> Response<ProxyBody> {
         let started = Instant::now();
-        let context = match request.request_context_ref() {
-            Some(RequestContext::ApiGatewayV1(ctx)) => Some(ctx.clone()),
-            _ => None,
-        };
-        let request_id = context
-            .as_ref()
-            .and_then(|c| c.request_id.clone())
-            .unwrap_or_else(|| "unknown".to_string());
+        let (meta, request) = parse_event(event);
+        let request_id = meta.request_id.clone();
         let mut event = AuditEvent::new(&request_id, Decision::Allow, 0);
         event.provider = Some(self.provider.route_prefix().to_string());
         event.transport = Some(self.transport_name.to_string());
-        if let Some(ctx) = &context {
-            event.source_ip = ctx.identity.source_ip.clone();
-            event.user_agent = ctx.identity.user_agent.clone();
-        }
-        let fields = context.map(|c| c.authorizer.fields).unwrap_or_default();
-        let response = match self.relay(request, &request_id, &fields, &mut event).await {
+        event.source_ip = meta.source_ip.clone();
+        event.user_agent = meta.user_agent.clone();
+        let relayed = match request {
+            Ok(request) => self.relay(request, &meta, &mut event).await,
+            Err(error) => Err(error),
+        };
+        let response = match relayed {
             Ok(response) => {
                 event.status = response.status().as_u16();
                 let content_type = response
@@ -266,60 +260,23 @@ impl Route {
 
     async fn relay(
         &self,
-        request: lambda_http::Request,
-        request_id: &str,
-        authorizer_fields: &HashMap<String, serde_json::Value>,
+        request: ProxyRequest,
+        meta: &RequestMeta,
         event: &mut AuditEvent,
     ) -> Result<Response<ProxyBody>, GatewayError> {
+        let request_id = meta.request_id.as_str();
         let principal =
-            AuthContext::from_fields(authorizer_fields).ok_or_else(GatewayError::unauthorized)?;
+            AuthContext::from_fields(&meta.authorizer).ok_or_else(GatewayError::unauthorized)?;
         event.principal = Some(Principal::from(&principal));
-        let raw_path = request.raw_http_path();
-        let raw_path = if raw_path.is_empty() {
-            request.uri().path()
-        } else {
-            raw_path
-        };
-        let path = match Provider::from_path(raw_path) {
-            Some((provider, rest)) if provider == self.provider => rest.to_string(),
-            _ => {
-                return Err(GatewayError::new(
-                    ErrorKind::NotFound,
-                    format!(
-                        "this function serves /{} only",
-                        self.provider.route_prefix()
-                    ),
-                ))
-            }
-        };
-        let operation = self.provider.operation(&path).ok_or_else(|| {
-            GatewayError::new(
-                ErrorKind::NotFound,
-                format!(
-                    "{path} is not an API the gateway relays on /{}",
-                    self.provider.route_prefix()
-                ),
-            )
-        })?;
-        event.operation = Some(operation.name.clone());
-        event.model = operation.model.clone();
-        if let PolicyDecision::Deny { reason } = self.policy.decide(
-            self.provider,
-            &operation,
-            principal.scopes.iter().map(String::as_str),
-        ) {
-            return Err(GatewayError::new(ErrorKind::Forbidden, reason));
-        }
-
-        let query = upstream_query(&request.query_string_parameters());
-        let headers = upstream_request_headers(request.headers());
-        let method = request.method().clone();
-        let body = Bytes::from(request.into_body().to_vec());
+        let ProxyRequest {
+            method,
+            path,
+            query,
+            headers,
+            body,
+        } = request;
+        // Sized before anything reads it: an oversized body is never hashed or parsed.
         event.bytes_in = body.len() as u64;
-        event.request_sha256 = Some(sha256_hex(&body));
-        if event.model.is_none() {
-            event.model = model_in_body(&body);
-        }
         if body.len() > self.max_request_bytes {
             return Err(GatewayError::new(
                 ErrorKind::PayloadTooLarge,
@@ -330,7 +287,44 @@ impl Route {
                 ),
             ));
         }
-        tracing::debug!(request_id, operation = %operation.name, model = ?operation.model, subject = %principal.subject, "relaying");
+        let rest = match Provider::from_path(&path) {
+            Some((provider, rest)) if provider == self.provider => rest,
+            _ => {
+                return Err(GatewayError::new(
+                    ErrorKind::NotFound,
+                    format!(
+                        "this function serves /{} only",
+                        self.provider.route_prefix()
+                    ),
+                ))
+            }
+        };
+        let classified = self
+            .provider
+            .classify(&method, rest)
+            .map_err(|e| e.to_gateway_error())?;
+        let mut operation = classified.operation;
+        event.operation = Some(operation.name.to_string());
+        let body_model = if operation.model_at == ModelAt::Body {
+            operation.model = model_in_body(&body)?;
+            BodyModel::Read(operation.model.as_deref())
+        } else {
+            BodyModel::NotRead
+        };
+        event.model = operation.model.clone();
+        if let PolicyDecision::Deny { reason } = self.policy.decide(
+            self.provider,
+            &operation,
+            principal.scopes.iter().map(String::as_str),
+            body_model,
+        ) {
+            return Err(GatewayError::new(ErrorKind::Forbidden, reason));
+        }
+
+        let query = upstream_query(&query);
+        let headers = upstream_request_headers(&headers);
+        event.request_sha256 = Some(sha256_hex(&body));
+        tracing::debug!(request_id, operation = operation.name, model = ?operation.model, subject = %principal.subject, "relaying");
         let upstream_started = Instant::now();
         let upstream = self
             .transport
@@ -339,7 +333,7 @@ impl Route {
                 provider: self.provider,
                 subject: Some(principal.subject.clone()),
                 method,
-                path,
+                path: classified.path,
                 query,
                 headers,
                 body,
@@ -355,13 +349,22 @@ impl Route {
     }
 }
 
-/// The `model` field of a JSON request body (Azure's v1 API names the model there, not in the path).
-fn model_in_body(body: &[u8]) -> Option<String> {
+/// The `model` field of a JSON request body, for operations that name their model there (Azure's v1
+/// API). A body that is not JSON (multipart audio) names none; a JSON body whose `model` is not one
+/// string (a number, or the key given twice) is refused, so the model checked is the model relayed.
+fn model_in_body(body: &[u8]) -> Result<Option<String>, GatewayError> {
     #[derive(serde::Deserialize)]
     struct ModelOnly {
         model: Option<String>,
     }
-    serde_json::from_slice::<ModelOnly>(body).ok()?.model
+    match serde_json::from_slice::<ModelOnly>(body) {
+        Ok(parsed) => Ok(parsed.model),
+        Err(e) if e.is_data() => Err(GatewayError::new(
+            ErrorKind::BadRequest,
+            format!("the request body's 'model' must be given once, as a string: {e}"),
+        )),
+        Err(_) => Ok(None),
+    }
 }
 
 fn transport_error(error: TransportError) -> GatewayError {
@@ -369,6 +372,7 @@ fn transport_error(error: TransportError) -> GatewayError {
         TransportError::Timeout(_) => ErrorKind::GatewayTimeout,
         TransportError::Connect(_) | TransportError::Request(_) => ErrorKind::BadGateway,
         TransportError::Credential(_) => ErrorKind::Internal,
+        TransportError::Path(_) => ErrorKind::BadRequest,
     };
     // The detail (which may name hosts) goes to the log; the client sees the category.
     tracing::error!(error = ?error, "upstream call failed");
@@ -391,8 +395,12 @@ const QUERY_VALUE: &AsciiSet = &NON_ALPHANUMERIC
 
 /// The query to send upstream: every parameter but `key` (a gateway token placed where google-genai puts
 /// its API key), re-encoded, in a stable order.
-pub fn upstream_query(params: &lambda_http::aws_lambda_events::query_map::QueryMap) -> String {
-    let mut pairs: Vec<(&str, &str)> = params.iter().filter(|(k, _)| *k != "key").collect();
+pub fn upstream_query(params: &[(String, String)]) -> String {
+    let mut pairs: Vec<(&str, &str)> = params
+        .iter()
+        .filter(|(k, _)| k != "key")
+        .map(|(k, v)| (k.as_str(), v.as_str()))
+        .collect();
     pairs.sort();
     pairs
         .iter()
@@ -407,19 +415,48 @@ pub fn upstream_query(params: &lambda_http::aws_lambda_events::query_map::QueryM
         .join("&")
 }
 
-/// Runs a route as a streaming Lambda function (API Gateway REST `responseTransferMode: STREAM`).
-pub async fn run(route: Route) -> Result<(), lambda_http::Error> {
+/// Runs a route as a streaming Lambda function (API Gateway REST `responseTransferMode: STREAM`). The
+/// event is taken as plain JSON and read by [`parse_event`], never by an adapter that can panic.
+pub async fn run(route: Route) -> Result<(), lambda_runtime::Error> {
     let route = Arc::new(route);
-    lambda_http::run_with_streaming_response(lambda_http::service_fn(move |request| {
-        let route = route.clone();
-        async move { Ok::<_, lambda_http::Error>(route.handle(request).await) }
-    }))
+    lambda_runtime::run(lambda_runtime::service_fn(
+        move |invocation: lambda_runtime::LambdaEvent<Value>| {
+            let route = route.clone();
+            async move {
+                let response = route.handle(invocation.payload).await;
+                Ok::<_, lambda_runtime::Error>(into_stream_response(response))
+            }
+        },
+    ))
     .await
+}
+
+/// The streaming Lambda response of an HTTP response: status and headers in the prelude, then the body
+/// as it arrives.
+fn into_stream_response(
+    response: Response<ProxyBody>,
+) -> lambda_runtime::StreamResponse<http_body_util::BodyDataStream<ProxyBody>> {
+    let (parts, body) = response.into_parts();
+    let mut headers = parts.headers;
+    let cookies = headers
+        .get_all(http::header::SET_COOKIE)
+        .iter()
+        .map(|c| String::from_utf8_lossy(c.as_bytes()).into_owned())
+        .collect();
+    headers.remove(http::header::SET_COOKIE);
+    lambda_runtime::StreamResponse {
+        metadata_prelude: lambda_runtime::MetadataPrelude {
+            status_code: parts.status,
+            headers,
+            cookies,
+        },
+        stream: http_body_util::BodyDataStream::new(body),
+    }
 }
 
 /// Reads configuration from the environment, builds the route and runs it: the whole `main` of a route
 /// function.
-pub async fn run_from_env(provider: Provider) -> Result<(), lambda_http::Error> {
+pub async fn run_from_env(provider: Provider) -> Result<(), lambda_runtime::Error> {
     crate::telemetry::init();
     let config = RouteConfig::from_settings(provider, &config::Env)?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
@@ -436,12 +473,16 @@ mod tests {
 
     #[test]
     fn query_drops_key_and_reencodes() {
-        let mut params: Map<String, Vec<String>> = Map::new();
-        params.insert("key".into(), vec!["token".into()]);
-        params.insert("alt".into(), vec!["sse".into()]);
-        params.insert("api-version".into(), vec!["2024-10-21".into()]);
-        params.insert("q".into(), vec!["a b&c".into()]);
-        let query = upstream_query(&params.into());
+        let params: Vec<(String, String)> = [
+            ("key", "token"),
+            ("alt", "sse"),
+            ("api-version", "2024-10-21"),
+            ("q", "a b&c"),
+        ]
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+        let query = upstream_query(&params);
         assert_eq!(query, "alt=sse&api-version=2024-10-21&q=a%20b%26c");
     }
 

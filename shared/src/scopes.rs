@@ -7,7 +7,7 @@ use std::collections::{BTreeMap, BTreeSet, HashMap};
 
 use serde::Deserialize;
 
-use crate::providers::{Operation, Provider};
+use crate::providers::{Access, ModelAt, Operation, Provider};
 
 /// The policy shipped in the repository, used when no other is configured.
 pub const DEFAULT_POLICY_JSON: &str = include_str!("../../policy/scopes.json");
@@ -22,6 +22,21 @@ pub enum PolicyError {
     TwoParents(String),
     #[error("scope hierarchy has a cycle through {0:?}")]
     Cycle(String),
+    #[error("scope policy grants operation {operation:?} on /{route}, which that route's grammar does not have")]
+    UnknownOperation {
+        route: &'static str,
+        operation: String,
+    },
+}
+
+/// What the policy knows of the model when it decides.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BodyModel<'a> {
+    /// The body was not read (the authorizer never sees it): an operation that names its model in the
+    /// body is decided on its scope, and the route decides the model.
+    NotRead,
+    /// The body was read: its `model`, or `None` if it names none that could be read.
+    Read(Option<&'a str>),
 }
 
 #[derive(Deserialize)]
@@ -98,6 +113,12 @@ impl Policy {
         for (provider, ops) in &file.operations {
             for (op, scope) in ops {
                 check(scope, format!("operation {}/{op}", provider.route_prefix()))?;
+                if !provider.grammar().knows(op) {
+                    return Err(PolicyError::UnknownOperation {
+                        route: provider.route_prefix(),
+                        operation: op.clone(),
+                    });
+                }
             }
         }
         Ok(Policy {
@@ -158,18 +179,13 @@ impl Policy {
             .map(str::to_string)
     }
 
-    /// The scope an operation needs: the entry for the operation itself, or for its longest dotted prefix
-    /// (`responses.resp_1.cancel` falls back to `responses`). Unlisted operations need an unknown scope,
-    /// so they are denied.
+    /// The scope an operation needs: its own entry, nothing else (no prefix fallback, so a path can
+    /// never borrow a neighbour's scope). Unlisted operations are denied.
     pub fn required_scope(&self, provider: Provider, operation: &str) -> Option<&str> {
-        let ops = self.operations.get(&provider)?;
-        let mut candidate = operation;
-        loop {
-            if let Some(scope) = ops.get(candidate) {
-                return Some(scope);
-            }
-            candidate = candidate.rsplit_once('.')?.0;
-        }
+        self.operations
+            .get(&provider)?
+            .get(operation)
+            .map(String::as_str)
     }
 
     /// Whether holding `granted` covers `required`: the scope itself or any ancestor of it.
@@ -188,10 +204,21 @@ impl Policy {
         false
     }
 
+    /// Whether the route has a model allow-list (then a model that cannot be read is refused).
+    pub fn restricts_models(&self, provider: Provider) -> bool {
+        self.models.contains_key(&provider)
+    }
+
+    /// Whether `model` passes the route's allow-list. A model that is not well-formed for the provider
+    /// never passes, and a pattern never matches across `/` or through `..`.
     pub fn model_allowed(&self, provider: Provider, model: &str) -> bool {
         match self.models.get(&provider) {
             None => true,
-            Some(patterns) => patterns.iter().any(|p| glob_match(p, model)),
+            Some(patterns) => {
+                provider.model_syntax(model)
+                    && !model.contains("..")
+                    && patterns.iter().any(|p| glob_match(p, model))
+            }
         }
     }
 
@@ -202,15 +229,21 @@ impl Policy {
         provider: Provider,
         operation: &Operation,
         granted: impl IntoIterator<Item = &'a str> + Clone,
+        body_model: BodyModel<'_>,
     ) -> Decision {
         let route = provider.route_prefix();
-        let Some(required) = self.required_scope(provider, &operation.name) else {
-            return Decision::Deny {
-                reason: format!(
+        let Some(required) = self.required_scope(provider, operation.name) else {
+            let reason = match operation.access {
+                Access::Stored => format!(
+                    "operation '{}' lists, reads or changes objects stored at the provider under the gateway's shared key, and the policy of /{route} does not grant it",
+                    operation.name
+                ),
+                Access::Relay => format!(
                     "operation '{}' is not available through the gateway route /{route}",
                     operation.name
                 ),
             };
+            return Decision::Deny { reason };
         };
         if !self.permits(granted, required) {
             return Decision::Deny {
@@ -220,7 +253,22 @@ impl Policy {
                 ),
             };
         }
-        if let Some(model) = &operation.model {
+        let model = match (operation.model_at, body_model) {
+            (ModelAt::Path, _) => operation.model.as_deref(),
+            (ModelAt::Body, BodyModel::Read(model)) => {
+                if model.is_none() && self.restricts_models(provider) {
+                    return Decision::Deny {
+                        reason: format!(
+                            "'{}' on /{route} must name its model in a JSON body field 'model', which the gateway checks against the route's model allow-list",
+                            operation.name
+                        ),
+                    };
+                }
+                model
+            }
+            (ModelAt::Body, BodyModel::NotRead) | (ModelAt::Nowhere, _) => None,
+        };
+        if let Some(model) = model {
             if !self.model_allowed(provider, model) {
                 return Decision::Deny {
                     reason: format!("model '{model}' is not allowed on /{route}"),
@@ -233,8 +281,20 @@ impl Policy {
     }
 }
 
-/// `*` matches any run of characters; everything else matches itself.
+/// `*` matches any run of characters but `/`; everything else matches itself. So an allow-list entry
+/// for a family of model ids never admits a path (`anthropic.claude-*` does not match
+/// `anthropic.claude-x/../amazon.nova`).
 fn glob_match(pattern: &str, text: &str) -> bool {
+    let pattern_slashes = pattern.matches('/').count();
+    if text.matches('/').count() != pattern_slashes {
+        return false;
+    }
+    if pattern_slashes > 0 {
+        return pattern
+            .split('/')
+            .zip(text.split('/'))
+            .all(|(p, t)| glob_match(p, t));
+    }
     let parts: Vec<&str> = pattern.split('*').collect();
     let (first, rest) = match parts.split_first() {
         Some(split) => split,
@@ -263,10 +323,12 @@ mod tests {
         Policy::default_policy().unwrap()
     }
 
-    fn op(name: &str, model: Option<&str>) -> Operation {
+    fn op(name: &'static str, model: Option<&str>) -> Operation {
         Operation {
-            name: name.into(),
+            name,
             model: model.map(str::to_string),
+            model_at: ModelAt::Path,
+            access: Access::Relay,
         }
     }
 
@@ -302,10 +364,18 @@ mod tests {
     #[test]
     fn decide_checks_operation_scope_and_model() {
         let p = policy();
-        let allow = p.decide(
+        let decide = |provider, operation: &Operation, granted: &[&str]| {
+            p.decide(
+                provider,
+                operation,
+                granted.iter().copied(),
+                BodyModel::NotRead,
+            )
+        };
+        let allow = decide(
             Provider::AzureOpenAi,
             &op("chat.completions", Some("gpt")),
-            ["text"],
+            &["text"],
         );
         assert_eq!(
             allow,
@@ -313,39 +383,99 @@ mod tests {
                 required_scope: "text:openai".into()
             }
         );
-        let audio = p.decide(
+        let audio = decide(
             Provider::AzureOpenAi,
             &op("audio.transcriptions", Some("whisper")),
-            ["text"],
+            &["text"],
         );
         assert!(matches!(audio, Decision::Deny { reason } if reason.contains("audio:stt")));
-        let unknown = p.decide(
-            Provider::AzureOpenAi,
-            &op("fine_tuning.jobs", None),
-            ["all"],
-        );
-        assert!(matches!(unknown, Decision::Deny { .. }));
-        let titan = p.decide(
+        let titan = decide(
             Provider::BedrockClaude,
             &op("invoke", Some("amazon.titan-text-express-v1")),
-            ["all"],
+            &["all"],
         );
         assert!(matches!(titan, Decision::Deny { reason } if reason.contains("model")));
-        let profile = p.decide(
-            Provider::BedrockClaude,
-            &op(
-                "converse",
-                Some("us.anthropic.claude-3-5-sonnet-20240620-v1:0"),
-            ),
-            ["text:claude"],
+        for model in [
+            "us.anthropic.claude-3-5-sonnet-20240620-v1:0",
+            "arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-3-haiku-20240307-v1:0",
+            "arn:aws:bedrock:eu-west-1:123456789012:inference-profile/eu.anthropic.claude-3-haiku-20240307-v1:0",
+        ] {
+            let allowed = decide(Provider::BedrockClaude, &op("converse", Some(model)), &["text:claude"]);
+            assert!(matches!(allowed, Decision::Allow { .. }), "{model}");
+        }
+    }
+
+    #[test]
+    fn operations_match_exactly_and_stored_objects_need_a_grant() {
+        let p = policy();
+        let stored = Operation {
+            access: Access::Stored,
+            ..op("files.list", None)
+        };
+        let denied = p.decide(Provider::AzureOpenAi, &stored, ["all"], BodyModel::NotRead);
+        assert!(matches!(denied, Decision::Deny { reason } if reason.contains("shared key")));
+        // No longest-prefix fallback: a deeper path never borrows its parent's scope.
+        assert_eq!(
+            p.required_scope(Provider::AzureOpenAi, "chat.completions.x"),
+            None
         );
-        assert!(matches!(profile, Decision::Allow { .. }));
-        let nested = p.decide(
-            Provider::AzureOpenAi,
-            &op("responses.resp_1", None),
-            ["text:openai"],
+        assert_eq!(
+            p.required_scope(Provider::AzureOpenAi, "responses.resp_1"),
+            None
         );
-        assert!(matches!(nested, Decision::Allow { .. }));
+        let granted = DEFAULT_POLICY_JSON.replace(
+            "\"responses\": \"text:openai\",",
+            "\"responses\": \"text:openai\", \"files.list\": \"text:openai\",",
+        );
+        let p2 = Policy::from_json(&granted).unwrap();
+        assert!(matches!(
+            p2.decide(Provider::AzureOpenAi, &stored, ["text"], BodyModel::NotRead),
+            Decision::Allow { .. }
+        ));
+        let typo = DEFAULT_POLICY_JSON.replace(
+            "\"responses\": \"text:openai\"",
+            "\"respones\": \"text:openai\"",
+        );
+        assert!(matches!(
+            Policy::from_json(&typo),
+            Err(PolicyError::UnknownOperation { .. })
+        ));
+    }
+
+    #[test]
+    fn body_models_are_checked_and_never_fail_open() {
+        let restricted = DEFAULT_POLICY_JSON.replace(
+            "\"models\": {",
+            "\"models\": {\"azure-openai\": [\"gpt-4o*\"],",
+        );
+        let p = Policy::from_json(&restricted).unwrap();
+        let v1 = Operation {
+            model_at: ModelAt::Body,
+            ..op("chat.completions", None)
+        };
+        let decide = |body| p.decide(Provider::AzureOpenAi, &v1, ["text"], body);
+        assert!(matches!(decide(BodyModel::NotRead), Decision::Allow { .. }));
+        assert!(matches!(
+            decide(BodyModel::Read(Some("gpt-4o-mini"))),
+            Decision::Allow { .. }
+        ));
+        assert!(matches!(
+            decide(BodyModel::Read(Some("o1-pro"))),
+            Decision::Deny { .. }
+        ));
+        assert!(matches!(
+            decide(BodyModel::Read(Some("gpt-4o/../o1"))),
+            Decision::Deny { .. }
+        ));
+        assert!(
+            matches!(decide(BodyModel::Read(None)), Decision::Deny { reason } if reason.contains("JSON body"))
+        );
+        // Without an allow-list the model is only recorded.
+        let open = policy();
+        assert!(matches!(
+            open.decide(Provider::AzureOpenAi, &v1, ["text"], BodyModel::Read(None)),
+            Decision::Allow { .. }
+        ));
     }
 
     #[test]
@@ -366,6 +496,22 @@ mod tests {
             Policy::from_json(&two),
             Err(PolicyError::TwoParents(_))
         ));
+    }
+
+    #[test]
+    fn allow_list_patterns_never_match_a_path() {
+        let p = policy();
+        for model in [
+            "anthropic.claude-3-5-sonnet-20241022-v2:0/../amazon.nova-pro-v1:0",
+            "anthropic.claude-3-5-sonnet-20241022-v2:0/amazon.nova-pro-v1:0",
+            "arn:aws:bedrock:us-east-1::foundation-model/amazon.nova/anthropic.claude-x",
+            "arn:aws:bedrock:us-east-1::foundation-model/amazon.nova-pro-v1:0#anthropic.claude-",
+        ] {
+            assert!(!p.model_allowed(Provider::BedrockClaude, model), "{model}");
+        }
+        assert!(!glob_match("anthropic.claude-*", "anthropic.claude-x/y"));
+        assert!(glob_match("a:*/b-*", "a:x/b-y"));
+        assert!(!glob_match("a:*/b-*", "a:x/z/b-y"));
     }
 
     #[test]

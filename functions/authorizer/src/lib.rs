@@ -22,7 +22,7 @@ use aws_lambda_events::iam::{IamPolicyEffect, IamPolicyStatement};
 use gateway_shared::audit::{AuditEvent, AuditSink, Decision as AuditDecision, Principal};
 use gateway_shared::auth::{extract_credential, AuthContext, IssuerConfig, Verifier};
 use gateway_shared::config::{self, ConfigError, Settings};
-use gateway_shared::scopes::{Decision, Policy};
+use gateway_shared::scopes::{BodyModel, Decision, Policy};
 use gateway_shared::secrets::SecretCache;
 use gateway_shared::Provider;
 use serde_json::Value;
@@ -150,6 +150,32 @@ impl State {
     }
 }
 
+/// Decides one request given as the raw event JSON. An event that does not read as a REQUEST
+/// authorizer event (API Gateway passes client headers through; one the typed reader refuses) is
+/// audited and refused with 401.
+pub async fn handle_event(state: &State, event: Value) -> Result<Response, AuthorizerError> {
+    let request_id = event
+        .pointer("/requestContext/requestId")
+        .and_then(Value::as_str)
+        .unwrap_or("unknown")
+        .to_string();
+    let source_ip = event
+        .pointer("/requestContext/identity/sourceIp")
+        .and_then(Value::as_str)
+        .map(str::to_string);
+    match serde_json::from_value::<Request>(event) {
+        Ok(request) => handle(state, request).await,
+        Err(error) => {
+            tracing::info!(request_id, %error, decision = "unauthorized", "malformed authorizer event");
+            let mut audit = AuditEvent::new(&request_id, AuditDecision::Unauthorized, 401);
+            audit.source_ip = source_ip;
+            audit.reason = Some(format!("the request could not be read: {error}"));
+            state.audit.emit(audit).await;
+            Err(AuthorizerError::Unauthorized)
+        }
+    }
+}
+
 /// Decides one request. Never panics; logs the decision with its reason but never the token. Requests it
 /// refuses (401, 403, 500) are audited here; allowed ones are audited by the route when they end.
 pub async fn handle(state: &State, request: Request) -> Result<Response, AuthorizerError> {
@@ -182,7 +208,7 @@ pub async fn handle(state: &State, request: Request) -> Result<Response, Authori
         }
     };
     event.credential_source = Some(credential.source.as_str().to_string());
-    let token = match state.verifier.verify(&credential.token).await {
+    let token = match state.verifier.verify(credential.token.expose()).await {
         Ok(token) => token,
         Err(error) if error.is_internal() => {
             tracing::error!(request_id, %error, "token could not be checked");
@@ -215,21 +241,34 @@ pub async fn handle(state: &State, request: Request) -> Result<Response, Authori
         client_id: token.client_id.clone(),
     };
 
+    // The same grammar and the same policy the route applies again; the body (and a model named
+    // there) is the route's to check.
     let decision = match Provider::from_path(&path) {
         None => Decision::Deny {
             reason: format!("{path} is not a gateway route"),
         },
-        Some((provider, rest)) => match provider.operation(rest) {
+        Some((provider, rest)) => match request
+            .http_method
+            .as_ref()
+            .map(|method| provider.classify(method, rest))
+        {
             None => Decision::Deny {
-                reason: format!(
-                    "{rest} is not an API the gateway relays on /{}",
-                    provider.route_prefix()
-                ),
+                reason: "the request has no method".into(),
             },
-            Some(operation) => state.policy.decide(
+            // Not an API the gateway relays (or a path it refuses to read): the route classifies it
+            // again and answers 404 or 400 in the provider's shape, audited, with nothing sent
+            // upstream. A 403 here would tell the SDK the caller lacks a permission instead.
+            Some(Err(error)) => {
+                tracing::info!(request_id, %error, "not a relayed API; the route refuses it");
+                Decision::Allow {
+                    required_scope: String::new(),
+                }
+            }
+            Some(Ok(classified)) => state.policy.decide(
                 provider,
-                &operation,
+                &classified.operation,
                 principal.scopes.iter().map(String::as_str),
+                BodyModel::NotRead,
             ),
         },
     };
@@ -290,9 +329,13 @@ fn refusal_event(
         .map(str::to_string);
     if let Some((provider, rest)) = Provider::from_path(path) {
         event.provider = Some(provider.route_prefix().to_string());
-        if let Some(operation) = provider.operation(rest) {
-            event.operation = Some(operation.name);
-            event.model = operation.model;
+        let classified = request
+            .http_method
+            .as_ref()
+            .and_then(|method| provider.classify(method, rest).ok());
+        if let Some(classified) = classified {
+            event.operation = Some(classified.operation.name.to_string());
+            event.model = classified.operation.model;
         }
     }
     event

@@ -1,6 +1,6 @@
 //! The authorizer Lambda: configuration and clients built once, then [`authorizer::handle`] per request.
 
-use authorizer::{handle, AuthorizerConfig, State};
+use authorizer::{handle_event, AuthorizerConfig, State};
 use lambda_runtime::{service_fn, LambdaEvent};
 
 #[tokio::main]
@@ -11,8 +11,12 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let audit = gateway_shared::audit::sink_from_settings(&gateway_shared::config::Env, &sdk);
     let state = State::from_config(config, &sdk, audit).await?;
     let state = &state;
-    lambda_runtime::run(service_fn(move |event: LambdaEvent<authorizer::Request>| async move {
-        handle(state, event.payload).await
-    }))
+    // Taken as plain JSON: an event the typed reader refuses (a malformed client header) is still
+    // audited and answered 401, instead of failing the invocation.
+    lambda_runtime::run(service_fn(
+        move |event: LambdaEvent<serde_json::Value>| async move {
+            handle_event(state, event.payload).await
+        },
+    ))
     .await
 }

@@ -2,12 +2,17 @@
 //! with the upstream credential (the same direct transport the routes use when they call providers
 //! themselves), and relays the answer to the waiting environment's reply queue.
 //!
+//! Nothing in a message is trusted that can be checked ([`trust`]): a forged or corrupt envelope is
+//! refused before any S3 or upstream call, audited once, and left to SQS to dead-letter.
+//!
 //! Failure handling, so nothing is lost silently:
 //! - a request past its deadline is answered with a timeout error without calling the provider;
 //! - a redelivered request that was already answered (its done marker exists) is not sent twice;
 //! - a record that cannot be handled is reported as a batch item failure, so SQS retries it; on its last
 //!   receive (`GATEWAY_DISPATCH_MAX_RECEIVES`, the queue's `maxReceiveCount`) it is audited, and SQS then
 //!   moves it to the dead-letter queue.
+
+pub mod trust;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -16,15 +21,17 @@ use std::time::Duration;
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
 use gateway_shared::audit::{sha256_hex, AuditEvent, AuditSink, Decision};
 use gateway_shared::config::{self, ConfigError, Settings};
+use gateway_shared::headers::upstream_request_headers;
 use gateway_shared::transport::direct::{http_client, DirectTransport, UpstreamConfig};
 use gateway_shared::transport::envelope::{
-    header_map, ReplyError, ReplyErrorKind, RequestEnvelope, ENVELOPE_VERSION,
+    header_map, ReplyError, ReplyErrorKind, RequestEnvelope,
 };
 use gateway_shared::transport::queue::{
     relay_response, resolve_payload, PayloadSettings, ReplySendError, ReplySender,
 };
 use gateway_shared::transport::{Transport, UpstreamRequest};
 use gateway_shared::Provider;
+use trust::{Forged, RequestQueue, TrustPolicy};
 
 #[derive(Debug, Clone)]
 pub struct DispatcherConfig {
@@ -36,13 +43,19 @@ pub struct DispatcherConfig {
     pub response_timeout: Duration,
     /// The request queues' visibility timeout; the dispatcher keeps a message invisible while it works.
     pub visibility: Duration,
+    /// The request queues served, by provider (`GATEWAY_DISPATCH_QUEUE_URLS`).
+    pub queues: Vec<RequestQueue>,
+    /// `GATEWAY_REPLY_QUEUE_PREFIX`: the routes' reply queues, the only places replies go.
+    pub reply_queue_prefix: String,
+    pub policy_file: Option<String>,
 }
 
 impl DispatcherConfig {
     /// The upstream settings of every provider that has them (as for a direct route), plus
     /// `GATEWAY_PAYLOAD_BUCKET`, `GATEWAY_QUEUE_INLINE_MAX_BYTES`, `GATEWAY_DISPATCH_FLUSH_MS` (25),
     /// `GATEWAY_DISPATCH_MAX_RECEIVES` (3), `GATEWAY_UPSTREAM_CONNECT_TIMEOUT_MS`,
-    /// `GATEWAY_UPSTREAM_RESPONSE_TIMEOUT_MS`.
+    /// `GATEWAY_UPSTREAM_RESPONSE_TIMEOUT_MS`, `GATEWAY_DISPATCH_QUEUE_URLS` (required),
+    /// `GATEWAY_REPLY_QUEUE_PREFIX`, `GATEWAY_SCOPE_POLICY_FILE`.
     pub fn from_settings(settings: &dyn Settings) -> Result<Self, ConfigError> {
         let upstreams: Vec<UpstreamConfig> = Provider::ALL
             .into_iter()
@@ -78,6 +91,11 @@ impl DispatcherConfig {
                 "GATEWAY_DISPATCH_VISIBILITY_SECS",
                 30,
             )? as u64),
+            queues: trust::request_queues_from_settings(settings)?,
+            reply_queue_prefix: settings
+                .get("GATEWAY_REPLY_QUEUE_PREFIX")
+                .unwrap_or_else(|| "llm-gateway-reply-".into()),
+            policy_file: settings.get("GATEWAY_SCOPE_POLICY_FILE"),
         })
     }
 }
@@ -87,8 +105,8 @@ pub struct Dispatcher {
     sqs: aws_sdk_sqs::Client,
     s3: aws_sdk_s3::Client,
     config: DispatcherConfig,
+    trust: TrustPolicy,
     audit: Arc<dyn AuditSink>,
-    queue_urls: tokio::sync::Mutex<HashMap<String, String>>,
 }
 
 /// Why a record was not handled (it will be retried, then dead-lettered).
@@ -97,6 +115,8 @@ struct Failure {
     request_id: Option<String>,
     provider: Option<Provider>,
     reason: String,
+    /// A forged or corrupt envelope: audited on its first receive, never retried into an upstream.
+    forged: bool,
 }
 
 impl Dispatcher {
@@ -116,13 +136,24 @@ impl Dispatcher {
                 DirectTransport::new(http, upstream.build(sdk)?, config.response_timeout),
             );
         }
+        let trust = TrustPolicy {
+            queues: config.queues.clone(),
+            reply_queue_prefix: config.reply_queue_prefix.clone(),
+            payload_bucket: config.payloads.bucket.clone(),
+            // A route waits at most the response timeout for the status line; a minute covers clock
+            // skew between the two functions.
+            max_deadline: config.response_timeout + Duration::from_secs(60),
+            policy: Arc::new(gateway_shared::proxy::load_policy(
+                config.policy_file.as_deref(),
+            )?),
+        };
         Ok(Dispatcher {
             upstreams,
             sqs: aws_sdk_sqs::Client::new(sdk),
             s3: aws_sdk_s3::Client::new(sdk),
             config,
+            trust,
             audit,
-            queue_urls: tokio::sync::Mutex::new(HashMap::new()),
         })
     }
 
@@ -136,7 +167,11 @@ impl Dispatcher {
             let message_id = record.message_id.clone().unwrap_or_default();
             let receives = receive_count(record);
             tracing::error!(message_id, receives, reason = %failure.reason, "dispatch failed; SQS will retry");
-            if receives >= self.config.max_receives {
+            if failure.forged {
+                if receives <= 1 {
+                    self.audit_forged(record, &failure).await;
+                }
+            } else if receives >= self.config.max_receives {
                 self.audit_dead_letter(record, &failure, receives).await;
             }
             response.add_failure(message_id);
@@ -161,6 +196,23 @@ impl Dispatcher {
         self.audit.emit(event).await;
     }
 
+    async fn audit_forged(&self, record: &SqsMessage, failure: &Failure) {
+        let message_id = record.message_id.clone().unwrap_or_default();
+        let request_id = format!("sqs-message-{message_id}");
+        let mut event = AuditEvent::new(&request_id, Decision::Deny, 400);
+        event.provider = self
+            .trust
+            .source_queue(record.event_source_arn.as_deref())
+            .map(|q| q.provider.route_prefix().to_string());
+        event.transport = Some("queue".into());
+        event.reason = Some(format!(
+            "request message {message_id} refused, nothing sent upstream; it goes to the dead-letter queue: {}",
+            failure.reason
+        ));
+        event.request_sha256 = record.body.as_deref().map(|b| sha256_hex(b.as_bytes()));
+        self.audit.emit(event).await;
+    }
+
     /// Dispatches one record while keeping it invisible to other consumers: the queue's visibility
     /// timeout can stay short (fast retries after a crash) however long a stream runs.
     async fn dispatch(&self, record: &SqsMessage) -> Result<(), Failure> {
@@ -171,19 +223,19 @@ impl Dispatcher {
     }
 
     async fn keep_invisible(&self, record: &SqsMessage) {
-        let (Some(arn), Some(handle)) = (&record.event_source_arn, &record.receipt_handle) else {
+        let (Some(queue), Some(handle)) = (
+            self.trust.source_queue(record.event_source_arn.as_deref()),
+            &record.receipt_handle,
+        ) else {
             return std::future::pending().await;
         };
         let every = self.config.visibility / 3;
         loop {
             tokio::time::sleep(every).await;
-            let Some(url) = self.queue_url(arn).await else {
-                continue;
-            };
             let extended = self
                 .sqs
                 .change_message_visibility()
-                .queue_url(&url)
+                .queue_url(&queue.url)
                 .receipt_handle(handle)
                 .visibility_timeout(self.config.visibility.as_secs() as i32)
                 .send()
@@ -194,43 +246,28 @@ impl Dispatcher {
         }
     }
 
-    /// The URL of the queue an event came from (`arn:aws:sqs:region:account:name`), looked up once.
-    async fn queue_url(&self, arn: &str) -> Option<String> {
-        let mut urls = self.queue_urls.lock().await;
-        if let Some(url) = urls.get(arn) {
-            return Some(url.clone());
-        }
-        let mut parts = arn.rsplitn(3, ':');
-        let (name, account) = (parts.next()?, parts.next()?);
-        let url = self
-            .sqs
-            .get_queue_url()
-            .queue_name(name)
-            .queue_owner_aws_account_id(account)
-            .send()
-            .await
-            .ok()?
-            .queue_url?;
-        urls.insert(arn.to_string(), url.clone());
-        Some(url)
-    }
-
     async fn dispatch_record(&self, record: &SqsMessage) -> Result<(), Failure> {
         let fail = |request_id: Option<&str>, provider: Option<Provider>, reason: String| Failure {
             request_id: request_id.map(str::to_string),
             provider,
             reason,
+            forged: false,
+        };
+        let refuse = |forged: Forged| Failure {
+            request_id: None,
+            provider: None,
+            reason: forged.to_string(),
+            forged: true,
         };
         let envelope: RequestEnvelope = serde_json::from_str(record.body.as_deref().unwrap_or(""))
-            .map_err(|e| fail(None, None, format!("not a request envelope: {e}")))?;
+            .map_err(|e| refuse(Forged(format!("not a request envelope: {e}"))))?;
+        let now = gateway_shared::audit::clock::now_millis();
+        // Before any S3, SQS or upstream call: everything the envelope claims must hold up.
+        let checked = self
+            .trust
+            .check(&envelope, record.event_source_arn.as_deref(), now)
+            .map_err(refuse)?;
         let (request_id, provider) = (envelope.request_id.as_str(), envelope.provider);
-        if envelope.version != ENVELOPE_VERSION {
-            return Err(fail(
-                Some(request_id),
-                Some(provider),
-                format!("envelope version {} is not supported", envelope.version),
-            ));
-        }
         let receives = receive_count(record);
         let attempt = format!(
             "{}-{receives}",
@@ -246,7 +283,6 @@ impl Dispatcher {
         let reply_failed =
             |e: ReplySendError| fail(Some(request_id), Some(provider), e.to_string());
 
-        let now = gateway_shared::audit::clock::now_millis();
         if now >= envelope.deadline_ms {
             tracing::warn!(
                 request_id,
@@ -287,15 +323,15 @@ impl Dispatcher {
                     format!("request payload: {e}"),
                 )
             })?;
-        let headers = header_map(&envelope.headers);
-        let method = http::Method::from_bytes(envelope.method.as_bytes())
-            .map_err(|_| fail(Some(request_id), Some(provider), "bad method".into()))?;
+        // Filtered again: a header the route would have stripped (a credential, hop-by-hop) is never
+        // relayed, whoever queued it.
+        let headers = upstream_request_headers(&header_map(&envelope.headers));
         let request = UpstreamRequest {
             request_id: request_id.to_string(),
             provider,
             subject: envelope.principal.clone(),
-            method,
-            path: envelope.path.clone(),
+            method: checked.method,
+            path: checked.classified.path,
             query: envelope.query.clone(),
             headers,
             body,
@@ -384,7 +420,10 @@ mod tests {
         assert_eq!(receive_count(record), 1);
         let envelope: RequestEnvelope =
             serde_json::from_str(record.body.as_deref().unwrap()).unwrap();
-        assert_eq!(envelope.version, ENVELOPE_VERSION);
+        assert_eq!(
+            envelope.version,
+            gateway_shared::transport::envelope::ENVELOPE_VERSION
+        );
         assert_eq!(envelope.provider, Provider::AzureOpenAi);
         assert!(envelope
             .body
@@ -402,6 +441,15 @@ mod tests {
         settings.insert(
             "GATEWAY_DISPATCH_VISIBILITY_SECS".to_string(),
             "45".to_string(),
+        );
+        assert!(
+            DispatcherConfig::from_settings(&settings).is_err(),
+            "the queues served are required"
+        );
+        settings.insert(
+            "GATEWAY_DISPATCH_QUEUE_URLS".to_string(),
+            "bedrock-claude=https://sqs.us-east-1.amazonaws.com/1/llm-gateway-requests-bedrock-claude"
+                .to_string(),
         );
         let config = DispatcherConfig::from_settings(&settings).unwrap();
         assert_eq!(config.upstreams.len(), 1, "Bedrock needs only a region");

@@ -30,9 +30,27 @@ impl CredentialSource {
     }
 }
 
+/// The client's token as received. It has no `Display` and a redacted `Debug`, so it cannot end up in
+/// a log line, an audit event or an error message by accident; [`ClientToken::expose`] is the one way
+/// to read it (for verification).
+#[derive(Clone, PartialEq, Eq)]
+pub struct ClientToken(String);
+
+impl ClientToken {
+    pub fn expose(&self) -> &str {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ClientToken {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "ClientToken(<{} bytes, redacted>)", self.0.len())
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Credential {
-    pub token: String,
+    pub token: ClientToken,
     pub source: CredentialSource,
 }
 
@@ -61,12 +79,12 @@ pub fn extract_credential(
         match &found {
             None => {
                 found = Some(Credential {
-                    token: token.to_string(),
+                    token: ClientToken(token.to_string()),
                     source,
                 });
                 Ok(())
             }
-            Some(existing) if existing.token == token => Ok(()),
+            Some(existing) if existing.token.expose() == token => Ok(()),
             Some(existing) => Err(CredentialError::Conflicting(
                 existing.source.as_str(),
                 source.as_str(),
@@ -149,7 +167,8 @@ mod tests {
         ];
         for (h, q, source) in cases {
             let c = extract_credential(&h, q).unwrap();
-            assert_eq!(c.token, "abc");
+            assert_eq!(c.token.expose(), "abc");
+            assert!(!format!("{c:?}").contains("abc"), "the token never prints");
             assert_eq!(c.source, source);
         }
     }

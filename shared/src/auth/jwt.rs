@@ -82,6 +82,10 @@ pub enum TokenError {
     Expired,
     #[error("token is not valid yet")]
     NotYetValid,
+    /// `iat` later than now (beyond the clock-skew leeway): a forged or mis-minted token, and one a
+    /// revocation check (tokens issued before a sign-out are refused) could not order.
+    #[error("token claims to be issued in the future")]
+    IssuedInFuture,
     #[error("token is not an access token")]
     WrongTokenUse,
     #[error("token was issued to another client")]
@@ -221,6 +225,15 @@ impl Verifier {
         config: &IssuerConfig,
         claims: Claims,
     ) -> Result<VerifiedToken, TokenError> {
+        if let Some(issued_at) = claims.iat {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map(|d| d.as_secs())
+                .unwrap_or(0);
+            if issued_at > now.saturating_add(self.leeway_secs) {
+                return Err(TokenError::IssuedInFuture);
+            }
+        }
         let text = |name: &str| {
             claims
                 .other
@@ -422,6 +435,18 @@ mod tests {
             verifier.verify(&issuer.sign(&expired)).await,
             Err(TokenError::Expired)
         );
+
+        let mut from_the_future = issuer.access_claims("app", &[]);
+        let later = from_the_future["iat"].as_u64().unwrap() + 3600;
+        from_the_future["iat"] = json!(later);
+        assert_eq!(
+            verifier.verify(&issuer.sign(&from_the_future)).await,
+            Err(TokenError::IssuedInFuture)
+        );
+        let mut within_leeway = issuer.access_claims("app", &[]);
+        let skewed = within_leeway["iat"].as_u64().unwrap() + 10;
+        within_leeway["iat"] = json!(skewed);
+        assert!(verifier.verify(&issuer.sign(&within_leeway)).await.is_ok());
 
         let mut id_token = issuer.access_claims("app", &[]);
         id_token["token_use"] = json!("id");

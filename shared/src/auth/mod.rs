@@ -6,5 +6,7 @@ pub mod credential;
 pub mod jwt;
 
 pub use context::AuthContext;
-pub use credential::{extract_credential, Credential, CredentialError, CredentialSource};
+pub use credential::{
+    extract_credential, ClientToken, Credential, CredentialError, CredentialSource,
+};
 pub use jwt::{IssuerConfig, TokenError, VerifiedToken, Verifier};

@@ -1,31 +1,240 @@
-//! Azure OpenAI: `/openai/deployments/{deployment}/{operation...}?api-version=` and the v1 API
-//! `/openai/v1/{operation...}` (model in the body). Errors look like `{"error":{"code","message"}}`,
-//! which the openai SDK turns into `APIStatusError` subclasses.
+//! Azure OpenAI: the deployment API `/openai/deployments/{deployment}/{operation}?api-version=` (the
+//! deployment is the model), and the v1 API `/openai/v1/{operation}` plus `/openai/responses` (model in
+//! the JSON body). Errors look like `{"error":{"code","message"}}`, which the openai SDK turns into
+//! `APIStatusError` subclasses.
 
 use serde_json::json;
 
-use super::{percent_decode, segments, with_request_id, ErrorBody, Operation, ProviderApi};
+use super::grammar::{token_model_syntax, Grammar, Rule};
+use super::{with_request_id, ErrorBody, ProviderApi};
 use crate::audit::usage::UsageShape;
 use crate::error::ErrorKind;
+use crate::paths::SegmentEncoding;
 
 pub struct AzureOpenAi;
 
+/// What `/azure-openai` relays. `{version?}` is the v1 API's `v1` segment: the AzureOpenAI client sends
+/// `/openai/files`, the v1 OpenAI client `/openai/v1/files`, for the same stored objects.
+const RULES: &[Rule] = &[
+    Rule::relay(
+        "POST",
+        "/openai/deployments/{model}/chat/completions",
+        "chat.completions",
+    ),
+    Rule::relay(
+        "POST",
+        "/openai/deployments/{model}/completions",
+        "completions",
+    ),
+    Rule::relay(
+        "POST",
+        "/openai/deployments/{model}/embeddings",
+        "embeddings",
+    ),
+    Rule::relay(
+        "POST",
+        "/openai/deployments/{model}/audio/transcriptions",
+        "audio.transcriptions",
+    ),
+    Rule::relay(
+        "POST",
+        "/openai/deployments/{model}/audio/translations",
+        "audio.translations",
+    ),
+    Rule::relay(
+        "POST",
+        "/openai/deployments/{model}/audio/speech",
+        "audio.speech",
+    ),
+    Rule::relay(
+        "POST",
+        "/openai/deployments/{model}/images/generations",
+        "images.generations",
+    ),
+    Rule::relay(
+        "POST",
+        "/openai/deployments/{model}/images/edits",
+        "images.edits",
+    ),
+    Rule::body_model(
+        "POST",
+        "/openai/{version}/chat/completions",
+        "chat.completions",
+    ),
+    Rule::body_model("POST", "/openai/{version}/completions", "completions"),
+    Rule::body_model("POST", "/openai/{version}/embeddings", "embeddings"),
+    Rule::body_model("POST", "/openai/{version?}/responses", "responses"),
+    Rule::body_model(
+        "POST",
+        "/openai/{version}/audio/transcriptions",
+        "audio.transcriptions",
+    ),
+    Rule::body_model(
+        "POST",
+        "/openai/{version}/audio/translations",
+        "audio.translations",
+    ),
+    Rule::body_model("POST", "/openai/{version}/audio/speech", "audio.speech"),
+    Rule::body_model(
+        "POST",
+        "/openai/{version}/images/generations",
+        "images.generations",
+    ),
+    Rule::body_model("POST", "/openai/{version}/images/edits", "images.edits"),
+    Rule::relay("GET", "/openai/{version?}/models", "models.list"),
+    Rule::relay("GET", "/openai/{version?}/models/{model}", "models.get"),
+    // Objects stored upstream under the shared key: other users' data unless the policy says otherwise.
+    Rule::stored(
+        "GET",
+        "/openai/{version?}/chat/completions",
+        "chat.completions.list",
+    ),
+    Rule::stored(
+        "GET",
+        "/openai/{version?}/chat/completions/{id}",
+        "chat.completions.retrieve",
+    ),
+    Rule::stored(
+        "POST",
+        "/openai/{version?}/chat/completions/{id}",
+        "chat.completions.update",
+    ),
+    Rule::stored(
+        "DELETE",
+        "/openai/{version?}/chat/completions/{id}",
+        "chat.completions.delete",
+    ),
+    Rule::stored(
+        "GET",
+        "/openai/{version?}/chat/completions/{id}/messages",
+        "chat.completions.messages",
+    ),
+    Rule::stored(
+        "GET",
+        "/openai/{version?}/responses/{id}",
+        "responses.retrieve",
+    ),
+    Rule::stored(
+        "DELETE",
+        "/openai/{version?}/responses/{id}",
+        "responses.delete",
+    ),
+    Rule::stored(
+        "POST",
+        "/openai/{version?}/responses/{id}/cancel",
+        "responses.cancel",
+    ),
+    Rule::stored(
+        "GET",
+        "/openai/{version?}/responses/{id}/input_items",
+        "responses.input_items",
+    ),
+    Rule::stored("GET", "/openai/{version?}/files", "files.list"),
+    Rule::stored("POST", "/openai/{version?}/files", "files.create"),
+    Rule::stored("GET", "/openai/{version?}/files/{id}", "files.retrieve"),
+    Rule::stored("DELETE", "/openai/{version?}/files/{id}", "files.delete"),
+    Rule::stored(
+        "GET",
+        "/openai/{version?}/files/{id}/content",
+        "files.content",
+    ),
+    Rule::stored("GET", "/openai/{version?}/batches", "batches.list"),
+    Rule::stored("POST", "/openai/{version?}/batches", "batches.create"),
+    Rule::stored("GET", "/openai/{version?}/batches/{id}", "batches.retrieve"),
+    Rule::stored(
+        "POST",
+        "/openai/{version?}/batches/{id}/cancel",
+        "batches.cancel",
+    ),
+    Rule::stored(
+        "GET",
+        "/openai/{version?}/fine_tuning/jobs",
+        "fine_tuning.jobs.list",
+    ),
+    Rule::stored(
+        "POST",
+        "/openai/{version?}/fine_tuning/jobs",
+        "fine_tuning.jobs.create",
+    ),
+    Rule::stored(
+        "GET",
+        "/openai/{version?}/fine_tuning/jobs/{id}",
+        "fine_tuning.jobs.retrieve",
+    ),
+    Rule::stored(
+        "POST",
+        "/openai/{version?}/fine_tuning/jobs/{id}/cancel",
+        "fine_tuning.jobs.cancel",
+    ),
+    Rule::stored(
+        "GET",
+        "/openai/{version?}/fine_tuning/jobs/{id}/events",
+        "fine_tuning.jobs.events",
+    ),
+    Rule::stored("GET", "/openai/{version?}/assistants", "assistants.list"),
+    Rule::stored("POST", "/openai/{version?}/assistants", "assistants.create"),
+    Rule::stored(
+        "GET",
+        "/openai/{version?}/assistants/{id}",
+        "assistants.retrieve",
+    ),
+    Rule::stored(
+        "DELETE",
+        "/openai/{version?}/assistants/{id}",
+        "assistants.delete",
+    ),
+    Rule::stored("POST", "/openai/{version?}/threads", "threads.create"),
+    Rule::stored("GET", "/openai/{version?}/threads/{id}", "threads.retrieve"),
+    Rule::stored(
+        "DELETE",
+        "/openai/{version?}/threads/{id}",
+        "threads.delete",
+    ),
+    Rule::stored(
+        "GET",
+        "/openai/{version?}/threads/{id}/messages",
+        "threads.messages.list",
+    ),
+    Rule::stored(
+        "POST",
+        "/openai/{version?}/threads/{id}/runs",
+        "threads.runs.create",
+    ),
+    Rule::stored(
+        "GET",
+        "/openai/{version?}/vector_stores",
+        "vector_stores.list",
+    ),
+    Rule::stored(
+        "POST",
+        "/openai/{version?}/vector_stores",
+        "vector_stores.create",
+    ),
+    Rule::stored(
+        "GET",
+        "/openai/{version?}/vector_stores/{id}",
+        "vector_stores.retrieve",
+    ),
+    Rule::stored(
+        "DELETE",
+        "/openai/{version?}/vector_stores/{id}",
+        "vector_stores.delete",
+    ),
+];
+
+static GRAMMAR: Grammar = Grammar {
+    rules: RULES,
+    versions: &["v1"],
+    model_syntax: token_model_syntax,
+};
+
 impl ProviderApi for AzureOpenAi {
-    fn operation(&self, path: &str) -> Option<Operation> {
-        let parts = segments(path)?;
-        match parts.as_slice() {
-            ["openai", "deployments", deployment, rest @ ..] if !rest.is_empty() => {
-                Some(Operation {
-                    name: rest.join("."),
-                    model: Some(percent_decode(deployment)),
-                })
-            }
-            ["openai", "v1", rest @ ..] if !rest.is_empty() => Some(Operation {
-                name: rest.join("."),
-                model: None,
-            }),
-            _ => None,
-        }
+    fn grammar(&self) -> &'static Grammar {
+        &GRAMMAR
+    }
+
+    fn segment_encoding(&self) -> SegmentEncoding {
+        SegmentEncoding::KeepColon
     }
 
     fn error_body(&self, kind: ErrorKind, message: &str, request_id: &str) -> ErrorBody {
@@ -66,19 +275,98 @@ impl ProviderApi for AzureOpenAi {
 
 #[cfg(test)]
 mod tests {
-    use super::*;
+    use crate::providers::{Access, ModelAt, Provider};
+    use http::Method;
+
+    fn classify(
+        method: Method,
+        path: &str,
+    ) -> Option<(&'static str, Option<String>, ModelAt, Access)> {
+        Provider::AzureOpenAi.classify(&method, path).ok().map(|c| {
+            (
+                c.operation.name,
+                c.operation.model,
+                c.operation.model_at,
+                c.operation.access,
+            )
+        })
+    }
 
     #[test]
-    fn reads_deployment_and_operation() {
-        let op = AzureOpenAi
-            .operation("/openai/deployments/gpt-4o/chat/completions")
-            .unwrap();
-        assert_eq!(op.name, "chat.completions");
-        assert_eq!(op.model.as_deref(), Some("gpt-4o"));
-        let v1 = AzureOpenAi.operation("/openai/v1/embeddings").unwrap();
-        assert_eq!(v1.name, "embeddings");
-        assert_eq!(v1.model, None);
-        assert_eq!(AzureOpenAi.operation("/openai/deployments/gpt-4o"), None);
-        assert_eq!(AzureOpenAi.operation("/admin"), None);
+    fn deployment_api_names_the_model_in_the_path() {
+        let (name, model, at, access) =
+            classify(Method::POST, "/openai/deployments/gpt-4o/chat/completions").unwrap();
+        assert_eq!(
+            (name, model.as_deref(), at, access),
+            (
+                "chat.completions",
+                Some("gpt-4o"),
+                ModelAt::Path,
+                Access::Relay
+            )
+        );
+        assert_eq!(
+            classify(Method::POST, "/openai/deployments/gpt-4o/audio/speech")
+                .unwrap()
+                .0,
+            "audio.speech"
+        );
+        assert_eq!(classify(Method::POST, "/openai/deployments/gpt-4o"), None);
+        assert_eq!(classify(Method::POST, "/admin"), None);
+    }
+
+    #[test]
+    fn v1_api_names_the_model_in_the_body() {
+        let (name, model, at, _) = classify(Method::POST, "/openai/v1/embeddings").unwrap();
+        assert_eq!((name, model, at), ("embeddings", None, ModelAt::Body));
+        assert_eq!(
+            classify(Method::POST, "/openai/responses").unwrap().0,
+            "responses"
+        );
+        assert_eq!(
+            classify(Method::POST, "/openai/v1/responses").unwrap().0,
+            "responses"
+        );
+        assert_eq!(classify(Method::POST, "/openai/v2/embeddings"), None);
+    }
+
+    #[test]
+    fn the_method_is_part_of_the_operation() {
+        // The review's findings: listing stored completions, reading their messages, deleting a
+        // response, all under the shared key, used to pass as inference.
+        for (method, path, op) in [
+            (
+                Method::GET,
+                "/openai/v1/chat/completions",
+                "chat.completions.list",
+            ),
+            (
+                Method::GET,
+                "/openai/v1/chat/completions/chatcmpl-1/messages",
+                "chat.completions.messages",
+            ),
+            (
+                Method::DELETE,
+                "/openai/v1/responses/resp_1",
+                "responses.delete",
+            ),
+            (Method::GET, "/openai/files", "files.list"),
+            (Method::GET, "/openai/v1/files", "files.list"),
+        ] {
+            let (name, _, _, access) = classify(method, path).unwrap();
+            assert_eq!((name, access), (op, Access::Stored), "{path}");
+        }
+        assert_eq!(
+            classify(Method::GET, "/openai/deployments/gpt-4o/chat/completions"),
+            None
+        );
+        assert_eq!(classify(Method::PUT, "/openai/v1/chat/completions"), None);
+        assert_eq!(
+            classify(
+                Method::POST,
+                "/openai/deployments/gpt-4o/chat/completions/x"
+            ),
+            None
+        );
     }
 }

@@ -1,28 +1,98 @@
 //! Bedrock runtime: `/model/{modelId}/{invoke|invoke-with-response-stream|converse|converse-stream|count-tokens}`.
-//! boto3 percent-encodes the model id (`...-v1%3A0`); the path is relayed as the client encoded it and only
-//! decoded here, for policy decisions. Errors are rest-json: `x-amzn-ErrorType` names the exception and the
-//! body carries `message`, which botocore turns into `ClientError` with that code.
+//! boto3 percent-encodes the model id (`...-v1%3A0`, and the `/` of an ARN as `%2F`); the gateway decodes
+//! it for the policy and re-encodes it the same way upstream (and signs that). Errors are rest-json:
+//! `x-amzn-ErrorType` names the exception and the body carries `message`, which botocore turns into
+//! `ClientError` with that code.
 
 use http::{HeaderName, HeaderValue};
 use serde_json::json;
 
-use super::{percent_decode, segments, with_request_id, ErrorBody, Operation, ProviderApi};
+use super::grammar::{Grammar, Rule};
+use super::{with_request_id, ErrorBody, ProviderApi};
 use crate::audit::usage::UsageShape;
 use crate::error::ErrorKind;
+use crate::paths::SegmentEncoding;
 
 pub struct Bedrock;
 
 const ERROR_TYPE_HEADER: HeaderName = HeaderName::from_static("x-amzn-errortype");
 
+const RULES: &[Rule] = &[
+    Rule::relay("POST", "/model/{model}/invoke", "invoke"),
+    Rule::relay(
+        "POST",
+        "/model/{model}/invoke-with-response-stream",
+        "invoke-with-response-stream",
+    ),
+    Rule::relay("POST", "/model/{model}/converse", "converse"),
+    Rule::relay("POST", "/model/{model}/converse-stream", "converse-stream"),
+    Rule::relay("POST", "/model/{model}/count-tokens", "count-tokens"),
+];
+
+static GRAMMAR: Grammar = Grammar {
+    rules: RULES,
+    versions: &[],
+    model_syntax: bedrock_model_syntax,
+};
+
+/// Resource types a Bedrock model ARN may name.
+const ARN_RESOURCE_TYPES: &[&str] = &[
+    "foundation-model",
+    "inference-profile",
+    "application-inference-profile",
+    "provisioned-model",
+    "custom-model",
+    "imported-model",
+];
+
+/// A model id (`anthropic.claude-3-5-sonnet-20240620-v1:0`), an inference profile id
+/// (`us.anthropic.claude-...`), or a model ARN (`arn:aws:bedrock:{region}:{account}:{type}/{id}`). The
+/// ARN's one `/` is the only place a `/` is legitimate in a model; `..` never is.
+pub fn bedrock_model_syntax(model: &str) -> bool {
+    fn id_part(id: &str) -> bool {
+        !id.is_empty()
+            && id.len() <= 256
+            && id.bytes().next().is_some_and(|b| b.is_ascii_alphanumeric())
+            && id
+                .bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.' | b':'))
+            && !id.contains("..")
+    }
+    let Some(arn) = model.strip_prefix("arn:") else {
+        return id_part(model);
+    };
+    let mut fields = arn.splitn(5, ':');
+    let (Some(partition), Some(service), Some(region), Some(account), Some(resource)) = (
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+        fields.next(),
+    ) else {
+        return false;
+    };
+    let Some((kind, id)) = resource.split_once('/') else {
+        return false;
+    };
+    matches!(partition, "aws" | "aws-cn" | "aws-us-gov")
+        && service == "bedrock"
+        && !region.is_empty()
+        && region
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-')
+        && account.len() <= 12
+        && account.bytes().all(|b| b.is_ascii_digit())
+        && ARN_RESOURCE_TYPES.contains(&kind)
+        && id_part(id)
+}
+
 impl ProviderApi for Bedrock {
-    fn operation(&self, path: &str) -> Option<Operation> {
-        match segments(path)?.as_slice() {
-            ["model", model, action] => Some(Operation {
-                name: (*action).to_string(),
-                model: Some(percent_decode(model)),
-            }),
-            _ => None,
-        }
+    fn grammar(&self) -> &'static Grammar {
+        &GRAMMAR
+    }
+
+    fn segment_encoding(&self) -> SegmentEncoding {
+        SegmentEncoding::EncodeColon
     }
 
     fn error_body(&self, kind: ErrorKind, message: &str, request_id: &str) -> ErrorBody {
@@ -82,19 +152,82 @@ impl ProviderApi for Bedrock {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::providers::Provider;
+    use http::Method;
 
     #[test]
-    fn decodes_model_id_for_policy_only() {
-        let op = Bedrock
-            .operation("/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse-stream")
+    fn decodes_model_id_for_policy_and_reencodes_it_upstream() {
+        let classified = Provider::BedrockClaude
+            .classify(
+                &Method::POST,
+                "/model/anthropic.claude-3-5-sonnet-20240620-v1:0/converse-stream",
+            )
             .unwrap();
-        assert_eq!(op.name, "converse-stream");
+        assert_eq!(classified.operation.name, "converse-stream");
         assert_eq!(
-            op.model.as_deref(),
+            classified.operation.model.as_deref(),
             Some("anthropic.claude-3-5-sonnet-20240620-v1:0")
         );
-        assert_eq!(Bedrock.operation("/model/x"), None);
-        assert_eq!(Bedrock.operation("/guardrail/x/version/1/apply"), None);
+        assert_eq!(
+            classified.path.as_str(),
+            "/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0/converse-stream"
+        );
+        let arn = Provider::BedrockClaude
+            .classify(
+                &Method::POST,
+                "/model/arn%3Aaws%3Abedrock%3Aus-east-1%3A123456789012%3Ainference-profile%2Fus.anthropic.claude-3-haiku-20240307-v1%3A0/invoke",
+            )
+            .unwrap();
+        assert_eq!(
+            arn.operation.model.as_deref(),
+            Some("arn:aws:bedrock:us-east-1:123456789012:inference-profile/us.anthropic.claude-3-haiku-20240307-v1:0")
+        );
+        assert!(arn
+            .path
+            .as_str()
+            .contains("inference-profile%2Fus.anthropic"));
+        for (method, path) in [
+            (Method::POST, "/model/x"),
+            (Method::POST, "/guardrail/x/version/1/apply"),
+            (Method::GET, "/model/anthropic.claude-v2/invoke"),
+        ] {
+            assert!(
+                Provider::BedrockClaude.classify(&method, path).is_err(),
+                "{path}"
+            );
+        }
+    }
+
+    #[test]
+    fn model_ids_never_carry_a_path() {
+        for good in [
+            "anthropic.claude-3-5-sonnet-20241022-v2:0",
+            "us.anthropic.claude-3-5-sonnet-20241022-v2:0",
+            "anthropic.claude-instant-v1:2:100k",
+            "arn:aws:bedrock:us-east-1::foundation-model/anthropic.claude-v2",
+            "arn:aws-us-gov:bedrock:us-gov-west-1:123456789012:provisioned-model/abc123",
+        ] {
+            assert!(bedrock_model_syntax(good), "{good}");
+        }
+        for bad in [
+            "anthropic.claude-3-5-sonnet-20241022-v2:0/../amazon.nova-pro-v1:0",
+            "anthropic.claude-3-5-sonnet-20241022-v2:0/x",
+            "anthropic..claude",
+            "arn:aws:bedrock:us-east-1::foundation-model/../x",
+            "arn:aws:bedrock:us-east-1::foundation-model/a/b",
+            "arn:aws:s3:::bucket/key",
+            "arn:aws:bedrock:us-east-1::knowledge-base/x",
+            "",
+        ] {
+            assert!(!bedrock_model_syntax(bad), "{bad}");
+        }
+        // The review's finding: an encoded `/..` inside a model id reached another model.
+        assert!(Provider::BedrockClaude
+            .classify(
+                &Method::POST,
+                "/model/anthropic.claude-3-5-sonnet-20241022-v2:0%2F..%2Famazon.nova-pro-v1:0/invoke"
+            )
+            .is_err());
     }
 
     #[test]

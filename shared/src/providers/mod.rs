@@ -7,6 +7,7 @@
 mod azure_openai;
 mod bedrock;
 mod gemini;
+pub mod grammar;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Response};
@@ -14,6 +15,8 @@ use serde::{Deserialize, Serialize};
 
 use crate::audit::usage::UsageShape;
 use crate::error::{ErrorKind, GatewayError};
+use crate::paths::{PathError, RequestPath, SegmentEncoding, UpstreamPath};
+pub use grammar::{Access, Grammar, ModelAt, Rule};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Provider {
@@ -25,14 +28,48 @@ pub enum Provider {
     Gemini,
 }
 
-/// What a request asks the provider to do, read from its path (never from its body, which the authorizer
-/// does not see).
+/// What a request asks the provider to do, read from its method and path by the provider's grammar
+/// (the body, which the authorizer does not see, only ever adds the model for [`ModelAt::Body`]).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Operation {
-    /// Dotted operation name, e.g. `chat.completions`, `converse-stream`, `generateContent`.
-    pub name: String,
-    /// Model, deployment or model id when the path names one (percent-decoded).
+    /// Dotted operation name from the grammar, e.g. `chat.completions`, `converse-stream`,
+    /// `generateContent`, `files.list`.
+    pub name: &'static str,
+    /// The model the request names: decoded from the path, or (route only) read from the body.
     pub model: Option<String>,
+    pub model_at: ModelAt,
+    pub access: Access,
+}
+
+/// A request the grammar accepted: its operation and the path to send upstream, rebuilt from the
+/// classified segments.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Classified {
+    pub operation: Operation,
+    pub path: UpstreamPath,
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum ClassifyError {
+    #[error("{0}")]
+    Path(#[from] PathError),
+    #[error("{method} {path} is not an API the gateway relays on /{route}")]
+    NotRelayed {
+        method: String,
+        path: String,
+        route: &'static str,
+    },
+}
+
+impl ClassifyError {
+    /// The refusal as the client sees it: a bad path is a 400, an unknown API a 404.
+    pub fn to_gateway_error(&self) -> GatewayError {
+        let kind = match self {
+            ClassifyError::Path(_) => ErrorKind::BadRequest,
+            ClassifyError::NotRelayed { .. } => ErrorKind::NotFound,
+        };
+        GatewayError::new(kind, self.to_string())
+    }
 }
 
 /// A gateway error rendered in a provider's wire format.
@@ -43,9 +80,11 @@ pub struct ErrorBody {
 
 /// The per-provider facts the data path needs.
 pub trait ProviderApi: Sync {
-    /// Reads the operation and model from the path below the route prefix; `None` for paths the gateway
-    /// does not relay.
-    fn operation(&self, path: &str) -> Option<Operation>;
+    /// The relayed API: (method, path shape) -> operation.
+    fn grammar(&self) -> &'static Grammar;
+
+    /// How path segments are written upstream.
+    fn segment_encoding(&self) -> SegmentEncoding;
 
     /// Renders one of the gateway's own errors the way this provider's API would, so the stock SDK raises
     /// its usual exception with our message.
@@ -94,8 +133,33 @@ impl Provider {
         })
     }
 
-    pub fn operation(self, path: &str) -> Option<Operation> {
-        self.api().operation(path)
+    /// Classifies a request by its method and its path below the route prefix (as the client encoded
+    /// it). The one entry point for the authorizer, the route and the dispatcher alike.
+    pub fn classify(self, method: &http::Method, path: &str) -> Result<Classified, ClassifyError> {
+        let parsed = RequestPath::parse(path)?;
+        let api = self.api();
+        let operation =
+            api.grammar()
+                .classify(method, &parsed)
+                .ok_or_else(|| ClassifyError::NotRelayed {
+                    method: method.to_string(),
+                    path: path.to_string(),
+                    route: self.route_prefix(),
+                })?;
+        Ok(Classified {
+            operation,
+            path: UpstreamPath::from_segments(parsed.segments(), api.segment_encoding()),
+        })
+    }
+
+    /// The relayed API's table (for policy checks and documentation).
+    pub fn grammar(self) -> &'static Grammar {
+        self.api().grammar()
+    }
+
+    /// Whether `model` is a well-formed model name for this provider.
+    pub fn model_syntax(self, model: &str) -> bool {
+        (self.api().grammar().model_syntax)(model)
     }
 
     pub fn usage_shapes(self) -> &'static [UsageShape] {
@@ -135,23 +199,6 @@ fn with_request_id(message: &str, request_id: &str) -> String {
     format!("{message} (gateway request id: {request_id})")
 }
 
-/// Path segments split on `/`, skipping empty ones; `None` if any segment is `.` or `..` (raw or
-/// percent-encoded), which an upstream would resolve into a path the policy never saw.
-fn segments(path: &str) -> Option<Vec<&str>> {
-    let parts: Vec<&str> = path.split('/').filter(|s| !s.is_empty()).collect();
-    let traverses = parts.iter().any(|s| {
-        let decoded = percent_decode(s);
-        decoded == "." || decoded == ".."
-    });
-    (!traverses).then_some(parts)
-}
-
-fn percent_decode(segment: &str) -> String {
-    percent_encoding::percent_decode_str(segment)
-        .decode_utf8_lossy()
-        .into_owned()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -168,24 +215,6 @@ mod tests {
             Provider::from_path("/azure-openai"),
             Some((Provider::AzureOpenAi, "/"))
         );
-    }
-
-    #[test]
-    fn dot_segments_never_classify() {
-        for (provider, path) in [
-            (
-                Provider::AzureOpenAi,
-                "/openai/deployments/d/chat/completions/../../../files",
-            ),
-            (
-                Provider::AzureOpenAi,
-                "/openai/deployments/d/chat/completions/%2e%2e/x",
-            ),
-            (Provider::BedrockClaude, "/model/../invoke"),
-            (Provider::Gemini, "/v1beta/models/./x:generateContent"),
-        ] {
-            assert_eq!(provider.operation(path), None, "{path}");
-        }
     }
 
     #[test]

@@ -9,6 +9,7 @@ use http_body_util::{BodyExt, StreamBody};
 use super::{Transport, TransportError, UpstreamRequest, UpstreamResponse};
 use crate::config::{self, ConfigError, Settings};
 use crate::headers::client_response_headers;
+use crate::paths::{same_path, upstream_url, PathError};
 use crate::providers::Provider;
 use crate::secrets::SecretCache;
 use crate::upstream_auth::UpstreamAuth;
@@ -132,14 +133,12 @@ impl DirectTransport {
         &self,
         request: UpstreamRequest,
     ) -> Result<UpstreamResponse, TransportError> {
-        let mut url = format!("{}{}", self.upstream.base_url, request.path);
-        if !request.query.is_empty() {
-            url.push('?');
-            url.push_str(&request.query);
-        }
+        // The one place a URL is made for a provider: from the configured base and the classified
+        // path, refused if the URL type would send any other path.
+        let url = upstream_url(&self.upstream.base_url, &request.path, &request.query)?;
         let mut outgoing = http::Request::builder()
             .method(request.method)
-            .uri(&url)
+            .uri(url.as_str())
             .body(request.body)
             .map_err(|e| TransportError::Request(e.to_string()))?;
         *outgoing.headers_mut() = request.headers;
@@ -148,8 +147,15 @@ impl DirectTransport {
             .apply(&mut outgoing)
             .await
             .map_err(|e| TransportError::Credential(e.to_string()))?;
+        // Signed (SigV4) over the same path; checked once more after the HTTP client re-parsed it.
+        if outgoing.uri().path() != url.path() {
+            return Err(PathError::Mismatch.into());
+        }
         let outgoing = reqwest::Request::try_from(outgoing.map(reqwest::Body::from))
             .map_err(|e| TransportError::Request(e.without_url().to_string()))?;
+        if !same_path(outgoing.url(), &url) {
+            return Err(PathError::Mismatch.into());
+        }
 
         let response = tokio::time::timeout(self.response_timeout, self.client.execute(outgoing))
             .await
@@ -185,8 +191,11 @@ impl Transport for DirectTransport {
 }
 
 /// The HTTP client every transport and the JWKS fetcher share: built once per execution environment.
+/// It follows no redirect: a provider's 3xx is relayed as it came, so the upstream key is never sent to
+/// a host the configuration did not name.
 pub fn http_client(connect_timeout: Duration) -> Result<reqwest::Client, reqwest::Error> {
     reqwest::Client::builder()
+        .redirect(reqwest::redirect::Policy::none())
         .connect_timeout(connect_timeout)
         .pool_idle_timeout(Duration::from_secs(60))
         .tcp_nodelay(true)

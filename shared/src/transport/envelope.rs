@@ -96,6 +96,8 @@ pub enum ReplyErrorKind {
     Connect,
     Credential,
     Request,
+    /// The path would not have been relayed as classified; nothing was sent.
+    Path,
     /// The upstream body broke off after the head was sent.
     Stream,
 }

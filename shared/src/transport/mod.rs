@@ -16,6 +16,7 @@ use futures_util::future::BoxFuture;
 use http::{HeaderMap, Method, StatusCode};
 use http_body_util::combinators::UnsyncBoxBody;
 
+use crate::paths::UpstreamPath;
 use crate::providers::Provider;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -30,8 +31,9 @@ pub struct UpstreamRequest {
     /// The authorized principal's subject (for the dispatcher's logs; never a credential).
     pub subject: Option<String>,
     pub method: Method,
-    /// Path below the route prefix, exactly as the client encoded it.
-    pub path: String,
+    /// Path below the route prefix, rebuilt from the classified segments (only a provider grammar
+    /// makes one).
+    pub path: UpstreamPath,
     /// Encoded query string without the leading `?` (and without `key=`), possibly empty.
     pub query: String,
     pub headers: HeaderMap,
@@ -54,6 +56,9 @@ pub enum TransportError {
     Credential(String),
     #[error("the request could not be sent upstream")]
     Request(String),
+    /// The URL would not carry the classified path (see [`crate::paths`]); nothing was sent.
+    #[error("the request path cannot be relayed as authorized")]
+    Path(#[from] crate::paths::PathError),
 }
 
 pub trait Transport: Send + Sync {

@@ -477,7 +477,7 @@ impl QueueTransport {
             provider: self.provider,
             principal: request.subject.clone(),
             method: request.method.to_string(),
-            path: request.path,
+            path: request.path.to_string(),
             query: request.query,
             headers: header_pairs(&request.headers),
             body,
@@ -562,6 +562,7 @@ fn reply_error(error: ReplyError, response_timeout: Duration) -> TransportError 
         ReplyErrorKind::Connect | ReplyErrorKind::Stream => TransportError::Connect(error.message),
         ReplyErrorKind::Credential => TransportError::Credential(error.message),
         ReplyErrorKind::Request => TransportError::Request(error.message),
+        ReplyErrorKind::Path => TransportError::Path(crate::paths::PathError::Mismatch),
     }
 }
 
@@ -756,6 +757,7 @@ pub async fn relay_response(
                 TransportError::Connect(_) => ReplyErrorKind::Connect,
                 TransportError::Credential(_) => ReplyErrorKind::Credential,
                 TransportError::Request(_) => ReplyErrorKind::Request,
+                TransportError::Path(_) => ReplyErrorKind::Path,
             };
             let message = error.to_string();
             return sender
