@@ -7,25 +7,24 @@ mod control;
 mod event_sources;
 mod faults;
 mod mock;
+mod moto;
+mod ports;
 mod resources;
 mod settings;
 mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use aws_credential_types::Credentials;
 use gateway_shared::proxy::{Route, RouteConfig};
 use gateway_shared::Provider;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::process::{Child, Command};
 
 use crate::resources::BoxError;
-use crate::settings::LocalSettings;
+use crate::settings::{LocalSettings, MOCK_PORT_SETTINGS};
 
 #[tokio::main]
 async fn main() {
@@ -41,9 +40,19 @@ async fn run() -> Result<(), BoxError> {
     std::fs::create_dir_all(&local.dir)?;
     let _ = std::fs::remove_file(local.state_file());
 
+    // Every port is taken (or, for moto's, checked) before anything starts, so that a start with a taken
+    // port fails at once and names the port and the setting that moves it.
+    let http_listener =
+        ports::bind(&local.host, local.http_port, "GATEWAY_LOCAL_HTTP_PORT").await?;
+    let https_listener =
+        ports::bind(&local.host, local.https_port, "GATEWAY_LOCAL_HTTPS_PORT").await?;
+    let azure_upstream = upstream(&local, local.azure_endpoint.clone(), 0).await?;
+    let bedrock_upstream = upstream(&local, local.bedrock_endpoint.clone(), 1).await?;
+    let gemini_upstream = upstream(&local, local.gemini_endpoint.clone(), 2).await?;
+
     let mut moto = match &local.aws_endpoint_url {
         Some(_) => None,
-        None => Some(start_moto(&local).await?),
+        None => Some(moto::start(&local).await?),
     };
     let aws_endpoint = local.aws_endpoint();
     let credentials = match (
@@ -132,33 +141,29 @@ async fn run() -> Result<(), BoxError> {
     // Mock providers, unless a real (or other test) upstream is configured for that provider.
     let mut upstreams = HashMap::new();
     let mut mocks = serde_json::Map::new();
-    for (provider, mock, configured, expected_key, port) in [
+    for (provider, mock, upstream, expected_key) in [
         (
             Provider::AzureOpenAi,
             mock::MockProvider::AzureOpenAi,
-            local.azure_endpoint.clone(),
+            azure_upstream,
             Some(azure_key.clone()),
-            local.mock_ports[0],
         ),
         (
             Provider::BedrockClaude,
             mock::MockProvider::Bedrock,
-            local.bedrock_endpoint.clone(),
+            bedrock_upstream,
             None,
-            local.mock_ports[1],
         ),
         (
             Provider::Gemini,
             mock::MockProvider::Gemini,
-            local.gemini_endpoint.clone(),
+            gemini_upstream,
             Some(gemini_key.clone()),
-            local.mock_ports[2],
         ),
     ] {
-        let url = match configured {
-            Some(url) => url,
-            None => {
-                let listener = TcpListener::bind((local.host.as_str(), port)).await?;
+        let url = match upstream {
+            Upstream::Configured(url) => url,
+            Upstream::Mock(listener) => {
                 let url = format!("http://{}", listener.local_addr()?);
                 let router = mock::router(mock::MockState {
                     provider: mock,
@@ -280,8 +285,6 @@ async fn run() -> Result<(), BoxError> {
         .fallback(apigw::handle)
         .with_state(gateway);
 
-    let http_listener = TcpListener::bind((local.host.as_str(), local.http_port)).await?;
-    let https_listener = TcpListener::bind((local.host.as_str(), local.https_port)).await?;
     let base_url = format!("http://{}", http_listener.local_addr()?);
     let https_base_url = format!("https://localhost:{}", https_listener.local_addr()?.port());
     let certificate = tls::self_signed(&local.dir.join("tls"))?;
@@ -365,36 +368,29 @@ fn state_key(provider: Provider) -> &'static str {
     }
 }
 
-async fn start_moto(local: &LocalSettings) -> Result<Child, BoxError> {
-    let log = std::fs::File::create(local.dir.join("moto.log"))?;
-    let child = Command::new(&local.moto_bin)
-        .args(["-H", &local.host, "-p", &local.moto_port.to_string()])
-        .stdout(Stdio::from(log.try_clone()?))
-        .stderr(Stdio::from(log))
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| {
-            format!(
-                "could not start moto ({}): {e}; run ./local/run.sh, which installs it",
-                local.moto_bin
+/// Where a provider route sends requests: a configured endpoint, or the bundled mock on its listener.
+enum Upstream {
+    Configured(String),
+    Mock(TcpListener),
+}
+
+/// The upstream of the provider whose mock port is `local.mock_ports[index]`.
+async fn upstream(
+    local: &LocalSettings,
+    configured: Option<String>,
+    index: usize,
+) -> Result<Upstream, BoxError> {
+    Ok(match configured {
+        Some(url) => Upstream::Configured(url),
+        None => Upstream::Mock(
+            ports::bind(
+                &local.host,
+                local.mock_ports[index],
+                MOCK_PORT_SETTINGS[index],
             )
-        })?;
-    let url = format!("{}/moto-api/", local.aws_endpoint());
-    let http = reqwest::Client::new();
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(30) {
-        if let Ok(response) = http.get(&url).send().await {
-            if response.status().is_success() {
-                return Ok(child);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Err(format!(
-        "moto did not answer on {url} within 30 s (see {})",
-        local.dir.join("moto.log").display()
-    )
-    .into())
+            .await?,
+        ),
+    })
 }
 
 async fn shutdown_signal() {

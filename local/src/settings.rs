@@ -31,6 +31,13 @@ pub struct LocalSettings {
     pub dispatch_max_receives: u32,
 }
 
+/// The settings that move the mock providers' ports, in `LocalSettings::mock_ports` order.
+pub const MOCK_PORT_SETTINGS: [&str; 3] = [
+    "GATEWAY_LOCAL_MOCK_AZURE_PORT",
+    "GATEWAY_LOCAL_MOCK_BEDROCK_PORT",
+    "GATEWAY_LOCAL_MOCK_GEMINI_PORT",
+];
+
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
 }
@@ -58,9 +65,9 @@ impl LocalSettings {
             aws_endpoint_url: var("AWS_ENDPOINT_URL").map(|u| u.trim_end_matches('/').to_string()),
             region: var("AWS_REGION").unwrap_or_else(|| "us-east-1".into()),
             mock_ports: [
-                port("GATEWAY_LOCAL_MOCK_AZURE_PORT", 4091)?,
-                port("GATEWAY_LOCAL_MOCK_BEDROCK_PORT", 4092)?,
-                port("GATEWAY_LOCAL_MOCK_GEMINI_PORT", 4093)?,
+                port(MOCK_PORT_SETTINGS[0], 4091)?,
+                port(MOCK_PORT_SETTINGS[1], 4092)?,
+                port(MOCK_PORT_SETTINGS[2], 4093)?,
             ],
             azure_endpoint: var("GATEWAY_AZURE_OPENAI_ENDPOINT"),
             azure_key: var("GATEWAY_AZURE_OPENAI_API_KEY"),

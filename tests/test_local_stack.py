@@ -1,0 +1,168 @@
+"""The local stack itself, as a developer meets it.
+
+- A second stack, started here with its own folder and ports, refuses a taken port naming the port and
+  its setting and reports a moto that exits at start.
+
+The second stack is the binary local/lib.sh started ($GATEWAY_LOCAL_BIN), on ports apart from the main
+stack's defaults (4080, 4443, 5055, 4091-4093).
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+import requests
+
+from helpers import REPO_ROOT
+
+# The second stack's ports (GATEWAY_LOCAL_HOST stays 127.0.0.1).
+SECOND_STACK_PORTS = {
+    "GATEWAY_LOCAL_HTTP_PORT": 4180,
+    "GATEWAY_LOCAL_HTTPS_PORT": 4543,
+    "GATEWAY_LOCAL_MOTO_PORT": 5155,
+    "GATEWAY_LOCAL_MOCK_AZURE_PORT": 4191,
+    "GATEWAY_LOCAL_MOCK_BEDROCK_PORT": 4192,
+    "GATEWAY_LOCAL_MOCK_GEMINI_PORT": 4193,
+}
+SECOND_MOTO_PORT = SECOND_STACK_PORTS["GATEWAY_LOCAL_MOTO_PORT"]
+READY_WITHIN = 60  # seconds, as local/lib.sh waits
+
+
+# --------------------------------------------------------------------------
+# A second stack: taken ports, moto's early exit
+# --------------------------------------------------------------------------
+
+
+def stack_binary() -> Path:
+    target = os.environ.get("CARGO_TARGET_DIR") or str(Path.home() / ".cache/llm-gateway/target")
+    for candidate in (os.environ.get("GATEWAY_LOCAL_BIN"), f"{target}/debug/gateway-local"):
+        if candidate and Path(candidate).is_file():
+            return Path(candidate)
+    pytest.skip("no gateway-local binary: set GATEWAY_LOCAL_BIN (local/lib.sh does)")
+
+
+class SecondStack:
+    """The stack binary in a folder of its own, on SECOND_STACK_PORTS, output in <folder>/stack.log."""
+
+    def __init__(self, folder: Path, **settings: str):
+        self.folder = folder
+        self.folder.mkdir(parents=True, exist_ok=True)
+        self.log_path = folder / "stack.log"
+        self.state_file = folder / "stack.json"
+        # Nothing from the main stack's environment: no AWS endpoint (that would skip moto), no settings.
+        env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "AWS_ENDPOINT_URL"))}
+        env.update({name: str(port) for name, port in SECOND_STACK_PORTS.items()})
+        env["GATEWAY_LOCAL_DIR"] = str(folder)
+        moto_server = Path(sys.executable).parent / "moto_server"
+        if moto_server.is_file():
+            env["GATEWAY_LOCAL_MOTO_BIN"] = str(moto_server)
+        env.update(settings)
+        with open(self.log_path, "wb") as log:
+            self.process = subprocess.Popen(
+                [str(stack_binary())], cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT
+            )
+
+    def output(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def wait_exit(self, within: float) -> int:
+        try:
+            return self.process.wait(timeout=within)
+        except subprocess.TimeoutExpired:
+            pytest.fail(f"the stack did not exit within {within} s:\n{self.output()}")
+
+    def wait_ready(self) -> None:
+        deadline = time.monotonic() + READY_WITHIN
+        while not self.state_file.exists():
+            if self.process.poll() is not None:
+                pytest.fail(f"the second stack exited ({self.process.returncode}):\n{self.output()}")
+            if time.monotonic() > deadline:
+                pytest.fail(f"the second stack was not ready within {READY_WITHIN} s:\n{self.output()}")
+            time.sleep(0.1)
+
+    def stop(self) -> None:
+        if self.process.poll() is None:
+            self.process.kill()
+        self.process.wait(timeout=10)
+
+
+def listening(port: int) -> bool:
+    try:
+        requests.get(f"http://127.0.0.1:{port}/", timeout=2)
+        return True
+    except requests.ConnectionError:
+        return False
+    except requests.RequestException:
+        return True
+
+
+class AnswersEverything(BaseHTTPRequestHandler):
+    """Stands in for a stale moto: 200 to every GET, as moto's health probe expects."""
+
+    def do_GET(self):  # noqa: N802
+        self.send_response(200)
+        self.send_header("Content-Length", "2")
+        self.end_headers()
+        self.wfile.write(b"{}")
+
+    def log_message(self, *args):
+        pass
+
+
+@pytest.fixture
+def stale_server(request):
+    """An HTTP server answering 200 on 127.0.0.1:<port> for the duration of a test."""
+    servers = []
+
+    def _start(port: int) -> ThreadingHTTPServer:
+        server = ThreadingHTTPServer(("127.0.0.1", port), AnswersEverything)
+        threading.Thread(target=server.serve_forever, daemon=True).start()
+        servers.append(server)
+        return server
+
+    yield _start
+    for server in servers:
+        server.shutdown()
+        server.server_close()
+
+
+@pytest.mark.parametrize("setting", sorted(SECOND_STACK_PORTS))
+def test_a_taken_port_is_refused_naming_the_port_and_its_setting(tmp_path, stale_server, setting):
+    port = SECOND_STACK_PORTS[setting]
+    stale_server(port)
+    stack = SecondStack(tmp_path / "stack")
+    try:
+        code = stack.wait_exit(within=30)
+    finally:
+        stack.stop()
+    output = stack.output()
+    assert code != 0, output
+    assert (
+        f"port {port} ({setting}) is already in use; stop whatever listens there or choose another port"
+        in output
+    ), output
+    assert not stack.state_file.exists()
+    if setting != "GATEWAY_LOCAL_MOTO_PORT":
+        assert not listening(SECOND_MOTO_PORT), "the stack started moto before it refused the port"
+
+
+def test_moto_exiting_at_start_is_reported_with_its_log(tmp_path):
+    fake_moto = tmp_path / "moto_server"
+    fake_moto.write_text("#!/bin/sh\necho 'OSError: [Errno 98] Address already in use' >&2\nexit 1\n")
+    fake_moto.chmod(0o755)
+    stack = SecondStack(tmp_path / "stack", GATEWAY_LOCAL_MOTO_BIN=str(fake_moto))
+    try:
+        code = stack.wait_exit(within=30)
+    finally:
+        stack.stop()
+    output = stack.output()
+    assert code != 0, output
+    assert "moto exited before it answered" in output, output
+    assert "OSError: [Errno 98] Address already in use" in output, output
