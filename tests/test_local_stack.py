@@ -1,7 +1,7 @@
 """The local stack itself, as a developer meets it.
 
 - A second stack, started here with its own folder and ports, refuses a taken port naming the port and
-  its setting and reports a moto that exits at start.
+  its setting, reports a moto that exits at start, and takes moto with it when it is killed with SIGKILL.
 
 The second stack is the binary local/lib.sh started ($GATEWAY_LOCAL_BIN), on ports apart from the main
 stack's defaults (4080, 4443, 5055, 4091-4093).
@@ -10,6 +10,7 @@ stack's defaults (4080, 4443, 5055, 4091-4093).
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 import threading
@@ -33,10 +34,11 @@ SECOND_STACK_PORTS = {
 }
 SECOND_MOTO_PORT = SECOND_STACK_PORTS["GATEWAY_LOCAL_MOTO_PORT"]
 READY_WITHIN = 60  # seconds, as local/lib.sh waits
+MOTO_GONE_WITHIN = 5  # seconds after the stack is killed
 
 
 # --------------------------------------------------------------------------
-# A second stack: taken ports, moto's early exit
+# A second stack: taken ports, moto's early exit, SIGKILL
 # --------------------------------------------------------------------------
 
 
@@ -91,6 +93,32 @@ class SecondStack:
         if self.process.poll() is None:
             self.process.kill()
         self.process.wait(timeout=10)
+
+
+def process_state(pid: int) -> str | None:
+    """The process's state letter from /proc (Z: exited, not reaped), None if there is no such process."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except (FileNotFoundError, ProcessLookupError):
+        return None
+    return stat.rsplit(") ", 1)[1][:1]
+
+
+def running(pid: int) -> bool:
+    return process_state(pid) not in (None, "Z")
+
+
+def children_of(pid: int) -> list[int]:
+    found = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                fields = (entry / "stat").read_text().rsplit(") ", 1)[1].split()
+            except (FileNotFoundError, ProcessLookupError, IndexError):
+                continue
+            if int(fields[1]) == pid:
+                found.append(int(entry.name))
+    return found
 
 
 def listening(port: int) -> bool:
@@ -166,3 +194,29 @@ def test_moto_exiting_at_start_is_reported_with_its_log(tmp_path):
     assert code != 0, output
     assert "moto exited before it answered" in output, output
     assert "OSError: [Errno 98] Address already in use" in output, output
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="the death signal is Linux's prctl")
+def test_a_killed_stack_takes_moto_with_it(tmp_path):
+    assert not listening(SECOND_MOTO_PORT), f"something already listens on {SECOND_MOTO_PORT}"
+    stack = SecondStack(tmp_path / "stack")
+    moto: list[int] = []
+    try:
+        stack.wait_ready()
+        moto = [pid for pid in children_of(stack.process.pid) if running(pid)]
+        assert len(moto) == 1, f"the stack has one child, moto: {moto}"
+        assert listening(SECOND_MOTO_PORT)
+
+        stack.process.send_signal(signal.SIGKILL)
+        stack.process.wait(timeout=10)
+        deadline = time.monotonic() + MOTO_GONE_WITHIN
+        while (running(moto[0]) or listening(SECOND_MOTO_PORT)) and time.monotonic() < deadline:
+            time.sleep(0.1)
+        assert not running(moto[0]), f"moto ({moto[0]}) outlived the killed stack by {MOTO_GONE_WITHIN} s"
+        assert not listening(SECOND_MOTO_PORT), f"port {SECOND_MOTO_PORT} is still taken"
+    finally:
+        stack.stop()
+        # Whatever happened, leave no moto behind (only the one this test started).
+        for pid in moto:
+            if running(pid) and "moto" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
+                os.kill(pid, signal.SIGKILL)

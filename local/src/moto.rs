@@ -1,5 +1,6 @@
-//! moto, the stack's one child process: started on a port checked free first, and waited for until it
-//! answers (or reported with its log if it exits).
+//! moto, the stack's one child process: started on a port checked free first, waited for until it answers
+//! (or reported with its log if it exits), and tied to the stack's life so that it ends with the stack even
+//! when the stack crashes or is killed with SIGKILL.
 
 use std::path::Path;
 use std::process::Stdio;
@@ -27,6 +28,7 @@ pub async fn start(local: &LocalSettings) -> Result<Child, BoxError> {
         .stdout(Stdio::from(log.try_clone()?))
         .stderr(Stdio::from(log))
         .kill_on_drop(true);
+    end_with_parent(&mut command);
     let mut child = command.spawn().map_err(|e| {
         format!(
             "could not start moto ({}): {e}; run ./local/run.sh, which installs it",
@@ -86,6 +88,32 @@ fn log_tail(path: &Path) -> String {
         Err(error) => format!("(unreadable: {error})"),
     }
 }
+
+/// Asks the kernel to send the child SIGTERM when the stack dies, however it dies (`kill_on_drop` only
+/// covers an orderly exit). Linux sends it when the *thread* that spawned the child ends: `start` runs on
+/// the main task, which `#[tokio::main]` polls on the main thread, so that is when the process ends.
+#[cfg(target_os = "linux")]
+fn end_with_parent(command: &mut Command) {
+    let parent = std::process::id();
+    // SAFETY: the closure runs in the forked child before exec; it calls only async-signal-safe
+    // functions (prctl, getppid) and builds its error without allocating.
+    unsafe {
+        command.pre_exec(move || {
+            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) == -1 {
+                return Err(std::io::Error::last_os_error());
+            }
+            // The stack may have died between fork and prctl, in which case no signal will come.
+            if u32::try_from(libc::getppid()).ok() != Some(parent) {
+                return Err(std::io::Error::from_raw_os_error(libc::ESRCH));
+            }
+            Ok(())
+        });
+    }
+}
+
+/// Elsewhere only `kill_on_drop` (orderly exits) applies.
+#[cfg(not(target_os = "linux"))]
+fn end_with_parent(_command: &mut Command) {}
 
 #[cfg(test)]
 mod tests {
@@ -149,5 +177,52 @@ mod tests {
         assert!(tail.starts_with("line 11\n"), "{tail}");
         assert!(tail.ends_with("line 30"), "{tail}");
         std::fs::remove_dir_all(dir).unwrap();
+    }
+
+    /// The child's state letter from /proc (`Z`: exited, not yet reaped), or None once it is gone.
+    #[cfg(target_os = "linux")]
+    fn process_state(pid: u32) -> Option<char> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        stat.rsplit_once(") ")?.1.chars().next()
+    }
+
+    #[cfg(target_os = "linux")]
+    #[test]
+    fn the_child_ends_when_the_thread_that_started_it_ends() {
+        // The kernel signals the child when the spawning thread ends, so a short-lived thread stands in
+        // for a killed stack; kill_on_drop is off and the handle leaked, so only the death signal is left.
+        let pid = std::thread::spawn(|| {
+            let runtime = tokio::runtime::Builder::new_current_thread()
+                .enable_all()
+                .build()
+                .unwrap();
+            runtime.block_on(async {
+                let mut command = Command::new("sleep");
+                command.arg("60").kill_on_drop(false);
+                end_with_parent(&mut command);
+                let child = command.spawn().unwrap();
+                let pid = child.id().unwrap();
+                std::mem::forget(child);
+                pid
+            })
+        })
+        .join()
+        .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while !matches!(process_state(pid), None | Some('Z')) {
+            assert!(
+                Instant::now() < deadline,
+                "sleep ({pid}) outlived the thread that started it"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        // Reap it (it is this process's child) and check that SIGTERM is what ended it.
+        let pid = libc::pid_t::try_from(pid).unwrap();
+        let mut status = 0;
+        // SAFETY: waitpid on this process's own child, with a valid pointer for the status.
+        if unsafe { libc::waitpid(pid, &mut status, 0) } == pid {
+            assert!(libc::WIFSIGNALED(status), "status {status}");
+            assert_eq!(libc::WTERMSIG(status), libc::SIGTERM);
+        }
     }
 }
