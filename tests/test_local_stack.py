@@ -1,15 +1,18 @@
 """The local stack itself, as a developer meets it.
 
+- The control endpoints (`/_local/...`) answer on the control port only (`control_url`), never on the
+  gateway's client ports, where API Gateway's answer for an unknown path comes back.
 - A second stack, started here with its own folder and ports, refuses a taken port naming the port and
   its setting, reports a moto that exits at start, and takes moto with it when it is killed with SIGKILL.
 
 The second stack is the binary local/lib.sh started ($GATEWAY_LOCAL_BIN), on ports apart from the main
-stack's defaults (4080, 4443, 5055, 4091-4093).
+stack's defaults (4080, 4443, 5055, 4091-4093, 4099).
 """
 
 from __future__ import annotations
 
 import os
+import re
 import signal
 import subprocess
 import sys
@@ -21,7 +24,11 @@ from pathlib import Path
 import pytest
 import requests
 
-from helpers import REPO_ROOT
+from helpers import HTTP_TIMEOUT, REPO_ROOT
+
+# A prefix no reply queue has: a sweep that reaches the real sweeper by mistake deletes nothing.
+NO_SUCH_REPLY_QUEUES = "llm-gateway-reply-no-such-queue-"
+CONTROL_ENDPOINTS = [("GET", "/_local/metrics"), ("POST", "/_local/sweep-reply-queues")]
 
 # The second stack's ports (GATEWAY_LOCAL_HOST stays 127.0.0.1).
 SECOND_STACK_PORTS = {
@@ -31,10 +38,56 @@ SECOND_STACK_PORTS = {
     "GATEWAY_LOCAL_MOCK_AZURE_PORT": 4191,
     "GATEWAY_LOCAL_MOCK_BEDROCK_PORT": 4192,
     "GATEWAY_LOCAL_MOCK_GEMINI_PORT": 4193,
+    "GATEWAY_LOCAL_CONTROL_PORT": 4199,
 }
 SECOND_MOTO_PORT = SECOND_STACK_PORTS["GATEWAY_LOCAL_MOTO_PORT"]
 READY_WITHIN = 60  # seconds, as local/lib.sh waits
 MOTO_GONE_WITHIN = 5  # seconds after the stack is killed
+
+
+# --------------------------------------------------------------------------
+# Control endpoints
+# --------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("method,path", CONTROL_ENDPOINTS)
+def test_control_endpoints_are_not_on_the_gateway_ports(state, base_url, https_base_url, method, path):
+    for base, verify in ((base_url, True), (https_base_url, state["ca_bundle"])):
+        resp = requests.request(
+            method,
+            f"{base}{path}",
+            params={"idle_secs": 0, "prefix": NO_SUCH_REPLY_QUEUES},
+            verify=verify,
+            timeout=HTTP_TIMEOUT,
+        )
+        # What API Gateway REST answers for a path no resource matches.
+        assert resp.status_code == 403, (base, resp.status_code, resp.text)
+        assert resp.json() == {"message": "Missing Authentication Token"}, (base, resp.text)
+        assert resp.headers.get("x-amzn-ErrorType") == "MissingAuthenticationTokenException"
+
+
+def test_control_endpoints_answer_on_the_control_port(state):
+    control = state["control_url"].rstrip("/")
+    assert re.fullmatch(r"http://127\.0\.0\.1:\d+", control), "the control port is on loopback only"
+    assert control not in (state["base_url"].rstrip("/"), state["https_base_url"].rstrip("/"))
+
+    metrics = requests.get(f"{control}/_local/metrics", timeout=HTTP_TIMEOUT)
+    assert metrics.status_code == 200, metrics.text
+    assert isinstance(metrics.json()["sqs_calls"], int)
+
+    swept = requests.post(
+        f"{control}/_local/sweep-reply-queues",
+        params={"idle_secs": 0, "prefix": NO_SUCH_REPLY_QUEUES},
+        timeout=HTTP_TIMEOUT,
+    )
+    assert swept.status_code == 200, swept.text
+    assert swept.json() == {"deleted": []}
+
+    # ... and it is not a way into the gateway either.
+    gateway_path = requests.post(
+        f"{control}/azure-openai/openai/deployments/gpt-4o/chat/completions", json={}, timeout=HTTP_TIMEOUT
+    )
+    assert gateway_path.status_code == 404
 
 
 # --------------------------------------------------------------------------

@@ -46,6 +46,12 @@ async fn run() -> Result<(), BoxError> {
         ports::bind(&local.host, local.http_port, "GATEWAY_LOCAL_HTTP_PORT").await?;
     let https_listener =
         ports::bind(&local.host, local.https_port, "GATEWAY_LOCAL_HTTPS_PORT").await?;
+    let control_listener = ports::bind(
+        control::HOST,
+        local.control_port,
+        "GATEWAY_LOCAL_CONTROL_PORT",
+    )
+    .await?;
     let azure_upstream = upstream(&local, local.azure_endpoint.clone(), 0).await?;
     let bedrock_upstream = upstream(&local, local.bedrock_endpoint.clone(), 1).await?;
     let gemini_upstream = upstream(&local, local.gemini_endpoint.clone(), 2).await?;
@@ -276,14 +282,13 @@ async fn run() -> Result<(), BoxError> {
         authorizer,
         routes,
     });
+    // The gateway's client ports carry API Gateway's surface only; the control endpoints have their own.
     let router = axum::Router::new()
-        .route(
-            "/_local/sweep-reply-queues",
-            axum::routing::post(control::sweep_reply_queues).with_state(sqs.clone()),
-        )
-        .route("/_local/metrics", axum::routing::get(control::metrics))
         .fallback(apigw::handle)
         .with_state(gateway);
+    let control_url = format!("http://{}", control_listener.local_addr()?);
+    let control_router = control::router(sqs.clone());
+    tokio::spawn(async move { axum::serve(control_listener, control_router).await });
 
     let base_url = format!("http://{}", http_listener.local_addr()?);
     let https_base_url = format!("https://localhost:{}", https_listener.local_addr()?.port());
@@ -317,6 +322,7 @@ async fn run() -> Result<(), BoxError> {
     let state = json!({
         "base_url": base_url,
         "https_base_url": https_base_url,
+        "control_url": control_url,
         "ca_bundle": ca_bundle,
         "aws_endpoint_url": aws_endpoint,
         "region": local.region,
@@ -421,6 +427,7 @@ LLM gateway local stack is up.
   gateway (HTTP):   {base}
   gateway (HTTPS):  {https}   (self-signed CA bundle: {ca})
   AWS (moto):       {aws}
+  control:          {control}   (local only: /_local/metrics, /_local/sweep-reply-queues)
   state file:       {state_file}
 
 A fresh access token for the demo user (groups gateway-all, dept-engineering; valid 1 hour):
@@ -443,5 +450,6 @@ print(client.models.generate_content(model="gemini-2.0-flash", contents="hello")
 
 Stop with Ctrl-C."#,
         aws = state["aws_endpoint_url"].as_str().unwrap_or_default(),
+        control = state["control_url"].as_str().unwrap_or_default(),
     );
 }

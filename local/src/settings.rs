@@ -10,6 +10,9 @@ pub struct LocalSettings {
     pub host: String,
     pub http_port: u16,
     pub https_port: u16,
+    /// The local-only control endpoints' port (`GATEWAY_LOCAL_CONTROL_PORT`, default 4099), always on
+    /// 127.0.0.1 whatever `GATEWAY_LOCAL_HOST` says: never reachable through the gateway's client ports.
+    pub control_port: u16,
     pub moto_port: u16,
     pub moto_bin: String,
     /// `AWS_ENDPOINT_URL`: use this AWS endpoint instead of starting moto.
@@ -59,6 +62,7 @@ impl LocalSettings {
             host: var("GATEWAY_LOCAL_HOST").unwrap_or_else(|| "127.0.0.1".into()),
             http_port: port("GATEWAY_LOCAL_HTTP_PORT", 4080)?,
             https_port: port("GATEWAY_LOCAL_HTTPS_PORT", 4443)?,
+            control_port: port("GATEWAY_LOCAL_CONTROL_PORT", 4099)?,
             moto_port: port("GATEWAY_LOCAL_MOTO_PORT", 5055)?,
             moto_bin: var("GATEWAY_LOCAL_MOTO_BIN")
                 .unwrap_or_else(|| ".venv/bin/moto_server".into()),
