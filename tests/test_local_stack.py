@@ -2,6 +2,7 @@
 
 - The control endpoints (`/_local/...`) answer on the control port only (`control_url`), never on the
   gateway's client ports, where API Gateway's answer for an unknown path comes back.
+- The start banner's Python snippets run as pasted.
 - A second stack, started here with its own folder and ports, refuses a taken port naming the port and
   its setting, reports a moto that exits at start, and takes moto with it when it is killed with SIGKILL.
 
@@ -24,7 +25,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from helpers import HTTP_TIMEOUT, REPO_ROOT
+from helpers import HTTP_TIMEOUT, REPO_ROOT, state_path
 
 # A prefix no reply queue has: a sweep that reaches the real sweeper by mistake deletes nothing.
 NO_SUCH_REPLY_QUEUES = "llm-gateway-reply-no-such-queue-"
@@ -88,6 +89,48 @@ def test_control_endpoints_answer_on_the_control_port(state):
         f"{control}/azure-openai/openai/deployments/gpt-4o/chat/completions", json={}, timeout=HTTP_TIMEOUT
     )
     assert gateway_path.status_code == 404
+
+
+# --------------------------------------------------------------------------
+# The start banner
+# --------------------------------------------------------------------------
+
+
+def banner_snippets(log: str) -> tuple[str, dict[str, str]]:
+    """The token and the Python snippets ({"Azure OpenAI (openai)": code, ...}) of the banner in `log`."""
+    token = re.search(r"^export GATEWAY_TOKEN='([^']+)'$", log, re.M)
+    assert token, "no token in the banner"
+    assert "Each Python snippet below" in log and "Stop with Ctrl-C." in log, "no snippets in the banner"
+    body = log.split("Each Python snippet below", 1)[1].split("Stop with Ctrl-C.", 1)[0]
+    snippets = {}
+    for block in body.split("\n\n")[1:]:
+        lines = block.strip().splitlines()
+        if lines and lines[0].startswith("# "):
+            snippets[lines[0][2:]] = "\n".join(lines) + "\n"
+    return token.group(1), snippets
+
+
+def test_banner_snippets_run_as_pasted(state):
+    log_path = state_path().parent / "stack.log"
+    if not log_path.is_file():
+        pytest.skip(f"no {log_path}: the banner is read from the stack output local/lib.sh keeps there")
+    token, snippets = banner_snippets(log_path.read_text(encoding="utf-8", errors="replace"))
+    assert len(snippets) == 3, list(snippets)
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("AWS_ENDPOINT_URL", "AWS_BEARER_TOKEN"))}
+    env["GATEWAY_TOKEN"] = token
+    for name, code in snippets.items():
+        # As pasted into a fresh interpreter: nothing imported beforehand.
+        run = subprocess.run(
+            [sys.executable, "-I", "-"],
+            input=code,
+            env=env,
+            cwd=REPO_ROOT,
+            capture_output=True,
+            text=True,
+            timeout=90,
+        )
+        assert run.returncode == 0, f"{name}:\n{code}\n{run.stderr}"
+        assert run.stdout.strip(), f"{name} printed nothing"
 
 
 # --------------------------------------------------------------------------

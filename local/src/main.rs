@@ -433,17 +433,23 @@ LLM gateway local stack is up.
 A fresh access token for the demo user (groups gateway-all, dept-engineering; valid 1 hour):
 export GATEWAY_TOKEN='{token}'
 
+Each Python snippet below is self-contained: paste it into python3 with GATEWAY_TOKEN exported.
+
 # Azure OpenAI (openai)
+import os
 from openai import AzureOpenAI
 client = AzureOpenAI(azure_endpoint="{base}/azure-openai", api_version="2024-10-21", api_key=os.environ["GATEWAY_TOKEN"])
 print(client.chat.completions.create(model="gpt-4o-mini", messages=[{{"role": "user", "content": "hello"}}]).choices[0].message.content)
 
 # Bedrock Claude (boto3 >= 1.39, HTTPS required for bearer tokens)
+import os
+import boto3
 os.environ["AWS_BEARER_TOKEN_BEDROCK"] = os.environ["GATEWAY_TOKEN"]
 brt = boto3.client("bedrock-runtime", region_name="{region}", endpoint_url="{https}/bedrock-claude", verify="{ca}")
 print(brt.converse(modelId="anthropic.claude-3-5-sonnet-20240620-v1:0", messages=[{{"role": "user", "content": [{{"text": "hello"}}]}}])["output"])
 
 # Gemini (google-genai)
+import os
 from google import genai
 client = genai.Client(api_key=os.environ["GATEWAY_TOKEN"], http_options=genai.types.HttpOptions(base_url="{base}/gemini"))
 print(client.models.generate_content(model="gemini-2.0-flash", contents="hello").text)
