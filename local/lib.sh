@@ -1,11 +1,15 @@
 # Shared shell helpers: start the local stack in the background and wait until it is ready.
-# Usage: source local/lib.sh; start_stack <binary>   (sets STACK_DIR, STACK_PID, GATEWAY_LOCAL_STATE)
+# Usage: source local/lib.sh; start_stack <binary>
+# Sets STACK_DIR (state file, stack.log with the stack's output), STACK_PID, GATEWAY_LOCAL_STATE, and
+# GATEWAY_LOCAL_BIN (the binary, for tests that start a stack of their own).
 
 start_stack() {
   local binary=$1
   STACK_DIR=$(mktemp -d)
   export GATEWAY_LOCAL_DIR="$STACK_DIR"
   export GATEWAY_LOCAL_STATE="$STACK_DIR/stack.json"
+  GATEWAY_LOCAL_BIN=$(realpath "$binary")
+  export GATEWAY_LOCAL_BIN
   "$binary" > "$STACK_DIR/stack.log" 2>&1 &
   STACK_PID=$!
   trap stop_stack EXIT

@@ -66,6 +66,7 @@ def load_state() -> dict:
     required = [
         "base_url",
         "https_base_url",
+        "control_url",
         "ca_bundle",
         "aws_endpoint_url",
         "region",

@@ -77,7 +77,7 @@ def test_poison_message_is_dead_lettered_and_audited(state):
     assert "dead-letter" in event["reason"] and "not a request envelope" in event["reason"]
 
 
-def test_sweeper_deletes_only_idle_reply_queues(state, base_url):
+def test_sweeper_deletes_only_idle_reply_queues(state):
     sqs = aws_client(state, "sqs")
     prefix = f"{state['queues']['reply_prefix']}sweeptest-{int(time.time())}"
     now = int(time.time())
@@ -86,8 +86,8 @@ def test_sweeper_deletes_only_idle_reply_queues(state, base_url):
     fresh = sqs.create_queue(QueueName=f"{prefix}-fresh",
                              tags={"llm-gateway:reply-queue": "true", "llm-gateway:heartbeat": str(now)})
     other = sqs.create_queue(QueueName=f"{prefix}-not-a-reply-queue")
-    resp = requests.post(f"{base_url}/_local/sweep-reply-queues", params={"idle_secs": 3600, "prefix": prefix},
-                         timeout=HTTP_TIMEOUT)
+    resp = requests.post(f"{state['control_url']}/_local/sweep-reply-queues",
+                         params={"idle_secs": 3600, "prefix": prefix}, timeout=HTTP_TIMEOUT)
     assert resp.json() == {"deleted": [stale["QueueUrl"]]}
     remaining = sqs.list_queues(QueueNamePrefix=prefix).get("QueueUrls", [])
     assert sorted(remaining) == sorted([fresh["QueueUrl"], other["QueueUrl"]])

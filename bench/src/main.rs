@@ -91,7 +91,7 @@ async fn main() -> Result<(), BoxError> {
             }));
         }
     }
-    let sqs_calls = bench_sqs_calls(&client, &gateway, &text("base_url")?).await?;
+    let sqs_calls = bench_sqs_calls(&client, &gateway, &text("control_url")?).await?;
     let transport = state["queues"]["requests"]["azure_openai"]["transport"].clone();
     let report = json!({
         "note": "release build of the local stack; mock upstream on 127.0.0.1; 2 cores shared by client, gateway, moto and mocks",
@@ -321,16 +321,17 @@ async fn init_time_ms<'a>(
 }
 
 /// SQS API calls the gateway made (route + dispatcher; Lambda's event source polling comes on top),
-/// per non-stream request and per streamed response, from the local stack's counter.
+/// per non-stream request and per streamed response, from the local stack's counter (on its control
+/// port, `control_url`).
 async fn bench_sqs_calls(
     client: &reqwest::Client,
     gateway: &Target,
-    base: &str,
+    control: &str,
 ) -> Result<Value, BoxError> {
     const REQUESTS: usize = 50;
     let counter = || async {
         let body = client
-            .get(format!("{base}/_local/metrics"))
+            .get(format!("{control}/_local/metrics"))
             .send()
             .await?
             .bytes()

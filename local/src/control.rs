@@ -1,14 +1,26 @@
 //! Local-only control endpoints (not part of the API Gateway surface): fire the scheduler's reply-queue
-//! sweep now (as an EventBridge schedule would), and read the SQS call counter for benchmarks.
+//! sweep now (as an EventBridge schedule would), and read the SQS call counter for benchmarks. They have a
+//! listener of their own on 127.0.0.1 (`GATEWAY_LOCAL_CONTROL_PORT`), never the gateway's client ports.
 
 use std::collections::HashMap;
 use std::time::Duration;
 
 use axum::extract::{Query, State};
-use axum::Json;
+use axum::routing::{get, post};
+use axum::{Json, Router};
 use serde_json::{json, Value};
 
-pub async fn sweep_reply_queues(
+/// The control listener's address: loopback only, whatever `GATEWAY_LOCAL_HOST` says.
+pub const HOST: &str = "127.0.0.1";
+
+pub fn router(sqs: aws_sdk_sqs::Client) -> Router {
+    Router::new()
+        .route("/_local/sweep-reply-queues", post(sweep_reply_queues))
+        .route("/_local/metrics", get(metrics))
+        .with_state(sqs)
+}
+
+async fn sweep_reply_queues(
     State(sqs): State<aws_sdk_sqs::Client>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Json<Value> {
@@ -32,6 +44,6 @@ pub async fn sweep_reply_queues(
     }
 }
 
-pub async fn metrics() -> Json<Value> {
+async fn metrics() -> Json<Value> {
     Json(json!({"sqs_calls": gateway_shared::transport::queue::sqs_calls()}))
 }

@@ -7,25 +7,24 @@ mod control;
 mod event_sources;
 mod faults;
 mod mock;
+mod moto;
+mod ports;
 mod resources;
 mod settings;
 mod tls;
 
 use std::collections::HashMap;
 use std::net::SocketAddr;
-use std::process::Stdio;
 use std::sync::Arc;
-use std::time::{Duration, Instant};
 
 use aws_credential_types::Credentials;
 use gateway_shared::proxy::{Route, RouteConfig};
 use gateway_shared::Provider;
 use serde_json::json;
 use tokio::net::TcpListener;
-use tokio::process::{Child, Command};
 
 use crate::resources::BoxError;
-use crate::settings::LocalSettings;
+use crate::settings::{LocalSettings, MOCK_PORT_SETTINGS};
 
 #[tokio::main]
 async fn main() {
@@ -41,9 +40,25 @@ async fn run() -> Result<(), BoxError> {
     std::fs::create_dir_all(&local.dir)?;
     let _ = std::fs::remove_file(local.state_file());
 
+    // Every port is taken (or, for moto's, checked) before anything starts, so that a start with a taken
+    // port fails at once and names the port and the setting that moves it.
+    let http_listener =
+        ports::bind(&local.host, local.http_port, "GATEWAY_LOCAL_HTTP_PORT").await?;
+    let https_listener =
+        ports::bind(&local.host, local.https_port, "GATEWAY_LOCAL_HTTPS_PORT").await?;
+    let control_listener = ports::bind(
+        control::HOST,
+        local.control_port,
+        "GATEWAY_LOCAL_CONTROL_PORT",
+    )
+    .await?;
+    let azure_upstream = upstream(&local, local.azure_endpoint.clone(), 0).await?;
+    let bedrock_upstream = upstream(&local, local.bedrock_endpoint.clone(), 1).await?;
+    let gemini_upstream = upstream(&local, local.gemini_endpoint.clone(), 2).await?;
+
     let mut moto = match &local.aws_endpoint_url {
         Some(_) => None,
-        None => Some(start_moto(&local).await?),
+        None => Some(moto::start(&local).await?),
     };
     let aws_endpoint = local.aws_endpoint();
     let credentials = match (
@@ -132,33 +147,29 @@ async fn run() -> Result<(), BoxError> {
     // Mock providers, unless a real (or other test) upstream is configured for that provider.
     let mut upstreams = HashMap::new();
     let mut mocks = serde_json::Map::new();
-    for (provider, mock, configured, expected_key, port) in [
+    for (provider, mock, upstream, expected_key) in [
         (
             Provider::AzureOpenAi,
             mock::MockProvider::AzureOpenAi,
-            local.azure_endpoint.clone(),
+            azure_upstream,
             Some(azure_key.clone()),
-            local.mock_ports[0],
         ),
         (
             Provider::BedrockClaude,
             mock::MockProvider::Bedrock,
-            local.bedrock_endpoint.clone(),
+            bedrock_upstream,
             None,
-            local.mock_ports[1],
         ),
         (
             Provider::Gemini,
             mock::MockProvider::Gemini,
-            local.gemini_endpoint.clone(),
+            gemini_upstream,
             Some(gemini_key.clone()),
-            local.mock_ports[2],
         ),
     ] {
-        let url = match configured {
-            Some(url) => url,
-            None => {
-                let listener = TcpListener::bind((local.host.as_str(), port)).await?;
+        let url = match upstream {
+            Upstream::Configured(url) => url,
+            Upstream::Mock(listener) => {
                 let url = format!("http://{}", listener.local_addr()?);
                 let router = mock::router(mock::MockState {
                     provider: mock,
@@ -283,17 +294,14 @@ async fn run() -> Result<(), BoxError> {
         authorizer,
         routes,
     });
+    // The gateway's client ports carry API Gateway's surface only; the control endpoints have their own.
     let router = axum::Router::new()
-        .route(
-            "/_local/sweep-reply-queues",
-            axum::routing::post(control::sweep_reply_queues).with_state(sqs.clone()),
-        )
-        .route("/_local/metrics", axum::routing::get(control::metrics))
         .fallback(apigw::handle)
         .with_state(gateway);
+    let control_url = format!("http://{}", control_listener.local_addr()?);
+    let control_router = control::router(sqs.clone());
+    tokio::spawn(async move { axum::serve(control_listener, control_router).await });
 
-    let http_listener = TcpListener::bind((local.host.as_str(), local.http_port)).await?;
-    let https_listener = TcpListener::bind((local.host.as_str(), local.https_port)).await?;
     let base_url = format!("http://{}", http_listener.local_addr()?);
     let https_base_url = format!("https://localhost:{}", https_listener.local_addr()?.port());
     let certificate = tls::self_signed(&local.dir.join("tls"))?;
@@ -326,6 +334,7 @@ async fn run() -> Result<(), BoxError> {
     let state = json!({
         "base_url": base_url,
         "https_base_url": https_base_url,
+        "control_url": control_url,
         "ca_bundle": ca_bundle,
         "aws_endpoint_url": aws_endpoint,
         "region": local.region,
@@ -377,36 +386,29 @@ fn state_key(provider: Provider) -> &'static str {
     }
 }
 
-async fn start_moto(local: &LocalSettings) -> Result<Child, BoxError> {
-    let log = std::fs::File::create(local.dir.join("moto.log"))?;
-    let child = Command::new(&local.moto_bin)
-        .args(["-H", &local.host, "-p", &local.moto_port.to_string()])
-        .stdout(Stdio::from(log.try_clone()?))
-        .stderr(Stdio::from(log))
-        .kill_on_drop(true)
-        .spawn()
-        .map_err(|e| {
-            format!(
-                "could not start moto ({}): {e}; run ./local/run.sh, which installs it",
-                local.moto_bin
+/// Where a provider route sends requests: a configured endpoint, or the bundled mock on its listener.
+enum Upstream {
+    Configured(String),
+    Mock(TcpListener),
+}
+
+/// The upstream of the provider whose mock port is `local.mock_ports[index]`.
+async fn upstream(
+    local: &LocalSettings,
+    configured: Option<String>,
+    index: usize,
+) -> Result<Upstream, BoxError> {
+    Ok(match configured {
+        Some(url) => Upstream::Configured(url),
+        None => Upstream::Mock(
+            ports::bind(
+                &local.host,
+                local.mock_ports[index],
+                MOCK_PORT_SETTINGS[index],
             )
-        })?;
-    let url = format!("{}/moto-api/", local.aws_endpoint());
-    let http = reqwest::Client::new();
-    let started = Instant::now();
-    while started.elapsed() < Duration::from_secs(30) {
-        if let Ok(response) = http.get(&url).send().await {
-            if response.status().is_success() {
-                return Ok(child);
-            }
-        }
-        tokio::time::sleep(Duration::from_millis(100)).await;
-    }
-    Err(format!(
-        "moto did not answer on {url} within 30 s (see {})",
-        local.dir.join("moto.log").display()
-    )
-    .into())
+            .await?,
+        ),
+    })
 }
 
 async fn shutdown_signal() {
@@ -437,27 +439,35 @@ LLM gateway local stack is up.
   gateway (HTTP):   {base}
   gateway (HTTPS):  {https}   (self-signed CA bundle: {ca})
   AWS (moto):       {aws}
+  control:          {control}   (local only: /_local/metrics, /_local/sweep-reply-queues)
   state file:       {state_file}
 
 A fresh access token for the demo user (groups gateway-all, dept-engineering; valid 1 hour):
 export GATEWAY_TOKEN='{token}'
 
+Each Python snippet below is self-contained: paste it into python3 with GATEWAY_TOKEN exported.
+
 # Azure OpenAI (openai)
+import os
 from openai import AzureOpenAI
 client = AzureOpenAI(azure_endpoint="{base}/azure-openai", api_version="2024-10-21", api_key=os.environ["GATEWAY_TOKEN"])
 print(client.chat.completions.create(model="gpt-4o-mini", messages=[{{"role": "user", "content": "hello"}}]).choices[0].message.content)
 
 # Bedrock Claude (boto3 >= 1.39, HTTPS required for bearer tokens)
+import os
+import boto3
 os.environ["AWS_BEARER_TOKEN_BEDROCK"] = os.environ["GATEWAY_TOKEN"]
 brt = boto3.client("bedrock-runtime", region_name="{region}", endpoint_url="{https}/bedrock-claude", verify="{ca}")
 print(brt.converse(modelId="anthropic.claude-3-5-sonnet-20240620-v1:0", messages=[{{"role": "user", "content": [{{"text": "hello"}}]}}])["output"])
 
 # Gemini (google-genai)
+import os
 from google import genai
 client = genai.Client(api_key=os.environ["GATEWAY_TOKEN"], http_options=genai.types.HttpOptions(base_url="{base}/gemini"))
 print(client.models.generate_content(model="gemini-2.0-flash", contents="hello").text)
 
 Stop with Ctrl-C."#,
         aws = state["aws_endpoint_url"].as_str().unwrap_or_default(),
+        control = state["control_url"].as_str().unwrap_or_default(),
     );
 }

@@ -10,6 +10,9 @@ pub struct LocalSettings {
     pub host: String,
     pub http_port: u16,
     pub https_port: u16,
+    /// The local-only control endpoints' port (`GATEWAY_LOCAL_CONTROL_PORT`, default 4099), always on
+    /// 127.0.0.1 whatever `GATEWAY_LOCAL_HOST` says: never reachable through the gateway's client ports.
+    pub control_port: u16,
     pub moto_port: u16,
     pub moto_bin: String,
     /// `AWS_ENDPOINT_URL`: use this AWS endpoint instead of starting moto.
@@ -30,6 +33,13 @@ pub struct LocalSettings {
     /// Receives before a request message goes to its DLQ (`GATEWAY_LOCAL_DISPATCH_MAX_RECEIVES`, 3).
     pub dispatch_max_receives: u32,
 }
+
+/// The settings that move the mock providers' ports, in `LocalSettings::mock_ports` order.
+pub const MOCK_PORT_SETTINGS: [&str; 3] = [
+    "GATEWAY_LOCAL_MOCK_AZURE_PORT",
+    "GATEWAY_LOCAL_MOCK_BEDROCK_PORT",
+    "GATEWAY_LOCAL_MOCK_GEMINI_PORT",
+];
 
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
@@ -52,15 +62,16 @@ impl LocalSettings {
             host: var("GATEWAY_LOCAL_HOST").unwrap_or_else(|| "127.0.0.1".into()),
             http_port: port("GATEWAY_LOCAL_HTTP_PORT", 4080)?,
             https_port: port("GATEWAY_LOCAL_HTTPS_PORT", 4443)?,
+            control_port: port("GATEWAY_LOCAL_CONTROL_PORT", 4099)?,
             moto_port: port("GATEWAY_LOCAL_MOTO_PORT", 5055)?,
             moto_bin: var("GATEWAY_LOCAL_MOTO_BIN")
                 .unwrap_or_else(|| ".venv/bin/moto_server".into()),
             aws_endpoint_url: var("AWS_ENDPOINT_URL").map(|u| u.trim_end_matches('/').to_string()),
             region: var("AWS_REGION").unwrap_or_else(|| "us-east-1".into()),
             mock_ports: [
-                port("GATEWAY_LOCAL_MOCK_AZURE_PORT", 4091)?,
-                port("GATEWAY_LOCAL_MOCK_BEDROCK_PORT", 4092)?,
-                port("GATEWAY_LOCAL_MOCK_GEMINI_PORT", 4093)?,
+                port(MOCK_PORT_SETTINGS[0], 4091)?,
+                port(MOCK_PORT_SETTINGS[1], 4092)?,
+                port(MOCK_PORT_SETTINGS[2], 4093)?,
             ],
             azure_endpoint: var("GATEWAY_AZURE_OPENAI_ENDPOINT"),
             azure_key: var("GATEWAY_AZURE_OPENAI_API_KEY"),
