@@ -10,13 +10,23 @@ from __future__ import annotations
 
 import gzip
 import json
+import uuid
 import time
 
 import openai
 import pytest
 import requests
 
-from helpers import AZURE, HTTP_TIMEOUT, aws_client, clear_mock, requests_to, unique_prompt
+from helpers import (
+    AZURE,
+    GEMINI,
+    HTTP_TIMEOUT,
+    aws_client,
+    clear_mock,
+    mock_requests,
+    requests_to,
+    unique_prompt,
+)
 
 
 def queued(state: dict, provider: str) -> bool:
@@ -73,8 +83,79 @@ def test_poison_message_is_dead_lettered_and_audited(state):
         time.sleep(0.5)
     assert len(found) == 1, found
     event = found[0]
-    assert event["decision"] == "error" and event["transport"] == "queue"
+    # A message that is not an envelope is refused (never retried into a provider) and audited once.
+    assert event["decision"] == "deny" and event["status"] == 400 and event["transport"] == "queue"
     assert "dead-letter" in event["reason"] and "not a request envelope" in event["reason"]
+
+
+def _envelope(state, request_id: str, **overrides) -> dict:
+    url = state["queues"]["requests"]["gemini"]["url"]
+    envelope = {
+        "version": 1,
+        "request_id": request_id,
+        "provider": "gemini",
+        "principal": "forger",
+        "method": "POST",
+        "path": "/v1beta/models/gemini-2.0-flash:generateContent",
+        "query": "",
+        "headers": [["content-type", "application/json"]],
+        "body": {"kind": "inline", "base64": "e30="},
+        "reply_to": url.rsplit("/", 1)[0] + "/" + state["queues"]["reply_prefix"] + "forged",
+        "deadline_ms": int(time.time() * 1000) + 30_000,
+    }
+    envelope.update(overrides)
+    return envelope
+
+
+def test_forged_envelopes_are_refused_before_any_call(state):
+    """Anyone able to send to a request queue must not get the dispatcher to call a provider, read
+    the payload bucket or write to a queue of their choosing."""
+    sqs = aws_client(state, "sqs")
+    queue = state["queues"]["requests"]["gemini"]
+    sink = sqs.create_queue(QueueName=f"forgery-sink-{uuid.uuid4().hex[:8]}")["QueueUrl"]
+    clear_mock(state, GEMINI)
+    forgeries = {
+        "reply to a queue of the forger's choosing": _envelope(state, f"forged-{uuid.uuid4().hex[:8]}", reply_to=sink),
+        "stored files, granted to nobody": _envelope(state, f"forged-{uuid.uuid4().hex[:8]}", method="GET", path="/v1beta/files"),
+        "azure request on the gemini queue": _envelope(state, f"forged-{uuid.uuid4().hex[:8]}", provider="azure-openai",
+                                                       path="/openai/deployments/gpt-4o-mini/chat/completions"),
+        "payload from another request": _envelope(state, f"forged-{uuid.uuid4().hex[:8]}",
+                                                  body={"kind": "s3", "bucket": state["buckets"]["payloads"],
+                                                        "key": "payloads/someone-else/request"}),
+        "backslash path": _envelope(state, f"forged-{uuid.uuid4().hex[:8]}",
+                                    path="/v1beta/models/gemini-2.0-flash:generateContent.\\..\\veo:predictLongRunning"),
+    }
+    message_ids = {}
+    for name, envelope in forgeries.items():
+        sent = sqs.send_message(QueueUrl=queue["url"], MessageBody=json.dumps(envelope))
+        message_ids[sent["MessageId"]] = name
+
+    deadline = time.monotonic() + 60
+    dead = set()
+    while time.monotonic() < deadline and len(dead) < len(message_ids):
+        got = sqs.receive_message(QueueUrl=queue["dlq"], MaxNumberOfMessages=10, WaitTimeSeconds=1)
+        dead |= {m["MessageId"] for m in got.get("Messages", []) if m["MessageId"] in message_ids}
+    assert dead == set(message_ids), f"not dead-lettered: {[message_ids[m] for m in set(message_ids) - dead]}"
+    assert mock_requests(state, GEMINI) == [], "a forged envelope reached the provider"
+    assert "Messages" not in sqs.receive_message(QueueUrl=sink, WaitTimeSeconds=1), "a reply went to the forger's queue"
+
+    s3 = aws_client(state, "s3")
+    bucket = state["buckets"]["audit"]
+    found = {}
+    while time.monotonic() < deadline and len(found) < len(message_ids):
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="audit/"):
+            for obj in page.get("Contents", []):
+                data = gzip.decompress(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
+                for line in data.decode().splitlines():
+                    event = json.loads(line)
+                    for message_id in message_ids:
+                        if message_id in event["request_id"]:
+                            found.setdefault(message_id, []).append(event)
+        time.sleep(0.5)
+    for message_id, name in message_ids.items():
+        events = found.get(message_id, [])
+        assert len(events) == 1, f"{name}: {events}"
+        assert events[0]["decision"] == "deny" and "forged" in events[0]["reason"], events[0]
 
 
 def test_sweeper_deletes_only_idle_reply_queues(state):

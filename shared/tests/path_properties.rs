@@ -217,3 +217,29 @@ fn every_rule_of_every_grammar_relays_its_own_example() {
         }
     }
 }
+
+#[test]
+fn the_readme_lists_every_relayed_and_refused_operation() {
+    let readme =
+        std::fs::read_to_string(format!("{}/../README.md", env!("CARGO_MANIFEST_DIR"))).unwrap();
+    for provider in Provider::ALL {
+        for rule in provider.grammar().rules {
+            let listed = match rule.access {
+                gateway_shared::providers::Access::Relay => {
+                    format!(
+                        "| {} | `{}` | `{}`",
+                        rule.method, rule.shape, rule.operation
+                    )
+                }
+                gateway_shared::providers::Access::Stored => {
+                    format!("`{} {}` (`{}`)", rule.method, rule.shape, rule.operation)
+                }
+            };
+            assert!(
+                readme.contains(&listed),
+                "README does not list {listed} of /{}",
+                provider.route_prefix()
+            );
+        }
+    }
+}
