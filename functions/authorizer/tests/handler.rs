@@ -174,3 +174,70 @@ async fn refuses_missing_and_invalid_tokens_as_unauthorized() {
         "the exact text API Gateway maps to 401"
     );
 }
+
+fn raw_event(token: &str) -> Value {
+    let path_file = format!(
+        "{}/../../events/authorizer.json",
+        env!("CARGO_MANIFEST_DIR")
+    );
+    let text = std::fs::read_to_string(path_file)
+        .unwrap()
+        .replace("REPLACE_WITH_GATEWAY_TOKEN", token);
+    serde_json::from_str(&text).unwrap()
+}
+
+#[tokio::test]
+async fn the_method_is_part_of_the_decision() {
+    let (state, issuer, audit) = state().await;
+    let token = issuer.sign(&issuer.access_claims(CLIENT, &["gateway-all"]));
+    // Listing stored completions under the shared key: a 403 that names the reason.
+    let mut list = raw_event(&token);
+    list["httpMethod"] = "GET".into();
+    list["path"] = "/azure-openai/openai/v1/chat/completions".into();
+    let answer = authorizer::handle_event(&state, list).await.unwrap();
+    assert!(!is_allowed(&answer));
+    assert!(answer.context[DENY_REASON_KEY]
+        .as_str()
+        .unwrap()
+        .contains("shared key"));
+    assert_eq!(
+        audit.events()[0].operation.as_deref(),
+        Some("chat.completions.list")
+    );
+    // A path outside the grammar passes to the route, which answers its 404 (audited there).
+    let mut unknown = raw_event(&token);
+    unknown["path"] =
+        "/azure-openai/openai/deployments/gpt-4o-mini/chat/completions/x\\..\\..\\..\\audio\\speech"
+            .into();
+    let answer = authorizer::handle_event(&state, unknown).await.unwrap();
+    assert!(is_allowed(&answer));
+}
+
+#[tokio::test]
+async fn an_unreadable_event_is_audited_and_refused() {
+    let (state, issuer, audit) = state().await;
+    let token = issuer.sign(&issuer.access_claims(CLIENT, &["gateway-all"]));
+    let mut event = raw_event(&token);
+    event["headers"]["x-evil"] = "a\u{0}b".into();
+    let result = authorizer::handle_event(&state, event).await;
+    assert!(matches!(result, Err(AuthorizerError::Unauthorized)));
+    let events = audit.events();
+    assert_eq!(events.len(), 1);
+    assert_eq!(events[0].decision, Decision::Unauthorized);
+    assert!(!serde_json::to_string(&events[0]).unwrap().contains(&token));
+}
+
+#[tokio::test]
+async fn a_token_issued_in_the_future_is_refused() {
+    let (state, issuer, audit) = state().await;
+    let mut claims = issuer.access_claims(CLIENT, &["gateway-all"]);
+    let later = claims["iat"].as_u64().unwrap() + 600;
+    claims["iat"] = later.into();
+    let result = handle(&state, event_with(&issuer.sign(&claims), None)).await;
+    assert!(matches!(result, Err(AuthorizerError::Unauthorized)));
+    assert!(audit.events()[0]
+        .reason
+        .as_deref()
+        .unwrap()
+        .contains("future"));
+}
