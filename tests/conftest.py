@@ -85,6 +85,18 @@ def text_token(make_user) -> str:
 
 
 @pytest.fixture
+def untouched_upstreams(state):
+    """Clear all mocks; after the test, assert nothing was forwarded."""
+    providers = (helpers.AZURE, helpers.BEDROCK, helpers.GEMINI)
+    for provider in providers:
+        helpers.clear_mock(state, provider)
+    yield
+    for provider in providers:
+        forwarded = helpers.mock_requests(state, provider)
+        assert forwarded == [], f"a rejected request reached the {provider} mock: {forwarded}"
+
+
+@pytest.fixture
 def clear_mocks(state):
     """Clear every provider mock's journal before the test."""
     for provider in state["mocks"]:

@@ -112,17 +112,6 @@ def assert_boto_error(exc: botocore.exceptions.ClientError, status: int, code: s
     assert error.get("Message"), f"bedrock error without a message: {exc.response!r}"
 
 
-@pytest.fixture
-def untouched_upstreams(state):
-    """Clear all mocks; after the test, assert nothing was forwarded."""
-    for provider in (AZURE, BEDROCK, GEMINI):
-        clear_mock(state, provider)
-    yield
-    for provider in (AZURE, BEDROCK, GEMINI):
-        forwarded = mock_requests(state, provider)
-        assert forwarded == [], f"a rejected request reached the {provider} mock: {forwarded}"
-
-
 # --------------------------------------------------------------------------
 # Bad tokens
 # --------------------------------------------------------------------------

@@ -92,25 +92,7 @@ fn describe(byte: u8) -> &'static str {
 /// the provider APIs' paths (`:` in Bedrock model ids, `/` in Bedrock model ARNs, sub-delimiters).
 /// Everything that could turn into a separator, a dot segment or a second round of decoding is refused.
 fn escape_allowed(byte: u8) -> bool {
-    byte.is_ascii_alphanumeric()
-        || matches!(
-            byte,
-            b'-' | b'_'
-                | b'~'
-                | b':'
-                | b'/'
-                | b'@'
-                | b'!'
-                | b'$'
-                | b'&'
-                | b'\''
-                | b'('
-                | b')'
-                | b'*'
-                | b'+'
-                | b','
-                | b'='
-        )
+    (raw_allowed(byte) && byte != b'.') || byte == b'/'
 }
 
 impl RequestPath {

@@ -46,10 +46,10 @@ pub struct ProxyRequest {
 struct RawEvent {
     http_method: Option<String>,
     path: Option<String>,
-    headers: Option<HashMap<String, Option<String>>>,
-    multi_value_headers: Option<HashMap<String, Option<Vec<Option<String>>>>>,
-    query_string_parameters: Option<HashMap<String, Option<String>>>,
-    multi_value_query_string_parameters: Option<HashMap<String, Option<Vec<Option<String>>>>>,
+    headers: Option<SingleValueMap>,
+    multi_value_headers: Option<MultiValueMap>,
+    query_string_parameters: Option<SingleValueMap>,
+    multi_value_query_string_parameters: Option<MultiValueMap>,
     request_context: Option<Value>,
     body: Option<String>,
     is_base64_encoded: Option<bool>,
@@ -105,26 +105,8 @@ fn read_request(raw: RawEvent) -> Result<ProxyRequest, GatewayError> {
         .filter(|p| p.starts_with('/'))
         .ok_or_else(|| bad("the request path is missing or malformed"))?;
 
-    // API Gateway sends both maps; the multi-value one is the complete one when present.
     let mut headers = HeaderMap::new();
-    let header_pairs: Vec<(String, String)> = match raw.multi_value_headers {
-        Some(multi) if !multi.is_empty() => multi
-            .into_iter()
-            .flat_map(|(name, values)| {
-                values
-                    .unwrap_or_default()
-                    .into_iter()
-                    .flatten()
-                    .map(move |value| (name.clone(), value))
-            })
-            .collect(),
-        _ => raw
-            .headers
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|(name, value)| value.map(|v| (name, v)))
-            .collect(),
-    };
+    let header_pairs = name_value_pairs(raw.multi_value_headers, raw.headers);
     for (name, value) in header_pairs {
         let header = HeaderName::from_bytes(name.as_bytes())
             .map_err(|_| bad("a request header name is malformed"))?;
@@ -136,24 +118,10 @@ fn read_request(raw: RawEvent) -> Result<ProxyRequest, GatewayError> {
         headers.append(header, value);
     }
 
-    let query: Vec<(String, String)> = match raw.multi_value_query_string_parameters {
-        Some(multi) if !multi.is_empty() => multi
-            .into_iter()
-            .flat_map(|(name, values)| {
-                values
-                    .unwrap_or_default()
-                    .into_iter()
-                    .flatten()
-                    .map(move |value| (name.clone(), value))
-            })
-            .collect(),
-        _ => raw
-            .query_string_parameters
-            .unwrap_or_default()
-            .into_iter()
-            .filter_map(|(name, value)| value.map(|v| (name, v)))
-            .collect(),
-    };
+    let query = name_value_pairs(
+        raw.multi_value_query_string_parameters,
+        raw.query_string_parameters,
+    );
 
     let body = match (raw.body, raw.is_base64_encoded.unwrap_or(false)) {
         (None, _) => Bytes::new(),
@@ -170,6 +138,34 @@ fn read_request(raw: RawEvent) -> Result<ProxyRequest, GatewayError> {
         headers,
         body,
     })
+}
+
+type MultiValueMap = HashMap<String, Option<Vec<Option<String>>>>;
+type SingleValueMap = HashMap<String, Option<String>>;
+
+/// Every (name, value) of a header or query map pair. API Gateway sends both maps; the multi-value
+/// one is the complete one when present.
+fn name_value_pairs(
+    multi: Option<MultiValueMap>,
+    single: Option<SingleValueMap>,
+) -> Vec<(String, String)> {
+    match multi {
+        Some(multi) if !multi.is_empty() => multi
+            .into_iter()
+            .flat_map(|(name, values)| {
+                values
+                    .unwrap_or_default()
+                    .into_iter()
+                    .flatten()
+                    .map(move |value| (name.clone(), value))
+            })
+            .collect(),
+        _ => single
+            .unwrap_or_default()
+            .into_iter()
+            .filter_map(|(name, value)| value.map(|v| (name, v)))
+            .collect(),
+    }
 }
 
 #[cfg(test)]

@@ -37,14 +37,7 @@ async fn state() -> (State, TestIssuer, Arc<RecordingSink>) {
 }
 
 fn event_with(token: &str, path: Option<&str>) -> Request {
-    let path_file = format!(
-        "{}/../../events/authorizer.json",
-        env!("CARGO_MANIFEST_DIR")
-    );
-    let text = std::fs::read_to_string(path_file)
-        .unwrap()
-        .replace("REPLACE_WITH_GATEWAY_TOKEN", token);
-    let mut event: Value = serde_json::from_str(&text).unwrap();
+    let mut event = raw_event(token);
     if let Some(path) = path {
         event["path"] = path.into();
     }
