@@ -40,9 +40,10 @@ STRONG_PASSWORD = "Str0ng!Passw0rd"
 
 HTTP_TIMEOUT = 30  # seconds, for every direct HTTP call made by the suite
 
-# Keys of state["mocks"] / state["upstreams"].
-AZURE = "azure_openai"
-BEDROCK = "bedrock"
+# Keys of state["mocks"] / state["upstreams"] / state["secrets"] / state["queues"]["requests"]: each
+# provider's one spelling, its route prefix (as in audit events).
+AZURE = "azure-openai"
+BEDROCK = "bedrock-claude"
 GEMINI = "gemini"
 
 

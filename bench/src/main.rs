@@ -14,6 +14,10 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_cognitoidentityprovider::types::AuthFlowType;
 use futures_util::StreamExt;
+use gateway_local::state::StackState;
+use gateway_shared::providers::upstream::CredentialSpec;
+use gateway_shared::providers::TransportKind;
+use gateway_shared::Provider;
 use serde_json::{json, Value};
 
 type BoxError = Box<dyn std::error::Error + Send + Sync>;
@@ -22,19 +26,10 @@ const CHAT_PATH: &str = "/openai/deployments/gpt-4o-mini/chat/completions?api-ve
 
 #[tokio::main]
 async fn main() -> Result<(), BoxError> {
-    let state_path =
-        std::env::var("GATEWAY_LOCAL_STATE").unwrap_or_else(|_| ".local/stack.json".into());
-    let state: Value = serde_json::from_str(&std::fs::read_to_string(&state_path)?)?;
-    let text = |key: &str| {
-        state[key]
-            .as_str()
-            .map(str::to_string)
-            .ok_or(format!("{key} missing in {state_path}"))
-    };
-
+    let state = StackState::load(&StackState::default_path())?;
     let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(text("region")?))
-        .endpoint_url(text("aws_endpoint_url")?)
+        .region(aws_config::Region::new(state.region.clone()))
+        .endpoint_url(&state.aws_endpoint_url)
         .credentials_provider(aws_credential_types::Credentials::new(
             "test", "test", None, None, "bench",
         ))
@@ -44,9 +39,10 @@ async fn main() -> Result<(), BoxError> {
     let upstream_key = aws_sdk_secretsmanager::Client::new(&sdk)
         .get_secret_value()
         .secret_id(
-            state["secrets"]["azure_openai"]
-                .as_str()
-                .unwrap_or_default(),
+            state
+                .secrets
+                .get(&Provider::AzureOpenAi)
+                .ok_or("the Azure OpenAI upstream has no key secret")?,
         )
         .send()
         .await?
@@ -56,19 +52,34 @@ async fn main() -> Result<(), BoxError> {
 
     let authorizer = bench_authorizer(&state, &sdk, &token).await?;
     let cold_start = match std::env::var("GATEWAY_BENCH_BIN_DIR") {
-        Ok(dir) => bench_cold_start(&state, &upstream_key_secret_ids(&state), &dir).await?,
+        Ok(dir) => bench_cold_start(&state, &dir).await?,
         Err(_) => json!("skipped: GATEWAY_BENCH_BIN_DIR not set"),
     };
 
-    let mock = state["mocks"]["azure_openai"]
-        .as_str()
+    let mock = state
+        .mocks
+        .get(&Provider::AzureOpenAi)
         .ok_or("the Azure OpenAI mock is not running")?;
+    let CredentialSpec::ApiKey {
+        header: upstream_header,
+        ..
+    } = &Provider::AzureOpenAi.upstream().credential
+    else {
+        return Err("the Azure OpenAI upstream takes no API key".into());
+    };
     let direct = Target {
         url: format!("{mock}{CHAT_PATH}"),
+        header: upstream_header.clone(),
         key: upstream_key,
     };
+    // The openai SDK's AzureOpenAI client sends its api_key (here the gateway token) as `api-key`.
     let gateway = Target {
-        url: format!("{}/azure-openai{CHAT_PATH}", text("base_url")?),
+        url: format!(
+            "{}/{}{CHAT_PATH}",
+            state.base_url,
+            Provider::AzureOpenAi.route_prefix()
+        ),
+        header: http::HeaderName::from_static("api-key"),
         key: token,
     };
     let client = reqwest::Client::builder()
@@ -91,8 +102,10 @@ async fn main() -> Result<(), BoxError> {
             }));
         }
     }
-    let sqs_calls = bench_sqs_calls(&client, &gateway, &text("control_url")?).await?;
-    let transport = state["queues"]["requests"]["azure_openai"]["transport"].clone();
+    let sqs_calls = bench_sqs_calls(&client, &gateway, &state.control_url).await?;
+    let transport = state
+        .request_queue(Provider::AzureOpenAi)
+        .map(|queue| queue.transport.clone());
     let report = json!({
         "note": "release build of the local stack; mock upstream on 127.0.0.1; 2 cores shared by client, gateway, moto and mocks",
         "transport": transport,
@@ -105,21 +118,15 @@ async fn main() -> Result<(), BoxError> {
     Ok(())
 }
 
-async fn sign_in(sdk: &aws_config::SdkConfig, state: &Value) -> Result<String, BoxError> {
+async fn sign_in(sdk: &aws_config::SdkConfig, state: &StackState) -> Result<String, BoxError> {
     let cognito = aws_sdk_cognitoidentityprovider::Client::new(sdk);
     let out = cognito
         .admin_initiate_auth()
-        .user_pool_id(state["user_pool_id"].as_str().unwrap_or_default())
-        .client_id(state["app_client_id"].as_str().unwrap_or_default())
+        .user_pool_id(&state.user_pool_id)
+        .client_id(&state.app_client_id)
         .auth_flow(AuthFlowType::AdminUserPasswordAuth)
-        .auth_parameters(
-            "USERNAME",
-            state["demo_user"]["username"].as_str().unwrap_or_default(),
-        )
-        .auth_parameters(
-            "PASSWORD",
-            state["demo_user"]["password"].as_str().unwrap_or_default(),
-        )
+        .auth_parameters("USERNAME", &state.demo_user.username)
+        .auth_parameters("PASSWORD", &state.demo_user.password)
         .send()
         .await?;
     Ok(out
@@ -130,27 +137,14 @@ async fn sign_in(sdk: &aws_config::SdkConfig, state: &Value) -> Result<String, B
 }
 
 async fn bench_authorizer(
-    state: &Value,
+    state: &StackState,
     sdk: &aws_config::SdkConfig,
     token: &str,
 ) -> Result<Value, BoxError> {
-    let mut settings = std::collections::HashMap::new();
-    settings.insert(
-        "AWS_REGION".to_string(),
-        state["region"].as_str().unwrap_or_default().to_string(),
-    );
-    settings.insert(
-        "COGNITO_USER_POOL_ID".into(),
-        state["user_pool_id"].as_str().unwrap_or_default().into(),
-    );
-    settings.insert(
-        "COGNITO_APP_CLIENT_IDS".into(),
-        state["app_client_id"].as_str().unwrap_or_default().into(),
-    );
-    settings.insert(
-        "COGNITO_JWKS_URL".into(),
-        state["jwks_url"].as_str().unwrap_or_default().into(),
-    );
+    let settings: std::collections::HashMap<String, String> = authorizer_settings(state)
+        .into_iter()
+        .map(|(name, value)| (name.to_string(), value))
+        .collect();
     let config = authorizer::AuthorizerConfig::from_settings(&settings)?;
     // Audit events of refusals go to the log here; the benchmark only sends allowed requests.
     let audit = std::sync::Arc::new(gateway_shared::audit::LogAuditSink);
@@ -179,22 +173,46 @@ async fn bench_authorizer(
     Ok(json!({"calls": calls, "unit": "microseconds", "per_call": summary(&samples)}))
 }
 
-fn upstream_key_secret_ids(state: &Value) -> (String, String) {
-    let id = |k: &str| state["secrets"][k].as_str().unwrap_or_default().to_string();
-    (id("azure_openai"), id("gemini"))
+/// The authorizer's settings for this stack.
+fn authorizer_settings(state: &StackState) -> Vec<(&'static str, String)> {
+    vec![
+        ("AWS_REGION", state.region.clone()),
+        ("COGNITO_USER_POOL_ID", state.user_pool_id.clone()),
+        ("COGNITO_APP_CLIENT_IDS", state.app_client_id.clone()),
+        ("COGNITO_JWKS_URL", state.jwks_url.clone()),
+    ]
+}
+
+/// A provider route's settings as the running stack has them: its transport (so a queue route's init
+/// includes its reply queue) and its upstream as the provider's `UpstreamSpec` names it.
+fn route_settings(state: &StackState, provider: Provider) -> Vec<(&'static str, String)> {
+    let spec = provider.upstream();
+    let mut settings = Vec::new();
+    if let Some(queue) = state.request_queue(provider) {
+        settings.push((TransportKind::SETTING, queue.transport.clone()));
+        settings.push(("GATEWAY_REQUEST_QUEUE_URL", queue.url.clone()));
+    }
+    if let Some(url) = state.upstreams.get(&provider) {
+        settings.push((spec.endpoint_setting, url.clone()));
+    }
+    if let (
+        CredentialSpec::ApiKey {
+            secret_id_setting, ..
+        },
+        Some(secret_id),
+    ) = (&spec.credential, state.secrets.get(&provider))
+    {
+        settings.push((*secret_id_setting, secret_id.clone()));
+    }
+    settings
 }
 
 /// Starts each function binary `STARTS` times; returns median init time and binary size per function.
-async fn bench_cold_start(
-    state: &Value,
-    secrets: &(String, String),
-    dir: &str,
-) -> Result<Value, BoxError> {
+async fn bench_cold_start(state: &StackState, dir: &str) -> Result<Value, BoxError> {
     const STARTS: usize = 7;
-    let text = |k: &str| state[k].as_str().unwrap_or_default().to_string();
     let common = [
-        ("AWS_REGION", text("region")),
-        ("AWS_ENDPOINT_URL", text("aws_endpoint_url")),
+        ("AWS_REGION", state.region.clone()),
+        ("AWS_ENDPOINT_URL", state.aws_endpoint_url.clone()),
         ("AWS_ACCESS_KEY_ID", "test".to_string()),
         ("AWS_SECRET_ACCESS_KEY", "test".to_string()),
         ("AWS_LAMBDA_FUNCTION_NAME", "bench".to_string()),
@@ -202,60 +220,11 @@ async fn bench_cold_start(
         ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_string()),
         ("RUST_LOG", "warn".to_string()),
     ];
-    let functions: Vec<(&str, Vec<(&str, String)>)> = vec![
-        (
-            "authorizer",
-            vec![
-                ("COGNITO_USER_POOL_ID", text("user_pool_id")),
-                ("COGNITO_APP_CLIENT_IDS", text("app_client_id")),
-                ("COGNITO_JWKS_URL", text("jwks_url")),
-            ],
-        ),
-        (
-            "azure-openai",
-            vec![
-                route_transport(state, "azure_openai", "GATEWAY_TRANSPORT"),
-                route_transport(state, "azure_openai", "GATEWAY_REQUEST_QUEUE_URL"),
-                (
-                    "GATEWAY_AZURE_OPENAI_ENDPOINT",
-                    state["upstreams"]["azure_openai"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .into(),
-                ),
-                ("GATEWAY_AZURE_OPENAI_KEY_SECRET_ID", secrets.0.clone()),
-            ],
-        ),
-        (
-            "bedrock-claude",
-            vec![
-                (
-                    "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
-                    state["upstreams"]["bedrock"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .into(),
-                ),
-                route_transport(state, "bedrock", "GATEWAY_TRANSPORT"),
-                route_transport(state, "bedrock", "GATEWAY_REQUEST_QUEUE_URL"),
-            ],
-        ),
-        (
-            "gemini",
-            vec![
-                route_transport(state, "gemini", "GATEWAY_TRANSPORT"),
-                route_transport(state, "gemini", "GATEWAY_REQUEST_QUEUE_URL"),
-                (
-                    "GATEWAY_GEMINI_ENDPOINT",
-                    state["upstreams"]["gemini"]
-                        .as_str()
-                        .unwrap_or_default()
-                        .into(),
-                ),
-                ("GATEWAY_GEMINI_KEY_SECRET_ID", secrets.1.clone()),
-            ],
-        ),
-    ];
+    // Each provider's function crate is named by its route prefix.
+    let mut functions = vec![("authorizer", authorizer_settings(state))];
+    for provider in Provider::ALL {
+        functions.push((provider.route_prefix(), route_settings(state, provider)));
+    }
     let mut report = serde_json::Map::new();
     for (name, env) in functions {
         let binary = format!("{dir}/{name}");
@@ -270,16 +239,6 @@ async fn bench_cold_start(
         );
     }
     Ok(Value::Object(report))
-}
-
-/// The route's transport setting as the running stack has it (so init includes the reply queue).
-fn route_transport(state: &Value, route: &str, name: &'static str) -> (&'static str, String) {
-    let queue = &state["queues"]["requests"][route];
-    let value = match name {
-        "GATEWAY_TRANSPORT" => queue["transport"].as_str(),
-        _ => queue["url"].as_str(),
-    };
-    (name, value.unwrap_or_default().to_string())
 }
 
 /// Process start to the first `GET /2018-06-01/runtime/invocation/next` on a stand-in runtime API.
@@ -363,8 +322,11 @@ async fn bench_sqs_calls(
     Ok(Value::Object(report))
 }
 
+#[derive(Clone)]
 struct Target {
     url: String,
+    /// Where the key goes: the provider's own header to the mock, the SDK's choice to the gateway.
+    header: http::HeaderName,
     key: String,
 }
 
@@ -385,14 +347,8 @@ async fn measure(
     }
     let mut workers = Vec::new();
     for _ in 0..concurrency {
-        let (client, url, key, body) = (
-            client.clone(),
-            target.url.clone(),
-            target.key.clone(),
-            body.clone(),
-        );
+        let (client, target, body) = (client.clone(), target.clone(), body.clone());
         workers.push(tokio::spawn(async move {
-            let target = Target { url, key };
             let mut samples = Vec::with_capacity(per_worker);
             for _ in 0..per_worker {
                 samples.push(one(&client, &target, &body, stream).await?);
@@ -417,7 +373,7 @@ async fn one(
     let started = Instant::now();
     let response = client
         .post(&target.url)
-        .header("api-key", &target.key)
+        .header(&target.header, &target.key)
         .header("content-type", "application/json")
         .body(body.as_str().to_owned())
         .timeout(Duration::from_secs(30))

@@ -1,6 +1,10 @@
 //! The local stack: every Lambda handler in one process behind an API Gateway REST emulation, AWS
 //! services through the real AWS SDK against moto, and bundled mock providers, with no AWS account and
 //! no Docker. Run it with `./local/run.sh`; settings are environment variables (see README).
+//!
+//! A start runs in phases, each a function below: take every port, start AWS (moto), provision
+//! identity and secrets, start the audit trail, the upstreams, the queue transport, then the routes and
+//! the authorizer, serve, sign the demo user in, and publish the state file that says the stack is up.
 
 mod apigw;
 mod control;
@@ -13,18 +17,38 @@ mod resources;
 mod settings;
 mod tls;
 
-use std::collections::HashMap;
+use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
 use std::sync::Arc;
 
 use aws_credential_types::Credentials;
+use gateway_local::state::{Buckets, DemoUser, Queues, RequestQueue, StackState};
+use gateway_shared::audit::AuditSink;
+use gateway_shared::providers::upstream::CredentialSpec;
+use gateway_shared::providers::TransportKind;
 use gateway_shared::proxy::{Route, RouteConfig};
+use gateway_shared::scopes::Policy;
 use gateway_shared::Provider;
-use serde_json::json;
 use tokio::net::TcpListener;
 
-use crate::resources::BoxError;
-use crate::settings::{LocalSettings, MOCK_PORT_SETTINGS};
+use crate::resources::{BoxError, UserPool};
+use crate::settings::{local_provider, LocalSettings};
+
+const AUDIT_BUCKET: &str = "llm-gateway-local-audit";
+const PAYLOAD_BUCKET: &str = "llm-gateway-local-payloads";
+const REPLY_QUEUE_PREFIX: &str = "llm-gateway-reply-";
+const DEFAULT_RESPONSE_TIMEOUT_MS: u64 = 120_000;
+
+/// The route settings the local stack passes through from its own environment when set.
+const PASSED_THROUGH: &[&str] = &[
+    "GATEWAY_UPSTREAM_CONNECT_TIMEOUT_MS",
+    "GATEWAY_UPSTREAM_RESPONSE_TIMEOUT_MS",
+    "GATEWAY_MAX_REQUEST_BYTES",
+    "GATEWAY_SCOPE_POLICY_FILE",
+    "GATEWAY_BEDROCK_REGION",
+    "GATEWAY_DISPATCH_FLUSH_MS",
+    "GATEWAY_QUEUE_INLINE_MAX_BYTES",
+];
 
 #[tokio::main]
 async fn main() {
@@ -38,200 +62,384 @@ async fn main() {
 async fn run() -> Result<(), BoxError> {
     let local = LocalSettings::from_env()?;
     std::fs::create_dir_all(&local.dir)?;
-    let _ = std::fs::remove_file(local.state_file());
+    let state_file = local.state_file();
+    let _ = std::fs::remove_file(&state_file);
 
-    // Every port is taken (or, for moto's, checked) before anything starts, so that a start with a taken
-    // port fails at once and names the port and the setting that moves it.
-    let http_listener =
-        ports::bind(&local.host, local.http_port, "GATEWAY_LOCAL_HTTP_PORT").await?;
-    let https_listener =
-        ports::bind(&local.host, local.https_port, "GATEWAY_LOCAL_HTTPS_PORT").await?;
-    let control_listener = ports::bind(
-        control::HOST,
-        local.control_port,
-        "GATEWAY_LOCAL_CONTROL_PORT",
-    )
-    .await?;
-    let azure_upstream = upstream(&local, local.azure_endpoint.clone(), 0).await?;
-    let bedrock_upstream = upstream(&local, local.bedrock_endpoint.clone(), 1).await?;
-    let gemini_upstream = upstream(&local, local.gemini_endpoint.clone(), 2).await?;
-
-    let mut moto = match &local.aws_endpoint_url {
-        Some(_) => None,
-        None => Some(moto::start(&local).await?),
-    };
-    let aws_endpoint = local.aws_endpoint();
-    let credentials = match (
-        std::env::var("AWS_ACCESS_KEY_ID"),
-        std::env::var("AWS_SECRET_ACCESS_KEY"),
-    ) {
-        (Ok(id), Ok(secret)) => Credentials::new(
-            id,
-            secret,
-            std::env::var("AWS_SESSION_TOKEN").ok(),
-            None,
-            "environment",
-        ),
-        _ => Credentials::new("test", "test", None, None, "local-stack"),
-    };
-    let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
-        .region(aws_config::Region::new(local.region.clone()))
-        .endpoint_url(&aws_endpoint)
-        .credentials_provider(credentials)
-        .load()
-        .await;
-    let cognito = aws_sdk_cognitoidentityprovider::Client::new(&sdk);
-    let sqs = aws_sdk_sqs::Client::new(&sdk);
-    let s3 = aws_sdk_s3::Client::new(&sdk);
-    let secrets = aws_sdk_secretsmanager::Client::new(&sdk);
+    let mut listeners = Listeners::bind(&local).await?;
+    let mut aws = Aws::start(&local).await?;
     let policy = gateway_shared::proxy::load_policy(local.policy_file.as_deref())?;
-
-    let pool = resources::create_user_pool(&cognito, &policy).await?;
-    let azure_key = local
-        .azure_key
-        .clone()
-        .unwrap_or_else(|| format!("local-azure-{}", uuid::Uuid::new_v4().simple()));
-    let gemini_key = local
-        .gemini_key
-        .clone()
-        .unwrap_or_else(|| format!("local-gemini-{}", uuid::Uuid::new_v4().simple()));
-    let azure_secret = resources::put_secret(
-        &secrets,
-        "llm-gateway/local/azure-openai-api-key",
-        &azure_key,
+    let pool = resources::create_user_pool(&aws.cognito(), &policy).await?;
+    let secrets = Secrets::provision(&local, &aws.sdk).await?;
+    let audit = start_audit_trail(&aws).await?;
+    let upstreams = start_upstreams(std::mem::take(&mut listeners.mocks), &local, &secrets)?;
+    let mut settings = route_settings(&local, &aws, &pool, &secrets, &upstreams);
+    let request_queues = start_queue_transport(&local, &aws, &audit, &mut settings).await?;
+    let routes = build_routes(&local, &aws, &audit, &settings, &request_queues).await?;
+    let authorizer = authorizer::State::from_config(
+        authorizer::AuthorizerConfig::from_settings(&settings)?,
+        &aws.sdk,
+        audit.sink.clone(),
     )
     .await?;
-    let gemini_secret =
-        resources::put_secret(&secrets, "llm-gateway/local/gemini-api-key", &gemini_key).await?;
-    let usage_keys: serde_json::Map<String, serde_json::Value> = resources::DEPARTMENTS
-        .iter()
-        .map(|d| {
-            (
-                d.to_string(),
-                format!("usage-key-{d}-{}", uuid::Uuid::new_v4().simple()).into(),
+    let served = serve(
+        listeners,
+        &local,
+        &aws,
+        apigw::Gateway {
+            region: local.region.clone(),
+            authorizer,
+            routes,
+        },
+    )?;
+    let (demo_user, token) = sign_in_demo_user(&aws, &pool, &policy).await?;
+
+    let state = StackState {
+        base_url: served.base_url,
+        https_base_url: served.https_base_url,
+        control_url: served.control_url,
+        ca_bundle: served.ca_bundle,
+        aws_endpoint_url: aws.endpoint.clone(),
+        region: local.region.clone(),
+        issuer: format!(
+            "https://cognito-idp.{}.amazonaws.com/{}",
+            local.region, pool.user_pool_id
+        ),
+        jwks_url: jwks_url(&aws, &pool),
+        user_pool_id: pool.user_pool_id,
+        app_client_id: pool.app_client_id,
+        demo_user,
+        groups: pool.groups,
+        secrets: secrets.secret_ids(),
+        upstreams: upstreams.urls,
+        mocks: upstreams.mocks,
+        upstream_response_timeout_ms: settings
+            .get("GATEWAY_UPSTREAM_RESPONSE_TIMEOUT_MS")
+            .and_then(|v| v.parse::<u64>().ok())
+            .unwrap_or(DEFAULT_RESPONSE_TIMEOUT_MS),
+        buckets: Buckets {
+            audit: AUDIT_BUCKET.into(),
+            payloads: PAYLOAD_BUCKET.into(),
+        },
+        queues: Queues {
+            audit: audit.queue_url,
+            audit_dlq: audit.dlq_url,
+            requests: request_queues
+                .into_iter()
+                .map(|(provider, queues)| (provider, queues.state))
+                .collect(),
+            reply_prefix: REPLY_QUEUE_PREFIX.into(),
+        },
+    };
+    // Written last: its presence means the stack is ready.
+    state.write_atomically(&state_file)?;
+    print_banner(&state, &token, &state_file.display().to_string());
+
+    shutdown_signal().await;
+    aws.stop().await;
+    let _ = std::fs::remove_file(&state_file);
+    Ok(())
+}
+
+/// Every port the stack serves on, taken before anything starts, so that a start with a taken port
+/// fails at once and names the port and the setting that moves it. (moto's is checked when it starts.)
+struct Listeners {
+    http: TcpListener,
+    https: TcpListener,
+    control: TcpListener,
+    /// The bundled mocks' ports, for providers without a configured endpoint.
+    mocks: BTreeMap<Provider, TcpListener>,
+}
+
+impl Listeners {
+    async fn bind(local: &LocalSettings) -> Result<Self, BoxError> {
+        let http = ports::bind(&local.host, local.http_port, "GATEWAY_LOCAL_HTTP_PORT").await?;
+        let https = ports::bind(&local.host, local.https_port, "GATEWAY_LOCAL_HTTPS_PORT").await?;
+        let control = ports::bind(
+            control::HOST,
+            local.control_port,
+            "GATEWAY_LOCAL_CONTROL_PORT",
+        )
+        .await?;
+        let mut mocks = BTreeMap::new();
+        for provider in Provider::ALL {
+            if local.endpoints.contains_key(&provider) {
+                continue;
+            }
+            let listener = ports::bind(
+                &local.host,
+                local.mock_ports[&provider],
+                local_provider(provider).mock_port_setting,
             )
+            .await?;
+            mocks.insert(provider, listener);
+        }
+        Ok(Listeners {
+            http,
+            https,
+            control,
+            mocks,
         })
-        .collect();
-    let usage_secret = resources::put_secret(
-        &secrets,
-        "llm-gateway/local/department-usage-keys",
-        &serde_json::Value::Object(usage_keys).to_string(),
-    )
-    .await?;
+    }
+}
 
-    // The audit trail: queue (+ DLQ) -> audit writer (SQS event source) -> S3.
-    let audit_bucket = "llm-gateway-local-audit".to_string();
-    resources::create_audit_bucket(&s3, &audit_bucket).await?;
-    let (audit_queue, audit_dlq) =
-        resources::create_queue_with_dlq(&sqs, "llm-gateway-audit", 30, 5).await?;
+/// AWS as the functions see it: moto (unless `AWS_ENDPOINT_URL` names another endpoint) and one SDK
+/// configuration for every client.
+struct Aws {
+    sdk: aws_config::SdkConfig,
+    endpoint: String,
+    moto: Option<tokio::process::Child>,
+}
+
+impl Aws {
+    async fn start(local: &LocalSettings) -> Result<Self, BoxError> {
+        let moto = match &local.aws_endpoint_url {
+            Some(_) => None,
+            None => Some(moto::start(local).await?),
+        };
+        let endpoint = local.aws_endpoint();
+        let credentials = match (
+            std::env::var("AWS_ACCESS_KEY_ID"),
+            std::env::var("AWS_SECRET_ACCESS_KEY"),
+        ) {
+            (Ok(id), Ok(secret)) => Credentials::new(
+                id,
+                secret,
+                std::env::var("AWS_SESSION_TOKEN").ok(),
+                None,
+                "environment",
+            ),
+            _ => Credentials::new("test", "test", None, None, "local-stack"),
+        };
+        let sdk = aws_config::defaults(aws_config::BehaviorVersion::latest())
+            .region(aws_config::Region::new(local.region.clone()))
+            .endpoint_url(&endpoint)
+            .credentials_provider(credentials)
+            .load()
+            .await;
+        Ok(Aws {
+            sdk,
+            endpoint,
+            moto,
+        })
+    }
+
+    fn cognito(&self) -> aws_sdk_cognitoidentityprovider::Client {
+        aws_sdk_cognitoidentityprovider::Client::new(&self.sdk)
+    }
+
+    fn sqs(&self) -> aws_sdk_sqs::Client {
+        aws_sdk_sqs::Client::new(&self.sdk)
+    }
+
+    fn s3(&self) -> aws_sdk_s3::Client {
+        aws_sdk_s3::Client::new(&self.sdk)
+    }
+
+    async fn stop(&mut self) {
+        if let Some(child) = self.moto.as_mut() {
+            let _ = child.kill().await;
+        }
+    }
+}
+
+/// The upstream keys (given, or random for the mocks) stored in Secrets Manager, and the departments'
+/// usage-plan keys.
+struct Secrets {
+    /// Per key-taking provider: the secret's id and the key the mock expects.
+    upstream_keys: BTreeMap<Provider, (String, String)>,
+    usage_keys_secret: String,
+}
+
+impl Secrets {
+    async fn provision(
+        local: &LocalSettings,
+        sdk: &aws_config::SdkConfig,
+    ) -> Result<Self, BoxError> {
+        let client = aws_sdk_secretsmanager::Client::new(sdk);
+        let mut upstream_keys = BTreeMap::new();
+        for provider in Provider::ALL {
+            let CredentialSpec::ApiKey { .. } = provider.upstream().credential else {
+                continue;
+            };
+            let name = provider.route_prefix();
+            let key = local
+                .keys
+                .get(&provider)
+                .cloned()
+                .unwrap_or_else(|| format!("local-{name}-{}", uuid::Uuid::new_v4().simple()));
+            let secret_id =
+                resources::put_secret(&client, &format!("llm-gateway/local/{name}-api-key"), &key)
+                    .await?;
+            upstream_keys.insert(provider, (secret_id, key));
+        }
+        let usage_keys: serde_json::Map<String, serde_json::Value> = resources::DEPARTMENTS
+            .iter()
+            .map(|d| {
+                (
+                    d.to_string(),
+                    format!("usage-key-{d}-{}", uuid::Uuid::new_v4().simple()).into(),
+                )
+            })
+            .collect();
+        let usage_keys_secret = resources::put_secret(
+            &client,
+            "llm-gateway/local/department-usage-keys",
+            &serde_json::Value::Object(usage_keys).to_string(),
+        )
+        .await?;
+        Ok(Secrets {
+            upstream_keys,
+            usage_keys_secret,
+        })
+    }
+
+    fn secret_ids(&self) -> BTreeMap<Provider, String> {
+        self.upstream_keys
+            .iter()
+            .map(|(provider, (secret_id, _))| (*provider, secret_id.clone()))
+            .collect()
+    }
+}
+
+/// The audit trail: queue (+ DLQ) -> audit writer (SQS event source) -> S3, and the sink every
+/// function sends to.
+struct AuditTrail {
+    sink: Arc<dyn AuditSink>,
+    queue_url: String,
+    dlq_url: String,
+}
+
+async fn start_audit_trail(aws: &Aws) -> Result<AuditTrail, BoxError> {
+    let sqs = aws.sqs();
+    resources::create_audit_bucket(&aws.s3(), AUDIT_BUCKET).await?;
+    let (queue, dlq) = resources::create_queue_with_dlq(&sqs, "llm-gateway-audit", 30, 5).await?;
     let writer = Arc::new(audit_writer::Writer::from_config(
         audit_writer::WriterConfig {
-            bucket: audit_bucket.clone(),
+            bucket: AUDIT_BUCKET.into(),
             prefix: "audit/".into(),
         },
-        &sdk,
+        &aws.sdk,
     ));
     tokio::spawn(event_sources::sqs_event_source(
         sqs.clone(),
-        audit_queue.url.clone(),
-        audit_queue.arn.clone(),
+        queue.url.clone(),
+        queue.arn.clone(),
         move |event| {
             let writer = writer.clone();
             async move { writer.handle(event).await }
         },
     ));
-    let audit: Arc<dyn gateway_shared::audit::AuditSink> = Arc::new(
-        gateway_shared::audit::SqsAuditSink::new(sqs.clone(), audit_queue.url.clone()),
-    );
+    Ok(AuditTrail {
+        sink: Arc::new(gateway_shared::audit::SqsAuditSink::new(
+            sqs,
+            queue.url.clone(),
+        )),
+        queue_url: queue.url,
+        dlq_url: dlq.url,
+    })
+}
 
-    // Mock providers, unless a real (or other test) upstream is configured for that provider.
-    let mut upstreams = HashMap::new();
-    let mut mocks = serde_json::Map::new();
-    for (provider, mock, upstream, expected_key) in [
-        (
-            Provider::AzureOpenAi,
-            mock::MockProvider::AzureOpenAi,
-            azure_upstream,
-            Some(azure_key.clone()),
-        ),
-        (
-            Provider::BedrockClaude,
-            mock::MockProvider::Bedrock,
-            bedrock_upstream,
-            None,
-        ),
-        (
-            Provider::Gemini,
-            mock::MockProvider::Gemini,
-            gemini_upstream,
-            Some(gemini_key.clone()),
-        ),
-    ] {
-        let url = match upstream {
-            Upstream::Configured(url) => url,
-            Upstream::Mock(listener) => {
-                let url = format!("http://{}", listener.local_addr()?);
-                let router = mock::router(mock::MockState {
-                    provider: mock,
-                    recorder: mock::Recorder::default(),
-                    expected_key,
-                });
-                tokio::spawn(async move { axum::serve(listener, router).await });
-                mocks.insert(state_key(provider).into(), url.clone().into());
-                url
-            }
-        };
-        upstreams.insert(provider, url);
+/// Where each route sends its requests, and which of those are bundled mocks.
+struct Upstreams {
+    urls: BTreeMap<Provider, String>,
+    mocks: BTreeMap<Provider, String>,
+}
+
+/// Starts a mock for every provider without a configured endpoint; the mock expects the key the
+/// gateway must inject (SigV4 providers: none).
+fn start_upstreams(
+    mock_listeners: BTreeMap<Provider, TcpListener>,
+    local: &LocalSettings,
+    secrets: &Secrets,
+) -> Result<Upstreams, BoxError> {
+    let mut urls = local.endpoints.clone();
+    let mut mocks = BTreeMap::new();
+    for (provider, listener) in mock_listeners {
+        let url = format!("http://{}", listener.local_addr()?);
+        let router = mock::router(mock::MockState {
+            provider,
+            recorder: mock::Recorder::default(),
+            expected_key: secrets
+                .upstream_keys
+                .get(&provider)
+                .map(|(_, key)| key.clone()),
+        });
+        tokio::spawn(async move { axum::serve(listener, router).await });
+        mocks.insert(provider, url.clone());
+        urls.insert(provider, url);
     }
+    Ok(Upstreams { urls, mocks })
+}
 
-    let mut route_settings: HashMap<String, String> = HashMap::new();
-    route_settings.insert("AWS_REGION".into(), local.region.clone());
-    route_settings.insert(
-        "GATEWAY_AZURE_OPENAI_ENDPOINT".into(),
-        upstreams[&Provider::AzureOpenAi].clone(),
-    );
-    route_settings.insert(
-        "GATEWAY_AZURE_OPENAI_KEY_SECRET_ID".into(),
-        azure_secret.clone(),
-    );
-    route_settings.insert(
-        "GATEWAY_GEMINI_ENDPOINT".into(),
-        upstreams[&Provider::Gemini].clone(),
-    );
-    route_settings.insert("GATEWAY_GEMINI_KEY_SECRET_ID".into(), gemini_secret.clone());
-    route_settings.insert(
-        "AWS_ENDPOINT_URL_BEDROCK_RUNTIME".into(),
-        upstreams[&Provider::BedrockClaude].clone(),
-    );
-    let jwks_url = format!("{aws_endpoint}/{}/.well-known/jwks.json", pool.user_pool_id);
-    route_settings.insert("COGNITO_USER_POOL_ID".into(), pool.user_pool_id.clone());
-    route_settings.insert("COGNITO_APP_CLIENT_IDS".into(), pool.app_client_id.clone());
-    route_settings.insert("COGNITO_JWKS_URL".into(), jwks_url.clone());
-    route_settings.insert("GATEWAY_USAGE_KEYS_SECRET_ID".into(), usage_secret);
-    for name in [
-        "GATEWAY_UPSTREAM_CONNECT_TIMEOUT_MS",
-        "GATEWAY_UPSTREAM_RESPONSE_TIMEOUT_MS",
-        "GATEWAY_MAX_REQUEST_BYTES",
-        "GATEWAY_SCOPE_POLICY_FILE",
-        "GATEWAY_BEDROCK_REGION",
-        "GATEWAY_DISPATCH_FLUSH_MS",
-        "GATEWAY_QUEUE_INLINE_MAX_BYTES",
-    ] {
-        if let Ok(value) = std::env::var(name) {
-            route_settings.insert(name.into(), value);
+fn jwks_url(aws: &Aws, pool: &UserPool) -> String {
+    format!(
+        "{}/{}/.well-known/jwks.json",
+        aws.endpoint, pool.user_pool_id
+    )
+}
+
+/// The settings every function gets (as a Lambda's environment): each provider's upstream as its
+/// `UpstreamSpec` names it, Cognito, and the pass-through tuning settings.
+fn route_settings(
+    local: &LocalSettings,
+    aws: &Aws,
+    pool: &UserPool,
+    secrets: &Secrets,
+    upstreams: &Upstreams,
+) -> HashMap<String, String> {
+    let mut settings: HashMap<String, String> = HashMap::new();
+    settings.insert("AWS_REGION".into(), local.region.clone());
+    for (provider, url) in &upstreams.urls {
+        let spec = provider.upstream();
+        settings.insert(spec.endpoint_setting.into(), url.clone());
+        if let (
+            CredentialSpec::ApiKey {
+                secret_id_setting, ..
+            },
+            Some((secret_id, _)),
+        ) = (&spec.credential, secrets.upstream_keys.get(provider))
+        {
+            settings.insert(secret_id_setting.to_string(), secret_id.clone());
         }
     }
+    settings.insert("COGNITO_USER_POOL_ID".into(), pool.user_pool_id.clone());
+    settings.insert("COGNITO_APP_CLIENT_IDS".into(), pool.app_client_id.clone());
+    settings.insert("COGNITO_JWKS_URL".into(), jwks_url(aws, pool));
+    settings.insert(
+        "GATEWAY_USAGE_KEYS_SECRET_ID".into(),
+        secrets.usage_keys_secret.clone(),
+    );
+    for name in PASSED_THROUGH {
+        if let Ok(value) = std::env::var(name) {
+            settings.insert(name.to_string(), value);
+        }
+    }
+    settings
+}
 
-    // The queue transport: a request queue (+ DLQ) per provider, the payload bucket, and the dispatcher
-    // behind an SQS event source on each request queue.
-    let payload_bucket = "llm-gateway-local-payloads".to_string();
-    resources::create_bucket(&s3, &payload_bucket).await?;
-    route_settings.insert("GATEWAY_PAYLOAD_BUCKET".into(), payload_bucket.clone());
-    route_settings.insert(
+/// A provider's request queue as the stack made it.
+struct ProviderQueues {
+    url: String,
+    state: RequestQueue,
+}
+
+/// The queue transport: a request queue (+ DLQ) per provider, the payload bucket, and the dispatcher
+/// behind an SQS event source on each request queue. The queues exist before the dispatcher is built,
+/// since it trusts messages only from the queue URLs it is given.
+async fn start_queue_transport(
+    local: &LocalSettings,
+    aws: &Aws,
+    audit: &AuditTrail,
+    settings: &mut HashMap<String, String>,
+) -> Result<BTreeMap<Provider, ProviderQueues>, BoxError> {
+    let sqs = aws.sqs();
+    resources::create_bucket(&aws.s3(), PAYLOAD_BUCKET).await?;
+    settings.insert("GATEWAY_PAYLOAD_BUCKET".into(), PAYLOAD_BUCKET.into());
+    settings.insert(
         "GATEWAY_DISPATCH_VISIBILITY_SECS".into(),
         local.dispatch_visibility_secs.to_string(),
     );
-    route_settings.insert(
+    settings.insert(
         "GATEWAY_DISPATCH_MAX_RECEIVES".into(),
         local.dispatch_max_receives.to_string(),
     );
@@ -246,7 +454,7 @@ async fn run() -> Result<(), BoxError> {
         .await?;
         created.push((provider, queue, dlq));
     }
-    route_settings.insert(
+    settings.insert(
         "GATEWAY_DISPATCH_QUEUE_URLS".into(),
         created
             .iter()
@@ -255,12 +463,11 @@ async fn run() -> Result<(), BoxError> {
             .join(","),
     );
     let dispatcher = Arc::new(dispatcher::Dispatcher::from_config(
-        dispatcher::DispatcherConfig::from_settings(&route_settings)?,
-        &sdk,
-        audit.clone(),
+        dispatcher::DispatcherConfig::from_settings(settings)?,
+        &aws.sdk,
+        audit.sink.clone(),
     )?);
-    let mut request_queues = serde_json::Map::new();
-    let mut routes = HashMap::new();
+    let mut queues = BTreeMap::new();
     for (provider, queue, dlq) in created {
         let dispatcher = dispatcher.clone();
         tokio::spawn(event_sources::sqs_event_source(
@@ -272,143 +479,119 @@ async fn run() -> Result<(), BoxError> {
                 async move { faults::dispatch_with_injected_crashes(&dispatcher, event).await }
             },
         ));
-        let mut settings = route_settings.clone();
-        settings.insert(
-            "GATEWAY_TRANSPORT".into(),
-            local.transport_for(provider).into(),
-        );
-        settings.insert("GATEWAY_REQUEST_QUEUE_URL".into(), queue.url.clone());
-        let config = RouteConfig::from_settings(provider, &settings)?;
-        let route = Route::from_config(&config, &sdk, audit.clone())?;
-        route.prepare().await;
-        routes.insert(provider, route);
-        request_queues.insert(
-            state_key(provider).into(),
-            json!({"url": queue.url, "dlq": dlq.url, "transport": local.transport_for(provider)}),
+        queues.insert(
+            provider,
+            ProviderQueues {
+                url: queue.url.clone(),
+                state: RequestQueue {
+                    url: queue.url,
+                    dlq: dlq.url,
+                    transport: local.transport_for(provider).as_str().into(),
+                },
+            },
         );
     }
-    let authorizer_config = authorizer::AuthorizerConfig::from_settings(&route_settings)?;
-    let authorizer = authorizer::State::from_config(authorizer_config, &sdk, audit.clone()).await?;
-    let gateway = Arc::new(apigw::Gateway {
-        region: local.region.clone(),
-        authorizer,
-        routes,
-    });
-    // The gateway's client ports carry API Gateway's surface only; the control endpoints have their own.
+    Ok(queues)
+}
+
+/// One route per provider, on the transport the settings choose, prepared (reply queue, secrets) as a
+/// warm execution environment would be.
+async fn build_routes(
+    local: &LocalSettings,
+    aws: &Aws,
+    audit: &AuditTrail,
+    settings: &HashMap<String, String>,
+    queues: &BTreeMap<Provider, ProviderQueues>,
+) -> Result<HashMap<Provider, Route>, BoxError> {
+    let mut routes = HashMap::new();
+    for (provider, queue) in queues {
+        let mut settings = settings.clone();
+        settings.insert(
+            TransportKind::SETTING.into(),
+            local.transport_for(*provider).as_str().into(),
+        );
+        settings.insert("GATEWAY_REQUEST_QUEUE_URL".into(), queue.url.clone());
+        let config = RouteConfig::from_settings(*provider, &settings)?;
+        let route = Route::from_config(&config, &aws.sdk, audit.sink.clone())?;
+        route.prepare().await;
+        routes.insert(*provider, route);
+    }
+    Ok(routes)
+}
+
+/// Where the stack answers.
+struct Served {
+    base_url: String,
+    https_base_url: String,
+    control_url: String,
+    ca_bundle: String,
+}
+
+/// The gateway's client ports (HTTP and HTTPS) carry API Gateway's surface only; the control endpoints
+/// have their own loopback listener.
+fn serve(
+    listeners: Listeners,
+    local: &LocalSettings,
+    aws: &Aws,
+    gateway: apigw::Gateway,
+) -> Result<Served, BoxError> {
     let router = axum::Router::new()
         .fallback(apigw::handle)
-        .with_state(gateway);
-    let control_url = format!("http://{}", control_listener.local_addr()?);
-    let control_router = control::router(sqs.clone());
-    tokio::spawn(async move { axum::serve(control_listener, control_router).await });
+        .with_state(Arc::new(gateway));
+    let control_url = format!("http://{}", listeners.control.local_addr()?);
+    let control_router = control::router(aws.sqs());
+    let control = listeners.control;
+    tokio::spawn(async move { axum::serve(control, control_router).await });
 
-    let base_url = format!("http://{}", http_listener.local_addr()?);
-    let https_base_url = format!("https://localhost:{}", https_listener.local_addr()?.port());
+    let base_url = format!("http://{}", listeners.http.local_addr()?);
+    let https_base_url = format!("https://localhost:{}", listeners.https.local_addr()?.port());
     let certificate = tls::self_signed(&local.dir.join("tls"))?;
     let http_router = router.clone();
+    let http = listeners.http;
     tokio::spawn(async move {
         axum::serve(
-            http_listener,
+            http,
             http_router.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .await
     });
-    tokio::spawn(tls::serve(https_listener, certificate.acceptor, router));
+    tokio::spawn(tls::serve(listeners.https, certificate.acceptor, router));
+    Ok(Served {
+        base_url,
+        https_base_url,
+        control_url,
+        ca_bundle: certificate.cert_path.canonicalize()?.display().to_string(),
+    })
+}
 
-    let demo_password = format!("Demo-{}!a1", uuid::Uuid::new_v4().simple());
-    let demo_groups = vec![
+/// The demo user (every scope, department engineering), signed in for the banner's token.
+async fn sign_in_demo_user(
+    aws: &Aws,
+    pool: &UserPool,
+    policy: &Policy,
+) -> Result<(DemoUser, String), BoxError> {
+    let password = format!("Demo-{}!a1", uuid::Uuid::new_v4().simple());
+    let groups = vec![
         "gateway-all".to_string(),
         format!("{}engineering", policy.department_group_prefix()),
     ];
     let token = resources::create_user_and_sign_in(
-        &cognito,
-        &pool,
+        &aws.cognito(),
+        pool,
         "demo",
-        &demo_password,
-        &demo_groups,
+        &password,
+        &groups,
         "engineering",
     )
     .await?;
-
-    let ca_bundle = certificate.cert_path.canonicalize()?.display().to_string();
-    let state = json!({
-        "base_url": base_url,
-        "https_base_url": https_base_url,
-        "control_url": control_url,
-        "ca_bundle": ca_bundle,
-        "aws_endpoint_url": aws_endpoint,
-        "region": local.region,
-        "user_pool_id": pool.user_pool_id,
-        "app_client_id": pool.app_client_id,
-        "issuer": format!("https://cognito-idp.{}.amazonaws.com/{}", local.region, pool.user_pool_id),
-        "jwks_url": jwks_url,
-        "demo_user": {"username": "demo", "password": demo_password, "groups": demo_groups},
-        "groups": pool.groups,
-        "secrets": {"azure_openai": azure_secret, "gemini": gemini_secret},
-        "upstreams": {
-            "azure_openai": upstreams[&Provider::AzureOpenAi],
-            "bedrock": upstreams[&Provider::BedrockClaude],
-            "gemini": upstreams[&Provider::Gemini],
+    Ok((
+        DemoUser {
+            username: "demo".into(),
+            password,
+            groups,
         },
-        "mocks": mocks,
-        "upstream_response_timeout_ms": route_settings
-            .get("GATEWAY_UPSTREAM_RESPONSE_TIMEOUT_MS")
-            .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(120_000),
-        "buckets": {"audit": audit_bucket, "payloads": payload_bucket},
-        "queues": {
-            "audit": audit_queue.url,
-            "audit_dlq": audit_dlq.url,
-            "requests": request_queues,
-            "reply_prefix": "llm-gateway-reply-",
-        },
-    });
-    // Written last and atomically: its presence means the stack is ready.
-    let state_file = local.state_file();
-    let tmp = state_file.with_extension("json.tmp");
-    std::fs::write(&tmp, serde_json::to_string_pretty(&state)?)?;
-    std::fs::rename(&tmp, &state_file)?;
-    print_banner(&state, &token, &state_file.display().to_string());
-
-    shutdown_signal().await;
-    if let Some(child) = moto.as_mut() {
-        let _ = child.kill().await;
-    }
-    let _ = std::fs::remove_file(&state_file);
-    Ok(())
-}
-
-fn state_key(provider: Provider) -> &'static str {
-    match provider {
-        Provider::AzureOpenAi => "azure_openai",
-        Provider::BedrockClaude => "bedrock",
-        Provider::Gemini => "gemini",
-    }
-}
-
-/// Where a provider route sends requests: a configured endpoint, or the bundled mock on its listener.
-enum Upstream {
-    Configured(String),
-    Mock(TcpListener),
-}
-
-/// The upstream of the provider whose mock port is `local.mock_ports[index]`.
-async fn upstream(
-    local: &LocalSettings,
-    configured: Option<String>,
-    index: usize,
-) -> Result<Upstream, BoxError> {
-    Ok(match configured {
-        Some(url) => Upstream::Configured(url),
-        None => Upstream::Mock(
-            ports::bind(
-                &local.host,
-                local.mock_ports[index],
-                MOCK_PORT_SETTINGS[index],
-            )
-            .await?,
-        ),
-    })
+        token,
+    ))
 }
 
 async fn shutdown_signal() {
@@ -428,11 +611,11 @@ async fn shutdown_signal() {
     let _ = ctrl_c.await;
 }
 
-fn print_banner(state: &serde_json::Value, token: &str, state_file: &str) {
-    let base = state["base_url"].as_str().unwrap_or_default();
-    let https = state["https_base_url"].as_str().unwrap_or_default();
-    let ca = state["ca_bundle"].as_str().unwrap_or_default();
-    let region = state["region"].as_str().unwrap_or_default();
+fn print_banner(state: &StackState, token: &str, state_file: &str) {
+    let base = &state.base_url;
+    let https = &state.https_base_url;
+    let ca = &state.ca_bundle;
+    let region = &state.region;
     println!(
         r#"
 LLM gateway local stack is up.
@@ -467,7 +650,7 @@ client = genai.Client(api_key=os.environ["GATEWAY_TOKEN"], http_options=genai.ty
 print(client.models.generate_content(model="gemini-2.0-flash", contents="hello").text)
 
 Stop with Ctrl-C."#,
-        aws = state["aws_endpoint_url"].as_str().unwrap_or_default(),
-        control = state["control_url"].as_str().unwrap_or_default(),
+        aws = state.aws_endpoint_url,
+        control = state.control_url,
     );
 }

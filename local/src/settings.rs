@@ -1,6 +1,10 @@
 //! The local stack's own settings, from environment variables with defaults that work out of the box.
 
+use std::collections::BTreeMap;
 use std::path::PathBuf;
+
+use gateway_shared::providers::TransportKind;
+use gateway_shared::Provider;
 
 use crate::resources::BoxError;
 
@@ -18,28 +22,50 @@ pub struct LocalSettings {
     /// `AWS_ENDPOINT_URL`: use this AWS endpoint instead of starting moto.
     pub aws_endpoint_url: Option<String>,
     pub region: String,
-    pub mock_ports: [u16; 3],
-    pub azure_endpoint: Option<String>,
-    pub azure_key: Option<String>,
-    pub bedrock_endpoint: Option<String>,
-    pub gemini_endpoint: Option<String>,
-    pub gemini_key: Option<String>,
+    /// Each provider's bundled mock port (see [`LocalProvider::mock_port_setting`]).
+    pub mock_ports: BTreeMap<Provider, u16>,
+    /// Providers with a configured upstream (the spec's endpoint setting) instead of the bundled mock.
+    pub endpoints: BTreeMap<Provider, String>,
+    /// Upstream keys given for key-taking providers ([`LocalProvider::key_setting`]); random otherwise.
+    pub keys: BTreeMap<Provider, String>,
     pub policy_file: Option<String>,
-    /// `GATEWAY_TRANSPORT` for every route; unset: the design's defaults (queue for Azure OpenAI and
-    /// Gemini, direct for Bedrock).
-    pub transport: Option<String>,
+    /// `GATEWAY_TRANSPORT` for every route; unset: each provider's default (its `UpstreamSpec`).
+    pub transport: Option<TransportKind>,
     /// Request queues' visibility timeout (`GATEWAY_LOCAL_DISPATCH_VISIBILITY_SECS`, default 30).
     pub dispatch_visibility_secs: u32,
     /// Receives before a request message goes to its DLQ (`GATEWAY_LOCAL_DISPATCH_MAX_RECEIVES`, 3).
     pub dispatch_max_receives: u32,
 }
 
-/// The settings that move the mock providers' ports, in `LocalSettings::mock_ports` order.
-pub const MOCK_PORT_SETTINGS: [&str; 3] = [
-    "GATEWAY_LOCAL_MOCK_AZURE_PORT",
-    "GATEWAY_LOCAL_MOCK_BEDROCK_PORT",
-    "GATEWAY_LOCAL_MOCK_GEMINI_PORT",
-];
+/// What the local stack alone knows about a provider (where it is and how it authenticates is the
+/// provider's `UpstreamSpec`, shared with the functions).
+pub struct LocalProvider {
+    /// The setting that moves the bundled mock's port.
+    pub mock_port_setting: &'static str,
+    pub default_mock_port: u16,
+    /// The setting giving a real upstream key to store in the local secret (key-taking providers).
+    pub key_setting: Option<&'static str>,
+}
+
+pub fn local_provider(provider: Provider) -> LocalProvider {
+    match provider {
+        Provider::AzureOpenAi => LocalProvider {
+            mock_port_setting: "GATEWAY_LOCAL_MOCK_AZURE_PORT",
+            default_mock_port: 4091,
+            key_setting: Some("GATEWAY_AZURE_OPENAI_API_KEY"),
+        },
+        Provider::BedrockClaude => LocalProvider {
+            mock_port_setting: "GATEWAY_LOCAL_MOCK_BEDROCK_PORT",
+            default_mock_port: 4092,
+            key_setting: None,
+        },
+        Provider::Gemini => LocalProvider {
+            mock_port_setting: "GATEWAY_LOCAL_MOCK_GEMINI_PORT",
+            default_mock_port: 4093,
+            key_setting: Some("GATEWAY_GEMINI_API_KEY"),
+        },
+    }
+}
 
 fn var(name: &str) -> Option<String> {
     std::env::var(name).ok().filter(|v| !v.trim().is_empty())
@@ -68,18 +94,25 @@ impl LocalSettings {
                 .unwrap_or_else(|| ".venv/bin/moto_server".into()),
             aws_endpoint_url: var("AWS_ENDPOINT_URL").map(|u| u.trim_end_matches('/').to_string()),
             region: var("AWS_REGION").unwrap_or_else(|| "us-east-1".into()),
-            mock_ports: [
-                port(MOCK_PORT_SETTINGS[0], 4091)?,
-                port(MOCK_PORT_SETTINGS[1], 4092)?,
-                port(MOCK_PORT_SETTINGS[2], 4093)?,
-            ],
-            azure_endpoint: var("GATEWAY_AZURE_OPENAI_ENDPOINT"),
-            azure_key: var("GATEWAY_AZURE_OPENAI_API_KEY"),
-            bedrock_endpoint: var("AWS_ENDPOINT_URL_BEDROCK_RUNTIME"),
-            gemini_endpoint: var("GATEWAY_GEMINI_ENDPOINT"),
-            gemini_key: var("GATEWAY_GEMINI_API_KEY"),
+            mock_ports: Provider::ALL
+                .into_iter()
+                .map(|p| {
+                    let local = local_provider(p);
+                    Ok((p, port(local.mock_port_setting, local.default_mock_port)?))
+                })
+                .collect::<Result<_, BoxError>>()?,
+            endpoints: Provider::ALL
+                .into_iter()
+                .filter_map(|p| Some((p, var(p.upstream().endpoint_setting)?)))
+                .collect(),
+            keys: Provider::ALL
+                .into_iter()
+                .filter_map(|p| Some((p, var(local_provider(p).key_setting?)?)))
+                .collect(),
             policy_file: var("GATEWAY_SCOPE_POLICY_FILE"),
-            transport: var("GATEWAY_TRANSPORT"),
+            transport: var(TransportKind::SETTING)
+                .map(|v| TransportKind::parse(&v))
+                .transpose()?,
             dispatch_visibility_secs: port("GATEWAY_LOCAL_DISPATCH_VISIBILITY_SECS", 30)?.into(),
             dispatch_max_receives: port("GATEWAY_LOCAL_DISPATCH_MAX_RECEIVES", 3)?.into(),
         })
@@ -91,14 +124,9 @@ impl LocalSettings {
             .unwrap_or_else(|| format!("http://{}:{}", self.host, self.moto_port))
     }
 
-    pub fn transport_for(&self, provider: gateway_shared::Provider) -> &str {
-        match (&self.transport, provider) {
-            (Some(transport), _) => transport,
-            (None, gateway_shared::Provider::BedrockClaude) => "direct",
-            (None, gateway_shared::Provider::AzureOpenAi | gateway_shared::Provider::Gemini) => {
-                "queue"
-            }
-        }
+    pub fn transport_for(&self, provider: Provider) -> TransportKind {
+        self.transport
+            .unwrap_or(provider.upstream().default_transport)
     }
 
     pub fn state_file(&self) -> PathBuf {

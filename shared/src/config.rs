@@ -9,6 +9,8 @@ use std::time::Duration;
 pub enum ConfigError {
     #[error("missing required setting {0}")]
     Missing(&'static str),
+    #[error("missing required setting: one of {}", .0.join(", "))]
+    MissingOneOf(&'static [&'static str]),
     #[error("invalid setting {name}: {reason}")]
     Invalid { name: &'static str, reason: String },
 }

@@ -20,7 +20,7 @@ use crate::auth::AuthContext;
 use crate::config::{self, ConfigError, Settings};
 use crate::error::{ErrorKind, GatewayError};
 use crate::headers::upstream_request_headers;
-use crate::providers::{ModelAt, Provider, REQUEST_ID_HEADER};
+use crate::providers::{ModelAt, Provider, TransportKind, REQUEST_ID_HEADER};
 use crate::request_event::{parse_event, ProxyRequest, RequestMeta};
 use crate::scopes::{BodyModel, Decision as PolicyDecision, Policy};
 use crate::transport::direct::{http_client, DirectTransport, UpstreamConfig};
@@ -58,9 +58,9 @@ pub struct RouteConfig {
 }
 
 impl RouteConfig {
-    /// Reads the route's settings: `GATEWAY_TRANSPORT` (`direct` or `queue`; default `queue` for Azure
-    /// OpenAI and Gemini, `direct` for Bedrock), then the
-    /// upstream settings ([`UpstreamConfig`]) or the queue settings ([`QueueConfig`]); and
+    /// Reads the route's settings: `GATEWAY_TRANSPORT` (`direct` or `queue`; default the provider's
+    /// [`crate::providers::UpstreamSpec::default_transport`]: providers outside AWS through the queue and
+    /// the dispatcher's private links, Bedrock directly), then the upstream settings ([`UpstreamConfig`]) or the queue settings ([`QueueConfig`]); and
     /// `GATEWAY_UPSTREAM_CONNECT_TIMEOUT_MS`, `GATEWAY_UPSTREAM_RESPONSE_TIMEOUT_MS`,
     /// `GATEWAY_MAX_REQUEST_BYTES`, `GATEWAY_SCOPE_POLICY_FILE`.
     pub fn from_settings(
@@ -72,26 +72,16 @@ impl RouteConfig {
             "GATEWAY_UPSTREAM_RESPONSE_TIMEOUT_MS",
             Duration::from_secs(120),
         )?;
-        // The design's defaults: providers outside AWS go through the queue (the dispatcher reaches them
-        // over private links from the VPC); Bedrock, inside AWS, is called directly.
-        let default = match provider {
-            Provider::AzureOpenAi | Provider::Gemini => "queue",
-            Provider::BedrockClaude => "direct",
+        let transport = match settings.get(TransportKind::SETTING) {
+            Some(name) => TransportKind::parse(&name)?,
+            None => provider.upstream().default_transport,
         };
-        let transport = match settings
-            .get("GATEWAY_TRANSPORT")
-            .as_deref()
-            .unwrap_or(default)
-        {
-            "direct" => TransportConfig::Direct(UpstreamConfig::from_settings(provider, settings)?),
-            "queue" => {
-                TransportConfig::Queue(QueueConfig::from_settings(settings, response_timeout)?)
+        let transport = match transport {
+            TransportKind::Direct => {
+                TransportConfig::Direct(UpstreamConfig::from_settings(provider, settings)?)
             }
-            other => {
-                return Err(ConfigError::Invalid {
-                    name: "GATEWAY_TRANSPORT",
-                    reason: format!("{other:?} is not a transport (direct, queue)"),
-                })
+            TransportKind::Queue => {
+                TransportConfig::Queue(QueueConfig::from_settings(settings, response_timeout)?)
             }
         };
         Ok(RouteConfig {

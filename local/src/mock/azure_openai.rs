@@ -15,10 +15,11 @@ use super::recorder::sha256;
 use super::{
     content_text, input_tokens, json_response, last_user_message, new_uuid, percent_decode,
     reply_text, streaming_body, unix_secs, with_headers, word_chunks, word_count, Fault,
-    MockProvider, MockRequest, MockState,
+    MockRequest, MockState,
 };
+use gateway_shared::Provider;
 
-const PROVIDER: MockProvider = MockProvider::AzureOpenAi;
+const PROVIDER: Provider = Provider::AzureOpenAi;
 /// Number of floats in each mock embedding vector.
 const EMBEDDING_DIMS: usize = 8;
 
@@ -286,7 +287,7 @@ mod tests {
 
     async fn base() -> String {
         spawn(MockState {
-            provider: MockProvider::AzureOpenAi,
+            provider: Provider::AzureOpenAi,
             recorder: Recorder::new(),
             expected_key: Some("azure-key".into()),
         })

@@ -13,11 +13,12 @@ use serde_json::{json, Value};
 use super::eventstream::event_frame;
 use super::{
     content_text, input_tokens, json_response, last_user_message, new_uuid, percent_decode,
-    reply_text, streaming_body, with_headers, word_chunks, word_count, Fault, MockProvider,
-    MockRequest, MockState, SLOW_DELAY,
+    reply_text, streaming_body, with_headers, word_chunks, word_count, Fault, MockRequest,
+    MockState, SLOW_DELAY,
 };
+use gateway_shared::Provider;
 
-const PROVIDER: MockProvider = MockProvider::Bedrock;
+const PROVIDER: Provider = Provider::BedrockClaude;
 const EVENTSTREAM_CONTENT_TYPE: &str = "application/vnd.amazon.eventstream";
 const LATENCY_MS: u64 = 12;
 
@@ -371,7 +372,7 @@ mod tests {
     async fn base() -> (String, Recorder) {
         let recorder = Recorder::new();
         let base = spawn(MockState {
-            provider: MockProvider::Bedrock,
+            provider: Provider::BedrockClaude,
             recorder: recorder.clone(),
             expected_key: None,
         })

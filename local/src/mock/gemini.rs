@@ -10,10 +10,11 @@ use serde_json::{json, Value};
 use super::{
     content_text, input_tokens, json_response_with_type, last_user_message, new_uuid,
     percent_decode, reply_text, streaming_body, with_headers, word_chunks, word_count, Fault,
-    MockProvider, MockRequest, MockState,
+    MockRequest, MockState,
 };
+use gateway_shared::Provider;
 
-const PROVIDER: MockProvider = MockProvider::Gemini;
+const PROVIDER: Provider = Provider::Gemini;
 const JSON_CONTENT_TYPE: &str = "application/json; charset=UTF-8";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -241,7 +242,7 @@ mod tests {
 
     async fn base() -> String {
         spawn(MockState {
-            provider: MockProvider::Gemini,
+            provider: Provider::Gemini,
             recorder: Recorder::new(),
             expected_key: Some("g-key".into()),
         })

@@ -28,31 +28,23 @@ use axum::routing::get;
 use axum::Router;
 use bytes::Bytes;
 use futures_util::StreamExt;
+use gateway_shared::Provider;
 use http::header::CONTENT_TYPE;
 use http::{HeaderMap, HeaderName, HeaderValue, Method, StatusCode, Uri};
 use serde_json::Value;
 
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum MockProvider {
-    AzureOpenAi,
-    Bedrock,
-    Gemini,
-}
-
-impl MockProvider {
-    /// Name used in reply texts: `Mock <name> reply to: ...`.
-    fn display_name(self) -> &'static str {
-        match self {
-            MockProvider::AzureOpenAi => "Azure OpenAI",
-            MockProvider::Bedrock => "Bedrock",
-            MockProvider::Gemini => "Gemini",
-        }
+/// Name used in reply texts: `Mock <name> reply to: ...`.
+fn display_name(provider: Provider) -> &'static str {
+    match provider {
+        Provider::AzureOpenAi => "Azure OpenAI",
+        Provider::BedrockClaude => "Bedrock",
+        Provider::Gemini => "Gemini",
     }
 }
 
 #[derive(Clone)]
 pub struct MockState {
-    pub provider: MockProvider,
+    pub provider: Provider,
     pub recorder: Recorder,
     /// Azure/Gemini upstream API key; `None` for Bedrock (or to skip the check).
     pub expected_key: Option<String>,
@@ -106,9 +98,9 @@ async fn handle(
         body,
     };
     match state.provider {
-        MockProvider::AzureOpenAi => azure_openai::handle(&state, req).await,
-        MockProvider::Bedrock => bedrock::handle(&state, req).await,
-        MockProvider::Gemini => gemini::handle(&state, req).await,
+        Provider::AzureOpenAi => azure_openai::handle(&state, req).await,
+        Provider::BedrockClaude => bedrock::handle(&state, req).await,
+        Provider::Gemini => gemini::handle(&state, req).await,
     }
 }
 
@@ -197,10 +189,10 @@ pub(crate) const HANG_DELAY: Duration = Duration::from_secs(120);
 pub(crate) const SLOW_DELAY: Duration = Duration::from_millis(300);
 
 /// `Mock <provider> reply to: <text>`.
-pub(crate) fn reply_text(provider: MockProvider, user_text: &str) -> String {
+pub(crate) fn reply_text(provider: Provider, user_text: &str) -> String {
     format!(
         "Mock {} reply to: {}",
-        provider.display_name(),
+        display_name(provider),
         user_text.trim()
     )
 }
@@ -384,10 +376,10 @@ mod tests {
     fn counts_and_reply() {
         assert_eq!(input_tokens(""), 1);
         assert_eq!(input_tokens("hello there  world"), 3);
-        let reply = reply_text(MockProvider::AzureOpenAi, "hi there");
+        let reply = reply_text(Provider::AzureOpenAi, "hi there");
         assert_eq!(reply, "Mock Azure OpenAI reply to: hi there");
         assert_eq!(word_count(&reply), 7);
-        assert!(word_chunks(&reply_text(MockProvider::Bedrock, "")).len() >= 3);
+        assert!(word_chunks(&reply_text(Provider::BedrockClaude, "")).len() >= 3);
     }
 
     #[test]
@@ -433,7 +425,7 @@ mod tests {
     async fn control_endpoints_are_not_recorded() {
         let recorder = Recorder::new();
         let base = test_support::spawn(MockState {
-            provider: MockProvider::Gemini,
+            provider: Provider::Gemini,
             recorder: recorder.clone(),
             expected_key: Some("k".into()),
         })

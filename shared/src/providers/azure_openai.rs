@@ -3,9 +3,11 @@
 //! the JSON body). Errors look like `{"error":{"code","message"}}`, which the openai SDK turns into
 //! `APIStatusError` subclasses.
 
+use http::HeaderName;
 use serde_json::json;
 
 use super::grammar::{token_model_syntax, Grammar, Rule};
+use super::upstream::{CredentialSpec, DefaultEndpoint, TransportKind, UpstreamSpec};
 use super::{with_request_id, ErrorBody, ProviderApi};
 use crate::audit::usage::UsageShape;
 use crate::error::ErrorKind;
@@ -228,7 +230,23 @@ static GRAMMAR: Grammar = Grammar {
     model_syntax: token_model_syntax,
 };
 
+/// Each customer has their own Azure resource, so the endpoint has no default. Outside AWS: reached
+/// through the dispatcher in the VPC unless the deployment says otherwise.
+static UPSTREAM: UpstreamSpec = UpstreamSpec {
+    endpoint_setting: "GATEWAY_AZURE_OPENAI_ENDPOINT",
+    default_endpoint: DefaultEndpoint::Required,
+    credential: CredentialSpec::ApiKey {
+        header: HeaderName::from_static("api-key"),
+        secret_id_setting: "GATEWAY_AZURE_OPENAI_KEY_SECRET_ID",
+    },
+    default_transport: TransportKind::Queue,
+};
+
 impl ProviderApi for AzureOpenAi {
+    fn upstream(&self) -> &'static UpstreamSpec {
+        &UPSTREAM
+    }
+
     fn grammar(&self) -> &'static Grammar {
         &GRAMMAR
     }

@@ -8,6 +8,7 @@ use http::{HeaderName, HeaderValue};
 use serde_json::json;
 
 use super::grammar::{Grammar, Rule};
+use super::upstream::{CredentialSpec, DefaultEndpoint, TransportKind, UpstreamSpec};
 use super::{with_request_id, ErrorBody, ProviderApi};
 use crate::audit::usage::UsageShape;
 use crate::error::ErrorKind;
@@ -86,7 +87,25 @@ pub fn bedrock_model_syntax(model: &str) -> bool {
         && id_part(id)
 }
 
+/// Inside AWS: signed with the route's own role and called directly. The endpoint setting is the AWS
+/// SDK's own service-specific variable, so one spelling serves the SDKs and the gateway.
+static UPSTREAM: UpstreamSpec = UpstreamSpec {
+    endpoint_setting: "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
+    default_endpoint: DefaultEndpoint::AwsRegional {
+        service: "bedrock-runtime",
+    },
+    credential: CredentialSpec::SigV4 {
+        service: "bedrock",
+        region_settings: &["GATEWAY_BEDROCK_REGION", "AWS_REGION"],
+    },
+    default_transport: TransportKind::Direct,
+};
+
 impl ProviderApi for Bedrock {
+    fn upstream(&self) -> &'static UpstreamSpec {
+        &UPSTREAM
+    }
+
     fn grammar(&self) -> &'static Grammar {
         &GRAMMAR
     }

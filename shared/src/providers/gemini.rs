@@ -2,9 +2,11 @@
 //! countTokens, embedContent, ...) plus model listing. The version is the client's (google-genai picks
 //! it) among the ones Google publishes. Errors are Google's `{"error":{"code","message","status"}}`.
 
+use http::HeaderName;
 use serde_json::json;
 
 use super::grammar::{token_model_syntax, Grammar, Rule};
+use super::upstream::{CredentialSpec, DefaultEndpoint, TransportKind, UpstreamSpec};
 use super::{with_request_id, ErrorBody, ProviderApi};
 use crate::audit::usage::UsageShape;
 use crate::error::ErrorKind;
@@ -101,7 +103,22 @@ static GRAMMAR: Grammar = Grammar {
     model_syntax: token_model_syntax,
 };
 
+/// Google's one public endpoint; outside AWS, so through the dispatcher by default.
+static UPSTREAM: UpstreamSpec = UpstreamSpec {
+    endpoint_setting: "GATEWAY_GEMINI_ENDPOINT",
+    default_endpoint: DefaultEndpoint::Fixed("https://generativelanguage.googleapis.com"),
+    credential: CredentialSpec::ApiKey {
+        header: HeaderName::from_static("x-goog-api-key"),
+        secret_id_setting: "GATEWAY_GEMINI_KEY_SECRET_ID",
+    },
+    default_transport: TransportKind::Queue,
+};
+
 impl ProviderApi for Gemini {
+    fn upstream(&self) -> &'static UpstreamSpec {
+        &UPSTREAM
+    }
+
     fn grammar(&self) -> &'static Grammar {
         &GRAMMAR
     }

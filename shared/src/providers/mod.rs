@@ -8,6 +8,7 @@ mod azure_openai;
 mod bedrock;
 mod gemini;
 pub mod grammar;
+pub mod upstream;
 
 use bytes::Bytes;
 use http::{HeaderName, HeaderValue, Response};
@@ -17,6 +18,7 @@ use crate::audit::usage::UsageShape;
 use crate::error::{ErrorKind, GatewayError};
 use crate::paths::{PathError, RequestPath, SegmentEncoding, UpstreamPath};
 pub use grammar::{Access, Grammar, ModelAt, Rule};
+pub use upstream::{TransportKind, UpstreamSpec};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 pub enum Provider {
@@ -92,6 +94,9 @@ pub trait ProviderApi: Sync {
 
     /// Where responses report token usage (JSON bodies and stream events alike).
     fn usage_shapes(&self) -> &'static [UsageShape];
+
+    /// Where the API is, the credential it takes, the transport its route uses by default.
+    fn upstream(&self) -> &'static UpstreamSpec;
 }
 
 impl Provider {
@@ -101,7 +106,8 @@ impl Provider {
         Provider::Gemini,
     ];
 
-    /// The path segment the route is mounted under: `/azure-openai/...`.
+    /// The path segment the route is mounted under (`/azure-openai/...`), and the provider's one
+    /// spelling everywhere else: its function crate, audit events, the local stack's state file.
     pub fn route_prefix(self) -> &'static str {
         match self {
             Provider::AzureOpenAi => "azure-openai",
@@ -160,6 +166,11 @@ impl Provider {
     /// Whether `model` is a well-formed model name for this provider.
     pub fn model_syntax(self, model: &str) -> bool {
         (self.api().grammar().model_syntax)(model)
+    }
+
+    /// Where the provider's API is and how the gateway authenticates to it.
+    pub fn upstream(self) -> &'static UpstreamSpec {
+        self.api().upstream()
     }
 
     pub fn usage_shapes(self) -> &'static [UsageShape] {

@@ -7,98 +7,54 @@ use futures_util::{FutureExt, TryStreamExt};
 use http_body_util::{BodyExt, StreamBody};
 
 use super::{Transport, TransportError, UpstreamRequest, UpstreamResponse};
-use crate::config::{self, ConfigError, Settings};
+use crate::config::{ConfigError, Settings};
 use crate::headers::client_response_headers;
 use crate::paths::{same_path, upstream_url, PathError};
+use crate::providers::upstream::ResolvedCredential;
 use crate::providers::Provider;
 use crate::secrets::SecretCache;
 use crate::upstream_auth::UpstreamAuth;
 
-/// Where a provider's upstream is and how to authenticate to it, as configured.
+/// Where a provider's upstream is and how to authenticate to it, as configured: the provider's
+/// [`crate::providers::UpstreamSpec`] resolved against the function's settings.
 #[derive(Debug, Clone)]
 pub struct UpstreamConfig {
     pub provider: Provider,
     pub base_url: String,
-    /// Secrets Manager id of the upstream API key (Azure OpenAI, Gemini).
-    pub key_secret_id: Option<String>,
-    /// Signing region (Bedrock).
-    pub region: Option<String>,
+    pub credential: ResolvedCredential,
 }
 
 const SECRET_TTL: Duration = Duration::from_secs(300);
 
 impl UpstreamConfig {
-    /// `GATEWAY_AZURE_OPENAI_ENDPOINT` + `GATEWAY_AZURE_OPENAI_KEY_SECRET_ID`; `GATEWAY_GEMINI_ENDPOINT`
-    /// (default Google's) + `GATEWAY_GEMINI_KEY_SECRET_ID`; `AWS_ENDPOINT_URL_BEDROCK_RUNTIME` (default the
-    /// regional endpoint) + `GATEWAY_BEDROCK_REGION` or `AWS_REGION`.
+    /// Reads the settings the provider's spec names (see [`crate::providers::UpstreamSpec::settings`]).
     pub fn from_settings(provider: Provider, settings: &dyn Settings) -> Result<Self, ConfigError> {
-        let (base_url, key_secret_id, region) = match provider {
-            Provider::AzureOpenAi => (
-                config::base_url(
-                    "GATEWAY_AZURE_OPENAI_ENDPOINT",
-                    config::required(settings, "GATEWAY_AZURE_OPENAI_ENDPOINT")?,
-                )?,
-                Some(config::required(
-                    settings,
-                    "GATEWAY_AZURE_OPENAI_KEY_SECRET_ID",
-                )?),
-                None,
-            ),
-            Provider::Gemini => (
-                config::base_url(
-                    "GATEWAY_GEMINI_ENDPOINT",
-                    settings
-                        .get("GATEWAY_GEMINI_ENDPOINT")
-                        .unwrap_or_else(|| "https://generativelanguage.googleapis.com".into()),
-                )?,
-                Some(config::required(settings, "GATEWAY_GEMINI_KEY_SECRET_ID")?),
-                None,
-            ),
-            Provider::BedrockClaude => {
-                let region = settings
-                    .get("GATEWAY_BEDROCK_REGION")
-                    .or_else(|| settings.get("AWS_REGION"))
-                    .ok_or(ConfigError::Missing("GATEWAY_BEDROCK_REGION or AWS_REGION"))?;
-                let endpoint = settings
-                    .get("AWS_ENDPOINT_URL_BEDROCK_RUNTIME")
-                    .unwrap_or_else(|| format!("https://bedrock-runtime.{region}.amazonaws.com"));
-                (
-                    config::base_url("AWS_ENDPOINT_URL_BEDROCK_RUNTIME", endpoint)?,
-                    None,
-                    Some(region),
-                )
-            }
-        };
+        let (base_url, credential) = provider.upstream().resolve(settings)?;
         Ok(UpstreamConfig {
             provider,
             base_url,
-            key_secret_id,
-            region,
+            credential,
         })
     }
 
     /// The upstream with its credential source (secret cache or signing credentials).
     pub fn build(&self, sdk: &aws_config::SdkConfig) -> Result<Upstream, ConfigError> {
-        let auth = match (self.provider, &self.key_secret_id) {
-            (Provider::BedrockClaude, _) => UpstreamAuth::SigV4 {
+        let auth = match &self.credential {
+            ResolvedCredential::SigV4 { service, region } => UpstreamAuth::SigV4 {
                 credentials: sdk.credentials_provider().ok_or(ConfigError::Missing(
-                    "AWS credentials for signing Bedrock requests",
+                    "AWS credentials for signing upstream requests",
                 ))?,
-                region: self.region.clone().unwrap_or_default(),
-                service: "bedrock",
+                region: region.clone(),
+                service,
             },
-            (provider, Some(secret_id)) => UpstreamAuth::ApiKeyHeader {
-                header: http::HeaderName::from_static(match provider {
-                    Provider::Gemini => "x-goog-api-key",
-                    Provider::AzureOpenAi | Provider::BedrockClaude => "api-key",
-                }),
+            ResolvedCredential::ApiKey { header, secret_id } => UpstreamAuth::ApiKeyHeader {
+                header: header.clone(),
                 secret: SecretCache::new(
                     aws_sdk_secretsmanager::Client::new(sdk),
                     secret_id.clone(),
                     SECRET_TTL,
                 ),
             },
-            (_, None) => return Err(ConfigError::Missing("upstream key secret id")),
         };
         Ok(Upstream {
             base_url: self.base_url.clone(),
