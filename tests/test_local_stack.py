@@ -158,9 +158,7 @@ class SecondStack:
         env = {k: v for k, v in os.environ.items() if not k.startswith(("GATEWAY_", "AWS_ENDPOINT_URL"))}
         env.update({name: str(port) for name, port in SECOND_STACK_PORTS.items()})
         env["GATEWAY_LOCAL_DIR"] = str(folder)
-        moto_server = Path(sys.executable).parent / "moto_server"
-        if moto_server.is_file():
-            env["GATEWAY_LOCAL_MOTO_BIN"] = str(moto_server)
+        env["GATEWAY_LOCAL_PYTHON"] = sys.executable
         env.update(settings)
         with open(self.log_path, "wb") as log:
             self.process = subprocess.Popen(

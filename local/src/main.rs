@@ -22,6 +22,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 
 use aws_credential_types::Credentials;
+use axum::serve::ListenerExt;
 use gateway_local::state::{Buckets, DemoUser, Queues, RequestQueue, StackState};
 use gateway_shared::audit::AuditSink;
 use gateway_shared::providers::upstream::CredentialSpec;
@@ -364,7 +365,7 @@ fn start_upstreams(
                 .get(&provider)
                 .map(|(_, key)| key.clone()),
         });
-        tokio::spawn(async move { axum::serve(listener, router).await });
+        tokio::spawn(async move { axum::serve(listener.tap_io(no_delay), router).await });
         mocks.insert(provider, url.clone());
         urls.insert(provider, url);
     }
@@ -541,7 +542,7 @@ fn serve(
     let control_url = format!("http://{}", listeners.control.local_addr()?);
     let control_router = control::router(aws.sqs());
     let control = listeners.control;
-    tokio::spawn(async move { axum::serve(control, control_router).await });
+    tokio::spawn(async move { axum::serve(control.tap_io(no_delay), control_router).await });
 
     let base_url = format!("http://{}", listeners.http.local_addr()?);
     let https_base_url = format!("https://localhost:{}", listeners.https.local_addr()?.port());
@@ -550,7 +551,7 @@ fn serve(
     let http = listeners.http;
     tokio::spawn(async move {
         axum::serve(
-            http,
+            http.tap_io(no_delay),
             http_router.into_make_service_with_connect_info::<SocketAddr>(),
         )
         .await
@@ -562,6 +563,14 @@ fn serve(
         control_url,
         ca_bundle: certificate.cert_path.canonicalize()?.display().to_string(),
     })
+}
+
+/// Responses leave as they are written: API Gateway and the providers do not hold a small write back
+/// for the peer's ACK (Nagle), and a 40 ms delayed-ACK stall here would be measured as the gateway's.
+fn no_delay(stream: &mut tokio::net::TcpStream) {
+    if let Err(error) = stream.set_nodelay(true) {
+        tracing::warn!(%error, "TCP_NODELAY not set");
+    }
 }
 
 /// The demo user (every scope, department engineering), signed in for the banner's token.

@@ -12,6 +12,10 @@ use crate::ports;
 use crate::resources::BoxError;
 use crate::settings::LocalSettings;
 
+/// moto behind a server that keeps connections alive and sets TCP_NODELAY (see the script's docstring),
+/// run by the virtualenv's Python; embedded so the binary runs from any directory.
+const MOTO_LAUNCHER: &str = include_str!("../moto_server.py");
+
 const READY_WITHIN: Duration = Duration::from_secs(30);
 /// Lines of moto's log quoted when it exits early.
 const LOG_TAIL_LINES: usize = 20;
@@ -21,19 +25,27 @@ pub async fn start(local: &LocalSettings) -> Result<Child, BoxError> {
     ports::ensure_free(&local.host, local.moto_port, "GATEWAY_LOCAL_MOTO_PORT")?;
     let log_path = local.dir.join("moto.log");
     let log = std::fs::File::create(&log_path)?;
-    let mut command = Command::new(&local.moto_bin);
+    let port = local.moto_port.to_string();
+    let (program, launcher) = match &local.moto_bin {
+        Some(bin) => (bin.as_str(), format!("{bin} -H {} -p {port}", local.host)),
+        None => (
+            local.python.as_str(),
+            format!("{} -c <local/moto_server.py>", local.python),
+        ),
+    };
+    let mut command = Command::new(program);
+    match &local.moto_bin {
+        Some(_) => command.args(["-H", &local.host, "-p", &port]),
+        None => command.args(["-c", MOTO_LAUNCHER, &local.host, &port]),
+    };
     command
-        .args(["-H", &local.host, "-p", &local.moto_port.to_string()])
         .stdin(Stdio::null())
         .stdout(Stdio::from(log.try_clone()?))
         .stderr(Stdio::from(log))
         .kill_on_drop(true);
     end_with_parent(&mut command);
     let mut child = command.spawn().map_err(|e| {
-        format!(
-            "could not start moto ({}): {e}; run ./local/run.sh, which installs it",
-            local.moto_bin
-        )
+        format!("could not start moto ({launcher}): {e}; run ./local/run.sh, which installs it")
     })?;
     let url = format!("{}/moto-api/", local.aws_endpoint());
     // On an error the child is dropped, and killed (kill_on_drop).

@@ -18,7 +18,11 @@ pub struct LocalSettings {
     /// 127.0.0.1 whatever `GATEWAY_LOCAL_HOST` says: never reachable through the gateway's client ports.
     pub control_port: u16,
     pub moto_port: u16,
-    pub moto_bin: String,
+    /// `GATEWAY_LOCAL_MOTO_BIN`: a moto server program taking `-H host -p port`, instead of the bundled
+    /// launcher (`local/moto_server.py`) run by `python`.
+    pub moto_bin: Option<String>,
+    /// The Python with moto and waitress (`GATEWAY_LOCAL_PYTHON`, default `.venv/bin/python`).
+    pub python: String,
     /// `AWS_ENDPOINT_URL`: use this AWS endpoint instead of starting moto.
     pub aws_endpoint_url: Option<String>,
     pub region: String,
@@ -90,8 +94,8 @@ impl LocalSettings {
             https_port: port("GATEWAY_LOCAL_HTTPS_PORT", 4443)?,
             control_port: port("GATEWAY_LOCAL_CONTROL_PORT", 4099)?,
             moto_port: port("GATEWAY_LOCAL_MOTO_PORT", 5055)?,
-            moto_bin: var("GATEWAY_LOCAL_MOTO_BIN")
-                .unwrap_or_else(|| ".venv/bin/moto_server".into()),
+            moto_bin: var("GATEWAY_LOCAL_MOTO_BIN"),
+            python: var("GATEWAY_LOCAL_PYTHON").unwrap_or_else(|| ".venv/bin/python".into()),
             aws_endpoint_url: var("AWS_ENDPOINT_URL").map(|u| u.trim_end_matches('/').to_string()),
             region: var("AWS_REGION").unwrap_or_else(|| "us-east-1".into()),
             mock_ports: Provider::ALL

@@ -54,6 +54,10 @@ pub async fn serve(listener: TcpListener, acceptor: TlsAcceptor, router: Router)
                 continue;
             }
         };
+        // As on the plain port: no Nagle stall on small writes (see `no_delay` in main.rs).
+        if let Err(error) = stream.set_nodelay(true) {
+            tracing::warn!(%error, "TCP_NODELAY not set");
+        }
         let acceptor = acceptor.clone();
         let router = router.clone();
         tokio::spawn(async move {

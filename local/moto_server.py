@@ -1,0 +1,30 @@
+"""moto for the local stack, served by waitress instead of moto_server's werkzeug development server.
+
+werkzeug's server closes the connection after every response and writes headers and body in separate
+small writes on a socket with Nagle's algorithm on; against a client that delays its ACKs that costs a
+new TCP connection per AWS call and, often, a 40 ms stall. waitress keeps connections alive and sets
+TCP_NODELAY, so the stack measures the gateway, not its stand-in for AWS.
+
+Usage: moto_server.py HOST PORT
+"""
+
+import signal
+import sys
+
+from moto.server import DomainDispatcherApplication, create_backend_app
+from waitress import serve
+
+
+def main() -> None:
+    host, port = sys.argv[1], int(sys.argv[2])
+    # SIGTERM from the stack ends the process at once (waitress would otherwise wait for long polls).
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
+    app = DomainDispatcherApplication(create_backend_app)
+    # Long polls (every SQS event source and reply queue poller holds one) each hold a thread while
+    # they wait; enough threads that they never starve the short calls.
+    serve(app, host=host, port=port, threads=64, connection_limit=512, channel_timeout=120,
+          ident="moto", _quiet=True)
+
+
+if __name__ == "__main__":
+    main()
