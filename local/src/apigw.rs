@@ -14,7 +14,8 @@ use axum::body::Body;
 use axum::extract::{ConnectInfo, Request, State};
 use axum::response::Response;
 use base64::Engine;
-use gateway_shared::proxy::Route;
+use gateway_shared::audit::lifecycle::Invocations;
+use gateway_shared::proxy::{GuardedStream, Route};
 use gateway_shared::{ErrorKind, GatewayError, Provider};
 use http::{HeaderMap, HeaderName, HeaderValue, StatusCode};
 use http_body_util::BodyExt;
@@ -28,8 +29,15 @@ const MAX_PAYLOAD_BYTES: usize = 10 * 1024 * 1024;
 
 pub struct Gateway {
     pub region: String,
-    pub authorizer: authorizer::State,
-    pub routes: HashMap<Provider, Route>,
+    pub authorizer: Function<authorizer::State>,
+    pub routes: HashMap<Provider, Function<Route>>,
+}
+
+/// A function's handler and its execution environment's invocations, whose audit records leave after
+/// each invocation ends, as the Lambda extension sends them (`gateway_shared::audit::lifecycle`).
+pub struct Function<H> {
+    pub handler: H,
+    pub invocations: Arc<Invocations>,
 }
 
 /// Every request enters here (the axum fallback), like API Gateway's front door.
@@ -117,7 +125,10 @@ impl Gateway {
             "requestContext": context,
         });
         let started = Instant::now();
-        let decision = authorizer::handle_event(&self.authorizer, authorizer_event).await;
+        let decision = {
+            let _invocation = self.authorizer.invocations.begin();
+            authorizer::handle_event(&self.authorizer.handler, authorizer_event).await
+        };
         let answer = match decision {
             Ok(answer) => answer,
             Err(AuthorizerError::Unauthorized) => {
@@ -170,7 +181,10 @@ impl Gateway {
             "body": base64::engine::general_purpose::STANDARD.encode(&body),
             "isBase64Encoded": true,
         });
-        route.handle(proxy_event).await.map(Body::new)
+        // The response streams as Lambda streams it, holding the invocation until its last byte.
+        let invocation = route.invocations.begin();
+        let response = route.handler.handle(proxy_event).await;
+        response.map(|body| Body::from_stream(GuardedStream::new(body, invocation)))
     }
 }
 

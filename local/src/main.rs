@@ -24,7 +24,8 @@ use std::sync::Arc;
 use aws_credential_types::Credentials;
 use axum::serve::ListenerExt;
 use gateway_local::state::{Buckets, DemoUser, Queues, RequestQueue, StackState};
-use gateway_shared::audit::AuditSink;
+use gateway_shared::audit::lifecycle::Invocations;
+use gateway_shared::audit::{AuditBuffer, SqsDelivery};
 use gateway_shared::providers::upstream::CredentialSpec;
 use gateway_shared::providers::TransportKind;
 use gateway_shared::proxy::{Route, RouteConfig};
@@ -76,12 +77,16 @@ async fn run() -> Result<(), BoxError> {
     let mut settings = route_settings(&local, &aws, &pool, &secrets, &upstreams);
     let request_queues = start_queue_transport(&local, &aws, &audit, &mut settings).await?;
     let routes = build_routes(&local, &aws, &audit, &settings, &request_queues).await?;
-    let authorizer = authorizer::State::from_config(
-        authorizer::AuthorizerConfig::from_settings(&settings)?,
-        &aws.sdk,
-        audit.sink.clone(),
-    )
-    .await?;
+    let authorizer_invocations = audit.function();
+    let authorizer = apigw::Function {
+        handler: authorizer::State::from_config(
+            authorizer::AuthorizerConfig::from_settings(&settings)?,
+            &aws.sdk,
+            Arc::new(authorizer_invocations.buffer().clone()),
+        )
+        .await?,
+        invocations: authorizer_invocations,
+    };
     let served = serve(
         listeners,
         &local,
@@ -302,12 +307,24 @@ impl Secrets {
     }
 }
 
-/// The audit trail: queue (+ DLQ) -> audit writer (SQS event source) -> S3, and the sink every
-/// function sends to.
+/// The audit trail: queue (+ DLQ) -> audit writer (SQS event source) -> S3.
 struct AuditTrail {
-    sink: Arc<dyn AuditSink>,
+    sqs: aws_sdk_sqs::Client,
     queue_url: String,
     dlq_url: String,
+}
+
+impl AuditTrail {
+    /// A function's execution environment as far as auditing goes: its own buffer, delivered to the
+    /// audit queue after each of its invocations ends, as the Lambda extension does.
+    fn function(&self) -> Arc<Invocations> {
+        let invocations = Invocations::new(AuditBuffer::new(SqsDelivery::new(
+            self.sqs.clone(),
+            self.queue_url.clone(),
+        )));
+        invocations.flush_after_each();
+        invocations
+    }
 }
 
 async fn start_audit_trail(aws: &Aws) -> Result<AuditTrail, BoxError> {
@@ -331,10 +348,7 @@ async fn start_audit_trail(aws: &Aws) -> Result<AuditTrail, BoxError> {
         },
     ));
     Ok(AuditTrail {
-        sink: Arc::new(gateway_shared::audit::SqsAuditSink::new(
-            sqs,
-            queue.url.clone(),
-        )),
+        sqs,
         queue_url: queue.url,
         dlq_url: dlq.url,
     })
@@ -463,11 +477,15 @@ async fn start_queue_transport(
             .collect::<Vec<_>>()
             .join(","),
     );
-    let dispatcher = Arc::new(dispatcher::Dispatcher::from_config(
-        dispatcher::DispatcherConfig::from_settings(settings)?,
-        &aws.sdk,
-        audit.sink.clone(),
-    )?);
+    let invocations = audit.function();
+    let dispatcher = Arc::new(apigw::Function {
+        handler: dispatcher::Dispatcher::from_config(
+            dispatcher::DispatcherConfig::from_settings(settings)?,
+            &aws.sdk,
+            Arc::new(invocations.buffer().clone()),
+        )?,
+        invocations,
+    });
     let mut queues = BTreeMap::new();
     for (provider, queue, dlq) in created {
         let dispatcher = dispatcher.clone();
@@ -477,7 +495,10 @@ async fn start_queue_transport(
             queue.arn.clone(),
             move |event| {
                 let dispatcher = dispatcher.clone();
-                async move { faults::dispatch_with_injected_crashes(&dispatcher, event).await }
+                async move {
+                    let _invocation = dispatcher.invocations.begin();
+                    faults::dispatch_with_injected_crashes(&dispatcher.handler, event).await
+                }
             },
         ));
         queues.insert(
@@ -503,7 +524,7 @@ async fn build_routes(
     audit: &AuditTrail,
     settings: &HashMap<String, String>,
     queues: &BTreeMap<Provider, ProviderQueues>,
-) -> Result<HashMap<Provider, Route>, BoxError> {
+) -> Result<HashMap<Provider, apigw::Function<Route>>, BoxError> {
     let mut routes = HashMap::new();
     for (provider, queue) in queues {
         let mut settings = settings.clone();
@@ -513,9 +534,16 @@ async fn build_routes(
         );
         settings.insert("GATEWAY_REQUEST_QUEUE_URL".into(), queue.url.clone());
         let config = RouteConfig::from_settings(*provider, &settings)?;
-        let route = Route::from_config(&config, &aws.sdk, audit.sink.clone())?;
+        let invocations = audit.function();
+        let route = Route::from_config(&config, &aws.sdk, Arc::new(invocations.buffer().clone()))?;
         route.prepare().await;
-        routes.insert(*provider, route);
+        routes.insert(
+            *provider,
+            apigw::Function {
+                handler: route,
+                invocations,
+            },
+        );
     }
     Ok(routes)
 }

@@ -15,7 +15,10 @@ use percent_encoding::{utf8_percent_encode, AsciiSet, NON_ALPHANUMERIC};
 use serde_json::Value;
 
 use crate::audit::body::AuditedBody;
-use crate::audit::{sha256_hex, AuditEvent, AuditSink, Decision, Outcome, Principal, UsageScanner};
+use crate::audit::lifecycle::{run_with_extension, InvocationGuard, Invocations};
+use crate::audit::{
+    sha256_hex, AuditEvent, AuditSink, Decision, Outcome, Principal, Record, UsageScanner,
+};
 use crate::auth::AuthContext;
 use crate::config::{self, ConfigError, Settings};
 use crate::error::{ErrorKind, GatewayError};
@@ -189,8 +192,8 @@ impl Route {
     }
 
     /// Handles one API Gateway proxy event; never fails and never panics: every failure, a malformed
-    /// event included, becomes a provider-shaped error. Exactly one audit event is emitted per request,
-    /// when its response has ended.
+    /// event included, becomes a provider-shaped error. Exactly one final audit event is recorded per
+    /// request, when its response has ended (and an accepted one when the provider is called).
     pub async fn handle(&self, event: Value) -> Response<ProxyBody> {
         let started = Instant::now();
         let (meta, request) = parse_event(event);
@@ -228,7 +231,7 @@ impl Route {
                 event.reason = Some(error.message.clone());
                 event.outcome = Outcome::Refused;
                 event.latency.total_ms = started.elapsed().as_millis() as u64;
-                self.audit.emit(event).await;
+                self.audit.record(event);
                 self.provider
                     .error_response(&error, &request_id)
                     .map(|body| {
@@ -315,6 +318,12 @@ impl Route {
         let headers = upstream_request_headers(&headers);
         event.request_sha256 = Some(sha256_hex(&body));
         tracing::debug!(request_id, operation = operation.name, model = ?operation.model, subject = %principal.subject, "relaying");
+        // The accepted record leaves now, beside the upstream call and never ahead of it: if this
+        // environment dies before the final, the trail still knows the request was relayed.
+        let mut accepted = event.as_record(Record::Accepted);
+        accepted.outcome = Outcome::Pending;
+        self.audit.record(accepted);
+        self.audit.send_now();
         let upstream_started = Instant::now();
         let upstream = self
             .transport
@@ -407,25 +416,31 @@ pub fn upstream_query(params: &[(String, String)]) -> String {
 
 /// Runs a route as a streaming Lambda function (API Gateway REST `responseTransferMode: STREAM`). The
 /// event is taken as plain JSON and read by [`parse_event`], never by an adapter that can panic.
-pub async fn run(route: Route) -> Result<(), lambda_runtime::Error> {
+pub async fn run(route: Route, invocations: Arc<Invocations>) -> Result<(), lambda_runtime::Error> {
     let route = Arc::new(route);
-    lambda_runtime::run(lambda_runtime::service_fn(
-        move |invocation: lambda_runtime::LambdaEvent<Value>| {
-            let route = route.clone();
-            async move {
-                let response = route.handle(invocation.payload).await;
-                Ok::<_, lambda_runtime::Error>(into_stream_response(response))
-            }
-        },
-    ))
-    .await
+    let runtime = {
+        let invocations = invocations.clone();
+        move || {
+            lambda_runtime::run(lambda_runtime::service_fn(
+                move |invocation: lambda_runtime::LambdaEvent<Value>| {
+                    let (route, guard) = (route.clone(), invocations.begin());
+                    async move {
+                        let response = route.handle(invocation.payload).await;
+                        Ok::<_, lambda_runtime::Error>(into_stream_response(response, guard))
+                    }
+                },
+            ))
+        }
+    };
+    run_with_extension(&invocations, runtime).await
 }
 
 /// The streaming Lambda response of an HTTP response: status and headers in the prelude, then the body
 /// as it arrives.
 fn into_stream_response(
     response: Response<ProxyBody>,
-) -> lambda_runtime::StreamResponse<http_body_util::BodyDataStream<ProxyBody>> {
+    guard: InvocationGuard,
+) -> lambda_runtime::StreamResponse<GuardedStream> {
     let (parts, body) = response.into_parts();
     let mut headers = parts.headers;
     let cookies = headers
@@ -440,7 +455,34 @@ fn into_stream_response(
             headers,
             cookies,
         },
-        stream: http_body_util::BodyDataStream::new(body),
+        stream: GuardedStream::new(body, guard),
+    }
+}
+
+/// The response body as Lambda streams it, holding the invocation open until the stream is over (its
+/// end, or the client going away), so the audit flush runs after the last byte, not before.
+pub struct GuardedStream {
+    body: http_body_util::BodyDataStream<ProxyBody>,
+    _invocation: InvocationGuard,
+}
+
+impl GuardedStream {
+    pub fn new(body: ProxyBody, invocation: InvocationGuard) -> Self {
+        GuardedStream {
+            body: http_body_util::BodyDataStream::new(body),
+            _invocation: invocation,
+        }
+    }
+}
+
+impl futures_util::Stream for GuardedStream {
+    type Item = Result<bytes::Bytes, crate::transport::BoxError>;
+
+    fn poll_next(
+        mut self: std::pin::Pin<&mut Self>,
+        cx: &mut std::task::Context<'_>,
+    ) -> std::task::Poll<Option<Self::Item>> {
+        std::pin::Pin::new(&mut self.body).poll_next(cx)
     }
 }
 
@@ -450,10 +492,10 @@ pub async fn run_from_env(provider: Provider) -> Result<(), lambda_runtime::Erro
     crate::telemetry::init();
     let config = RouteConfig::from_settings(provider, &config::Env)?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let audit = crate::audit::sink_from_settings(&config::Env, &sdk);
-    let route = Route::from_config(&config, &sdk, audit)?;
+    let invocations = Invocations::new(crate::audit::buffer_from_settings(&config::Env, &sdk));
+    let route = Route::from_config(&config, &sdk, Arc::new(invocations.buffer().clone()))?;
     route.prepare().await;
-    run(route).await
+    run(route, invocations).await
 }
 
 #[cfg(test)]

@@ -126,14 +126,22 @@ pub struct RecordingSink {
 }
 
 impl RecordingSink {
+    /// Every record, in order.
     pub fn events(&self) -> Vec<crate::audit::AuditEvent> {
         self.events.lock().expect("lock").clone()
+    }
+
+    /// The final records only: a request's one outcome each.
+    pub fn finals(&self) -> Vec<crate::audit::AuditEvent> {
+        self.events()
+            .into_iter()
+            .filter(|e| e.record == crate::audit::Record::Final)
+            .collect()
     }
 }
 
 impl crate::audit::AuditSink for RecordingSink {
-    fn emit(&self, event: crate::audit::AuditEvent) -> futures_util::future::BoxFuture<'_, ()> {
+    fn record(&self, event: crate::audit::AuditEvent) {
         self.events.lock().expect("lock").push(event);
-        Box::pin(async {})
     }
 }

@@ -11,7 +11,7 @@ use std::sync::{Arc, Mutex};
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::FutureExt;
-use gateway_shared::audit::{Decision, Outcome};
+use gateway_shared::audit::{Decision, Outcome, Record};
 use gateway_shared::proxy::Route;
 use gateway_shared::scopes::Policy;
 use gateway_shared::testing::RecordingSink;
@@ -128,12 +128,17 @@ async fn azure_request_is_relayed_without_client_credentials() {
     let body: Value = serde_json::from_slice(&sent.body).unwrap();
     assert_eq!(body["messages"][0]["content"], "hello");
 
-    let events = audit.events();
+    let records = audit.events();
     assert_eq!(
-        events.len(),
-        1,
-        "one event per request, emitted when the body ended"
+        records.iter().map(|r| r.record).collect::<Vec<_>>(),
+        vec![Record::Accepted, Record::Final],
+        "an accepted record when the provider is called, one final when the body ended"
     );
+    assert_eq!(records[0].request_id, records[1].request_id);
+    assert_ne!(records[0].event_id, records[1].event_id);
+    assert_eq!(records[0].operation.as_deref(), Some("chat.completions"));
+    assert!(records[0].principal.is_some());
+    let events = audit.finals();
     let e = &events[0];
     assert_eq!(
         (e.decision, e.outcome, e.status),
@@ -170,12 +175,12 @@ async fn usage_is_read_from_the_relayed_body() {
     );
     let response = route.handle(request(&event("azure-openai"))).await;
     assert_eq!(
-        audit.events().len(),
+        audit.finals().len(),
         0,
         "no event before the body has been relayed"
     );
     body_json(response).await;
-    let usage = audit.events()[0].usage.unwrap();
+    let usage = audit.finals()[0].usage.unwrap();
     assert_eq!(
         (usage.input_tokens, usage.output_tokens, usage.total_tokens),
         (3, 4, 7)
@@ -188,7 +193,7 @@ async fn a_client_that_goes_away_is_still_audited() {
     let response = route.handle(request(&event("azure-openai"))).await;
     drop(response);
     tokio::task::yield_now().await;
-    let events = audit.events();
+    let events = audit.finals();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].outcome, Outcome::ClientClosed);
 }
@@ -242,7 +247,7 @@ async fn missing_authorizer_context_fails_closed_with_401() {
         .unwrap()
         .contains("req-azure-openai-0001"));
     assert!(transport.seen.lock().unwrap().is_empty());
-    assert_eq!(audit.events()[0].decision, Decision::Unauthorized);
+    assert_eq!(audit.finals()[0].decision, Decision::Unauthorized);
 }
 
 #[tokio::test]
@@ -259,7 +264,12 @@ async fn scope_is_checked_again_from_the_context() {
         .unwrap()
         .contains("text:gemini"));
     assert!(transport.seen.lock().unwrap().is_empty());
-    let events = audit.events();
+    assert_eq!(
+        audit.events().len(),
+        1,
+        "a refused request is never accepted: its final is its only record"
+    );
+    let events = audit.finals();
     assert_eq!(
         (events[0].decision, events[0].status),
         (Decision::Deny, 403)
@@ -273,7 +283,7 @@ async fn event_for_another_route_is_refused() {
     let response = route.handle(request(&event("azure-openai"))).await;
     assert_eq!(response.status(), 404);
     assert!(transport.seen.lock().unwrap().is_empty());
-    assert_eq!(audit.events()[0].status, 404);
+    assert_eq!(audit.finals()[0].status, 404);
 }
 
 #[tokio::test]
@@ -286,7 +296,7 @@ async fn oversized_body_is_refused_before_relaying() {
     let response = small.handle(request(&event("azure-openai"))).await;
     assert_eq!(response.status(), 413);
     assert!(transport.seen.lock().unwrap().is_empty());
-    let events = audit.events();
+    let events = audit.finals();
     assert_eq!(events.len(), 1);
     assert_eq!(events[0].decision, Decision::Error);
     assert_eq!(events[0].status, 413);
@@ -308,7 +318,7 @@ async fn transport_failures_map_to_provider_shaped_502_and_504() {
     );
     let body = body_json(response).await;
     assert!(body["message"].as_str().unwrap().contains("did not answer"));
-    let events = timeout_audit.events();
+    let events = timeout_audit.finals();
     assert_eq!(
         (events[0].decision, events[0].status),
         (Decision::Error, 504)
@@ -401,7 +411,7 @@ async fn path_confusion_and_method_confusion_are_refused() {
             transport.seen.lock().unwrap().is_empty(),
             "{path} reached upstream"
         );
-        let events = audit.events();
+        let events = audit.finals();
         assert_eq!(events.len(), 1, "{path} audited once");
         assert_eq!(events[0].status, status);
         if provider == Provider::BedrockClaude {
@@ -455,7 +465,7 @@ async fn a_model_named_in_the_body_is_the_one_checked() {
         "only the allowed model went upstream"
     );
     tokio::task::yield_now().await;
-    let events = audit.events();
+    let events = audit.finals();
     assert_eq!(events.len(), 6, "every request audited");
     assert!(events
         .iter()
@@ -482,7 +492,7 @@ async fn headers_the_http_adapter_cannot_parse_get_a_provider_shaped_400() {
     assert_eq!(body["error"]["code"], "BadRequest");
     assert_eq!(transport.seen.lock().unwrap().len(), 1);
     tokio::task::yield_now().await;
-    let events = audit.events();
+    let events = audit.finals();
     assert_eq!(events.len(), 2);
     assert!(events.iter().any(|e| e.status == 400));
 }
@@ -564,7 +574,7 @@ mod fuzz {
                 status
             });
             prop_assert!([200, 400, 403, 404, 413].contains(&status.as_u16()), "{}", status);
-            prop_assert_eq!(audit.events().len(), 1);
+            prop_assert_eq!(audit.finals().len(), 1);
             for sent in transport.seen.lock().unwrap().iter() {
                 prop_assert!(Provider::AzureOpenAi.classify(&sent.method, sent.path.as_str()).is_ok());
             }

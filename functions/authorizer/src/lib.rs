@@ -19,7 +19,10 @@ use aws_lambda_events::apigw::{
     ApiGatewayCustomAuthorizerResponse,
 };
 use aws_lambda_events::iam::{IamPolicyEffect, IamPolicyStatement};
-use gateway_shared::audit::{AuditEvent, AuditSink, Decision as AuditDecision, Principal};
+use gateway_shared::audit::{
+    AuditEvent, AuditSink, Decision as AuditDecision, Outcome as AuditOutcome, Principal,
+    Record as AuditRecord,
+};
 use gateway_shared::auth::{extract_credential, AuthContext, IssuerConfig, Verifier};
 use gateway_shared::config::{self, ConfigError, Settings};
 use gateway_shared::scopes::{BodyModel, Decision, Policy};
@@ -170,14 +173,15 @@ pub async fn handle_event(state: &State, event: Value) -> Result<Response, Autho
             let mut audit = AuditEvent::new(&request_id, AuditDecision::Unauthorized, 401);
             audit.source_ip = source_ip;
             audit.reason = Some(format!("the request could not be read: {error}"));
-            state.audit.emit(audit).await;
+            state.audit.record(audit);
             Err(AuthorizerError::Unauthorized)
         }
     }
 }
 
 /// Decides one request. Never panics; logs the decision with its reason but never the token. Requests it
-/// refuses (401, 403, 500) are audited here; allowed ones are audited by the route when they end.
+/// refuses (401, 403, 500) get their final audit record here; allowed ones an `authorized` record here
+/// and their final from the route when they end.
 pub async fn handle(state: &State, request: Request) -> Result<Response, AuthorizerError> {
     let request_id = request
         .request_context
@@ -203,7 +207,7 @@ pub async fn handle(state: &State, request: Request) -> Result<Response, Authori
         Err(error) => {
             tracing::info!(request_id, %error, decision = "unauthorized", "no usable credential");
             event.reason = Some(error.to_string());
-            state.audit.emit(event).await;
+            state.audit.record(event);
             return Err(AuthorizerError::Unauthorized);
         }
     };
@@ -215,13 +219,13 @@ pub async fn handle(state: &State, request: Request) -> Result<Response, Authori
             event.decision = AuditDecision::Error;
             event.status = 500;
             event.reason = Some(error.to_string());
-            state.audit.emit(event).await;
+            state.audit.record(event);
             return Err(AuthorizerError::Internal(error.to_string()));
         }
         Err(error) => {
             tracing::info!(request_id, %error, source = credential.source.as_str(), decision = "unauthorized", "token refused");
             event.reason = Some(error.to_string());
-            state.audit.emit(event).await;
+            state.audit.record(event);
             return Err(AuthorizerError::Unauthorized);
         }
     };
@@ -277,6 +281,14 @@ pub async fn handle(state: &State, request: Request) -> Result<Response, Authori
     let (effect, usage_key) = match &decision {
         Decision::Allow { required_scope } => {
             tracing::info!(request_id, subject = %principal.subject, department = ?principal.department, required_scope, decision = "allow", "authorized");
+            // The allow is recorded too: a request let through that never reaches its route
+            // (throttled by the usage plan, an invoke failure) is then reported as incomplete.
+            let mut authorized = event.as_record(AuditRecord::Authorized);
+            authorized.decision = AuditDecision::Allow;
+            authorized.status = 0;
+            authorized.outcome = AuditOutcome::Pending;
+            authorized.principal = Some(Principal::from(&principal));
+            state.audit.record(authorized);
             let key = match (&state.usage_keys, &principal.department) {
                 (Some(keys), Some(department)) => keys.for_department(department).await,
                 _ => None,
@@ -290,7 +302,7 @@ pub async fn handle(state: &State, request: Request) -> Result<Response, Authori
             event.status = 403;
             event.reason = Some(reason.clone());
             event.principal = Some(Principal::from(&principal));
-            state.audit.emit(event).await;
+            state.audit.record(event);
             (IamPolicyEffect::Deny, None)
         }
     };

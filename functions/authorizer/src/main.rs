@@ -1,22 +1,31 @@
-//! The authorizer Lambda: configuration and clients built once, then [`authorizer::handle`] per request.
+//! The authorizer Lambda: configuration and clients built once, then [`authorizer::handle`] per request;
+//! its audit records leave after each answer (see `gateway_shared::audit::lifecycle`).
+
+use std::sync::Arc;
 
 use authorizer::{handle_event, AuthorizerConfig, State};
+use gateway_shared::audit::lifecycle::{run_with_extension, Invocations};
 use lambda_runtime::{service_fn, LambdaEvent};
 
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     gateway_shared::telemetry::init();
-    let config = AuthorizerConfig::from_settings(&gateway_shared::config::Env)?;
+    let settings = gateway_shared::config::Env;
+    let config = AuthorizerConfig::from_settings(&settings)?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let audit = gateway_shared::audit::sink_from_settings(&gateway_shared::config::Env, &sdk);
-    let state = State::from_config(config, &sdk, audit).await?;
-    let state = &state;
+    let invocations =
+        Invocations::new(gateway_shared::audit::buffer_from_settings(&settings, &sdk));
+    let state = State::from_config(config, &sdk, Arc::new(invocations.buffer().clone())).await?;
+    let (state, lifecycle) = (&state, &invocations);
     // Taken as plain JSON: an event the typed reader refuses (a malformed client header) is still
     // audited and answered 401, instead of failing the invocation.
-    lambda_runtime::run(service_fn(
-        move |event: LambdaEvent<serde_json::Value>| async move {
-            handle_event(state, event.payload).await
-        },
-    ))
+    run_with_extension(&invocations, || {
+        lambda_runtime::run(service_fn(
+            move |event: LambdaEvent<serde_json::Value>| async move {
+                let _invocation = lifecycle.begin();
+                handle_event(state, event.payload).await
+            },
+        ))
+    })
     .await
 }

@@ -9,7 +9,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use authorizer::{handle, is_allowed, AuthorizerError, Request, State, DENY_REASON_KEY};
-use gateway_shared::audit::Decision;
+use gateway_shared::audit::{Decision, Outcome, Record};
 use gateway_shared::auth::{IssuerConfig, Verifier};
 use gateway_shared::scopes::Policy;
 use gateway_shared::testing::{serve_jwks, RecordingSink, TestIssuer};
@@ -65,9 +65,22 @@ async fn allows_a_permitted_route_with_principal_context() {
     );
     let serialized = serde_json::to_value(&answer).unwrap();
     assert!(
-        audit.events().is_empty(),
-        "allowed requests are audited by the route"
+        audit.finals().is_empty(),
+        "an allowed request's final is the route's to record"
     );
+    let records = audit.events();
+    assert_eq!(records.len(), 1, "the allow itself is recorded");
+    let authorized = &records[0];
+    assert_eq!(authorized.record, Record::Authorized);
+    assert_eq!(authorized.decision, Decision::Allow);
+    assert_eq!(authorized.outcome, Outcome::Pending);
+    assert_eq!(authorized.operation.as_deref(), Some("chat.completions"));
+    assert_eq!(authorized.model.as_deref(), Some("gpt-4o-mini"));
+    assert_eq!(
+        authorized.principal.as_ref().map(|p| p.subject.as_str()),
+        Some("user-sub-1")
+    );
+    assert!(!serde_json::to_string(authorized).unwrap().contains(&token));
     assert!(
         !serialized.to_string().contains(&token),
         "the token never travels in the answer"

@@ -193,7 +193,7 @@ impl Dispatcher {
             self.config.max_receives, failure.reason
         ));
         event.request_sha256 = record.body.as_deref().map(|b| sha256_hex(b.as_bytes()));
-        self.audit.emit(event).await;
+        self.audit.record(event);
     }
 
     async fn audit_forged(&self, record: &SqsMessage, failure: &Failure) {
@@ -210,7 +210,7 @@ impl Dispatcher {
             failure.reason
         ));
         event.request_sha256 = record.body.as_deref().map(|b| sha256_hex(b.as_bytes()));
-        self.audit.emit(event).await;
+        self.audit.record(event);
     }
 
     /// Dispatches one record while keeping it invisible to other consumers: the queue's visibility

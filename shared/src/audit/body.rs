@@ -1,7 +1,8 @@
 //! A response body that audits itself: it relays every frame untouched while counting bytes, noting the
-//! first byte's time and reading token usage, and emits the request's audit event when the body ends,
-//! before the end reaches the client, so the event is delivered while the Lambda invocation is still
-//! running. A client that goes away early still gets its request audited (`client_closed`).
+//! first byte's time and reading token usage, and records the request's final audit event when the body
+//! ends (into the buffer: nothing waits; the event leaves after the response, see
+//! [`super::lifecycle`]). A client that goes away early still gets its request audited
+//! (`client_closed`).
 
 use std::pin::Pin;
 use std::sync::Arc;
@@ -9,7 +10,6 @@ use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
-use futures_util::future::BoxFuture;
 use http_body::{Body, Frame, SizeHint};
 
 use super::{AuditEvent, AuditSink, Outcome, UsageScanner};
@@ -23,8 +23,6 @@ pub struct AuditedBody {
     started: Instant,
     bytes_out: u64,
     first_byte_ms: Option<u64>,
-    emitting: Option<BoxFuture<'static, ()>>,
-    deferred_error: Option<BoxError>,
 }
 
 impl AuditedBody {
@@ -43,8 +41,6 @@ impl AuditedBody {
             started,
             bytes_out: 0,
             first_byte_ms: None,
-            emitting: None,
-            deferred_error: None,
         }
     }
 
@@ -60,10 +56,9 @@ impl AuditedBody {
         Some(event)
     }
 
-    fn start_emitting(&mut self, outcome: Outcome) {
+    fn record(&mut self, outcome: Outcome) {
         if let Some(event) = self.finished_event(outcome) {
-            let sink = self.sink.clone();
-            self.emitting = Some(Box::pin(async move { sink.emit(event).await }));
+            self.sink.record(event);
         }
     }
 }
@@ -77,39 +72,37 @@ impl Body for AuditedBody {
         cx: &mut Context<'_>,
     ) -> Poll<Option<Result<Frame<Bytes>, BoxError>>> {
         let this = &mut *self;
-        loop {
-            if let Some(emitting) = this.emitting.as_mut() {
-                ready!(emitting.as_mut().poll(cx));
-                this.emitting = None;
-                return Poll::Ready(this.deferred_error.take().map(Err));
-            }
-            if this.event.is_none() {
-                return Poll::Ready(None);
-            }
-            match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
-                Some(Ok(frame)) => {
-                    if let Some(data) = frame.data_ref() {
-                        if !data.is_empty() && this.first_byte_ms.is_none() {
-                            this.first_byte_ms = Some(this.started.elapsed().as_millis() as u64);
-                        }
-                        this.bytes_out += data.len() as u64;
-                        if let Some(scanner) = this.scanner.as_mut() {
-                            scanner.feed(data);
-                        }
+        if this.event.is_none() {
+            return Poll::Ready(None);
+        }
+        match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
+            Some(Ok(frame)) => {
+                if let Some(data) = frame.data_ref() {
+                    if !data.is_empty() && this.first_byte_ms.is_none() {
+                        this.first_byte_ms = Some(this.started.elapsed().as_millis() as u64);
                     }
-                    return Poll::Ready(Some(Ok(frame)));
+                    this.bytes_out += data.len() as u64;
+                    if let Some(scanner) = this.scanner.as_mut() {
+                        scanner.feed(data);
+                    }
                 }
-                Some(Err(error)) => {
-                    this.deferred_error = Some(error);
-                    this.start_emitting(Outcome::UpstreamError);
-                }
-                None => this.start_emitting(Outcome::Complete),
+                Poll::Ready(Some(Ok(frame)))
+            }
+            Some(Err(error)) => {
+                this.record(Outcome::UpstreamError);
+                Poll::Ready(Some(Err(error)))
+            }
+            None => {
+                this.record(Outcome::Complete);
+                Poll::Ready(None)
             }
         }
     }
 
     fn is_end_stream(&self) -> bool {
-        self.event.is_none() && self.emitting.is_none() && self.inner.is_end_stream()
+        // Not ended until the final event is recorded, so the end is always polled (else the drop would
+        // record a complete response as `client_closed`).
+        self.event.is_none()
     }
 
     fn size_hint(&self) -> SizeHint {
@@ -119,14 +112,7 @@ impl Body for AuditedBody {
 
 impl Drop for AuditedBody {
     fn drop(&mut self) {
-        // The client went away before the end: audit what was sent, best effort (no await in drop).
-        if let Some(event) = self.finished_event(Outcome::ClientClosed) {
-            let sink = self.sink.clone();
-            if let Ok(runtime) = tokio::runtime::Handle::try_current() {
-                runtime.spawn(async move { sink.emit(event).await });
-            } else {
-                tracing::warn!(request_id = %event.request_id, "client closed; audit event dropped without a runtime");
-            }
-        }
+        // The client went away before the end: audit what was sent.
+        self.record(Outcome::ClientClosed);
     }
 }

@@ -1,23 +1,25 @@
-//! The audit trail: one [`AuditEvent`] per request, allowed or denied, written by whichever function
-//! decided its fate (the authorizer for 401/403, the route for everything it handled).
+//! The audit trail: for every request exactly one `final` [`AuditEvent`], allowed or denied, written by
+//! whichever function decided its fate (the authorizer for 401/403, the route for everything it
+//! handled), plus the records that let a lost final be noticed: the authorizer's `authorized` (it let
+//! the request through) and the route's `accepted` (sent while the upstream call is in flight).
 //!
-//! Events go to the audit SQS queue ([`SqsAuditSink`]); the audit-writer function batches them into S3.
-//! If the queue cannot take an event, the event is written to the log instead (CloudWatch keeps it), so no
-//! event is lost silently. An event never holds a credential: no tokens, keys, cookies or headers, only
+//! Functions record into an [`AuditBuffer`], which never waits on the network; the buffer is delivered
+//! to the audit SQS queue in batches after the response has gone ([`lifecycle`]), and the audit-writer
+//! function batches the queue into S3. If the queue cannot take an event, the event is written to the
+//! log instead (CloudWatch keeps it), so no event is lost silently. An event never holds a credential: no tokens, keys, cookies or headers, only
 //! ids, decisions, sizes, usage and the SHA-256 of the request body.
 //! The JSON Schema of the event is `schemas/audit-event.schema.json`.
 
 pub mod body;
+pub mod buffer;
 pub mod clock;
+pub mod lifecycle;
 pub mod usage;
 
-use std::sync::Arc;
-
-use futures_util::future::BoxFuture;
-use futures_util::FutureExt;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
+pub use buffer::{AuditBuffer, LogDelivery, SqsDelivery};
 pub use usage::{Usage, UsageScanner};
 
 pub const SCHEMA_VERSION: u32 = 1;
@@ -35,9 +37,27 @@ pub enum Decision {
     Error,
 }
 
+/// Which of a request's records an event is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "snake_case")]
+pub enum Record {
+    /// The authorizer let the request through to its route.
+    Authorized,
+    /// The route is calling the provider (sent at once, while the call is in flight).
+    Accepted,
+    /// The request's one outcome.
+    #[default]
+    Final,
+    /// Made by the audit trail for a request that was authorized or accepted but whose final never
+    /// came (throttled before the route, invoke failure, a sandbox killed mid-request).
+    Incomplete,
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Outcome {
+    /// Not decided yet: the `authorized` and `accepted` records.
+    Pending,
     /// The whole response reached the client.
     Complete,
     /// The upstream stream broke off midway.
@@ -86,8 +106,12 @@ pub struct AuditEvent {
     pub time: String,
     /// API Gateway's request id (also `x-amzn-RequestId` and `x-gateway-request-id`).
     pub request_id: String,
+    /// Events written before records existed are finals.
+    #[serde(default)]
+    pub record: Record,
     pub decision: Decision,
     pub reason: Option<String>,
+    /// The HTTP status the client got; 0 on records made before there was one (authorized, accepted).
     pub status: u16,
     pub outcome: Outcome,
     pub principal: Option<Principal>,
@@ -110,13 +134,25 @@ pub struct AuditEvent {
 }
 
 impl AuditEvent {
-    /// A new event for `request_id` with everything else empty; callers fill in what they know.
+    /// The same request's record of another kind, with a new id and time (the accepted record is the
+    /// final-to-be as it stands when the upstream call starts).
+    pub fn as_record(&self, record: Record) -> AuditEvent {
+        AuditEvent {
+            event_id: uuid::Uuid::new_v4().to_string(),
+            time: clock::rfc3339_now(),
+            record,
+            ..self.clone()
+        }
+    }
+
+    /// A new `final` event for `request_id` with everything else empty; callers fill in what they know.
     pub fn new(request_id: &str, decision: Decision, status: u16) -> AuditEvent {
         AuditEvent {
             schema_version: SCHEMA_VERSION,
             event_id: uuid::Uuid::new_v4().to_string(),
             time: clock::rfc3339_now(),
             request_id: request_id.to_string(),
+            record: Record::Final,
             decision,
             reason: None,
             status,
@@ -149,22 +185,16 @@ pub fn sha256_hex(data: &[u8]) -> String {
     out
 }
 
-/// Where audit events go. Implementations must not fail the request: they deliver or fall back.
+/// Where audit events go. Recording never waits and never fails the request: implementations buffer
+/// ([`AuditBuffer`]) and deliver after the response, or keep the event (tests).
 pub trait AuditSink: Send + Sync {
-    fn emit(&self, event: AuditEvent) -> BoxFuture<'_, ()>;
+    fn record(&self, event: AuditEvent);
+
+    /// Starts delivering what has been recorded, in the background, without waiting for it.
+    fn send_now(&self) {}
 }
 
-/// Writes events to the log only (no queue configured, or as the fallback of [`SqsAuditSink`]).
-pub struct LogAuditSink;
-
-impl AuditSink for LogAuditSink {
-    fn emit(&self, event: AuditEvent) -> BoxFuture<'_, ()> {
-        log_event(&event, "no audit queue configured");
-        async {}.boxed()
-    }
-}
-
-fn log_event(event: &AuditEvent, why: &str) {
+pub(crate) fn log_event(event: &AuditEvent, why: &str) {
     match serde_json::to_string(event) {
         Ok(json) => tracing::warn!(audit_event = %json, why, "audit event written to the log"),
         Err(error) => {
@@ -173,55 +203,16 @@ fn log_event(event: &AuditEvent, why: &str) {
     }
 }
 
-pub struct SqsAuditSink {
-    client: aws_sdk_sqs::Client,
-    queue_url: String,
-}
-
-impl SqsAuditSink {
-    pub fn new(client: aws_sdk_sqs::Client, queue_url: String) -> Self {
-        SqsAuditSink { client, queue_url }
-    }
-}
-
-impl AuditSink for SqsAuditSink {
-    fn emit(&self, event: AuditEvent) -> BoxFuture<'_, ()> {
-        async move {
-            let body = match serde_json::to_string(&event) {
-                Ok(body) => body,
-                Err(error) => {
-                    tracing::error!(request_id = %event.request_id, %error, "audit event could not be serialized");
-                    return;
-                }
-            };
-            let started = std::time::Instant::now();
-            let sent = self
-                .client
-                .send_message()
-                .queue_url(&self.queue_url)
-                .message_body(body)
-                .send()
-                .await;
-            tracing::debug!(elapsed_us = started.elapsed().as_micros() as u64, "audit event sent");
-            if let Err(error) = sent {
-                tracing::error!(error = %aws_sdk_sqs::error::DisplayErrorContext(&error), "audit queue refused an event");
-                log_event(&event, "audit queue unavailable");
-            }
-        }
-        .boxed()
-    }
-}
-
-/// The sink named by `GATEWAY_AUDIT_QUEUE_URL`, or the log when it is unset.
-pub fn sink_from_settings(
+/// The function's audit buffer: delivered to `GATEWAY_AUDIT_QUEUE_URL`, or to the log when it is unset.
+pub fn buffer_from_settings(
     settings: &dyn crate::config::Settings,
     sdk: &aws_config::SdkConfig,
-) -> Arc<dyn AuditSink> {
+) -> AuditBuffer {
     match settings.get("GATEWAY_AUDIT_QUEUE_URL") {
-        Some(url) => Arc::new(SqsAuditSink::new(aws_sdk_sqs::Client::new(sdk), url)),
+        Some(url) => AuditBuffer::new(SqsDelivery::new(aws_sdk_sqs::Client::new(sdk), url)),
         None => {
             tracing::warn!("GATEWAY_AUDIT_QUEUE_URL is not set: audit events go to the log only");
-            Arc::new(LogAuditSink)
+            AuditBuffer::new(LogDelivery)
         }
     }
 }
