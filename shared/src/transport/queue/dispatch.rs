@@ -1,13 +1,14 @@
 //! The dispatcher side: [`ReplySender`] numbers and sends the replies of one dispatch attempt, and
 //! [`relay_response`] turns a provider's answer into few of them (head, batched body, end).
 
+use std::sync::Arc;
 use std::time::Duration;
 
 use bytes::Bytes;
 use http_body_util::BodyExt;
 
-use super::payload::PayloadSettings;
-use super::sqs::{count_call, is_missing_queue, sqs_error};
+use super::payload::{PayloadSettings, PayloadStore};
+use super::sqs::{count_call, MessageQueue};
 use crate::transport::envelope::{
     header_pairs, ReplyError, ReplyErrorKind, ReplyHead, ReplyMessage, RequestEnvelope,
 };
@@ -23,8 +24,8 @@ pub enum ReplySendError {
 
 /// Sends the replies of one dispatch attempt, numbering them.
 pub struct ReplySender {
-    pub sqs: aws_sdk_sqs::Client,
-    pub s3: aws_sdk_s3::Client,
+    pub sqs: Arc<dyn MessageQueue>,
+    pub s3: Arc<dyn PayloadStore>,
     pub payloads: PayloadSettings,
     pub reply_to: String,
     pub request_id: String,
@@ -34,8 +35,8 @@ pub struct ReplySender {
 
 impl ReplySender {
     pub fn new(
-        sqs: aws_sdk_sqs::Client,
-        s3: aws_sdk_s3::Client,
+        sqs: Arc<dyn MessageQueue>,
+        s3: Arc<dyn PayloadStore>,
         payloads: PayloadSettings,
         envelope: &RequestEnvelope,
         attempt: String,
@@ -70,7 +71,10 @@ impl ReplySender {
             None
         } else {
             let key = format!("payloads/{}/{}-{}", self.request_id, self.attempt, self.seq);
-            let stored = self.payloads.store(&self.s3, key, Bytes::from(data)).await;
+            let stored = self
+                .payloads
+                .store(self.s3.as_ref(), key, Bytes::from(data))
+                .await;
             Some(stored.map_err(|e| ReplySendError::Send(e.to_string()))?)
         };
         let message = ReplyMessage {
@@ -85,26 +89,13 @@ impl ReplySender {
         let body =
             serde_json::to_string(&message).map_err(|e| ReplySendError::Send(e.to_string()))?;
         count_call();
-        match self
-            .sqs
-            .send_message()
-            .queue_url(&self.reply_to)
-            .message_body(body)
-            .send()
-            .await
-        {
-            Ok(_) => {
+        match self.sqs.send_message(&self.reply_to, body).await {
+            Ok(()) => {
                 self.seq += 1;
                 Ok(())
             }
-            Err(error) => {
-                let text = sqs_error(&error);
-                if is_missing_queue(&text) {
-                    Err(ReplySendError::ReplyQueueGone)
-                } else {
-                    Err(ReplySendError::Send(text))
-                }
-            }
+            Err(error) if error.is_gone() => Err(ReplySendError::ReplyQueueGone),
+            Err(error) => Err(ReplySendError::Send(error.to_string())),
         }
     }
 }

@@ -15,7 +15,11 @@
 //! One private module per concern: `route` (the [`QueueTransport`]), `reply_queue` (the environment's
 //! queue, its poller and the waiting requests), `assembler` (reordering, locking to one attempt),
 //! `payload` (inline or S3 bodies), `dispatch` (the dispatcher's [`ReplySender`] and [`relay_response`]),
-//! `sweep` (deleting the queues of gone environments) and `sqs` (what they share about SQS).
+//! `sweep` (deleting the queues of gone environments) and `sqs` (the SQS calls they make).
+//!
+//! SQS and the payload bucket are reached only through [`MessageQueue`] and [`PayloadStore`], narrow
+//! traits the AWS clients implement, so each side's branches can be tested with in-memory fakes
+//! (`crate::testing`, feature `test-util`).
 //!
 //! [`RequestEnvelope`]: super::envelope::RequestEnvelope
 //! [`ReplyMessage`]: super::envelope::ReplyMessage
@@ -31,8 +35,8 @@ mod sweep;
 // The proxy, the dispatcher and the local stack name these as `transport::queue::…`; re-exporting them
 // here keeps those paths stable while the modules behind them stay free to move.
 pub use dispatch::{relay_response, ReplySendError, ReplySender};
-pub use payload::{resolve_payload, PayloadSettings, DEFAULT_INLINE_MAX_BYTES};
+pub use payload::{resolve_payload, PayloadSettings, PayloadStore, DEFAULT_INLINE_MAX_BYTES};
 pub use reply_queue::{HEARTBEAT_TAG, REPLY_QUEUE_TAG};
 pub use route::{QueueConfig, QueueTransport};
-pub use sqs::sqs_calls;
+pub use sqs::{sqs_calls, MessageQueue, QueueError, QueuePage, ReceivedMessage};
 pub use sweep::sweep_reply_queues;

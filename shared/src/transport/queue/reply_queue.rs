@@ -7,9 +7,10 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use aws_sdk_sqs::types::QueueAttributeName;
 use tokio::sync::mpsc;
 
-use super::sqs::{count_call, is_missing_queue, sqs_error};
+use super::sqs::{count_call, MessageQueue};
 use crate::audit::clock;
 use crate::transport::envelope::{ReplyError, ReplyErrorKind, ReplyMessage};
 use crate::transport::TransportError;
@@ -20,6 +21,14 @@ pub const REPLY_QUEUE_TAG: &str = "llm-gateway:reply-queue";
 /// Unix seconds of the environment's last sign of life.
 pub const HEARTBEAT_TAG: &str = "llm-gateway:heartbeat";
 
+/// The heartbeat tag as of now.
+fn heartbeat() -> (String, String) {
+    (
+        HEARTBEAT_TAG.to_string(),
+        (clock::now_millis() / 1000).to_string(),
+    )
+}
+
 struct ReplyQueueState {
     url: Option<String>,
     /// Bumped when the queue was found swept, so the next one gets a name SQS has not just deleted
@@ -29,7 +38,7 @@ struct ReplyQueueState {
 }
 
 pub(super) struct ReplyQueue {
-    sqs: aws_sdk_sqs::Client,
+    sqs: Arc<dyn MessageQueue>,
     name_stem: String,
     state: tokio::sync::Mutex<ReplyQueueState>,
     waiters: Mutex<HashMap<String, mpsc::UnboundedSender<ReplyMessage>>>,
@@ -38,7 +47,7 @@ pub(super) struct ReplyQueue {
 
 impl ReplyQueue {
     /// A reply queue named `{name_stem}-{generation}`, created when first needed.
-    pub(super) fn new(sqs: aws_sdk_sqs::Client, name_stem: String) -> Self {
+    pub(super) fn new(sqs: Arc<dyn MessageQueue>, name_stem: String) -> Self {
         ReplyQueue {
             sqs,
             name_stem,
@@ -71,50 +80,37 @@ impl ReplyQueue {
                 return Ok(url);
             }
             count_call();
-            match self
-                .sqs
-                .tag_queue()
-                .queue_url(&url)
-                .tags(HEARTBEAT_TAG, (clock::now_millis() / 1000).to_string())
-                .send()
-                .await
-            {
+            match self.sqs.tag_queue(&url, vec![heartbeat()]).await {
                 Ok(_) => {
                     state.heartbeat_at = Some(Instant::now());
                     return Ok(url);
                 }
-                Err(error) if is_missing_queue(&sqs_error(&error)) => {
+                Err(error) if error.is_gone() => {
                     tracing::warn!(url, "reply queue was swept; creating a new one");
                     state.url = None;
                     state.generation += 1;
                 }
-                Err(error) => return Err(TransportError::Connect(sqs_error(&error))),
+                Err(error) => return Err(TransportError::Connect(error.to_string())),
             }
         }
         let name = format!("{}-{}", self.name_stem, state.generation);
         count_call();
-        let created = self
+        let attributes = [
+            (QueueAttributeName::SqsManagedSseEnabled, "true"),
+            (QueueAttributeName::MessageRetentionPeriod, "900"),
+        ];
+        let url = self
             .sqs
-            .create_queue()
-            .queue_name(&name)
-            .attributes(
-                aws_sdk_sqs::types::QueueAttributeName::SqsManagedSseEnabled,
-                "true",
+            .create_queue(
+                &name,
+                attributes
+                    .into_iter()
+                    .map(|(k, v)| (k.as_str().to_string(), v.to_string()))
+                    .collect(),
+                vec![(REPLY_QUEUE_TAG.into(), "true".into()), heartbeat()],
             )
-            .attributes(
-                aws_sdk_sqs::types::QueueAttributeName::MessageRetentionPeriod,
-                "900",
-            )
-            .tags(REPLY_QUEUE_TAG, "true")
-            .tags(HEARTBEAT_TAG, (clock::now_millis() / 1000).to_string())
-            .send()
             .await
-            .map_err(|e| {
-                TransportError::Connect(format!("reply queue {name}: {}", sqs_error(&e)))
-            })?;
-        let url = created
-            .queue_url
-            .ok_or_else(|| TransportError::Connect("reply queue created without a URL".into()))?;
+            .map_err(|e| TransportError::Connect(format!("reply queue {name}: {e}")))?;
         tracing::info!(url, "reply queue ready");
         state.url = Some(url.clone());
         state.heartbeat_at = Some(Instant::now());
@@ -168,17 +164,12 @@ impl ReplyQueue {
             count_call();
             let received = self
                 .sqs
-                .receive_message()
-                .queue_url(&url)
-                .max_number_of_messages(10)
-                .wait_time_seconds(2)
-                .send()
+                .receive_messages(&url, 10, Duration::from_secs(2))
                 .await;
             let messages = match received {
-                Ok(out) => out.messages.unwrap_or_default(),
+                Ok(messages) => messages,
                 Err(error) => {
-                    let text = sqs_error(&error);
-                    if is_missing_queue(&text) {
+                    if error.is_gone() {
                         // Swept while in use: the replies of requests in flight went to a queue that is
                         // gone, so fail them now (a clean 502) rather than at their deadline; the next
                         // request creates a new queue.
@@ -187,7 +178,7 @@ impl ReplyQueue {
                             "the reply queue was deleted while the request was in flight",
                         );
                     } else {
-                        tracing::warn!(error = %text, "reply receive failed");
+                        tracing::warn!(%error, "reply receive failed");
                         tokio::time::sleep(Duration::from_millis(200)).await;
                     }
                     continue;
@@ -196,7 +187,8 @@ impl ReplyQueue {
             let mut deletes = Vec::new();
             for message in &messages {
                 let parsed = message
-                    .body()
+                    .body
+                    .as_deref()
                     .and_then(|b| serde_json::from_str::<ReplyMessage>(b).ok());
                 match parsed {
                     Some(reply) => {
@@ -206,27 +198,14 @@ impl ReplyQueue {
                     }
                     None => tracing::warn!("unreadable reply message dropped"),
                 }
-                if let (Some(id), Some(handle)) = (message.message_id(), message.receipt_handle()) {
-                    if let Ok(entry) = aws_sdk_sqs::types::DeleteMessageBatchRequestEntry::builder()
-                        .id(id)
-                        .receipt_handle(handle)
-                        .build()
-                    {
-                        deletes.push(entry);
-                    }
+                if let (Some(id), Some(handle)) = (&message.message_id, &message.receipt_handle) {
+                    deletes.push((id.clone(), handle.clone()));
                 }
             }
             if !deletes.is_empty() {
                 count_call();
-                if let Err(error) = self
-                    .sqs
-                    .delete_message_batch()
-                    .queue_url(&url)
-                    .set_entries(Some(deletes))
-                    .send()
-                    .await
-                {
-                    tracing::warn!(error = %sqs_error(&error), "reply delete failed");
+                if let Err(error) = self.sqs.delete_messages(&url, deletes).await {
+                    tracing::warn!(%error, "reply delete failed");
                 }
             }
         }

@@ -12,9 +12,9 @@ use http_body_util::{BodyExt, StreamBody};
 use tokio::sync::mpsc;
 
 use super::assembler::{Assembler, ReplyEvent};
-use super::payload::{resolve_payload, PayloadSettings};
+use super::payload::{resolve_payload, PayloadSettings, PayloadStore};
 use super::reply_queue::{ReplyQueue, WaiterGuard};
-use super::sqs::{count_call, sqs_error};
+use super::sqs::{count_call, MessageQueue};
 use crate::audit::clock;
 use crate::config::{self, ConfigError, Settings};
 use crate::providers::Provider;
@@ -59,14 +59,29 @@ impl QueueConfig {
 pub struct QueueTransport {
     provider: Provider,
     config: QueueConfig,
-    sqs: aws_sdk_sqs::Client,
-    s3: aws_sdk_s3::Client,
+    sqs: Arc<dyn MessageQueue>,
+    s3: Arc<dyn PayloadStore>,
     reply: Arc<ReplyQueue>,
 }
 
 impl QueueTransport {
     pub fn new(provider: Provider, config: QueueConfig, sdk: &aws_config::SdkConfig) -> Self {
-        let sqs = aws_sdk_sqs::Client::new(sdk);
+        Self::with_clients(
+            provider,
+            config,
+            Arc::new(aws_sdk_sqs::Client::new(sdk)),
+            Arc::new(aws_sdk_s3::Client::new(sdk)),
+        )
+    }
+
+    /// The transport over the given SQS and payload bucket clients (fakes, in tests). Each transport is
+    /// one execution environment: it gets a reply queue of its own, named at random.
+    pub fn with_clients(
+        provider: Provider,
+        config: QueueConfig,
+        sqs: Arc<dyn MessageQueue>,
+        s3: Arc<dyn PayloadStore>,
+    ) -> Self {
         let environment = uuid::Uuid::new_v4().simple().to_string();
         let reply = Arc::new(ReplyQueue::new(
             sqs.clone(),
@@ -81,7 +96,7 @@ impl QueueTransport {
             provider,
             config,
             sqs,
-            s3: aws_sdk_s3::Client::new(sdk),
+            s3,
             reply,
         }
     }
@@ -95,7 +110,7 @@ impl QueueTransport {
             .config
             .payloads
             .store(
-                &self.s3,
+                self.s3.as_ref(),
                 format!("payloads/{}/request", request.request_id),
                 request.body.clone(),
             )
@@ -118,12 +133,9 @@ impl QueueTransport {
         let (mut replies, guard) = self.reply.register(&request.request_id);
         count_call();
         self.sqs
-            .send_message()
-            .queue_url(&self.config.request_queue_url)
-            .message_body(message)
-            .send()
+            .send_message(&self.config.request_queue_url, message)
             .await
-            .map_err(|e| TransportError::Connect(format!("request queue: {}", sqs_error(&e))))?;
+            .map_err(|e| TransportError::Connect(format!("request queue: {e}")))?;
 
         let deadline = tokio::time::Instant::now() + self.config.response_timeout;
         let mut assembler = Assembler::default();
@@ -199,7 +211,7 @@ struct BodyReader {
     replies: mpsc::UnboundedReceiver<ReplyMessage>,
     assembler: Assembler,
     _guard: WaiterGuard,
-    s3: aws_sdk_s3::Client,
+    s3: Arc<dyn PayloadStore>,
     idle_timeout: Duration,
     finished: bool,
 }
@@ -212,7 +224,7 @@ impl BodyReader {
             }
             match self.assembler.next_event() {
                 Some(ReplyEvent::Data(payload)) => {
-                    return Some(resolve_payload(&self.s3, payload).await)
+                    return Some(resolve_payload(self.s3.as_ref(), payload).await)
                 }
                 Some(ReplyEvent::End) => {
                     self.finished = true;
