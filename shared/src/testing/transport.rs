@@ -121,6 +121,9 @@ impl FakeQueue {
         state.gone.insert(queue_url.to_string());
         state.messages.remove(queue_url);
         state.tags.remove(queue_url);
+        drop(state);
+        // A receive waiting on it returns, as SQS would end it early; the next one finds it gone.
+        self.arrived.notify_waiters();
     }
 
     /// Makes every later call on `queue_url` fail with `error`.

@@ -248,3 +248,274 @@ impl BodyReader {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        clippy::expect_used,
+        reason = "test code: a panic is the failure report"
+    )]
+
+    use std::time::Instant;
+
+    use http::{HeaderMap, HeaderValue, Method};
+
+    use super::*;
+    use crate::testing::{FakePayloadStore, FakeQueue, QueueCall, StoreCall};
+    use crate::transport::envelope::{Payload, ReplyHead};
+    use crate::transport::queue::{HEARTBEAT_TAG, REPLY_QUEUE_TAG};
+
+    const REQUEST_QUEUE: &str = "https://sqs.fake/000000000000/llm-gateway-requests-azure-openai";
+    const BUCKET: &str = "payloads";
+
+    struct Harness {
+        transport: Arc<QueueTransport>,
+        sqs: Arc<FakeQueue>,
+        s3: Arc<FakePayloadStore>,
+    }
+
+    fn harness(response_timeout: Duration, idle_timeout: Duration) -> Harness {
+        let sqs = Arc::new(FakeQueue::default());
+        let s3 = Arc::new(FakePayloadStore::default());
+        let config = QueueConfig {
+            request_queue_url: REQUEST_QUEUE.into(),
+            reply_queue_prefix: "llm-gateway-reply-".into(),
+            payloads: PayloadSettings {
+                bucket: Some(BUCKET.into()),
+                inline_max_bytes: 16,
+            },
+            response_timeout,
+            idle_timeout,
+        };
+        let transport = Arc::new(QueueTransport::with_clients(
+            Provider::AzureOpenAi,
+            config,
+            sqs.clone(),
+            s3.clone(),
+        ));
+        Harness { transport, sqs, s3 }
+    }
+
+    fn request(request_id: &str, body: &'static [u8]) -> UpstreamRequest {
+        let classified = Provider::AzureOpenAi
+            .classify(
+                &Method::POST,
+                "/openai/deployments/gpt-4o-mini/chat/completions",
+            )
+            .unwrap();
+        let mut headers = HeaderMap::new();
+        headers.insert("content-type", HeaderValue::from_static("application/json"));
+        UpstreamRequest {
+            request_id: request_id.into(),
+            provider: Provider::AzureOpenAi,
+            subject: Some("user-sub-1".into()),
+            method: Method::POST,
+            path: classified.path,
+            query: "api-version=2024-10-21".into(),
+            headers,
+            body: Bytes::from_static(body),
+        }
+    }
+
+    type Pending = tokio::task::JoinHandle<Result<UpstreamResponse, TransportError>>;
+
+    fn send(h: &Harness, request: UpstreamRequest) -> Pending {
+        let transport = h.transport.clone();
+        tokio::spawn(async move { transport.send(request).await })
+    }
+
+    /// The `n`th envelope the route queued, once it is there (what the dispatcher would receive).
+    async fn queued(sqs: &FakeQueue, n: usize) -> RequestEnvelope {
+        let started = Instant::now();
+        loop {
+            if let Some(body) = sqs.sent_to(REQUEST_QUEUE).get(n) {
+                return serde_json::from_str(body).unwrap();
+            }
+            assert!(started.elapsed() < Duration::from_secs(5), "nothing queued");
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    /// Answers `envelope` as the dispatcher would, with one reply message.
+    fn answer(
+        sqs: &FakeQueue,
+        envelope: &RequestEnvelope,
+        (attempt, seq): (&str, u64),
+        head: Option<u16>,
+        data: &[u8],
+        end: bool,
+    ) {
+        let message = ReplyMessage {
+            request_id: envelope.request_id.clone(),
+            attempt: attempt.into(),
+            seq,
+            head: head.map(|status| ReplyHead {
+                status,
+                headers: vec![("content-type".into(), "text/event-stream".into())],
+            }),
+            data: (!data.is_empty()).then(|| Payload::inline(data)),
+            end,
+            error: None,
+        };
+        sqs.push(&envelope.reply_to, serde_json::to_string(&message).unwrap());
+    }
+
+    async fn body_text(response: UpstreamResponse) -> Result<String, BoxError> {
+        let bytes = response.body.collect().await?.to_bytes();
+        Ok(String::from_utf8(bytes.to_vec()).unwrap())
+    }
+
+    #[tokio::test]
+    async fn replies_in_any_order_make_one_ordered_body_and_are_deleted() {
+        let h = harness(Duration::from_secs(5), Duration::from_secs(5));
+        let pending = send(&h, request("req-1", b"{}"));
+        let envelope = queued(&h.sqs, 0).await;
+
+        assert_eq!(envelope.request_id, "req-1");
+        assert_eq!(envelope.body, Payload::inline(b"{}"));
+        assert_eq!(envelope.method, "POST");
+        assert_eq!(
+            envelope.path,
+            "/openai/deployments/gpt-4o-mini/chat/completions"
+        );
+        assert!(envelope.deadline_ms <= clock::now_millis() + 5_000);
+        let name = envelope.reply_to.rsplit('/').next().unwrap().to_string();
+        assert!(
+            name.starts_with("llm-gateway-reply-azure-openai-") && name.ends_with("-0"),
+            "{name}"
+        );
+        let created = h.sqs.calls().into_iter().find_map(|call| match call {
+            QueueCall::CreateQueue {
+                name, attributes, ..
+            } => Some((name, attributes)),
+            _ => None,
+        });
+        let (created_name, attributes) = created.expect("the reply queue was created");
+        assert_eq!(created_name, name);
+        assert!(attributes.contains(&("SqsManagedSseEnabled".into(), "true".into())));
+        let tags = h.sqs.tags_of(&envelope.reply_to);
+        assert_eq!(tags.get(REPLY_QUEUE_TAG).map(String::as_str), Some("true"));
+        assert!(tags.contains_key(HEARTBEAT_TAG));
+
+        answer(&h.sqs, &envelope, ("a", 2), None, b"c", true);
+        answer(&h.sqs, &envelope, ("a", 1), None, b"b", false);
+        answer(&h.sqs, &envelope, ("a", 0), Some(201), b"a", false);
+        let response = pending.await.unwrap().unwrap();
+        assert_eq!(response.status, StatusCode::CREATED);
+        assert_eq!(response.headers["content-type"], "text/event-stream");
+        assert_eq!(body_text(response).await.unwrap(), "abc");
+
+        let started = Instant::now();
+        loop {
+            let deleted: usize = h
+                .sqs
+                .calls()
+                .iter()
+                .filter_map(|call| match call {
+                    QueueCall::Delete { queue_url, entries } if *queue_url == envelope.reply_to => {
+                        Some(entries.len())
+                    }
+                    _ => None,
+                })
+                .sum();
+            if deleted == 3 {
+                break;
+            }
+            assert!(
+                started.elapsed() < Duration::from_secs(5),
+                "{deleted} deleted"
+            );
+            tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_large_request_body_goes_through_the_payload_bucket() {
+        let h = harness(Duration::from_secs(5), Duration::from_secs(5));
+        let pending = send(&h, request("req-big", b"a body over sixteen bytes"));
+        let envelope = queued(&h.sqs, 0).await;
+        pending.abort();
+
+        let key = "payloads/req-big/request".to_string();
+        assert_eq!(
+            envelope.body,
+            Payload::S3 {
+                bucket: BUCKET.into(),
+                key: key.clone()
+            }
+        );
+        assert_eq!(
+            h.s3.calls(),
+            [StoreCall::Put {
+                bucket: BUCKET.into(),
+                key: key.clone(),
+                len: 25
+            }]
+        );
+        assert_eq!(
+            h.s3.object(BUCKET, &key).unwrap().as_ref(),
+            b"a body over sixteen bytes"
+        );
+    }
+
+    #[tokio::test]
+    async fn no_status_before_the_deadline_is_a_timeout() {
+        let h = harness(Duration::from_millis(200), Duration::from_secs(5));
+        let result = send(&h, request("req-late", b"{}")).await.unwrap();
+        assert!(matches!(result, Err(TransportError::Timeout(200))));
+    }
+
+    #[tokio::test]
+    async fn an_error_reply_becomes_the_transport_error() {
+        let h = harness(Duration::from_secs(5), Duration::from_secs(5));
+        let pending = send(&h, request("req-refused", b"{}"));
+        let envelope = queued(&h.sqs, 0).await;
+        let message = ReplyMessage {
+            request_id: envelope.request_id.clone(),
+            attempt: "a".into(),
+            seq: 0,
+            head: None,
+            data: None,
+            end: true,
+            error: Some(ReplyError {
+                kind: ReplyErrorKind::Credential,
+                message: "no upstream key".into(),
+            }),
+        };
+        h.sqs
+            .push(&envelope.reply_to, serde_json::to_string(&message).unwrap());
+        let result = pending.await.unwrap();
+        assert!(
+            matches!(&result, Err(TransportError::Credential(m)) if m == "no upstream key"),
+            "{:?}",
+            result.err()
+        );
+    }
+
+    #[tokio::test]
+    async fn a_reply_queue_swept_while_waiting_fails_the_request_at_once_and_is_replaced() {
+        let h = harness(Duration::from_secs(20), Duration::from_secs(20));
+        let pending = send(&h, request("req-swept", b"{}"));
+        let envelope = queued(&h.sqs, 0).await;
+        let swept_at = Instant::now();
+        h.sqs.remove(&envelope.reply_to);
+
+        let result = pending.await.unwrap();
+        assert!(
+            swept_at.elapsed() < Duration::from_secs(5),
+            "not at the deadline"
+        );
+        assert!(
+            matches!(&result, Err(TransportError::Connect(m)) if m.contains("deleted while the request was in flight")),
+            "{:?}",
+            result.err()
+        );
+
+        let next = send(&h, request("req-next", b"{}"));
+        let envelope_next = queued(&h.sqs, 1).await;
+        next.abort();
+        let stem = envelope.reply_to.trim_end_matches("-0");
+        assert_eq!(envelope_next.reply_to, format!("{stem}-1"));
+    }
+}
