@@ -4,6 +4,7 @@
 
 use std::collections::{BTreeMap, HashMap, VecDeque};
 
+use super::reply_queue::Delivery;
 use crate::transport::envelope::{Payload, ReplyError, ReplyHead, ReplyMessage};
 
 /// What the reader gets next, in order.
@@ -24,7 +25,7 @@ pub(super) struct Assembler {
 }
 
 impl Assembler {
-    pub(super) fn push(&mut self, message: ReplyMessage) {
+    fn push(&mut self, message: ReplyMessage) {
         if self.attempt.as_ref().is_some_and(|a| *a != message.attempt) {
             return;
         }
@@ -58,6 +59,15 @@ impl Assembler {
             if message.end {
                 self.ready.push_back(ReplyEvent::End);
             }
+        }
+    }
+
+    /// Takes what the poller delivered. A lost reply queue ends the answer after what is already in
+    /// order, whichever attempt it was locked to: it comes from this side, not from a dispatch.
+    pub(super) fn accept(&mut self, delivery: Delivery) {
+        match delivery {
+            Delivery::Reply(message) => self.push(message),
+            Delivery::Lost(error) => self.ready.push_back(ReplyEvent::Error(error)),
         }
     }
 
@@ -120,5 +130,17 @@ mod tests {
         assembler.push(message("retry", 0, "y", false));
         assembler.push(message("first", 1, "z", true));
         assert_eq!(drain(&mut assembler), ["head 200", "x", "z", "end"]);
+    }
+
+    #[test]
+    fn a_lost_reply_queue_ends_the_answer_after_what_is_in_order() {
+        let mut assembler = Assembler::default();
+        assembler.accept(Delivery::Reply(message("first", 0, "x", false)));
+        assembler.accept(Delivery::Reply(message("first", 2, "late", true)));
+        assembler.accept(Delivery::Lost(ReplyError {
+            kind: crate::transport::envelope::ReplyErrorKind::Connect,
+            message: "gone".into(),
+        }));
+        assert_eq!(drain(&mut assembler), ["head 200", "x", "error gone"]);
     }
 }

@@ -29,6 +29,14 @@ fn heartbeat() -> (String, String) {
     )
 }
 
+/// What the poller hands a waiting request.
+pub(super) enum Delivery {
+    Reply(ReplyMessage),
+    /// The reply queue was deleted under the request: nothing the dispatcher sends can arrive any
+    /// more, so this ends the answer wherever it stands (it is not a reply, so not in sequence).
+    Lost(ReplyError),
+}
+
 struct ReplyQueueState {
     url: Option<String>,
     /// Bumped when the queue was found swept, so the next one gets a name SQS has not just deleted
@@ -41,7 +49,7 @@ pub(super) struct ReplyQueue {
     sqs: Arc<dyn MessageQueue>,
     name_stem: String,
     state: tokio::sync::Mutex<ReplyQueueState>,
-    waiters: Mutex<HashMap<String, mpsc::UnboundedSender<ReplyMessage>>>,
+    waiters: Mutex<HashMap<String, mpsc::UnboundedSender<Delivery>>>,
     polling: AtomicBool,
 }
 
@@ -63,7 +71,7 @@ impl ReplyQueue {
 
     fn lock_waiters(
         &self,
-    ) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<ReplyMessage>>> {
+    ) -> std::sync::MutexGuard<'_, HashMap<String, mpsc::UnboundedSender<Delivery>>> {
         self.waiters
             .lock()
             .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -128,7 +136,7 @@ impl ReplyQueue {
     pub(super) fn register(
         self: &Arc<Self>,
         request_id: &str,
-    ) -> (mpsc::UnboundedReceiver<ReplyMessage>, WaiterGuard) {
+    ) -> (mpsc::UnboundedReceiver<Delivery>, WaiterGuard) {
         let (tx, rx) = mpsc::unbounded_channel();
         self.lock_waiters().insert(request_id.to_string(), tx);
         if !self.polling.swap(true, Ordering::AcqRel) {
@@ -193,7 +201,7 @@ impl ReplyQueue {
                 match parsed {
                     Some(reply) => {
                         if let Some(tx) = self.lock_waiters().get(&reply.request_id) {
-                            let _ = tx.send(reply);
+                            let _ = tx.send(Delivery::Reply(reply));
                         }
                     }
                     None => tracing::warn!("unreadable reply message dropped"),
@@ -214,19 +222,11 @@ impl ReplyQueue {
 
 impl ReplyQueue {
     fn fail_waiters(&self, message: &str) {
-        for (request_id, tx) in self.lock_waiters().iter() {
-            let _ = tx.send(ReplyMessage {
-                request_id: request_id.clone(),
-                attempt: "reply-queue-lost".into(),
-                seq: 0,
-                head: None,
-                data: None,
-                end: true,
-                error: Some(ReplyError {
-                    kind: ReplyErrorKind::Connect,
-                    message: message.into(),
-                }),
-            });
+        for tx in self.lock_waiters().values() {
+            let _ = tx.send(Delivery::Lost(ReplyError {
+                kind: ReplyErrorKind::Connect,
+                message: message.into(),
+            }));
         }
     }
 }

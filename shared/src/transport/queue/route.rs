@@ -13,14 +13,13 @@ use tokio::sync::mpsc;
 
 use super::assembler::{Assembler, ReplyEvent};
 use super::payload::{resolve_payload, PayloadSettings, PayloadStore};
-use super::reply_queue::{ReplyQueue, WaiterGuard};
+use super::reply_queue::{Delivery, ReplyQueue, WaiterGuard};
 use super::sqs::{count_call, MessageQueue};
 use crate::audit::clock;
 use crate::config::{self, ConfigError, Settings};
 use crate::providers::Provider;
 use crate::transport::envelope::{
-    header_map, header_pairs, ReplyError, ReplyErrorKind, ReplyMessage, RequestEnvelope,
-    ENVELOPE_VERSION,
+    header_map, header_pairs, ReplyError, ReplyErrorKind, RequestEnvelope, ENVELOPE_VERSION,
 };
 use crate::transport::{BoxError, Transport, TransportError, UpstreamRequest, UpstreamResponse};
 
@@ -149,7 +148,7 @@ impl QueueTransport {
                     return Err(TransportError::Request("reply without a status".into()))
                 }
                 None => match tokio::time::timeout_at(deadline, replies.recv()).await {
-                    Ok(Some(message)) => assembler.push(message),
+                    Ok(Some(delivery)) => assembler.accept(delivery),
                     Ok(None) => return Err(TransportError::Connect("reply channel closed".into())),
                     Err(_) => {
                         return Err(TransportError::Timeout(
@@ -208,7 +207,7 @@ fn reply_error(error: ReplyError, response_timeout: Duration) -> TransportError 
 }
 
 struct BodyReader {
-    replies: mpsc::UnboundedReceiver<ReplyMessage>,
+    replies: mpsc::UnboundedReceiver<Delivery>,
     assembler: Assembler,
     _guard: WaiterGuard,
     s3: Arc<dyn PayloadStore>,
@@ -238,7 +237,7 @@ impl BodyReader {
                 }
                 Some(ReplyEvent::Head(_)) => continue,
                 None => match tokio::time::timeout(self.idle_timeout, self.replies.recv()).await {
-                    Ok(Some(message)) => self.assembler.push(message),
+                    Ok(Some(delivery)) => self.assembler.accept(delivery),
                     Ok(None) | Err(_) => {
                         self.finished = true;
                         return Some(Err("stream reply timed out".into()));
@@ -263,7 +262,7 @@ mod tests {
 
     use super::*;
     use crate::testing::{FakePayloadStore, FakeQueue, QueueCall, StoreCall};
-    use crate::transport::envelope::{Payload, ReplyHead};
+    use crate::transport::envelope::{Payload, ReplyHead, ReplyMessage};
     use crate::transport::queue::{HEARTBEAT_TAG, REPLY_QUEUE_TAG};
 
     const REQUEST_QUEUE: &str = "https://sqs.fake/000000000000/llm-gateway-requests-azure-openai";
@@ -517,5 +516,29 @@ mod tests {
         next.abort();
         let stem = envelope.reply_to.trim_end_matches("-0");
         assert_eq!(envelope_next.reply_to, format!("{stem}-1"));
+    }
+
+    #[tokio::test]
+    async fn a_reply_queue_swept_during_a_stream_ends_the_body_at_once() {
+        let h = harness(Duration::from_secs(20), Duration::from_secs(20));
+        let pending = send(&h, request("req-stream", b"{}"));
+        let envelope = queued(&h.sqs, 0).await;
+        answer(&h.sqs, &envelope, ("a", 0), Some(200), b"first", false);
+        let mut body = pending.await.unwrap().unwrap().body;
+        let first = body.frame().await.unwrap().unwrap().into_data().unwrap();
+        assert_eq!(first.as_ref(), b"first");
+
+        let swept_at = Instant::now();
+        h.sqs.remove(&envelope.reply_to);
+        let next = tokio::time::timeout(Duration::from_secs(5), body.frame())
+            .await
+            .expect("the stream ends long before its idle timeout");
+        let error = next.unwrap().unwrap_err().to_string();
+        assert!(
+            error.contains("deleted while the request was in flight"),
+            "{error}"
+        );
+        assert!(swept_at.elapsed() < Duration::from_secs(5));
+        assert!(body.frame().await.is_none(), "nothing after the error");
     }
 }
