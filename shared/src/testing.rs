@@ -1,9 +1,14 @@
 //! Test helpers: an OIDC issuer with a fresh RSA key, a JWKS endpoint on 127.0.0.1 that counts its
-//! fetches, and token minting. Compiled for tests only (`test-util` feature for other crates).
+//! fetches, token minting, a recording audit sink, and in-memory fakes of what the transports call
+//! ([`transport`]). Compiled for tests only (`test-util` feature for other crates).
 #![allow(
     clippy::expect_used,
     reason = "test setup: a failure here is a broken test, not an input error"
 )]
+
+pub mod transport;
+
+pub use transport::{FakePayloadStore, FakeQueue, QueueCall, RecordingTransport, StoreCall};
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;

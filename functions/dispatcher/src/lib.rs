@@ -19,6 +19,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent, SqsMessage};
+use bytes::Bytes;
 use gateway_shared::audit::{sha256_hex, AuditEvent, AuditSink, Decision};
 use gateway_shared::config::{self, ConfigError, Settings};
 use gateway_shared::headers::upstream_request_headers;
@@ -27,7 +28,8 @@ use gateway_shared::transport::envelope::{
     header_map, ReplyError, ReplyErrorKind, RequestEnvelope,
 };
 use gateway_shared::transport::queue::{
-    relay_response, resolve_payload, PayloadSettings, ReplySendError, ReplySender,
+    relay_response, resolve_payload, MessageQueue, PayloadSettings, PayloadStore, ReplySendError,
+    ReplySender,
 };
 use gateway_shared::transport::{Transport, UpstreamRequest};
 use gateway_shared::Provider;
@@ -100,10 +102,20 @@ impl DispatcherConfig {
     }
 }
 
+/// What the dispatcher calls out to. The Lambda passes the AWS clients and a direct transport per
+/// provider ([`Dispatcher::from_config`]); tests pass fakes, so every branch runs without a network
+/// and can be checked for the calls it did not make.
+pub struct Backends {
+    pub upstreams: HashMap<Provider, Arc<dyn Transport>>,
+    pub sqs: Arc<dyn MessageQueue>,
+    pub s3: Arc<dyn PayloadStore>,
+    pub audit: Arc<dyn AuditSink>,
+}
+
 pub struct Dispatcher {
-    upstreams: HashMap<Provider, DirectTransport>,
-    sqs: aws_sdk_sqs::Client,
-    s3: aws_sdk_s3::Client,
+    upstreams: HashMap<Provider, Arc<dyn Transport>>,
+    sqs: Arc<dyn MessageQueue>,
+    s3: Arc<dyn PayloadStore>,
     config: DispatcherConfig,
     trust: TrustPolicy,
     audit: Arc<dyn AuditSink>,
@@ -125,7 +137,7 @@ impl Dispatcher {
         sdk: &aws_config::SdkConfig,
         audit: Arc<dyn AuditSink>,
     ) -> Result<Self, ConfigError> {
-        let mut upstreams = HashMap::new();
+        let mut upstreams: HashMap<Provider, Arc<dyn Transport>> = HashMap::new();
         for upstream in &config.upstreams {
             let http = http_client(config.connect_timeout).map_err(|e| ConfigError::Invalid {
                 name: "GATEWAY_UPSTREAM_CONNECT_TIMEOUT_MS",
@@ -133,9 +145,24 @@ impl Dispatcher {
             })?;
             upstreams.insert(
                 upstream.provider,
-                DirectTransport::new(http, upstream.build(sdk)?, config.response_timeout),
+                Arc::new(DirectTransport::new(
+                    http,
+                    upstream.build(sdk)?,
+                    config.response_timeout,
+                )),
             );
         }
+        let backends = Backends {
+            upstreams,
+            sqs: Arc::new(aws_sdk_sqs::Client::new(sdk)),
+            s3: Arc::new(aws_sdk_s3::Client::new(sdk)),
+            audit,
+        };
+        Self::new(config, backends)
+    }
+
+    /// The dispatcher over the given backends; `config.upstreams` is not read (the upstreams are given).
+    pub fn new(config: DispatcherConfig, backends: Backends) -> Result<Self, ConfigError> {
         let trust = TrustPolicy {
             queues: config.queues.clone(),
             reply_queue_prefix: config.reply_queue_prefix.clone(),
@@ -148,12 +175,12 @@ impl Dispatcher {
             )?),
         };
         Ok(Dispatcher {
-            upstreams,
-            sqs: aws_sdk_sqs::Client::new(sdk),
-            s3: aws_sdk_s3::Client::new(sdk),
+            upstreams: backends.upstreams,
+            sqs: backends.sqs,
+            s3: backends.s3,
             config,
             trust,
-            audit,
+            audit: backends.audit,
         })
     }
 
@@ -234,14 +261,10 @@ impl Dispatcher {
             tokio::time::sleep(every).await;
             let extended = self
                 .sqs
-                .change_message_visibility()
-                .queue_url(&queue.url)
-                .receipt_handle(handle)
-                .visibility_timeout(self.config.visibility.as_secs() as i32)
-                .send()
+                .change_visibility(&queue.url, handle, self.config.visibility)
                 .await;
             if let Err(error) = extended {
-                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&error), "visibility not extended");
+                tracing::warn!(%error, "visibility not extended");
             }
         }
     }
@@ -314,7 +337,7 @@ impl Dispatcher {
                 .await
                 .map_err(reply_failed);
         };
-        let body = resolve_payload(&self.s3, envelope.body.clone())
+        let body = resolve_payload(self.s3.as_ref(), envelope.body.clone())
             .await
             .map_err(|e| {
                 fail(
@@ -372,13 +395,14 @@ impl Dispatcher {
         let Some(bucket) = &self.config.payloads.bucket else {
             return false;
         };
-        self.s3
-            .head_object()
-            .bucket(bucket)
-            .key(Self::done_key(request_id))
-            .send()
-            .await
-            .is_ok()
+        match self.s3.exists(bucket, &Self::done_key(request_id)).await {
+            Ok(answered) => answered,
+            Err(error) => {
+                // Calling the provider again is the lesser harm than never answering.
+                tracing::warn!(request_id, %error, "done marker not readable; dispatching");
+                false
+            }
+        }
     }
 
     /// Marks a request answered, so a redelivery of its message does not call the provider twice.
@@ -388,14 +412,10 @@ impl Dispatcher {
         };
         if let Err(error) = self
             .s3
-            .put_object()
-            .bucket(bucket)
-            .key(Self::done_key(request_id))
-            .body(Vec::new().into())
-            .send()
+            .put(bucket, &Self::done_key(request_id), Bytes::new())
             .await
         {
-            tracing::warn!(request_id, error = %aws_sdk_s3::error::DisplayErrorContext(&error), "done marker not written");
+            tracing::warn!(request_id, %error, "done marker not written");
         }
     }
 }
