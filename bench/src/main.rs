@@ -86,20 +86,23 @@ async fn main() -> Result<(), BoxError> {
         .pool_max_idle_per_host(64)
         .tcp_nodelay(true)
         .build()?;
+    let mut targets = vec![("direct", direct), ("gateway", gateway.clone())];
+    // Comparison mode (`bench/run.sh --compare`): LiteLLM's proxy in front of the same mock, on its
+    // Azure-compatible route, so every target gets the very same request from the very same client.
+    if let Ok(litellm) = std::env::var("GATEWAY_BENCH_LITELLM_URL") {
+        targets.push((
+            "litellm",
+            Target {
+                url: format!("{}{CHAT_PATH}", litellm.trim_end_matches('/')),
+                header: http::HeaderName::from_static("api-key"),
+                key: std::env::var("GATEWAY_BENCH_LITELLM_KEY").unwrap_or_default(),
+            },
+        ));
+    }
     let mut overhead = Vec::new();
     for (concurrency, per_worker) in [(1usize, 400usize), (32, 60)] {
         for stream in [false, true] {
-            let direct_ms = measure(&client, &direct, concurrency, per_worker, stream).await?;
-            let gateway_ms = measure(&client, &gateway, concurrency, per_worker, stream).await?;
-            overhead.push(json!({
-                "concurrency": concurrency,
-                "requests": concurrency * per_worker,
-                "metric": if stream { "stream_time_to_first_byte_ms" } else { "non_stream_latency_ms" },
-                "direct": summary(&direct_ms),
-                "gateway": summary(&gateway_ms),
-                "added_p50_ms": round(percentile(&gateway_ms, 50.0) - percentile(&direct_ms, 50.0)),
-                "added_p99_ms": round(percentile(&gateway_ms, 99.0) - percentile(&direct_ms, 99.0)),
-            }));
+            overhead.push(compare(&client, &targets, concurrency, per_worker, stream).await?);
         }
     }
     let sqs_calls = bench_sqs_calls(&client, &gateway, &state.control_url).await?;
@@ -249,7 +252,7 @@ async fn init_time_ms<'a>(
     binary: &str,
     env: impl Iterator<Item = &'a (&'a str, String)>,
 ) -> Result<f64, BoxError> {
-    use tokio::io::AsyncReadExt;
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
     let api = listener.local_addr()?.to_string();
     let mut command = tokio::process::Command::new(binary);
@@ -265,14 +268,28 @@ async fn init_time_ms<'a>(
     }
     let started = Instant::now();
     let mut child = command.spawn()?;
+    // The functions register their audit extension first (part of init, as in Lambda), then poll.
+    let mut held = Vec::new();
     let wait = async {
         loop {
             let (mut stream, _) = listener.accept().await?;
             let mut buf = vec![0u8; 2048];
             let n = stream.read(&mut buf).await?;
-            if String::from_utf8_lossy(&buf[..n]).contains("/runtime/invocation/next") {
+            let request = String::from_utf8_lossy(&buf[..n]);
+            if request.contains("/runtime/invocation/next") {
                 return Ok::<_, BoxError>(started.elapsed());
             }
+            if request.contains("/extension/register") {
+                let body =
+                    r#"{"functionName":"bench","functionVersion":"$LATEST","handler":"bootstrap"}"#;
+                let answer = format!(
+                    "HTTP/1.1 200 OK\r\nLambda-Extension-Identifier: bench-extension\r\ncontent-type: application/json\r\ncontent-length: {}\r\n\r\n{body}",
+                    body.len()
+                );
+                stream.write_all(answer.as_bytes()).await?;
+            }
+            // Other calls (the extension's own next-event poll) wait, unanswered, like a quiet Lambda.
+            held.push(stream);
         }
     };
     let elapsed = tokio::time::timeout(Duration::from_secs(20), wait)
@@ -333,21 +350,91 @@ struct Target {
     key: String,
 }
 
-/// Runs `concurrency` workers each sending `per_worker` requests; returns per-request milliseconds.
-async fn measure(
+/// Rounds per comparison: the targets take turns, so drift on the machine (the other processes on
+/// its two cores) falls on every target alike.
+const ROUNDS: usize = 4;
+
+/// Measures every target at one concurrency, interleaved round by round; reports each target's
+/// latency and requests/s, and for each proxy its added latency over `direct` (the first target).
+async fn compare(
     client: &reqwest::Client,
-    target: &Target,
+    targets: &[(&str, Target)],
     concurrency: usize,
     per_worker: usize,
     stream: bool,
-) -> Result<Vec<f64>, BoxError> {
+) -> Result<Value, BoxError> {
     let body = Arc::new(
         json!({"messages": [{"role": "user", "content": "benchmark prompt with a few words"}], "stream": stream})
             .to_string(),
     );
-    for _ in 0..20 {
-        one(client, target, &body, stream).await?;
+    for (_, target) in targets {
+        for _ in 0..20 {
+            one(client, target, &body, stream).await?;
+        }
     }
+    let mut samples = vec![Vec::new(); targets.len()];
+    let mut wall = vec![Duration::ZERO; targets.len()];
+    for _ in 0..ROUNDS {
+        for (index, (_, target)) in targets.iter().enumerate() {
+            let started = Instant::now();
+            let per_round = per_worker.div_ceil(ROUNDS);
+            samples[index]
+                .extend(measure(client, target, &body, concurrency, per_round, stream).await?);
+            wall[index] += started.elapsed();
+        }
+    }
+    let mut report = serde_json::Map::new();
+    report.insert("concurrency".into(), concurrency.into());
+    report.insert(
+        "metric".into(),
+        if stream {
+            "stream_time_to_first_byte_ms"
+        } else {
+            "non_stream_latency_ms"
+        }
+        .into(),
+    );
+    let base = &samples[0];
+    let mut added = std::collections::HashMap::new();
+    let mut rps = std::collections::HashMap::new();
+    for (index, (name, _)) in targets.iter().enumerate() {
+        let mut entry = summary(&samples[index]);
+        let per_second = samples[index].len() as f64 / wall[index].as_secs_f64().max(1e-9);
+        entry["requests"] = samples[index].len().into();
+        entry["requests_per_s"] = round(per_second).into();
+        rps.insert(*name, per_second);
+        if index > 0 {
+            let p50 = percentile(&samples[index], 50.0) - percentile(base, 50.0);
+            let p99 = percentile(&samples[index], 99.0) - percentile(base, 99.0);
+            entry["added_p50_ms"] = round(p50).into();
+            entry["added_p99_ms"] = round(p99).into();
+            added.insert(*name, (p50, p99));
+        }
+        report.insert(name.to_string(), entry);
+    }
+    if let (Some(gateway), Some(litellm)) = (added.get("gateway"), added.get("litellm")) {
+        // Ratios of added latency use at least 0.01 ms, so a gateway at the noise floor stays finite.
+        report.insert(
+            "ratios".into(),
+            json!({
+                "litellm_added_p50_over_gateway": round(litellm.0 / gateway.0.max(0.01)),
+                "litellm_added_p99_over_gateway": round(litellm.1 / gateway.1.max(0.01)),
+                "gateway_rps_over_litellm": round(rps["gateway"] / rps["litellm"].max(1e-9)),
+            }),
+        );
+    }
+    Ok(Value::Object(report))
+}
+
+/// Runs `concurrency` workers each sending `per_worker` requests; returns per-request milliseconds.
+async fn measure(
+    client: &reqwest::Client,
+    target: &Target,
+    body: &Arc<String>,
+    concurrency: usize,
+    per_worker: usize,
+    stream: bool,
+) -> Result<Vec<f64>, BoxError> {
     let mut workers = Vec::new();
     for _ in 0..concurrency {
         let (client, target, body) = (client.clone(), target.clone(), body.clone());

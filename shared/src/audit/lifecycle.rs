@@ -88,6 +88,7 @@ impl Invocations {
     {
         let invocations = self.clone();
         let extension = lambda_extension::Extension::new()
+            .with_extension_name("llm-gateway-audit")
             // Internal extensions receive INVOKE only; SHUTDOWN goes to external ones.
             .with_events(&["INVOKE"])
             .with_events_processor(lambda_extension::service_fn(
