@@ -3,13 +3,14 @@
 -- One JSON object per line, schema: schemas/audit-event.schema.json. Partition projection means no
 -- MSCK REPAIR / crawler is needed as new hours arrive. Replace <audit-bucket> before running.
 -- A retried SQS batch rewrites its own object, but a batch split differently on retry can repeat an
--- event: count DISTINCT event_id where exactness matters.
+-- event: count DISTINCT event_id where exactness matters. Counting requests, count final records only.
 
 CREATE EXTERNAL TABLE IF NOT EXISTS llm_gateway_audit_events (
   schema_version    int,
   event_id          string,
   `time`            string,
   request_id        string,
+  record            string,   -- authorized | accepted | final | incomplete (NULL in schema_version 1: final)
   decision          string,
   reason            string,
   status            int,
@@ -51,4 +52,9 @@ TBLPROPERTIES (
 -- SELECT principal.department, model, sum(usage.input_tokens) AS input, sum(usage.output_tokens) AS output
 -- FROM llm_gateway_audit_events
 -- WHERE year = '2026' AND month = '11' AND day = '25' AND decision = 'allow'
+--   AND coalesce(record, 'final') = 'final'
 -- GROUP BY 1, 2 ORDER BY 3 DESC;
+--
+-- Every request has one final record; the authorized and accepted records let a missing final show:
+-- SELECT request_id FROM llm_gateway_audit_events WHERE year = '2026' AND month = '11' AND day = '25'
+-- GROUP BY request_id HAVING count_if(coalesce(record, 'final') = 'final') = 0;

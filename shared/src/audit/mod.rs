@@ -22,7 +22,8 @@ use sha2::Digest;
 pub use buffer::{AuditBuffer, LogDelivery, SqsDelivery};
 pub use usage::{Usage, UsageScanner};
 
-pub const SCHEMA_VERSION: u32 = 1;
+/// 2: events carry `record` (authorized, accepted, final, incomplete).
+pub const SCHEMA_VERSION: u32 = 2;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -228,7 +229,8 @@ mod tests {
         let json = serde_json::to_value(&event).unwrap();
         assert_eq!(json["decision"], "unauthorized");
         assert_eq!(json["outcome"], "refused");
-        assert_eq!(json["schema_version"], 1);
+        assert_eq!(json["schema_version"], 2);
+        assert_eq!(json["record"], "final");
         let keys: Vec<&String> = json.as_object().unwrap().keys().collect();
         for forbidden in ["token", "headers", "authorization", "api_key"] {
             assert!(!keys.iter().any(|k| k.contains(forbidden)), "{forbidden}");
