@@ -25,7 +25,7 @@ CREATE EXTERNAL TABLE IF NOT EXISTS llm_gateway_audit_events (
   bytes_in          bigint,
   bytes_out         bigint,
   latency           struct<total_ms:bigint, upstream_ms:bigint, first_byte_ms:bigint>,
-  usage             struct<input_tokens:bigint, output_tokens:bigint, total_tokens:bigint>,
+  usage             struct<input_tokens:bigint, output_tokens:bigint, total_tokens:bigint, estimated:boolean>,
   cost_usd          double,
   source_ip         string,
   user_agent        string,

@@ -48,7 +48,9 @@ impl AuditedBody {
         let mut event = self.event.take()?;
         let scanner = self.scanner.take();
         event.stream = scanner.as_ref().is_some_and(UsageScanner::is_stream);
-        event.usage = scanner.and_then(UsageScanner::finish);
+        // Only a successful response is estimated when the provider reported no usage.
+        let estimate_from = (200..300).contains(&event.status).then_some(event.bytes_in);
+        event.usage = scanner.and_then(|scanner| scanner.finish(estimate_from));
         event.outcome = outcome;
         event.bytes_out = self.bytes_out;
         event.latency.first_byte_ms = self.first_byte_ms;

@@ -19,6 +19,22 @@ pub struct Usage {
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub total_tokens: u64,
+    /// The provider did not report usage (an Azure stream without `stream_options.include_usage`), so
+    /// the counts are estimated from the bytes that passed ([`estimate_tokens`]): never left empty,
+    /// never silently free, and marked so chargeback can tell.
+    #[serde(default)]
+    pub estimated: bool,
+}
+
+/// Keys whose string values are model-generated text in every provider's responses (OpenAI
+/// `delta.content` / `message.content`, tool-call `arguments`; Gemini `parts[].text`; Anthropic and
+/// Converse `text`).
+const GENERATED_TEXT_KEYS: &[&str] = &["content", "text", "arguments", "refusal"];
+
+/// A token estimate for text, in the manner of the providers' own rules of thumb: about four
+/// characters per token for ASCII text, about one token per character otherwise (CJK scripts).
+pub fn estimate_tokens(ascii_chars: u64, other_chars: u64) -> u64 {
+    ascii_chars.div_ceil(4) + other_chars
 }
 
 /// One place a provider reports usage: the object at `path`, with its counter names.
@@ -41,6 +57,41 @@ pub struct UsageScanner {
     shapes: &'static [UsageShape],
     framing: Framing,
     found: Option<Usage>,
+    /// Generated text seen in the documents, for an estimate when no usage is reported.
+    text: TextCount,
+    documents: u64,
+}
+
+#[derive(Default)]
+struct TextCount {
+    ascii: u64,
+    other: u64,
+}
+
+impl TextCount {
+    fn add(&mut self, text: &str) {
+        let ascii = text.bytes().filter(u8::is_ascii).count() as u64;
+        self.ascii += ascii;
+        self.other += text.chars().count() as u64 - ascii;
+    }
+
+    /// Adds the generated text in `doc`: string values under [`GENERATED_TEXT_KEYS`], at any depth.
+    fn add_generated(&mut self, doc: &Value) {
+        match doc {
+            Value::Object(map) => {
+                for (key, value) in map {
+                    match value {
+                        Value::String(text) if GENERATED_TEXT_KEYS.contains(&key.as_str()) => {
+                            self.add(text)
+                        }
+                        _ => self.add_generated(value),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|item| self.add_generated(item)),
+            _ => {}
+        }
+    }
 }
 
 impl UsageScanner {
@@ -59,6 +110,8 @@ impl UsageScanner {
             shapes,
             framing,
             found: None,
+            text: TextCount::default(),
+            documents: 0,
         }
     }
 
@@ -110,24 +163,39 @@ impl UsageScanner {
         }
     }
 
-    /// The usage seen, once the response has ended.
-    pub fn finish(mut self) -> Option<Usage> {
+    /// The usage seen, once the response has ended. When the provider reported none but the response
+    /// carried documents, and `estimate_input_bytes` is given (a successful response, and the size of
+    /// the request that produced it), the usage is estimated: input from the request's bytes, output
+    /// from the generated text that passed.
+    pub fn finish(mut self, estimate_input_bytes: Option<u64>) -> Option<Usage> {
         if let Framing::Json(buffer) = std::mem::replace(&mut self.framing, Framing::Opaque) {
             if let Ok(doc) = serde_json::from_slice::<Value>(&buffer) {
                 self.absorb(&doc);
             }
         }
-        self.found.map(|mut usage| {
+        if let Some(mut usage) = self.found {
             usage.total_tokens = usage
                 .total_tokens
                 .max(usage.input_tokens + usage.output_tokens);
-            usage
+            return Some(usage);
+        }
+        let request_bytes = estimate_input_bytes.filter(|_| self.documents > 0)?;
+        // The request's JSON is mostly its text (keys and roles are a small share of a prompt).
+        let input_tokens = request_bytes.div_ceil(4);
+        let output_tokens = estimate_tokens(self.text.ascii, self.text.other);
+        Some(Usage {
+            input_tokens,
+            output_tokens,
+            total_tokens: input_tokens + output_tokens,
+            estimated: true,
         })
     }
 
     /// Streams report usage piecewise (input at the start, output at the end) or cumulatively; the
     /// largest value seen for each counter is the final one.
     fn absorb(&mut self, doc: &Value) {
+        self.documents += 1;
+        self.text.add_generated(doc);
         for shape in self.shapes {
             let Some(object) = shape.path.iter().try_fold(doc, |v, key| v.get(key)) else {
                 continue;
@@ -157,7 +225,7 @@ mod tests {
         for chunk in chunks {
             scanner.feed(chunk);
         }
-        scanner.finish()
+        scanner.finish(None)
     }
 
     #[test]
@@ -247,6 +315,55 @@ mod tests {
             (usage.input_tokens, usage.output_tokens, usage.total_tokens),
             (4, 6, 10)
         );
+    }
+
+    #[test]
+    fn a_stream_without_usage_is_estimated_and_marked() {
+        // An Azure stream without stream_options.include_usage: no usage chunk at all.
+        let sse = "data: {\"choices\":[{\"delta\":{\"role\":\"assistant\",\"content\":\"\"}}]}\n\n\
+                   data: {\"choices\":[{\"delta\":{\"content\":\"Hello there, \"}}]}\n\n\
+                   data: {\"choices\":[{\"delta\":{\"content\":\"こんにちは\"}}]}\n\ndata: [DONE]\n\n";
+        let mut scanner = UsageScanner::new(
+            Provider::AzureOpenAi.usage_shapes(),
+            Some("text/event-stream"),
+        );
+        for chunk in sse.as_bytes().chunks(7) {
+            scanner.feed(chunk);
+        }
+        let usage = scanner.finish(Some(400)).unwrap();
+        assert!(usage.estimated);
+        assert_eq!(usage.input_tokens, 100, "400 request bytes");
+        // "Hello there, " is 13 ASCII characters (4 tokens), then 5 Japanese characters (5 tokens).
+        assert_eq!(usage.output_tokens, 9);
+        assert_eq!(usage.total_tokens, 109);
+    }
+
+    #[test]
+    fn reported_usage_is_never_replaced_by_an_estimate_and_errors_are_not_estimated() {
+        let body = br#"{"choices":[{"message":{"content":"a long answer"}}],"usage":{"prompt_tokens":5,"completion_tokens":7,"total_tokens":12}}"#;
+        let mut scanner = UsageScanner::new(
+            Provider::AzureOpenAi.usage_shapes(),
+            Some("application/json"),
+        );
+        scanner.feed(body);
+        let usage = scanner.finish(Some(10_000)).unwrap();
+        assert!(!usage.estimated);
+        assert_eq!(usage.total_tokens, 12);
+
+        let error = br#"{"error":{"code":"429","message":"slow down"}}"#;
+        let mut scanner = UsageScanner::new(
+            Provider::AzureOpenAi.usage_shapes(),
+            Some("application/json"),
+        );
+        scanner.feed(error);
+        assert_eq!(
+            scanner.finish(None),
+            None,
+            "an error response is not billed"
+        );
+        let mut audio = UsageScanner::new(Provider::AzureOpenAi.usage_shapes(), Some("audio/mpeg"));
+        audio.feed(b"ID3...");
+        assert_eq!(audio.finish(Some(100)), None, "nothing to estimate from");
     }
 
     #[test]
