@@ -314,3 +314,65 @@ def test_a_killed_stack_takes_moto_with_it(tmp_path):
         for pid in moto:
             if running(pid) and "moto" in Path(f"/proc/{pid}/cmdline").read_text(errors="replace"):
                 os.kill(pid, signal.SIGKILL)
+
+
+# --------------------------------------------------------------------------
+# The route function's time limit
+# --------------------------------------------------------------------------
+
+
+def test_a_stream_running_into_the_function_time_limit_is_ended_cleanly_and_audited(tmp_path):
+    """A stream still running shortly before the route function's timeout is ended by the gateway in the
+    provider's own framing (the SDK raises its usual streaming error, not a broken connection), and its
+    final audit record says so: Lambda would otherwise kill it mid-frame with no final record."""
+    import gzip
+    import json
+
+    import openai
+
+    from helpers import aws_client, create_cognito_user
+
+    stack = SecondStack(
+        tmp_path / "stack",
+        GATEWAY_TRANSPORT="direct",
+        GATEWAY_LOCAL_FUNCTION_TIMEOUT_SECS="4",
+        GATEWAY_STREAM_CUT_MARGIN_MS="1500",
+    )
+    try:
+        stack.wait_ready()
+        state = json.loads(stack.state_file.read_text())
+        user = create_cognito_user(state, ["gateway-all"])
+        client = openai.AzureOpenAI(
+            azure_endpoint=f"{state['base_url']}/azure-openai", api_version="2024-10-21",
+            api_key=user["access_token"], max_retries=0, timeout=HTTP_TIMEOUT,
+        )
+        # mock-slow sends a word every 300 ms: this reply would take far longer than 4 s.
+        prompt = " ".join(f"word{i}" for i in range(60))
+        started = time.monotonic()
+        received = []
+        with pytest.raises(openai.APIError) as raised:
+            for chunk in client.chat.completions.create(
+                model="mock-slow", messages=[{"role": "user", "content": prompt}], stream=True
+            ):
+                received.extend(choice.delta.content or "" for choice in chunk.choices)
+        elapsed = time.monotonic() - started
+        assert "time limit" in str(raised.value), raised.value
+        assert received, "the stream ran before it was ended"
+        assert 2.0 <= elapsed < 4.0, f"ended {elapsed:.1f} s in: before the 4 s limit, after most of it"
+
+        s3 = aws_client(state, "s3")
+        bucket = state["buckets"]["audit"]
+        finals = []
+        deadline = time.monotonic() + 20
+        while not finals and time.monotonic() < deadline:
+            for obj in s3.list_objects_v2(Bucket=bucket, Prefix="audit/").get("Contents", []):
+                body = gzip.decompress(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
+                for line in body.decode().splitlines():
+                    event = json.loads(line)
+                    if event.get("record") == "final" and event["operation"] == "chat.completions":
+                        finals.append(event)
+            time.sleep(0.5)
+        assert [e["outcome"] for e in finals] == ["deadline_cut"], finals
+        assert finals[0]["bytes_out"] > 0 and finals[0]["stream"] is True
+    finally:
+        stack.stop()

@@ -29,6 +29,8 @@ const MAX_PAYLOAD_BYTES: usize = 10 * 1024 * 1024;
 
 pub struct Gateway {
     pub region: String,
+    /// The route functions' timeout: each invocation gets its deadline, as Lambda gives one.
+    pub function_timeout: std::time::Duration,
     pub authorizer: Function<authorizer::State>,
     pub routes: HashMap<Provider, Function<Route>>,
 }
@@ -183,7 +185,11 @@ impl Gateway {
         });
         // The response streams as Lambda streams it, holding the invocation until its last byte.
         let invocation = route.invocations.begin();
-        let response = route.handler.handle(proxy_event).await;
+        let deadline = std::time::SystemTime::now() + self.function_timeout;
+        let response = route
+            .handler
+            .handle_until(proxy_event, Some(deadline))
+            .await;
         response.map(|body| Body::from_stream(GuardedStream::new(body, invocation)))
     }
 }

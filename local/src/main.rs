@@ -50,6 +50,7 @@ const PASSED_THROUGH: &[&str] = &[
     "GATEWAY_BEDROCK_REGION",
     "GATEWAY_DISPATCH_FLUSH_MS",
     "GATEWAY_QUEUE_INLINE_MAX_BYTES",
+    "GATEWAY_STREAM_CUT_MARGIN_MS",
 ];
 
 #[tokio::main]
@@ -93,6 +94,7 @@ async fn run() -> Result<(), BoxError> {
         &aws,
         apigw::Gateway {
             region: local.region.clone(),
+            function_timeout: local.function_timeout,
             authorizer,
             routes,
         },

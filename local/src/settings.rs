@@ -37,6 +37,9 @@ pub struct LocalSettings {
     pub transport: Option<TransportKind>,
     /// Request queues' visibility timeout (`GATEWAY_LOCAL_DISPATCH_VISIBILITY_SECS`, default 30).
     pub dispatch_visibility_secs: u32,
+    /// The route functions' timeout (`GATEWAY_LOCAL_FUNCTION_TIMEOUT_SECS`, default 900, Lambda's
+    /// maximum): streams still running near it are ended cleanly, as in Lambda.
+    pub function_timeout: std::time::Duration,
     /// Receives before a request message goes to its DLQ (`GATEWAY_LOCAL_DISPATCH_MAX_RECEIVES`, 3).
     pub dispatch_max_receives: u32,
 }
@@ -118,6 +121,9 @@ impl LocalSettings {
                 .map(|v| TransportKind::parse(&v))
                 .transpose()?,
             dispatch_visibility_secs: port("GATEWAY_LOCAL_DISPATCH_VISIBILITY_SECS", 30)?.into(),
+            function_timeout: std::time::Duration::from_secs(
+                port("GATEWAY_LOCAL_FUNCTION_TIMEOUT_SECS", 900)?.into(),
+            ),
             dispatch_max_receives: port("GATEWAY_LOCAL_DISPATCH_MAX_RECEIVES", 3)?.into(),
         })
     }

@@ -105,27 +105,36 @@ fn event_type(mut headers: &[u8]) -> Result<Option<String>, FrameError> {
     Ok(found)
 }
 
-#[cfg(test)]
-pub(crate) fn encode(event_type: &str, payload: &[u8]) -> Vec<u8> {
-    let mut headers = Vec::new();
-    for (name, value) in [(":event-type", event_type), (":message-type", "event")] {
-        headers.push(name.len() as u8);
-        headers.extend_from_slice(name.as_bytes());
-        headers.push(7);
-        headers.extend_from_slice(&(value.len() as u16).to_be_bytes());
-        headers.extend_from_slice(value.as_bytes());
+/// One event-stream frame with string headers (prelude, CRCs and all), as AWS services write them.
+pub fn encode_frame(headers: &[(&str, &str)], payload: &[u8]) -> Vec<u8> {
+    let mut encoded = Vec::new();
+    for (name, value) in headers {
+        encoded.push(name.len() as u8);
+        encoded.extend_from_slice(name.as_bytes());
+        // Header value type 7: a string with a 16-bit length.
+        encoded.push(7);
+        encoded.extend_from_slice(&(value.len() as u16).to_be_bytes());
+        encoded.extend_from_slice(value.as_bytes());
     }
-    let total = PRELUDE + headers.len() + payload.len() + 4;
+    let total = PRELUDE + encoded.len() + payload.len() + 4;
     let mut frame = Vec::with_capacity(total);
     frame.extend_from_slice(&(total as u32).to_be_bytes());
-    frame.extend_from_slice(&(headers.len() as u32).to_be_bytes());
+    frame.extend_from_slice(&(encoded.len() as u32).to_be_bytes());
     let crc = crc32fast::hash(&frame);
     frame.extend_from_slice(&crc.to_be_bytes());
-    frame.extend_from_slice(&headers);
+    frame.extend_from_slice(&encoded);
     frame.extend_from_slice(payload);
     let crc = crc32fast::hash(&frame);
     frame.extend_from_slice(&crc.to_be_bytes());
     frame
+}
+
+#[cfg(test)]
+pub(crate) fn encode(event_type: &str, payload: &[u8]) -> Vec<u8> {
+    encode_frame(
+        &[(":event-type", event_type), (":message-type", "event")],
+        payload,
+    )
 }
 
 #[cfg(test)]

@@ -58,7 +58,14 @@ pub struct RouteConfig {
     pub response_timeout: Duration,
     pub max_request_bytes: usize,
     pub policy_file: Option<String>,
+    /// How long before the function's timeout a stream still running is ended cleanly
+    /// (`GATEWAY_STREAM_CUT_MARGIN_MS`); it also leaves the audit flush its time.
+    pub stream_cut_margin: Duration,
 }
+
+/// Room for the cut frame, the client's last read and the audit flush before Lambda ends the
+/// invocation.
+pub const DEFAULT_STREAM_CUT_MARGIN: Duration = Duration::from_secs(5);
 
 impl RouteConfig {
     /// Reads the route's settings: `GATEWAY_TRANSPORT` (`direct` or `queue`; default the provider's
@@ -101,6 +108,11 @@ impl RouteConfig {
                 "GATEWAY_MAX_REQUEST_BYTES",
                 DEFAULT_MAX_REQUEST_BYTES,
             )?,
+            stream_cut_margin: config::duration_ms(
+                settings,
+                "GATEWAY_STREAM_CUT_MARGIN_MS",
+                DEFAULT_STREAM_CUT_MARGIN,
+            )?,
             policy_file: settings.get("GATEWAY_SCOPE_POLICY_FILE"),
         })
     }
@@ -129,6 +141,7 @@ pub struct Route {
     transport_name: &'static str,
     max_request_bytes: usize,
     audit: Arc<dyn AuditSink>,
+    stream_cut_margin: Duration,
 }
 
 impl Route {
@@ -147,7 +160,15 @@ impl Route {
             transport_name: transport.1,
             max_request_bytes,
             audit,
+            stream_cut_margin: DEFAULT_STREAM_CUT_MARGIN,
         }
+    }
+
+    /// How long before the invocation's deadline a running stream is ended (see
+    /// [`RouteConfig::stream_cut_margin`]).
+    pub fn with_stream_cut_margin(mut self, margin: Duration) -> Self {
+        self.stream_cut_margin = margin;
+        self
     }
 
     /// Builds the route with its clients, once per execution environment.
@@ -180,7 +201,8 @@ impl Route {
             (transport, config.transport.name()),
             config.max_request_bytes,
             audit,
-        ))
+        )
+        .with_stream_cut_margin(config.stream_cut_margin))
     }
 
     /// Readies the transport (the queue transport creates its reply queue); failures are logged, and
@@ -195,6 +217,18 @@ impl Route {
     /// event included, becomes a provider-shaped error. Exactly one final audit event is recorded per
     /// request, when its response has ended (and an accepted one when the provider is called).
     pub async fn handle(&self, event: Value) -> Response<ProxyBody> {
+        self.handle_until(event, None).await
+    }
+
+    /// [`Route::handle`] for an invocation that ends at `deadline` (Lambda's, from the invocation's
+    /// context): a stream still running [`RouteConfig::stream_cut_margin`] before it is ended cleanly
+    /// with the provider's stream error, and audited as `deadline_cut`, instead of being killed
+    /// mid-frame with no final record.
+    pub async fn handle_until(
+        &self,
+        event: Value,
+        deadline: Option<std::time::SystemTime>,
+    ) -> Response<ProxyBody> {
         let started = Instant::now();
         let (meta, request) = parse_event(event);
         let request_id = meta.request_id.clone();
@@ -215,9 +249,23 @@ impl Route {
                     .get(http::header::CONTENT_TYPE)
                     .and_then(|v| v.to_str().ok());
                 let scanner = UsageScanner::new(self.provider.usage_shapes(), content_type);
+                let cut = deadline.filter(|_| scanner.is_stream()).map(|deadline| {
+                    let left = deadline
+                        .duration_since(std::time::SystemTime::now())
+                        .unwrap_or_default()
+                        .saturating_sub(self.stream_cut_margin);
+                    let message = "the stream was ended before the gateway function's time limit; send the rest as a new request";
+                    (
+                        tokio::time::Instant::now() + left,
+                        self.provider.stream_cut(message, &request_id),
+                    )
+                });
                 response.map(|body| {
-                    AuditedBody::new(body, scanner, event, self.audit.clone(), started)
-                        .boxed_unsync()
+                    let body = AuditedBody::new(body, scanner, event, self.audit.clone(), started);
+                    match cut {
+                        Some((at, last)) => body.cut_at(at, last).boxed_unsync(),
+                        None => body.boxed_unsync(),
+                    }
                 })
             }
             Err(error) => {
@@ -424,8 +472,10 @@ pub async fn run(route: Route, invocations: Arc<Invocations>) -> Result<(), lamb
             lambda_runtime::run(lambda_runtime::service_fn(
                 move |invocation: lambda_runtime::LambdaEvent<Value>| {
                     let (route, guard) = (route.clone(), invocations.begin());
+                    let deadline =
+                        std::time::UNIX_EPOCH + Duration::from_millis(invocation.context.deadline);
                     async move {
-                        let response = route.handle(invocation.payload).await;
+                        let response = route.handle_until(invocation.payload, Some(deadline)).await;
                         Ok::<_, lambda_runtime::Error>(into_stream_response(response, guard))
                     }
                 },

@@ -10,7 +10,7 @@ use std::sync::{Arc, Mutex};
 
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
-use futures_util::FutureExt;
+use futures_util::{FutureExt, StreamExt};
 use gateway_shared::audit::{Decision, Outcome, Record};
 use gateway_shared::proxy::Route;
 use gateway_shared::scopes::Policy;
@@ -24,6 +24,8 @@ use serde_json::Value;
 enum Script {
     Answer(StatusCode, &'static str),
     Fail(fn() -> TransportError),
+    /// A stream (of `content-type`) that sends its first event and then never ends.
+    EndlessStream(&'static str, &'static [u8]),
 }
 
 struct FakeTransport {
@@ -51,6 +53,22 @@ impl Transport for FakeTransport {
                 })
             }
             Script::Fail(make) => Err(make()),
+            Script::EndlessStream(content_type, first) => {
+                let (content_type, first): (&'static str, &'static [u8]) = (content_type, first);
+                let mut headers = HeaderMap::new();
+                headers.insert("content-type", HeaderValue::from_static(content_type));
+                let first = futures_util::stream::once(async move {
+                    Ok::<_, gateway_shared::transport::BoxError>(http_body::Frame::data(
+                        Bytes::from_static(first),
+                    ))
+                });
+                let body = first.chain(futures_util::stream::pending());
+                Ok(UpstreamResponse {
+                    status: StatusCode::OK,
+                    headers,
+                    body: http_body_util::StreamBody::new(body).boxed_unsync(),
+                })
+            }
         };
         async move { result }.boxed()
     }
@@ -580,4 +598,86 @@ mod fuzz {
             }
         }
     }
+}
+
+#[tokio::test]
+async fn a_stream_still_running_at_the_deadline_is_ended_in_the_providers_framing_and_audited() {
+    let first: &[u8] = b"data: {\"choices\":[{\"delta\":{\"content\":\"hel\"}}]}\n\n";
+    let (route, _, audit) = route(
+        Provider::AzureOpenAi,
+        Script::EndlessStream("text/event-stream", first),
+    );
+    let route = route.with_stream_cut_margin(std::time::Duration::from_millis(100));
+    let deadline = std::time::SystemTime::now() + std::time::Duration::from_millis(400);
+    let response = route
+        .handle_until(request(&event("azure-openai")), Some(deadline))
+        .await;
+    let started = std::time::Instant::now();
+    let bytes = tokio::time::timeout(
+        std::time::Duration::from_secs(5),
+        response.into_body().collect(),
+    )
+    .await
+    .expect("the stream must end before the deadline")
+    .unwrap()
+    .to_bytes();
+    assert!(started.elapsed() < std::time::Duration::from_millis(1000));
+    let text = String::from_utf8_lossy(&bytes);
+    assert!(text.starts_with("data: {\"choices\""), "{text}");
+    let last = text.trim_end().rsplit("\n\n").next().unwrap();
+    let error: Value = serde_json::from_str(last.strip_prefix("data: ").unwrap()).unwrap();
+    assert!(error["error"]["message"]
+        .as_str()
+        .unwrap()
+        .contains("time limit"));
+    let finals = audit.finals();
+    assert_eq!(finals.len(), 1);
+    assert_eq!(finals[0].outcome, Outcome::DeadlineCut);
+    assert_eq!(finals[0].bytes_out, bytes.len() as u64);
+}
+
+#[tokio::test]
+async fn bedrock_streams_end_with_an_exception_frame_boto3_can_read() {
+    let first = gateway_shared::eventstream::encode_frame(
+        &[(":event-type", "messageStart"), (":message-type", "event")],
+        br#"{"role":"assistant"}"#,
+    );
+    let first: &'static [u8] = Box::leak(first.into_boxed_slice());
+    let (route, _, audit) = route(
+        Provider::BedrockClaude,
+        Script::EndlessStream("application/vnd.amazon.eventstream", first),
+    );
+    let route = route.with_stream_cut_margin(std::time::Duration::ZERO);
+    let deadline = std::time::SystemTime::now() + std::time::Duration::from_millis(200);
+    let response = route
+        .handle_until(request(&event("bedrock-claude")), Some(deadline))
+        .await;
+    let bytes = response.into_body().collect().await.unwrap().to_bytes();
+    let frames: Vec<_> = gateway_shared::eventstream::FrameDecoder::default()
+        .feed(&bytes)
+        .into_iter()
+        .map(Result::unwrap)
+        .collect();
+    assert_eq!(frames.len(), 2, "the first event, then the exception");
+    let message: Value = serde_json::from_slice(&frames[1].payload).unwrap();
+    assert!(message["message"].as_str().unwrap().contains("time limit"));
+    assert_eq!(audit.finals()[0].outcome, Outcome::DeadlineCut);
+}
+
+#[tokio::test]
+async fn without_a_deadline_nothing_is_cut() {
+    let (route, _, _) = route(
+        Provider::AzureOpenAi,
+        Script::EndlessStream("text/event-stream", b"data: {}\n\n"),
+    );
+    let response = route.handle(request(&event("azure-openai"))).await;
+    let mut body = response.into_body();
+    let first = body.frame().await.unwrap().unwrap();
+    assert!(first.is_data());
+    assert!(
+        tokio::time::timeout(std::time::Duration::from_millis(300), body.frame())
+            .await
+            .is_err(),
+        "the stream keeps running"
+    );
 }

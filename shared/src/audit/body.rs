@@ -4,6 +4,7 @@
 //! [`super::lifecycle`]). A client that goes away early still gets its request audited
 //! (`client_closed`).
 
+use std::future::Future;
 use std::pin::Pin;
 use std::sync::Arc;
 use std::task::{ready, Context, Poll};
@@ -23,6 +24,13 @@ pub struct AuditedBody {
     started: Instant,
     bytes_out: u64,
     first_byte_ms: Option<u64>,
+    cut: Option<Cut>,
+}
+
+/// Where a stream ends if it is still running: its last bytes and the time to send them.
+struct Cut {
+    at: Pin<Box<tokio::time::Sleep>>,
+    last: Bytes,
 }
 
 impl AuditedBody {
@@ -41,7 +49,18 @@ impl AuditedBody {
             started,
             bytes_out: 0,
             first_byte_ms: None,
+            cut: None,
         }
+    }
+
+    /// Ends the body at `at` with `last` (the provider's stream error), recorded as `deadline_cut`,
+    /// unless it has ended by then.
+    pub fn cut_at(mut self, at: tokio::time::Instant, last: Bytes) -> Self {
+        self.cut = Some(Cut {
+            at: Box::pin(tokio::time::sleep_until(at)),
+            last,
+        });
+        self
     }
 
     fn finished_event(&mut self, outcome: Outcome) -> Option<AuditEvent> {
@@ -76,6 +95,19 @@ impl Body for AuditedBody {
         let this = &mut *self;
         if this.event.is_none() {
             return Poll::Ready(None);
+        }
+        if let Some(cut) = this.cut.as_mut() {
+            if cut.at.as_mut().poll(cx).is_ready() {
+                let last = std::mem::take(&mut cut.last);
+                this.cut = None;
+                this.bytes_out += last.len() as u64;
+                tracing::warn!(
+                    request_id = this.event.as_ref().map(|e| e.request_id.as_str()),
+                    "stream cut before the function's timeout"
+                );
+                this.record(Outcome::DeadlineCut);
+                return Poll::Ready(Some(Ok(Frame::data(last))));
+            }
         }
         match ready!(Pin::new(&mut this.inner).poll_frame(cx)) {
             Some(Ok(frame)) => {

@@ -65,6 +65,9 @@ pub enum Outcome {
     UpstreamError,
     /// The client went away before the end.
     ClientClosed,
+    /// The gateway ended the stream cleanly, in the provider's framing, before the function's
+    /// timeout would have cut it mid-frame.
+    DeadlineCut,
     /// The gateway answered without relaying.
     Refused,
 }

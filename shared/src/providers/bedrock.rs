@@ -106,6 +106,21 @@ impl ProviderApi for Bedrock {
         &UPSTREAM
     }
 
+    /// An exception frame, as Bedrock ends a stream that fails midway; boto3 raises it as an
+    /// `EventStreamError`. `internalServerException` is in the union of both streaming operations
+    /// (invoke-with-response-stream and converse-stream).
+    fn stream_cut(&self, message: &str, request_id: &str) -> bytes::Bytes {
+        let payload = json!({ "message": with_request_id(message, request_id) }).to_string();
+        bytes::Bytes::from(crate::eventstream::encode_frame(
+            &[
+                (":exception-type", "internalServerException"),
+                (":content-type", "application/json"),
+                (":message-type", "exception"),
+            ],
+            payload.as_bytes(),
+        ))
+    }
+
     fn grammar(&self) -> &'static Grammar {
         &GRAMMAR
     }

@@ -97,6 +97,14 @@ pub trait ProviderApi: Sync {
 
     /// Where the API is, the credential it takes, the transport its route uses by default.
     fn upstream(&self) -> &'static UpstreamSpec;
+
+    /// The last bytes of a stream the gateway ends early (before the function's timeout), in the
+    /// provider's stream framing, so the SDK raises its usual streaming error. By default an SSE event
+    /// carrying the provider's error JSON, which the openai and google-genai SDKs raise on.
+    fn stream_cut(&self, message: &str, request_id: &str) -> Bytes {
+        let body = self.error_body(ErrorKind::GatewayTimeout, message, request_id);
+        Bytes::from(format!("data: {}\n\n", body.json))
+    }
 }
 
 impl Provider {
@@ -175,6 +183,11 @@ impl Provider {
 
     pub fn usage_shapes(self) -> &'static [UsageShape] {
         self.api().usage_shapes()
+    }
+
+    /// See [`ProviderApi::stream_cut`].
+    pub fn stream_cut(self, message: &str, request_id: &str) -> Bytes {
+        self.api().stream_cut(message, request_id)
     }
 
     pub fn error_body(self, error: &GatewayError, request_id: &str) -> ErrorBody {
