@@ -346,7 +346,7 @@ async fn start_audit_trail(aws: &Aws) -> Result<AuditTrail, BoxError> {
         queue.arn.clone(),
         move |event| {
             let writer = writer.clone();
-            async move { writer.handle(event).await }
+            async move { faults::write_audit_with_injected_crashes(&writer, event).await }
         },
     ));
     Ok(AuditTrail {

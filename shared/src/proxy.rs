@@ -70,7 +70,8 @@ pub const DEFAULT_STREAM_CUT_MARGIN: Duration = Duration::from_secs(5);
 impl RouteConfig {
     /// Reads the route's settings: `GATEWAY_TRANSPORT` (`direct` or `queue`; default the provider's
     /// [`crate::providers::UpstreamSpec::default_transport`]: providers outside AWS through the queue and
-    /// the dispatcher's private links, Bedrock directly), then the upstream settings ([`UpstreamConfig`]) or the queue settings ([`QueueConfig`]); and
+    /// the dispatcher's private links, Bedrock directly), then the upstream settings
+    /// ([`UpstreamConfig`]) or the queue settings ([`QueueConfig`]); and
     /// `GATEWAY_UPSTREAM_CONNECT_TIMEOUT_MS`, `GATEWAY_UPSTREAM_RESPONSE_TIMEOUT_MS`,
     /// `GATEWAY_MAX_REQUEST_BYTES`, `GATEWAY_SCOPE_POLICY_FILE`.
     pub fn from_settings(
