@@ -8,7 +8,6 @@ tests that need a queued route skip themselves in the direct pass (the dispatche
 
 from __future__ import annotations
 
-import gzip
 import json
 import uuid
 import time
@@ -21,6 +20,7 @@ from helpers import (
     AZURE,
     GEMINI,
     HTTP_TIMEOUT,
+    audit_events,
     aws_client,
     clear_mock,
     mock_requests,
@@ -72,14 +72,9 @@ def test_poison_message_is_dead_lettered_and_audited(state):
         dead = [m for m in got.get("Messages", []) if m["MessageId"] == message_id]
     assert dead, "the poison message did not reach the dead-letter queue"
 
-    s3 = aws_client(state, "s3")
-    bucket = state["buckets"]["audit"]
     found = []
     while time.monotonic() < deadline and not found:
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="audit/"):
-            for obj in page.get("Contents", []):
-                data = gzip.decompress(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
-                found += [json.loads(l) for l in data.decode().splitlines() if message_id in l]
+        found = [event for event in audit_events(state)[0] if message_id in json.dumps(event)]
         time.sleep(0.5)
     assert len(found) == 1, found
     event = found[0]
@@ -139,18 +134,13 @@ def test_forged_envelopes_are_refused_before_any_call(state):
     assert mock_requests(state, GEMINI) == [], "a forged envelope reached the provider"
     assert "Messages" not in sqs.receive_message(QueueUrl=sink, WaitTimeSeconds=1), "a reply went to the forger's queue"
 
-    s3 = aws_client(state, "s3")
-    bucket = state["buckets"]["audit"]
     found = {}
     while time.monotonic() < deadline and len(found) < len(message_ids):
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="audit/"):
-            for obj in page.get("Contents", []):
-                data = gzip.decompress(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
-                for line in data.decode().splitlines():
-                    event = json.loads(line)
-                    for message_id in message_ids:
-                        if message_id in event["request_id"]:
-                            found.setdefault(message_id, []).append(event)
+        found = {}  # each pass reads the whole bucket again
+        for event in audit_events(state)[0]:
+            for message_id in message_ids:
+                if message_id in event["request_id"]:
+                    found.setdefault(message_id, []).append(event)
         time.sleep(0.5)
     for message_id, name in message_ids.items():
         events = found.get(message_id, [])
