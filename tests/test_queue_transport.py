@@ -16,6 +16,7 @@ import openai
 import pytest
 import requests
 
+from adapters.azure_openai import sdk_client
 from helpers import (
     AZURE,
     GEMINI,
@@ -33,23 +34,13 @@ def queued(state: dict, provider: str) -> bool:
     return state["queues"]["requests"][provider]["transport"] == "queue"
 
 
-def azure(base_url: str, token: str) -> openai.AzureOpenAI:
-    return openai.AzureOpenAI(
-        azure_endpoint=f"{base_url}/azure-openai",
-        api_version="2024-10-21",
-        api_key=token,
-        max_retries=0,
-        timeout=HTTP_TIMEOUT,
-    )
-
-
 def test_dispatcher_crash_is_retried_and_the_client_gets_its_answer(state, base_url, all_token):
     if not queued(state, AZURE):
         pytest.skip("the Azure OpenAI route uses the direct transport in this pass")
     clear_mock(state, AZURE)
     prompt = unique_prompt("crash once")
     started = time.monotonic()
-    reply = azure(base_url, all_token).chat.completions.create(
+    reply = sdk_client(base_url, "api_key", all_token).chat.completions.create(
         model="gpt-mock-dispatch-crash", messages=[{"role": "user", "content": prompt}]
     )
     assert prompt in reply.choices[0].message.content
@@ -167,7 +158,7 @@ def test_sweeper_deletes_only_idle_reply_queues(state):
 def test_a_swept_reply_queue_is_replaced(state, base_url, all_token):
     if not queued(state, AZURE):
         pytest.skip("the Azure OpenAI route uses the direct transport in this pass")
-    client = azure(base_url, all_token)
+    client = sdk_client(base_url, "api_key", all_token)
     ask = lambda: client.chat.completions.create(  # noqa: E731
         model="gpt-4o", messages=[{"role": "user", "content": unique_prompt("after sweep")}]
     )
