@@ -12,6 +12,7 @@ import json
 
 import pytest
 
+import contract
 import helpers
 
 
@@ -36,6 +37,12 @@ def base_url(state) -> str:
 @pytest.fixture(scope="session")
 def https_base_url(state) -> str:
     return state["https_base_url"].rstrip("/")
+
+
+@pytest.fixture
+def client_env(state, monkeypatch, tmp_path) -> contract.Env:
+    """What the provider adapters need to build a client (tests/contract.py)."""
+    return contract.Env(state, monkeypatch, tmp_path)
 
 
 @pytest.fixture(scope="session")
@@ -80,8 +87,23 @@ def openai_only_token(make_user) -> str:
 
 
 @pytest.fixture(scope="session")
-def text_token(make_user) -> str:
-    return make_user("gateway-text")["access_token"]
+def text_token(token_for) -> str:
+    return token_for("gateway-text")
+
+
+@pytest.fixture(scope="session")
+def token_for(make_user):
+    """Factory: token_for(*groups) -> an access token of a user in exactly those groups (one user per
+    set of groups for the whole session)."""
+    tokens: dict[tuple[str, ...], str] = {}
+
+    def _token(*groups: str) -> str:
+        key = tuple(sorted(groups))
+        if key not in tokens:
+            tokens[key] = make_user(*groups)["access_token"]
+        return tokens[key]
+
+    return _token
 
 
 @pytest.fixture
@@ -101,3 +123,14 @@ def clear_mocks(state):
     """Clear every provider mock's journal before the test."""
     for provider in state["mocks"]:
         helpers.clear_mock(state, provider)
+
+
+def pytest_terminal_summary(terminalreporter):
+    """The provider contract's opt-outs, with their reasons, at the end of every run."""
+    from adapters import ADAPTERS
+
+    opt_outs = [(a.name, case, reason) for a in ADAPTERS for case, reason in a.opt_outs().items()]
+    if opt_outs:
+        terminalreporter.section("provider contract: cases a provider opts out of")
+        for name, case, reason in opt_outs:
+            terminalreporter.line(f"{name} / {case}: {reason}")

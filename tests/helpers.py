@@ -179,6 +179,42 @@ def delete_cognito_user(state: dict, username: str) -> None:
 
 
 # --------------------------------------------------------------------------
+# The audit trail (gzip JSONL objects in the audit bucket)
+# --------------------------------------------------------------------------
+
+
+def audit_schema() -> dict:
+    """The audit event's JSON Schema."""
+    return json.loads((REPO_ROOT / "schemas" / "audit-event.schema.json").read_text(encoding="utf-8"))
+
+
+def audit_events(state: dict) -> tuple[list[dict], bytes]:
+    """Every event in the audit bucket, and all object bytes (decompressed) for leak checks."""
+    s3 = aws_client(state, "s3")
+    bucket = state["buckets"]["audit"]
+    events, raw = [], b""
+    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="audit/"):
+        for obj in page.get("Contents", []):
+            assert obj["Key"].endswith(".jsonl.gz"), obj["Key"]
+            assert "/year=" in obj["Key"] and "/hour=" in obj["Key"], obj["Key"]
+            data = gzip.decompress(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
+            raw += data
+            events.extend(json.loads(line) for line in data.decode().splitlines() if line.strip())
+    return events, raw
+
+
+def wait_for_events(state: dict, request_ids: set[str], timeout_s: float = 45) -> tuple[list[dict], bytes]:
+    """The audit bucket's events (and bytes) once every one of `request_ids` has an event, or at the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        events, raw = audit_events(state)
+        seen = {e["request_id"] for e in events}
+        if request_ids <= seen or time.monotonic() > deadline:
+            return events, raw
+        time.sleep(0.5)
+
+
+# --------------------------------------------------------------------------
 # Mock providers' request journal
 # --------------------------------------------------------------------------
 

@@ -4,18 +4,16 @@ the right status, principal and token counts, and no credential anywhere in the 
 
 from __future__ import annotations
 
-import gzip
 import json
-import time
 from pathlib import Path
 
 import jsonschema
 import pytest
 import requests
 
-from helpers import HTTP_TIMEOUT, REPO_ROOT, aws_client, get_secret, state_path
+from helpers import HTTP_TIMEOUT, REPO_ROOT, audit_schema, get_secret, state_path, wait_for_events
 
-SCHEMA = json.loads((REPO_ROOT / "schemas" / "audit-event.schema.json").read_text())
+SCHEMA = audit_schema()
 API = "api-version=2024-10-21"
 
 
@@ -25,31 +23,6 @@ def words(text: str) -> int:
 
 def reply_words(provider_name: str, prompt: str) -> int:
     return words(f"Mock {provider_name} reply to: {prompt}")
-
-
-def audit_events(state: dict) -> tuple[list[dict], bytes]:
-    """Every event in the audit bucket, and all object bytes (decompressed) for leak checks."""
-    s3 = aws_client(state, "s3")
-    bucket = state["buckets"]["audit"]
-    events, raw = [], b""
-    for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="audit/"):
-        for obj in page.get("Contents", []):
-            assert obj["Key"].endswith(".jsonl.gz"), obj["Key"]
-            assert "/year=" in obj["Key"] and "/hour=" in obj["Key"], obj["Key"]
-            data = gzip.decompress(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
-            raw += data
-            events.extend(json.loads(line) for line in data.decode().splitlines() if line.strip())
-    return events, raw
-
-
-def wait_for_events(state: dict, request_ids: set[str], timeout_s: float = 45) -> tuple[list[dict], bytes]:
-    deadline = time.monotonic() + timeout_s
-    while True:
-        events, raw = audit_events(state)
-        seen = {e["request_id"] for e in events}
-        if request_ids <= seen or time.monotonic() > deadline:
-            return events, raw
-        time.sleep(0.5)
 
 
 class Run:

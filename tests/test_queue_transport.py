@@ -8,7 +8,6 @@ tests that need a queued route skip themselves in the direct pass (the dispatche
 
 from __future__ import annotations
 
-import gzip
 import json
 import uuid
 import time
@@ -17,10 +16,12 @@ import openai
 import pytest
 import requests
 
+from adapters.azure_openai import sdk_client
 from helpers import (
     AZURE,
     GEMINI,
     HTTP_TIMEOUT,
+    audit_events,
     aws_client,
     clear_mock,
     mock_requests,
@@ -33,23 +34,13 @@ def queued(state: dict, provider: str) -> bool:
     return state["queues"]["requests"][provider]["transport"] == "queue"
 
 
-def azure(base_url: str, token: str) -> openai.AzureOpenAI:
-    return openai.AzureOpenAI(
-        azure_endpoint=f"{base_url}/azure-openai",
-        api_version="2024-10-21",
-        api_key=token,
-        max_retries=0,
-        timeout=HTTP_TIMEOUT,
-    )
-
-
 def test_dispatcher_crash_is_retried_and_the_client_gets_its_answer(state, base_url, all_token):
     if not queued(state, AZURE):
         pytest.skip("the Azure OpenAI route uses the direct transport in this pass")
     clear_mock(state, AZURE)
     prompt = unique_prompt("crash once")
     started = time.monotonic()
-    reply = azure(base_url, all_token).chat.completions.create(
+    reply = sdk_client(base_url, "api_key", all_token).chat.completions.create(
         model="gpt-mock-dispatch-crash", messages=[{"role": "user", "content": prompt}]
     )
     assert prompt in reply.choices[0].message.content
@@ -72,14 +63,9 @@ def test_poison_message_is_dead_lettered_and_audited(state):
         dead = [m for m in got.get("Messages", []) if m["MessageId"] == message_id]
     assert dead, "the poison message did not reach the dead-letter queue"
 
-    s3 = aws_client(state, "s3")
-    bucket = state["buckets"]["audit"]
     found = []
     while time.monotonic() < deadline and not found:
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="audit/"):
-            for obj in page.get("Contents", []):
-                data = gzip.decompress(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
-                found += [json.loads(l) for l in data.decode().splitlines() if message_id in l]
+        found = [event for event in audit_events(state)[0] if message_id in json.dumps(event)]
         time.sleep(0.5)
     assert len(found) == 1, found
     event = found[0]
@@ -139,18 +125,13 @@ def test_forged_envelopes_are_refused_before_any_call(state):
     assert mock_requests(state, GEMINI) == [], "a forged envelope reached the provider"
     assert "Messages" not in sqs.receive_message(QueueUrl=sink, WaitTimeSeconds=1), "a reply went to the forger's queue"
 
-    s3 = aws_client(state, "s3")
-    bucket = state["buckets"]["audit"]
     found = {}
     while time.monotonic() < deadline and len(found) < len(message_ids):
-        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="audit/"):
-            for obj in page.get("Contents", []):
-                data = gzip.decompress(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
-                for line in data.decode().splitlines():
-                    event = json.loads(line)
-                    for message_id in message_ids:
-                        if message_id in event["request_id"]:
-                            found.setdefault(message_id, []).append(event)
+        found = {}  # each pass reads the whole bucket again
+        for event in audit_events(state)[0]:
+            for message_id in message_ids:
+                if message_id in event["request_id"]:
+                    found.setdefault(message_id, []).append(event)
         time.sleep(0.5)
     for message_id, name in message_ids.items():
         events = found.get(message_id, [])
@@ -177,7 +158,7 @@ def test_sweeper_deletes_only_idle_reply_queues(state):
 def test_a_swept_reply_queue_is_replaced(state, base_url, all_token):
     if not queued(state, AZURE):
         pytest.skip("the Azure OpenAI route uses the direct transport in this pass")
-    client = azure(base_url, all_token)
+    client = sdk_client(base_url, "api_key", all_token)
     ask = lambda: client.chat.completions.create(  # noqa: E731
         model="gpt-4o", messages=[{"role": "user", "content": unique_prompt("after sweep")}]
     )
