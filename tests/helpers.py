@@ -203,12 +203,28 @@ def audit_events(state: dict) -> tuple[list[dict], bytes]:
     return events, raw
 
 
+def is_final(event: dict) -> bool:
+    """A request's one outcome (schema 1 events, before records existed, are all finals)."""
+    return event.get("record", "final") == "final"
+
+
+def records_of(events: list[dict], request_id: str) -> dict[str, list[dict]]:
+    """A request's records by kind: authorized, accepted, final, incomplete."""
+    found: dict[str, list[dict]] = {}
+    for event in events:
+        if event["request_id"] == request_id:
+            found.setdefault(event.get("record", "final"), []).append(event)
+    return found
+
+
 def wait_for_events(state: dict, request_ids: set[str], timeout_s: float = 45) -> tuple[list[dict], bytes]:
-    """The audit bucket's events (and bytes) once every one of `request_ids` has an event, or at the timeout."""
+    """The audit bucket's records (and bytes) once every one of `request_ids` has its final record, or at
+    the timeout. The final is the last record a request gets: its authorized and accepted records leave
+    first."""
     deadline = time.monotonic() + timeout_s
     while True:
         events, raw = audit_events(state)
-        seen = {e["request_id"] for e in events}
+        seen = {e["request_id"] for e in events if is_final(e)}
         if request_ids <= seen or time.monotonic() > deadline:
             return events, raw
         time.sleep(0.5)

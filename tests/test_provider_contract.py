@@ -191,8 +191,9 @@ def test_audit_names_the_credential_place(provider: Adapter, place, connect, sta
 
     events, raw = helpers.wait_for_events(state, {request_id})
     ours = [e for e in events if e["request_id"] == request_id]
-    assert len(ours) == 1, ours
+    assert len(ours) == 1, f"a request the authorizer refuses has its final record only: {ours}"
     event = ours[0]
+    assert event["record"] == "final", event
     assert event["credential_source"] == provider.credential_source[place], event
     assert event["decision"] == "unauthorized" and event["status"] == 401, event
     assert event["provider"] == provider.name and event["principal"] is None, event
@@ -274,10 +275,15 @@ def assert_audited(provider: Adapter, session, operation: str, headers, usage, s
     """The one audit event of the request answered with `headers`."""
     request_id = assert_request_id_headers(headers)
     events, _ = helpers.wait_for_events(state, {request_id})
-    ours = [e for e in events if e["request_id"] == request_id]
-    assert len(ours) == 1, f"{operation} {request_id}: {ours}"
-    event = ours[0]
-    jsonschema.validate(event, helpers.audit_schema())
+    records = helpers.records_of(events, request_id)
+    assert sorted(records) == ["accepted", "authorized", "final"], f"{operation} {request_id}: {records}"
+    assert all(len(found) == 1 for found in records.values()), records
+    for record in records.values():
+        jsonschema.validate(record[0], helpers.audit_schema())
+    event = records["final"][0]
+    accepted = records["accepted"][0]
+    assert accepted["time"] >= event["time"], "the final is stamped with the request's arrival; accepted later"
+    assert (accepted["operation"], accepted["model"]) == (event["operation"], event["model"]), accepted
     assert (event["decision"], event["status"], event["outcome"]) == ("allow", 200, "complete"), event
     assert event["provider"] == provider.name, event
     assert event["operation"] == provider.operations[operation], event
@@ -288,7 +294,9 @@ def assert_audited(provider: Adapter, session, operation: str, headers, usage, s
     assert event["principal"]["username"] == all_user["username"], event
     assert event["principal"]["department"] == "engineering", event
     assert event["principal"]["client_id"] == state["app_client_id"], event
-    assert event["usage"] == {"input_tokens": usage.input, "output_tokens": usage.output, "total_tokens": usage.total}
+    assert event["usage"] == {
+        "input_tokens": usage.input, "output_tokens": usage.output, "total_tokens": usage.total, "estimated": False,
+    }, "the provider reported usage: it is taken as reported, not estimated"
     path, _ = provider.upstream_target(session, operation, provider.model())
     assert sent["path"] == path, sent
     assert event["request_sha256"] == sent["body_sha256"], "the audit names the body the provider got"

@@ -36,7 +36,10 @@ pub async fn write_audit_with_injected_crashes(
         .collect();
     let mut response = writer.handle(event).await;
     if crash {
-        tracing::warn!(records = ids.len(), "injected audit writer crash after the S3 write");
+        tracing::warn!(
+            records = ids.len(),
+            "injected audit writer crash after the S3 write"
+        );
         response = SqsBatchResponse::default();
         for id in ids {
             response.add_failure(id);

@@ -310,6 +310,7 @@ impl Route {
         let principal =
             AuthContext::from_fields(&meta.authorizer).ok_or_else(GatewayError::unauthorized)?;
         event.principal = Some(Principal::from(&principal));
+        event.credential_source = principal.credential_source.clone();
         let ProxyRequest {
             method,
             path,

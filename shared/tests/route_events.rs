@@ -217,6 +217,36 @@ async fn a_client_that_goes_away_is_still_audited() {
 }
 
 #[tokio::test]
+async fn a_client_that_closes_after_the_last_byte_got_a_complete_response() {
+    // As the openai SDK does after `data: [DONE]`: every byte read, the end never polled.
+    let (route, _, audit) = route(
+        Provider::AzureOpenAi,
+        Script::Answer(StatusCode::OK, r#"{"ok":true}"#),
+    );
+    let mut body = route
+        .handle(request(&event("azure-openai")))
+        .await
+        .into_body();
+    let frame = body.frame().await.unwrap().unwrap();
+    assert_eq!(frame.into_data().unwrap(), r#"{"ok":true}"#);
+    drop(body);
+    assert_eq!(audit.finals()[0].outcome, Outcome::Complete);
+
+    // A stream with more to come when the client leaves is not complete.
+    let (streaming, _, audit) = self::route(
+        Provider::AzureOpenAi,
+        Script::EndlessStream("text/event-stream", b"data: {}\n\n"),
+    );
+    let mut body = streaming
+        .handle(request(&event("azure-openai")))
+        .await
+        .into_body();
+    body.frame().await.unwrap().unwrap();
+    drop(body);
+    assert_eq!(audit.finals()[0].outcome, Outcome::ClientClosed);
+}
+
+#[tokio::test]
 async fn bedrock_model_id_is_encoded_as_botocore_does() {
     let (route, transport, _) = route(
         Provider::BedrockClaude,

@@ -155,13 +155,7 @@ class AzureOpenAIAdapter(Adapter):
         "upstream_error_is_relayed": RUN,
         "hanging_upstream_ends_in_504": RUN,
         "audit_records_the_call": RUN,
-        "audit_records_the_stream": OptOut(
-            "KNOWN GATEWAY DEFECT, not a limitation: the openai SDK closes the connection right after "
-            "`data: [DONE]`; when that lands while the route is sending the stream's audit event, the body "
-            "is dropped with the send in flight and the event is lost (about 1 stream in 3 on the local "
-            "stack; shared/src/audit/body.rs: Drop ignores `emitting`), or, closing earlier, the stream is "
-            "audited as client_closed. Run this case once that is fixed"
-        ),
+        "audit_records_the_stream": RUN,
     }
 
     def connect(self, place: str, token: str, env: Env) -> AzureSession:

@@ -243,6 +243,7 @@ pub async fn handle(state: &State, request: Request) -> Result<Response, Authori
         scopes: scopes.into_iter().collect(),
         auth_method: token.auth_method.clone(),
         client_id: token.client_id.clone(),
+        credential_source: Some(credential.source.as_str().to_string()),
     };
 
     // The same grammar and the same policy the route applies again; the body (and a model named

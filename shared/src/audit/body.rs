@@ -11,7 +11,9 @@ use std::task::{ready, Context, Poll};
 use std::time::Instant;
 
 use bytes::Bytes;
+use futures_util::FutureExt;
 use http_body::{Body, Frame, SizeHint};
+use http_body_util::BodyExt;
 
 use super::{AuditEvent, AuditSink, Outcome, UsageScanner};
 use crate::transport::{BoxError, ProxyBody};
@@ -146,7 +148,20 @@ impl Body for AuditedBody {
 
 impl Drop for AuditedBody {
     fn drop(&mut self) {
-        // The client went away before the end: audit what was sent.
-        self.record(Outcome::ClientClosed);
+        if self.event.is_none() {
+            return;
+        }
+        // Dropped before its end was read. Clients often close as soon as they have what they need
+        // (the openai SDK stops at `data: [DONE]`), so look whether anything was left: an upstream
+        // body already at its end means the client got every byte (complete); anything still to
+        // come, or not arrived yet, means it went away early (client_closed).
+        let outcome = loop {
+            match self.inner.frame().now_or_never() {
+                Some(None) => break Outcome::Complete,
+                Some(Some(Ok(frame))) if frame.data_ref().is_none_or(|data| data.is_empty()) => {}
+                _ => break Outcome::ClientClosed,
+            }
+        };
+        self.record(outcome);
     }
 }

@@ -14,6 +14,9 @@ pub struct AuthContext {
     pub scopes: Vec<String>,
     pub auth_method: String,
     pub client_id: Option<String>,
+    /// Where the client put its credential (`api-key-header`, `authorization-bearer`, ...), so the
+    /// route's final audit record names it as the authorizer's refusals do.
+    pub credential_source: Option<String>,
 }
 
 const SUBJECT: &str = "sub";
@@ -22,6 +25,7 @@ const DEPARTMENT: &str = "department";
 const SCOPES: &str = "scopes";
 const AUTH_METHOD: &str = "authMethod";
 const CLIENT_ID: &str = "clientId";
+const CREDENTIAL_SOURCE: &str = "credentialSource";
 
 impl AuthContext {
     pub fn to_fields(&self) -> Map<String, Value> {
@@ -33,6 +37,7 @@ impl AuthContext {
             (USERNAME, &self.username),
             (DEPARTMENT, &self.department),
             (CLIENT_ID, &self.client_id),
+            (CREDENTIAL_SOURCE, &self.credential_source),
         ] {
             if let Some(v) = value {
                 map.insert(key.into(), v.clone().into());
@@ -54,6 +59,7 @@ impl AuthContext {
                 .collect(),
             auth_method: text(AUTH_METHOD)?,
             client_id: text(CLIENT_ID),
+            credential_source: text(CREDENTIAL_SOURCE),
         })
     }
 }
@@ -71,6 +77,7 @@ mod tests {
             scopes: vec!["text".into(), "audio:stt".into()],
             auth_method: "cognito".into(),
             client_id: Some("c".into()),
+            credential_source: Some("api-key-header".into()),
         };
         let fields: HashMap<String, Value> = ctx.to_fields().into_iter().collect();
         assert!(fields.values().all(Value::is_string));
