@@ -28,6 +28,9 @@ import jwt
 import requests
 from cryptography.hazmat.primitives.asymmetric import rsa
 
+import stack_state
+from stack_state import StackState
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 STATE_ENV = "GATEWAY_LOCAL_STATE"
 STACK_HINT = "start the stack with ./local/run.sh or run ./tests/run.sh"
@@ -59,27 +62,10 @@ def state_path() -> Path:
     return REPO_ROOT / ".local" / "stack.json"
 
 
-def load_state() -> dict:
-    """Load the stack state file; raises FileNotFoundError / ValueError."""
-    path = state_path()
-    with open(path, encoding="utf-8") as fh:
-        state = json.load(fh)
-    required = [
-        "base_url",
-        "https_base_url",
-        "control_url",
-        "ca_bundle",
-        "aws_endpoint_url",
-        "region",
-        "user_pool_id",
-        "app_client_id",
-        "secrets",
-        "mocks",
-    ]
-    missing = [k for k in required if k not in state]
-    if missing:
-        raise ValueError(f"state file {path} lacks keys {missing}")
-    return state
+def load_state() -> StackState:
+    """The stack state file, checked against its type (tests/stack_state.py, the twin of
+    local/src/state.rs); raises FileNotFoundError, or ValueError naming what differs."""
+    return stack_state.load(state_path())
 
 
 # --------------------------------------------------------------------------

@@ -376,3 +376,30 @@ def test_a_stream_running_into_the_function_time_limit_is_ended_cleanly_and_audi
         assert finals[0]["bytes_out"] > 0 and finals[0]["stream"] is True
     finally:
         stack.stop()
+
+
+# --------------------------------------------------------------------------
+# The state file's shape
+# --------------------------------------------------------------------------
+
+
+def test_the_state_file_has_exactly_its_typed_shape(state):
+    """The running stack's state file is a StackState exactly (the same check load_state makes), and a
+    key the type does not know, or a provider spelled another way, is refused."""
+    import copy
+
+    import stack_state
+
+    stack_state.check(copy.deepcopy(state))
+    extra = copy.deepcopy(state)
+    extra["surprise"] = 1
+    with pytest.raises(stack_state.StateShapeError, match="unknown keys"):
+        stack_state.check(extra)
+    respelled = copy.deepcopy(state)
+    respelled["mocks"]["bedrock"] = respelled["mocks"].pop("bedrock-claude", "http://127.0.0.1:1")
+    with pytest.raises(stack_state.StateShapeError, match="spelling"):
+        stack_state.check(respelled)
+    wrong_type = copy.deepcopy(state)
+    wrong_type["upstream_response_timeout_ms"] = "6000"
+    with pytest.raises(stack_state.StateShapeError, match="integer"):
+        stack_state.check(wrong_type)
