@@ -26,17 +26,19 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import jsonschema
 import openai
 import pytest
 import requests
 
-from helpers import HTTP_TIMEOUT, aws_client
+from helpers import HTTP_TIMEOUT, REPO_ROOT, aws_client
 
 API_VERSION = "2024-10-21"
 # The job checks an hour for missing finals when it digests the hour GATEWAY_AUDIT_FUNCTION_TIMEOUT_SECS
 # + GATEWAY_AUDIT_DIGEST_GRACE_SECS (900 + 600 by default, as tests/run.sh leaves them) rounded up to
 # whole hours later.
 LAG_HOURS = 1
+SCHEMA = json.loads((REPO_ROOT / "schemas" / "audit-event.schema.json").read_text())
 
 
 def audit_binary() -> Path:
@@ -246,6 +248,7 @@ def test_a_request_without_final_gets_exactly_one_incomplete_record(trail):
     assert lost[0]["record"] == "incomplete" and lost[0]["outcome"] == "unknown", lost
     assert lost[0]["decision"] == "allow" and lost[0]["status"] == 0, lost
     assert "seen: accepted" in lost[0]["reason"], lost
+    jsonschema.validate(lost[0], SCHEMA)
     for request_id in trail.finished:
         assert [e["record"] for e in outcomes(request_id)] == ["final"], request_id
     again = trail.run_digest(trail.through)

@@ -124,6 +124,16 @@ impl World {
 }
 
 #[tokio::test]
+async fn the_scheduled_event_is_taken_as_it_comes() {
+    let world = World::new();
+    let event: serde_json::Value =
+        serde_json::from_str(include_str!("../../../events/audit-digest.json")).unwrap();
+    let summary = world.job.handle(event).await.unwrap();
+    assert!(summary.through.is_some());
+    assert!(summary.digested.is_empty());
+}
+
+#[tokio::test]
 async fn nothing_to_digest_before_the_first_audit_object() {
     let world = World::new();
     let summary = world.run_after(0).await;
