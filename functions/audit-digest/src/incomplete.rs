@@ -17,6 +17,9 @@ use gateway_shared::audit::digest::{AuditStore, Layout, ObjectEntry, StoreError}
 use gateway_shared::audit::{AuditEvent, Decision, Outcome, Record, SCHEMA_VERSION};
 use sha2::Digest as _;
 
+/// The name ending of the objects of audit events (the writer's and the incomplete records').
+pub const EVENTS_SUFFIX: &str = ".jsonl.gz";
+
 /// A request's records before its outcome, as seen in one hour.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Started {
@@ -118,7 +121,13 @@ impl Cache {
             let Some(stored) = store.get(&listed.key).await? else {
                 continue;
             };
-            let (events, unreadable) = read_events(&stored.bytes);
+            // Only the JSON-lines objects hold events; anything else under the prefix is digested as
+            // stored, without a count.
+            let (events, unreadable) = if listed.key.ends_with(EVENTS_SUFFIX) {
+                read_events(&stored.bytes)
+            } else {
+                (Vec::new(), 0)
+            };
             if unreadable > 0 {
                 tracing::error!(key = %listed.key, unreadable, "audit object holds lines that are not audit events; digested as stored");
             }

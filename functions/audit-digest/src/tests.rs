@@ -186,6 +186,21 @@ async fn every_closed_hour_is_digested_in_a_chain_that_verifies_and_reruns_chang
 }
 
 #[tokio::test]
+async fn objects_other_than_event_lines_are_digested_without_a_count() {
+    let world = World::new();
+    world.write(hour(0), "a", &[("r1", Record::Final)]);
+    let other = format!("{}a.bodies.bin", Layout::default().hour_prefix(hour(0)));
+    world
+        .store
+        .put(&other, b"ciphertext".to_vec(), Default::default());
+    world.run_after(0).await;
+    let digest = world.digest(0);
+    let listed = digest.objects.iter().find(|o| o.key == other).unwrap();
+    assert_eq!((listed.events, listed.bytes), (0, 10));
+    assert!(world.verify(0, 0).await.intact());
+}
+
+#[tokio::test]
 async fn an_hour_is_digested_only_once_it_ended_more_than_the_grace_period_ago() {
     let world = World::new();
     world.write(hour(0), "a", &[("r1", Record::Final)]);
