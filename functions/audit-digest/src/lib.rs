@@ -243,7 +243,7 @@ impl Job {
             hour = hour.next();
         }
         if summary.digested.is_empty() && summary.note.is_none() {
-            summary.note = Some(format!("every hour through {through} is digested"));
+            summary.note = Some(format!("no hour through {through} is left to digest"));
         }
         Ok(summary)
     }
@@ -281,12 +281,14 @@ impl Job {
                 if listed.delete_marker {
                     return Err(JobError::DigestDeleted { key: listed.key });
                 }
-                return match self.store.get(&listed.key).await? {
-                    Some(stored) => {
-                        Ok(Some((hour, SealedDigest::from_stored(&listed.key, stored))))
-                    }
-                    None => Err(JobError::DigestDeleted { key: listed.key }),
+                let Some(stored) = self.store.get(&listed.key).await? else {
+                    return Err(JobError::DigestDeleted { key: listed.key });
                 };
+                if !stored.metadata.contains_key(digest::META_SIGNATURE) {
+                    // Chained as it is (the next digest records what is there); verify reports it.
+                    tracing::error!(key = %listed.key, "the latest digest carries no signature");
+                }
+                return Ok(Some((hour, SealedDigest::from_stored(&listed.key, stored))));
             }
             if month.month_partition() <= genesis.month_partition() {
                 return Ok(None);
