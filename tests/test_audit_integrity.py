@@ -26,6 +26,7 @@ import uuid
 from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
+import botocore.exceptions
 import jsonschema
 import openai
 import pytest
@@ -236,6 +237,16 @@ def traffic_object(trail: Trail) -> str:
 def test_an_untouched_range_verifies(trail):
     assert trail.through in trail.summary["digested"], trail.summary
     assert_intact(trail)
+
+
+def test_audit_objects_and_digests_are_locked_in_compliance_mode(trail):
+    for key in (trail.traffic_key, digest_key(trail.traffic_hour)):
+        head = trail.s3.head_object(Bucket=trail.bucket, Key=key)
+        assert head["ObjectLockMode"] == "COMPLIANCE", (key, head)
+        assert head["ObjectLockRetainUntilDate"] > datetime.now(timezone.utc), (key, head)
+        with pytest.raises(botocore.exceptions.ClientError) as refused:
+            trail.s3.delete_object(Bucket=trail.bucket, Key=key, VersionId=head["VersionId"])
+        assert refused.value.response["Error"]["Code"] == "AccessDenied", refused.value.response
 
 
 def test_a_request_without_final_gets_exactly_one_incomplete_record(trail):
