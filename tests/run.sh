@@ -17,7 +17,8 @@ echo "== cargo test"
 cargo test --workspace --quiet
 
 echo "== end-to-end (local stack + stock SDKs), once per transport"
-cargo build --quiet -p gateway-local
+# gateway-audit: the verify command tests/test_audit_integrity.py runs (found beside gateway-local).
+cargo build --quiet -p gateway-local -p audit-cli
 source local/lib.sh
 status=0
 for transport in direct queue; do

@@ -2,6 +2,11 @@
 --   s3://<audit bucket>/audit/year=YYYY/month=MM/day=DD/hour=HH/<batch>.jsonl.gz
 -- One JSON object per line, schema: schemas/audit-event.schema.json. Partition projection means no
 -- MSCK REPAIR / crawler is needed as new hours arrive. Replace <audit-bucket> before running.
+-- The partition is the hour the writer wrote the object (what makes the hourly digests complete), not the
+-- events' `time`, which is seconds to minutes earlier: for the events of one hour, read that partition and
+-- the next and filter on `time`. The signed digests (digests/ in the same bucket) are outside LOCATION.
+-- Requests whose final never came have one record = 'incomplete' (outcome 'unknown', status 0), written by
+-- the hourly audit-digest job.
 -- A retried SQS batch rewrites its own object, but a batch split differently on retry can repeat an
 -- event: count DISTINCT event_id where exactness matters. Counting requests, count final records only.
 
@@ -55,6 +60,7 @@ TBLPROPERTIES (
 --   AND coalesce(record, 'final') = 'final'
 -- GROUP BY 1, 2 ORDER BY 3 DESC;
 --
--- Every request has one final record; the authorized and accepted records let a missing final show:
+-- Every request has one final record, or one incomplete record once the hourly job has checked its hour;
+-- requests still waiting for either (the last hour or two):
 -- SELECT request_id FROM llm_gateway_audit_events WHERE year = '2026' AND month = '11' AND day = '25'
--- GROUP BY request_id HAVING count_if(coalesce(record, 'final') = 'final') = 0;
+-- GROUP BY request_id HAVING count_if(coalesce(record, 'final') IN ('final', 'incomplete')) = 0;

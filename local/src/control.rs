@@ -1,27 +1,38 @@
 //! Local-only control endpoints (not part of the API Gateway surface): fire the scheduler's reply-queue
-//! sweep now (as an EventBridge schedule would), and read the SQS call counter for benchmarks. They have a
-//! listener of their own on 127.0.0.1 (`GATEWAY_LOCAL_CONTROL_PORT`), never the gateway's client ports.
+//! sweep now (as an EventBridge schedule would), run the hourly audit digest job now, and read the SQS
+//! call counter for benchmarks. They have a listener of their own on 127.0.0.1
+//! (`GATEWAY_LOCAL_CONTROL_PORT`), never the gateway's client ports.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::Duration;
 
 use axum::extract::{Query, State};
+use axum::http::StatusCode;
 use axum::routing::{get, post};
 use axum::{Json, Router};
+use gateway_shared::audit::clock::Hour;
 use serde_json::{json, Value};
 
 /// The control listener's address: loopback only, whatever `GATEWAY_LOCAL_HOST` says.
 pub const HOST: &str = "127.0.0.1";
 
-pub fn router(sqs: aws_sdk_sqs::Client) -> Router {
+#[derive(Clone)]
+pub struct Control {
+    pub sqs: aws_sdk_sqs::Client,
+    pub audit_digest: Arc<audit_digest::Job>,
+}
+
+pub fn router(control: Control) -> Router {
     Router::new()
         .route("/_local/sweep-reply-queues", post(sweep_reply_queues))
+        .route("/_local/audit-digest", post(run_audit_digest))
         .route("/_local/metrics", get(metrics))
-        .with_state(sqs)
+        .with_state(control)
 }
 
 async fn sweep_reply_queues(
-    State(sqs): State<aws_sdk_sqs::Client>,
+    State(control): State<Control>,
     Query(params): Query<HashMap<String, String>>,
 ) -> Json<Value> {
     let idle = params
@@ -33,7 +44,7 @@ async fn sweep_reply_queues(
         .cloned()
         .unwrap_or_else(|| "llm-gateway-reply-".into());
     match gateway_shared::transport::queue::sweep_reply_queues(
-        &sqs,
+        &control.sqs,
         &prefix,
         Duration::from_secs(idle),
     )
@@ -41,6 +52,41 @@ async fn sweep_reply_queues(
     {
         Ok(deleted) => Json(json!({"deleted": deleted})),
         Err(error) => Json(json!({"error": error})),
+    }
+}
+
+/// The hourly audit job, now: as the schedule runs it (hours that ended more than the grace period
+/// ago), or with `?through=YYYY-MM-DDTHH` through that hour, which the caller declares closed even if
+/// it has not ended (tests digest the hour they just wrote). Answers the run's summary as JSON.
+async fn run_audit_digest(
+    State(control): State<Control>,
+    Query(params): Query<HashMap<String, String>>,
+) -> (StatusCode, Json<Value>) {
+    let run = match params.get("through") {
+        None => {
+            control
+                .audit_digest
+                .run_scheduled(gateway_shared::audit::clock::now_millis() as i64)
+                .await
+        }
+        Some(text) => match Hour::parse(text) {
+            Some(through) => control.audit_digest.run_through(through).await,
+            None => {
+                return (
+                    StatusCode::BAD_REQUEST,
+                    Json(
+                        json!({"error": format!("through={text:?} is not an hour (YYYY-MM-DDTHH)")}),
+                    ),
+                )
+            }
+        },
+    };
+    match run {
+        Ok(summary) => (StatusCode::OK, Json(json!(summary))),
+        Err(error) => (
+            StatusCode::INTERNAL_SERVER_ERROR,
+            Json(json!({"error": error.to_string()})),
+        ),
     }
 }
 

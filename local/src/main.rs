@@ -14,6 +14,7 @@ mod mock;
 mod moto;
 mod ports;
 mod resources;
+mod schedule;
 mod settings;
 mod tls;
 
@@ -23,7 +24,7 @@ use std::sync::Arc;
 
 use aws_credential_types::Credentials;
 use axum::serve::ListenerExt;
-use gateway_local::state::{Buckets, DemoUser, Queues, RequestQueue, StackState};
+use gateway_local::state::{Buckets, DemoUser, Keys, Queues, RequestQueue, StackState};
 use gateway_shared::audit::lifecycle::Invocations;
 use gateway_shared::audit::{AuditBuffer, SqsDelivery};
 use gateway_shared::providers::upstream::CredentialSpec;
@@ -53,6 +54,13 @@ const PASSED_THROUGH: &[&str] = &[
     "GATEWAY_STREAM_CUT_MARGIN_MS",
 ];
 
+/// The audit digest job's settings the local stack passes through when set.
+const DIGEST_PASSED_THROUGH: &[&str] = &[
+    "GATEWAY_AUDIT_DIGEST_GRACE_SECS",
+    "GATEWAY_AUDIT_FUNCTION_TIMEOUT_SECS",
+    "GATEWAY_AUDIT_DIGEST_MAX_HOURS",
+];
+
 #[tokio::main]
 async fn main() {
     gateway_shared::telemetry::init();
@@ -73,7 +81,7 @@ async fn run() -> Result<(), BoxError> {
     let policy = gateway_shared::proxy::load_policy(local.policy_file.as_deref())?;
     let pool = resources::create_user_pool(&aws.cognito(), &policy).await?;
     let secrets = Secrets::provision(&local, &aws.sdk).await?;
-    let audit = start_audit_trail(&aws).await?;
+    let audit = start_audit_trail(&local, &aws).await?;
     let upstreams = start_upstreams(std::mem::take(&mut listeners.mocks), &local, &secrets)?;
     let mut settings = route_settings(&local, &aws, &pool, &secrets, &upstreams);
     let request_queues = start_queue_transport(&local, &aws, &audit, &mut settings).await?;
@@ -91,7 +99,10 @@ async fn run() -> Result<(), BoxError> {
     let served = serve(
         listeners,
         &local,
-        &aws,
+        control::Control {
+            sqs: aws.sqs(),
+            audit_digest: audit.digest_job.clone(),
+        },
         apigw::Gateway {
             region: local.region.clone(),
             function_timeout: local.function_timeout,
@@ -136,6 +147,9 @@ async fn run() -> Result<(), BoxError> {
                 .map(|(provider, queues)| (provider, queues.state))
                 .collect(),
             reply_prefix: REPLY_QUEUE_PREFIX.into(),
+        },
+        keys: Keys {
+            audit_digest: audit.digest_key,
         },
     };
     // Written last: its presence means the stack is ready.
@@ -309,11 +323,15 @@ impl Secrets {
     }
 }
 
-/// The audit trail: queue (+ DLQ) -> audit writer (SQS event source) -> S3.
+/// The audit trail: queue (+ DLQ) -> audit writer (SQS event source) -> S3, and the hourly digest job
+/// (its schedule, and the control endpoint that runs it now).
 struct AuditTrail {
     sqs: aws_sdk_sqs::Client,
     queue_url: String,
     dlq_url: String,
+    digest_job: Arc<audit_digest::Job>,
+    /// ARN of the digest signing key.
+    digest_key: String,
 }
 
 impl AuditTrail {
@@ -329,9 +347,32 @@ impl AuditTrail {
     }
 }
 
-async fn start_audit_trail(aws: &Aws) -> Result<AuditTrail, BoxError> {
+async fn start_audit_trail(local: &LocalSettings, aws: &Aws) -> Result<AuditTrail, BoxError> {
     let sqs = aws.sqs();
-    resources::create_audit_bucket(&aws.s3(), AUDIT_BUCKET).await?;
+    resources::create_audit_bucket(
+        &aws.s3(),
+        AUDIT_BUCKET,
+        i32::from(local.audit_retention_days),
+    )
+    .await?;
+    let digest_key = resources::create_digest_key(&aws_sdk_kms::Client::new(&aws.sdk)).await?;
+    let mut digest_settings: HashMap<String, String> = HashMap::from([
+        ("GATEWAY_AUDIT_BUCKET".to_string(), AUDIT_BUCKET.to_string()),
+        (
+            "GATEWAY_AUDIT_DIGEST_KEY_ID".to_string(),
+            digest_key.clone(),
+        ),
+    ]);
+    for name in DIGEST_PASSED_THROUGH {
+        if let Ok(value) = std::env::var(name) {
+            digest_settings.insert(name.to_string(), value);
+        }
+    }
+    let digest_job = Arc::new(audit_digest::Job::from_config(
+        audit_digest::DigestConfig::from_settings(&digest_settings)?,
+        &aws.sdk,
+    ));
+    tokio::spawn(schedule::hourly_audit_digest(digest_job.clone()));
     let (queue, dlq) = resources::create_queue_with_dlq(&sqs, "llm-gateway-audit", 30, 5).await?;
     let writer = Arc::new(audit_writer::Writer::from_config(
         audit_writer::WriterConfig {
@@ -353,6 +394,8 @@ async fn start_audit_trail(aws: &Aws) -> Result<AuditTrail, BoxError> {
         sqs,
         queue_url: queue.url,
         dlq_url: dlq.url,
+        digest_job,
+        digest_key,
     })
 }
 
@@ -563,14 +606,14 @@ struct Served {
 fn serve(
     listeners: Listeners,
     local: &LocalSettings,
-    aws: &Aws,
+    control: control::Control,
     gateway: apigw::Gateway,
 ) -> Result<Served, BoxError> {
     let router = axum::Router::new()
         .fallback(apigw::handle)
         .with_state(Arc::new(gateway));
     let control_url = format!("http://{}", listeners.control.local_addr()?);
-    let control_router = control::router(aws.sqs());
+    let control_router = control::router(control);
     let control = listeners.control;
     tokio::spawn(async move { axum::serve(control.tap_io(no_delay), control_router).await });
 
@@ -661,7 +704,7 @@ LLM gateway local stack is up.
   gateway (HTTP):   {base}
   gateway (HTTPS):  {https}   (self-signed CA bundle: {ca})
   AWS (moto):       {aws}
-  control:          {control}   (local only: /_local/metrics, /_local/sweep-reply-queues)
+  control:          {control}   (local only: /_local/metrics, /_local/sweep-reply-queues, /_local/audit-digest)
   state file:       {state_file}
 
 A fresh access token for the demo user (groups gateway-all, dept-engineering; valid 1 hour):

@@ -328,18 +328,91 @@ pub async fn create_bucket(s3: &aws_sdk_s3::Client, name: &str) -> Result<(), Bo
     Ok(())
 }
 
-/// The audit bucket: versioned with Object Lock (audit records are write-once), encrypted.
-pub async fn create_audit_bucket(s3: &aws_sdk_s3::Client, name: &str) -> Result<(), BoxError> {
+/// The audit bucket as the CDK stack declares it: Object Lock enabled at creation (which needs
+/// versioning: every put adds a version, a delete only adds a delete marker) and a default retention in
+/// COMPLIANCE mode, so no one, root included, can shorten it or delete a locked version before it
+/// expires. Every put into it must carry Content-MD5 or a checksum.
+pub async fn create_audit_bucket(
+    s3: &aws_sdk_s3::Client,
+    name: &str,
+    retention_days: i32,
+) -> Result<(), BoxError> {
+    use aws_sdk_s3::types::{
+        BucketVersioningStatus, DefaultRetention, ObjectLockConfiguration, ObjectLockEnabled,
+        ObjectLockRetentionMode, ObjectLockRule, VersioningConfiguration,
+    };
+    let failed = |what: &str, e: &dyn std::fmt::Display| -> BoxError {
+        format!("{what} {name}: {e}").into()
+    };
     s3.create_bucket()
         .bucket(name)
         .object_lock_enabled_for_bucket(true)
         .send()
         .await
+        .map_err(|e| failed("create bucket", &aws_sdk_s3::error::DisplayErrorContext(e)))?;
+    s3.put_bucket_versioning()
+        .bucket(name)
+        .versioning_configuration(
+            VersioningConfiguration::builder()
+                .status(BucketVersioningStatus::Enabled)
+                .build(),
+        )
+        .send()
+        .await
         .map_err(|e| {
-            format!(
-                "create bucket {name}: {}",
-                aws_sdk_s3::error::DisplayErrorContext(e)
+            failed(
+                "enable versioning on",
+                &aws_sdk_s3::error::DisplayErrorContext(e),
+            )
+        })?;
+    s3.put_object_lock_configuration()
+        .bucket(name)
+        .object_lock_configuration(
+            ObjectLockConfiguration::builder()
+                .object_lock_enabled(ObjectLockEnabled::Enabled)
+                .rule(
+                    ObjectLockRule::builder()
+                        .default_retention(
+                            DefaultRetention::builder()
+                                .mode(ObjectLockRetentionMode::Compliance)
+                                .days(retention_days)
+                                .build(),
+                        )
+                        .build(),
+                )
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| {
+            failed(
+                "set the Object Lock retention of",
+                &aws_sdk_s3::error::DisplayErrorContext(e),
             )
         })?;
     Ok(())
+}
+
+/// The key that signs audit digests: asymmetric RSA-3072, SIGN_VERIFY (RSASSA-PSS SHA-256). Returns
+/// its ARN.
+pub async fn create_digest_key(kms: &aws_sdk_kms::Client) -> Result<String, BoxError> {
+    use aws_sdk_kms::types::{KeySpec, KeyUsageType};
+    let key = kms
+        .create_key()
+        .key_spec(KeySpec::Rsa3072)
+        .key_usage(KeyUsageType::SignVerify)
+        .description("llm-gateway local stack: signs the hourly audit digests")
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "create the audit digest key: {}",
+                aws_sdk_kms::error::DisplayErrorContext(e)
+            )
+        })?;
+    Ok(key
+        .key_metadata()
+        .and_then(|m| m.arn())
+        .ok_or("create the audit digest key: no ARN returned")?
+        .to_string())
 }

@@ -42,6 +42,9 @@ pub struct LocalSettings {
     pub function_timeout: std::time::Duration,
     /// Receives before a request message goes to its DLQ (`GATEWAY_LOCAL_DISPATCH_MAX_RECEIVES`, 3).
     pub dispatch_max_receives: u32,
+    /// The audit bucket's Object Lock default retention, COMPLIANCE mode
+    /// (`GATEWAY_LOCAL_AUDIT_RETENTION_DAYS`, default 1: moto keeps everything in memory anyway).
+    pub audit_retention_days: u16,
 }
 
 /// What the local stack alone knows about a provider (where it is and how it authenticates is the
@@ -125,6 +128,10 @@ impl LocalSettings {
                 port("GATEWAY_LOCAL_FUNCTION_TIMEOUT_SECS", 900)?.into(),
             ),
             dispatch_max_receives: port("GATEWAY_LOCAL_DISPATCH_MAX_RECEIVES", 3)?.into(),
+            audit_retention_days: match port("GATEWAY_LOCAL_AUDIT_RETENTION_DAYS", 1)? {
+                0 => return Err("GATEWAY_LOCAL_AUDIT_RETENTION_DAYS must be at least 1".into()),
+                days => days,
+            },
         })
     }
 

@@ -22,7 +22,8 @@ pub struct StackState {
     pub base_url: String,
     /// The same gateway over TLS (boto3 sends bearer tokens over HTTPS only).
     pub https_base_url: String,
-    /// The local-only control endpoints (`/_local/metrics`, `/_local/sweep-reply-queues`).
+    /// The local-only control endpoints (`/_local/metrics`, `/_local/sweep-reply-queues`,
+    /// `/_local/audit-digest`).
     pub control_url: String,
     /// The self-signed certificate the HTTPS port presents.
     pub ca_bundle: String,
@@ -46,6 +47,7 @@ pub struct StackState {
     pub upstream_response_timeout_ms: u64,
     pub buckets: Buckets,
     pub queues: Queues,
+    pub keys: Keys,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -61,6 +63,15 @@ pub struct DemoUser {
 pub struct Buckets {
     pub audit: String,
     pub payloads: String,
+}
+
+/// KMS keys, by ARN.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Keys {
+    /// The asymmetric key that signs the hourly audit digests (what `gateway-audit verify` checks
+    /// signatures against: `GATEWAY_AUDIT_DIGEST_KEY_ID`).
+    pub audit_digest: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -197,6 +208,9 @@ mod tests {
                     })
                     .collect(),
                 reply_prefix: "llm-gateway-reply-".into(),
+            },
+            keys: Keys {
+                audit_digest: "arn:aws:kms:us-east-1:123456789012:key/k".into(),
             },
         }
     }

@@ -1,18 +1,23 @@
 //! The audit writer: takes batches of audit events from the audit queue and writes each batch to S3 as
-//! gzip-compressed JSON lines under `audit/year=YYYY/month=MM/day=DD/hour=HH/` (one object per hour the
-//! batch spans), the layout the Athena table in `docs/athena/audit_events.sql` reads.
+//! one object of gzip-compressed JSON lines under `audit/year=YYYY/month=MM/day=DD/hour=HH/`, the
+//! layout the Athena table in `docs/athena/audit_events.sql` reads.
+//!
+//! The hour is the one in which the writer writes the object, not the events' times: once an hour has
+//! ended (plus the writer's timeout), nothing lands in it any more, which is what lets the hourly
+//! digest list an hour's objects completely (see `gateway_shared::audit::digest`). Events reach the
+//! writer seconds after they happen, so an event sits in its own hour's partition or the next one's.
 //!
 //! A record that is not a valid audit event is reported as a batch item failure, so SQS retries it and
 //! finally moves it to the dead-letter queue; a failed S3 write fails exactly the records of that object.
 //! Object keys derive from the message ids, so a retried batch overwrites its own object instead of
 //! duplicating it.
 
-use std::collections::BTreeMap;
 use std::io::Write;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use flate2::write::GzEncoder;
-use gateway_shared::audit::{clock, sha256_hex, AuditEvent};
+use gateway_shared::audit::clock::Hour;
+use gateway_shared::audit::{sha256_hex, AuditEvent};
 use gateway_shared::config::{self, ConfigError, Settings};
 
 #[derive(Debug, Clone)]
@@ -56,13 +61,14 @@ pub enum BatchError {
     Gzip(#[from] std::io::Error),
 }
 
-/// Groups valid events by hour partition into gzip JSONL objects; returns them and the ids of the records
-/// that are not audit events.
+/// The batch's valid events as one gzip JSONL object in the partition of `written_in` (none if no
+/// record is valid), and the ids of the records that are not audit events.
 pub fn batch_objects(
     event: &SqsEvent,
     prefix: &str,
-) -> Result<(Vec<AuditObject>, Vec<String>), BatchError> {
-    let mut partitions: BTreeMap<String, Vec<(String, String)>> = BTreeMap::new();
+    written_in: Hour,
+) -> Result<(Option<AuditObject>, Vec<String>), BatchError> {
+    let mut lines: Vec<(String, String)> = Vec::new();
     let mut rejected = Vec::new();
     for record in &event.records {
         let id = record.message_id.clone().unwrap_or_default();
@@ -75,35 +81,30 @@ pub fn batch_objects(
             rejected.push(id);
             continue;
         };
-        let Some(partition) = clock::partition(&audit.time) else {
-            tracing::error!(message_id = %id, "audit event has an unreadable time");
-            rejected.push(id);
-            continue;
-        };
         // Re-serialized from the typed event: one canonical JSON line, nothing the schema does not know.
         match serde_json::to_string(&audit) {
-            Ok(line) => partitions.entry(partition).or_default().push((id, line)),
+            Ok(line) => lines.push((id, line)),
             Err(_) => rejected.push(id),
         }
     }
-    let mut objects = Vec::new();
-    for (partition, lines) in partitions {
-        let mut ids: Vec<String> = lines.iter().map(|(id, _)| id.clone()).collect();
-        let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::default());
-        for (_, line) in &lines {
-            gz.write_all(line.as_bytes())?;
-            gz.write_all(b"\n")?;
-        }
-        let body = gz.finish()?;
-        ids.sort();
-        let name = &sha256_hex(ids.join(",").as_bytes())[..32];
-        objects.push(AuditObject {
-            key: format!("{prefix}{partition}/{name}.jsonl.gz"),
-            body,
-            message_ids: ids,
-        });
+    if lines.is_empty() {
+        return Ok((None, rejected));
     }
-    Ok((objects, rejected))
+    let mut ids: Vec<String> = lines.iter().map(|(id, _)| id.clone()).collect();
+    let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::default());
+    for (_, line) in &lines {
+        gz.write_all(line.as_bytes())?;
+        gz.write_all(b"\n")?;
+    }
+    let body = gz.finish()?;
+    ids.sort();
+    let name = &sha256_hex(ids.join(",").as_bytes())[..32];
+    let object = AuditObject {
+        key: format!("{prefix}{}/{name}.jsonl.gz", written_in.partition()),
+        body,
+        message_ids: ids,
+    };
+    Ok((Some(object), rejected))
 }
 
 impl Writer {
@@ -118,7 +119,10 @@ impl Writer {
     /// Writes one SQS batch; the response lists the records to retry.
     pub async fn handle(&self, event: SqsEvent) -> SqsBatchResponse {
         let mut response = SqsBatchResponse::default();
-        let (objects, rejected) = match batch_objects(&event, &self.config.prefix) {
+        // The hour is taken once, as the write starts; a put that ends after the hour is still within the
+        // writer's timeout, which the digest's grace period exceeds.
+        let written_in = Hour::now();
+        let (object, rejected) = match batch_objects(&event, &self.config.prefix, written_in) {
             Ok(batch) => batch,
             Err(error) => {
                 tracing::error!(%error, "batch could not be encoded; retrying all of it");
@@ -130,12 +134,15 @@ impl Writer {
         for id in rejected {
             response.add_failure(id);
         }
-        for object in objects {
+        if let Some(object) = object {
             let put = self
                 .s3
                 .put_object()
                 .bucket(&self.config.bucket)
                 .key(&object.key)
+                // The bucket's Object Lock default retention refuses a put without Content-MD5 or a
+                // checksum; S3 also checks the bytes against it.
+                .checksum_algorithm(aws_sdk_s3::types::ChecksumAlgorithm::Sha256)
                 .content_type("application/x-ndjson")
                 .content_encoding("gzip")
                 .body(object.body.into())
@@ -179,8 +186,12 @@ mod tests {
         serde_json::to_string(&event).unwrap()
     }
 
+    fn hour(text: &str) -> Hour {
+        Hour::parse(text).unwrap()
+    }
+
     #[test]
-    fn groups_by_hour_and_rejects_non_events() {
+    fn one_object_in_the_write_hour_whatever_the_event_times_and_non_events_rejected() {
         let mut sqs = SqsEvent::default();
         sqs.records = vec![
             record("m1", &event_at("2026-11-25T03:10:00.000Z", "r1")),
@@ -189,17 +200,17 @@ mod tests {
             record("m4", "{not json"),
             record("m5", r#"{"some":"other message"}"#),
         ];
-        let (objects, rejected) = batch_objects(&sqs, "audit/").unwrap();
+        let (object, rejected) = batch_objects(&sqs, "audit/", hour("2026-11-25T04")).unwrap();
+        let object = object.unwrap();
         assert_eq!(rejected, ["m4", "m5"]);
-        assert_eq!(objects.len(), 2);
-        assert!(objects[0]
+        assert!(object
             .key
-            .starts_with("audit/year=2026/month=11/day=25/hour=03/"));
-        assert!(objects[0].key.ends_with(".jsonl.gz"));
-        assert_eq!(objects[0].message_ids, ["m1", "m3"]);
+            .starts_with("audit/year=2026/month=11/day=25/hour=04/"));
+        assert!(object.key.ends_with(".jsonl.gz"));
+        assert_eq!(object.message_ids, ["m1", "m2", "m3"]);
 
         let mut text = String::new();
-        flate2::read::GzDecoder::new(objects[0].body.as_slice())
+        flate2::read::GzDecoder::new(object.body.as_slice())
             .read_to_string(&mut text)
             .unwrap();
         let lines: Vec<AuditEvent> = text
@@ -211,8 +222,17 @@ mod tests {
                 .iter()
                 .map(|e| e.request_id.as_str())
                 .collect::<Vec<_>>(),
-            ["r1", "r3"]
+            ["r1", "r2", "r3"]
         );
+    }
+
+    #[test]
+    fn a_batch_of_non_events_writes_nothing() {
+        let mut sqs = SqsEvent::default();
+        sqs.records = vec![record("m1", "{not json")];
+        let (object, rejected) = batch_objects(&sqs, "audit/", hour("2026-11-25T04")).unwrap();
+        assert!(object.is_none());
+        assert_eq!(rejected, ["m1"]);
     }
 
     #[test]
@@ -222,10 +242,11 @@ mod tests {
             record("m1", &event_at("2026-11-25T03:10:00.000Z", "r1")),
             record("m2", &event_at("2026-11-25T03:11:00.000Z", "r2")),
         ];
-        let (first, _) = batch_objects(&sqs, "audit/").unwrap();
+        let at = hour("2026-11-25T03");
+        let (first, _) = batch_objects(&sqs, "audit/", at).unwrap();
         sqs.records.reverse();
-        let (again, _) = batch_objects(&sqs, "audit/").unwrap();
-        assert_eq!(first[0].key, again[0].key);
+        let (again, _) = batch_objects(&sqs, "audit/", at).unwrap();
+        assert_eq!(first.unwrap().key, again.unwrap().key);
     }
 }
 
@@ -234,14 +255,15 @@ mod fixture_tests {
     use super::*;
 
     #[test]
-    fn sample_event_becomes_one_partitioned_object() {
+    fn sample_event_becomes_one_object_in_the_write_hour() {
         let text = include_str!("../../../events/audit-writer.json");
         let event: SqsEvent = serde_json::from_str(text).unwrap();
-        let (objects, rejected) = batch_objects(&event, "audit/").unwrap();
+        let written_in = Hour::parse("2026-11-25T04").unwrap();
+        let (object, rejected) = batch_objects(&event, "audit/", written_in).unwrap();
         assert!(rejected.is_empty());
-        assert_eq!(objects.len(), 1);
-        assert!(objects[0]
+        assert!(object
+            .unwrap()
             .key
-            .starts_with("audit/year=2026/month=11/day=25/hour=03/"));
+            .starts_with("audit/year=2026/month=11/day=25/hour=04/"));
     }
 }

@@ -13,6 +13,7 @@
 pub mod body;
 pub mod buffer;
 pub mod clock;
+pub mod digest;
 pub mod lifecycle;
 pub mod usage;
 
@@ -70,6 +71,8 @@ pub enum Outcome {
     DeadlineCut,
     /// The gateway answered without relaying.
     Refused,
+    /// Never learned: the `incomplete` records the audit trail makes for requests whose final never came.
+    Unknown,
 }
 
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, Default)]
