@@ -24,6 +24,12 @@ class Buckets(TypedDict):
     payloads: str
 
 
+class Keys(TypedDict):
+    """KMS keys, by ARN."""
+
+    audit_digest: str
+
+
 class RequestQueue(TypedDict):
     url: str
     dlq: str
@@ -56,6 +62,7 @@ class StackState(TypedDict):
     mocks: dict[str, str]
     upstream_response_timeout_ms: int
     buckets: Buckets
+    keys: Keys
     queues: Queues
 
 
