@@ -17,7 +17,8 @@ use serde_json::Value;
 use crate::audit::body::AuditedBody;
 use crate::audit::lifecycle::{run_with_extension, InvocationGuard, Invocations};
 use crate::audit::{
-    sha256_hex, AuditEvent, AuditSink, Decision, Outcome, Principal, Record, UsageScanner,
+    sha256_hex, AuditBuffer, AuditEvent, AuditSink, BodiesConfig, CapturedBodies, Decision,
+    Outcome, Principal, Record, UsageScanner,
 };
 use crate::auth::AuthContext;
 use crate::config::{self, ConfigError, Settings};
@@ -58,6 +59,8 @@ pub struct RouteConfig {
     pub response_timeout: Duration,
     pub max_request_bytes: usize,
     pub policy_file: Option<String>,
+    /// Whether (and how much of) request and response bodies the audit trail keeps, encrypted.
+    pub audit_bodies: BodiesConfig,
 }
 
 impl RouteConfig {
@@ -65,7 +68,9 @@ impl RouteConfig {
     /// [`crate::providers::UpstreamSpec::default_transport`]: providers outside AWS through the queue and
     /// the dispatcher's private links, Bedrock directly), then the upstream settings ([`UpstreamConfig`]) or the queue settings ([`QueueConfig`]); and
     /// `GATEWAY_UPSTREAM_CONNECT_TIMEOUT_MS`, `GATEWAY_UPSTREAM_RESPONSE_TIMEOUT_MS`,
-    /// `GATEWAY_MAX_REQUEST_BYTES`, `GATEWAY_SCOPE_POLICY_FILE`.
+    /// `GATEWAY_MAX_REQUEST_BYTES`, `GATEWAY_SCOPE_POLICY_FILE`; and the audit bodies' settings
+    /// ([`BodiesConfig`]: `GATEWAY_AUDIT_BODIES`, `GATEWAY_AUDIT_BODY_MAX_BYTES`,
+    /// `GATEWAY_AUDIT_BUCKET`, `GATEWAY_AUDIT_BODY_KEY_ID`).
     pub fn from_settings(
         provider: Provider,
         settings: &dyn Settings,
@@ -102,6 +107,7 @@ impl RouteConfig {
                 DEFAULT_MAX_REQUEST_BYTES,
             )?,
             policy_file: settings.get("GATEWAY_SCOPE_POLICY_FILE"),
+            audit_bodies: BodiesConfig::from_settings(settings)?,
         })
     }
 }
@@ -129,6 +135,8 @@ pub struct Route {
     transport_name: &'static str,
     max_request_bytes: usize,
     audit: Arc<dyn AuditSink>,
+    /// How much of each body the final event carries for the audit trail; `None`: none.
+    body_capture: Option<usize>,
 }
 
 impl Route {
@@ -147,7 +155,15 @@ impl Route {
             transport_name: transport.1,
             max_request_bytes,
             audit,
+            body_capture: None,
         }
+    }
+
+    /// Keeps up to `limit` bytes of each request's body and of its response for the audit trail
+    /// (`None`: keeps none; the default).
+    pub fn with_body_capture(mut self, limit: Option<usize>) -> Self {
+        self.body_capture = limit;
+        self
     }
 
     /// Builds the route with its clients, once per execution environment.
@@ -180,7 +196,8 @@ impl Route {
             (transport, config.transport.name()),
             config.max_request_bytes,
             audit,
-        ))
+        )
+        .with_body_capture(config.audit_bodies.capture_limit()))
     }
 
     /// Readies the transport (the queue transport creates its reply queue); failures are logged, and
@@ -231,14 +248,16 @@ impl Route {
                 event.reason = Some(error.message.clone());
                 event.outcome = Outcome::Refused;
                 event.latency.total_ms = started.elapsed().as_millis() as u64;
+                let response = self.provider.error_response(&error, &request_id);
+                if let Some(captured) = event.captured.as_mut() {
+                    captured.response.push(response.body());
+                }
                 self.audit.record(event);
-                self.provider
-                    .error_response(&error, &request_id)
-                    .map(|body| {
-                        Full::new(body)
-                            .map_err(|never| match never {})
-                            .boxed_unsync()
-                    })
+                response.map(|body| {
+                    Full::new(body)
+                        .map_err(|never| match never {})
+                        .boxed_unsync()
+                })
             }
         };
         tracing::info!(
@@ -270,6 +289,10 @@ impl Route {
         } = request;
         // Sized before anything reads it: an oversized body is never hashed or parsed.
         event.bytes_in = body.len() as u64;
+        // A bounded handle on the body (no copy), for the final record only; sealed at the flush.
+        if let Some(limit) = self.body_capture {
+            event.captured = Some(CapturedBodies::of_request(&body, limit));
+        }
         if body.len() > self.max_request_bytes {
             return Err(GatewayError::new(
                 ErrorKind::PayloadTooLarge,
@@ -492,7 +515,11 @@ pub async fn run_from_env(provider: Provider) -> Result<(), lambda_runtime::Erro
     crate::telemetry::init();
     let config = RouteConfig::from_settings(provider, &config::Env)?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let invocations = Invocations::new(crate::audit::buffer_from_settings(&config::Env, &sdk));
+    let delivery = config.audit_bodies.delivery(
+        crate::audit::delivery_from_settings(&config::Env, &sdk),
+        &sdk,
+    );
+    let invocations = Invocations::new(AuditBuffer::new(delivery));
     let route = Route::from_config(&config, &sdk, Arc::new(invocations.buffer().clone()))?;
     route.prepare().await;
     run(route, invocations).await
@@ -533,7 +560,18 @@ mod tests {
         ));
         let mut settings: Map<String, String> = Map::new();
         settings.insert("AWS_REGION".into(), "eu-west-1".into());
+        let error = RouteConfig::from_settings(Provider::BedrockClaude, &settings).unwrap_err();
+        assert!(
+            error.to_string().contains("GATEWAY_AUDIT_BUCKET"),
+            "bodies are recorded by default and need their bucket: {error}"
+        );
+        settings.insert("GATEWAY_AUDIT_BUCKET".into(), "audit".into());
+        settings.insert("GATEWAY_AUDIT_BODY_KEY_ID".into(), "alias/bodies".into());
         let bedrock = RouteConfig::from_settings(Provider::BedrockClaude, &settings).unwrap();
+        assert_eq!(
+            bedrock.audit_bodies.capture_limit(),
+            Some(crate::audit::bodies::DEFAULT_MAX_BYTES)
+        );
         let TransportConfig::Direct(upstream) = bedrock.transport else {
             panic!("direct is Bedrock's default transport")
         };
