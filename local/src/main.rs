@@ -23,9 +23,9 @@ use std::sync::Arc;
 
 use aws_credential_types::Credentials;
 use axum::serve::ListenerExt;
-use gateway_local::state::{Buckets, DemoUser, Queues, RequestQueue, StackState};
+use gateway_local::state::{AuditBodies, Buckets, DemoUser, Queues, RequestQueue, StackState};
 use gateway_shared::audit::lifecycle::Invocations;
-use gateway_shared::audit::{AuditBuffer, SqsDelivery};
+use gateway_shared::audit::{AuditBuffer, BodiesConfig, SqsDelivery};
 use gateway_shared::providers::upstream::CredentialSpec;
 use gateway_shared::providers::TransportKind;
 use gateway_shared::proxy::{Route, RouteConfig};
@@ -50,6 +50,8 @@ const PASSED_THROUGH: &[&str] = &[
     "GATEWAY_BEDROCK_REGION",
     "GATEWAY_DISPATCH_FLUSH_MS",
     "GATEWAY_QUEUE_INLINE_MAX_BYTES",
+    "GATEWAY_AUDIT_BODIES",
+    "GATEWAY_AUDIT_BODY_MAX_BYTES",
 ];
 
 #[tokio::main]
@@ -75,6 +77,8 @@ async fn run() -> Result<(), BoxError> {
     let audit = start_audit_trail(&aws).await?;
     let upstreams = start_upstreams(std::mem::take(&mut listeners.mocks), &local, &secrets)?;
     let mut settings = route_settings(&local, &aws, &pool, &secrets, &upstreams);
+    audit.insert_route_settings(&mut settings);
+    let audit_bodies = BodiesConfig::from_settings(&settings)?;
     let request_queues = start_queue_transport(&local, &aws, &audit, &mut settings).await?;
     let routes = build_routes(&local, &aws, &audit, &settings, &request_queues).await?;
     let authorizer_invocations = audit.function();
@@ -125,6 +129,13 @@ async fn run() -> Result<(), BoxError> {
         buckets: Buckets {
             audit: AUDIT_BUCKET.into(),
             payloads: PAYLOAD_BUCKET.into(),
+        },
+        audit_bodies: AuditBodies {
+            enabled: audit_bodies.capture_limit().is_some(),
+            max_bytes: audit_bodies
+                .capture_limit()
+                .unwrap_or(gateway_shared::audit::bodies::DEFAULT_MAX_BYTES),
+            kms_key_id: audit.bodies_key_id.clone(),
         },
         queues: Queues {
             audit: audit.queue_url,
@@ -241,6 +252,10 @@ impl Aws {
         aws_sdk_s3::Client::new(&self.sdk)
     }
 
+    fn kms(&self) -> aws_sdk_kms::Client {
+        aws_sdk_kms::Client::new(&self.sdk)
+    }
+
     async fn stop(&mut self) {
         if let Some(child) = self.moto.as_mut() {
             let _ = child.kill().await;
@@ -307,11 +322,14 @@ impl Secrets {
     }
 }
 
-/// The audit trail: queue (+ DLQ) -> audit writer (SQS event source) -> S3.
+/// The audit trail: queue (+ DLQ) -> audit writer (SQS event source) -> S3; the routes' bodies,
+/// sealed under the bodies key, beside the events.
 struct AuditTrail {
+    sdk: aws_config::SdkConfig,
     sqs: aws_sdk_sqs::Client,
     queue_url: String,
     dlq_url: String,
+    bodies_key_id: String,
 }
 
 impl AuditTrail {
@@ -325,11 +343,34 @@ impl AuditTrail {
         invocations.flush_after_each();
         invocations
     }
+
+    /// A route's execution environment: as [`Self::function`], with the route's bodies sealed and
+    /// stored at each flush before its events leave (as `run_from_env` builds it in Lambda).
+    fn route_function(&self, bodies: &BodiesConfig) -> Arc<Invocations> {
+        let delivery = bodies.delivery(
+            Box::new(SqsDelivery::new(self.sqs.clone(), self.queue_url.clone())),
+            &self.sdk,
+        );
+        let invocations = Invocations::new(AuditBuffer::new(delivery));
+        invocations.flush_after_each();
+        invocations
+    }
+
+    /// What the routes need to record bodies (the switch and the bound pass through from the stack's
+    /// environment, see `PASSED_THROUGH`).
+    fn insert_route_settings(&self, settings: &mut HashMap<String, String>) {
+        settings.insert("GATEWAY_AUDIT_BUCKET".into(), AUDIT_BUCKET.into());
+        settings.insert(
+            "GATEWAY_AUDIT_BODY_KEY_ID".into(),
+            self.bodies_key_id.clone(),
+        );
+    }
 }
 
 async fn start_audit_trail(aws: &Aws) -> Result<AuditTrail, BoxError> {
     let sqs = aws.sqs();
     resources::create_audit_bucket(&aws.s3(), AUDIT_BUCKET).await?;
+    let bodies_key_id = resources::create_audit_bodies_key(&aws.kms()).await?;
     let (queue, dlq) = resources::create_queue_with_dlq(&sqs, "llm-gateway-audit", 30, 5).await?;
     let writer = Arc::new(audit_writer::Writer::from_config(
         audit_writer::WriterConfig {
@@ -348,9 +389,11 @@ async fn start_audit_trail(aws: &Aws) -> Result<AuditTrail, BoxError> {
         },
     ));
     Ok(AuditTrail {
+        sdk: aws.sdk.clone(),
         sqs,
         queue_url: queue.url,
         dlq_url: dlq.url,
+        bodies_key_id,
     })
 }
 
@@ -534,7 +577,7 @@ async fn build_routes(
         );
         settings.insert("GATEWAY_REQUEST_QUEUE_URL".into(), queue.url.clone());
         let config = RouteConfig::from_settings(*provider, &settings)?;
-        let invocations = audit.function();
+        let invocations = audit.route_function(&config.audit_bodies);
         let route = Route::from_config(&config, &aws.sdk, Arc::new(invocations.buffer().clone()))?;
         route.prepare().await;
         routes.insert(

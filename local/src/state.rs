@@ -45,6 +45,8 @@ pub struct StackState {
     pub mocks: BTreeMap<Provider, String>,
     pub upstream_response_timeout_ms: u64,
     pub buckets: Buckets,
+    /// How the routes record request and response bodies (encrypted, in the audit bucket).
+    pub audit_bodies: AuditBodies,
     pub queues: Queues,
 }
 
@@ -61,6 +63,17 @@ pub struct DemoUser {
 pub struct Buckets {
     pub audit: String,
     pub payloads: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditBodies {
+    /// `GATEWAY_AUDIT_BODIES` is on (the default).
+    pub enabled: bool,
+    /// `GATEWAY_AUDIT_BODY_MAX_BYTES`: kept per direction, beyond it a part is `truncated`.
+    pub max_bytes: usize,
+    /// The KMS key (ARN) the bodies' data keys are generated under.
+    pub kms_key_id: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -179,6 +192,11 @@ mod tests {
             buckets: Buckets {
                 audit: "a".into(),
                 payloads: "p".into(),
+            },
+            audit_bodies: AuditBodies {
+                enabled: true,
+                max_bytes: 1024,
+                kms_key_id: "arn:aws:kms:us-east-1:000000000000:key/k".into(),
             },
             queues: Queues {
                 audit: "q".into(),
