@@ -17,7 +17,9 @@ echo "== cargo test"
 cargo test --workspace --quiet
 
 echo "== end-to-end (local stack + stock SDKs), once per transport"
-cargo build --quiet -p gateway-local
+cargo build --quiet -p gateway-local -p audit-cli
+# The auditor's command, run by tests/test_audit_bodies.py.
+export GATEWAY_AUDIT_BIN="$CARGO_TARGET_DIR/debug/gateway-audit"
 source local/lib.sh
 status=0
 for transport in direct queue; do
