@@ -242,14 +242,23 @@ def test_past_the_bound_the_auditor_gets_the_first_bytes_flagged_truncated(excha
     assert (tmp_path / f"{exchange.request_id}.response").read_bytes() == exchange.received[:max_bytes]
 
 
-def test_a_tampered_object_fails_authentication_loudly(exchanges, state):
+def flip_last_byte(encoded: str) -> str:
+    data = bytearray(base64.b64decode(encoded))
+    data[-1] ^= 0x01
+    return base64.b64encode(bytes(data)).decode()
+
+
+@pytest.mark.parametrize("field", ["response ciphertext", "request nonce", "encrypted_data_key"])
+def test_a_tampered_object_fails_authentication_loudly(exchanges, state, field):
     done, objects, finals = exchanges
     exchange = done["plain"]
     key = finals[exchange.request_id]["bodies"]["key"]
     stored = json.loads(objects[key])
-    ciphertext = bytearray(base64.b64decode(stored["response"]["ciphertext"]))
-    ciphertext[0] ^= 0x01
-    stored["response"]["ciphertext"] = base64.b64encode(bytes(ciphertext)).decode()
+    if field == "encrypted_data_key":
+        stored[field] = flip_last_byte(stored[field])
+    else:
+        part, name = field.split()
+        stored[part][name] = flip_last_byte(stored[part][name])
     # The altered copy goes to another bucket: the audit bucket is write-once and stays untouched.
     s3 = aws_client(state, "s3")
     scratch = state["buckets"]["payloads"]
@@ -259,7 +268,9 @@ def test_a_tampered_object_fails_authentication_loudly(exchanges, state):
     finally:
         s3.delete_object(Bucket=scratch, Key=key)
     assert result.returncode == 4, (result.returncode, result.stderr)
-    assert b"AUTHENTICATION FAILED" in result.stderr and b"response" in result.stderr
+    assert b"AUTHENTICATION FAILED" in result.stderr, result.stderr
+    if field != "encrypted_data_key":
+        assert field.split()[0].encode() in result.stderr, result.stderr
     assert result.stdout == b"", "nothing is printed from an object that fails authentication"
 
 

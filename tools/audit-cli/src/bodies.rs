@@ -67,6 +67,8 @@ pub enum BodiesCliError {
     S3(String),
     #[error("KMS Decrypt: {0}")]
     Kms(String),
+    #[error("AUTHENTICATION FAILED: KMS would not open the object's data key under {key_id} with its encryption context: the encrypted key was altered or belongs to another key ({message})")]
+    KeyRejected { key_id: String, message: String },
     #[error("cannot write {path}: {source}")]
     Write {
         path: PathBuf,
@@ -79,7 +81,8 @@ impl BodiesCliError {
         match self {
             BodiesCliError::Usage(_) => 2,
             BodiesCliError::Denied { .. } => 3,
-            BodiesCliError::Open(OpenError::Authentication { .. }) => 4,
+            BodiesCliError::Open(OpenError::Authentication { .. })
+            | BodiesCliError::KeyRejected { .. } => 4,
             _ => 1,
         }
     }
@@ -284,6 +287,13 @@ impl KeyOpener for Kms {
                             resource: key_id.clone(),
                             message,
                         },
+                        // KMS authenticates the encrypted key (and its context) as GCM does the parts.
+                        Some("InvalidCiphertextException" | "IncorrectKeyException") => {
+                            BodiesCliError::KeyRejected {
+                                key_id: key_id.clone(),
+                                message,
+                            }
+                        }
                         _ => BodiesCliError::Kms(message),
                     }
                 })?;

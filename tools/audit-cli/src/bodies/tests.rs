@@ -218,6 +218,18 @@ async fn another_requests_object_under_this_requests_name_fails_authentication()
 }
 
 #[test]
+fn failures_exit_with_what_they_mean() {
+    let rejected = BodiesCliError::KeyRejected {
+        key_id: KEY_ARN.into(),
+        message: "InvalidCiphertextException".into(),
+    };
+    assert_eq!(rejected.exit_code(), 4);
+    assert!(rejected.to_string().starts_with("AUTHENTICATION FAILED"));
+    assert_eq!(BodiesCliError::Kms("throttled".into()).exit_code(), 1);
+    assert_eq!(BodiesCliError::S3("unavailable".into()).exit_code(), 1);
+}
+
+#[test]
 fn arguments_are_checked_before_anything_is_fetched() {
     let parse = |list: &[&str], bucket: Option<&str>| {
         parse_args(
