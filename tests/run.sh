@@ -17,8 +17,10 @@ echo "== cargo test"
 cargo test --workspace --quiet
 
 echo "== end-to-end (local stack + stock SDKs), once per transport"
-# gateway-audit: the verify command tests/test_audit_integrity.py runs (found beside gateway-local).
+# gateway-audit: the auditor's command, run by tests/test_audit_integrity.py (verify) and
+# tests/test_audit_bodies.py (bodies).
 cargo build --quiet -p gateway-local -p audit-cli
+export GATEWAY_AUDIT_BIN="$CARGO_TARGET_DIR/debug/gateway-audit"
 source local/lib.sh
 status=0
 for transport in direct queue; do

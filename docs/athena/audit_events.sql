@@ -34,7 +34,12 @@ CREATE EXTERNAL TABLE IF NOT EXISTS llm_gateway_audit_events (
   cost_usd          double,
   source_ip         string,
   user_agent        string,
-  request_sha256    string
+  request_sha256    string,
+  -- Final records of routes that record bodies: where the request's encrypted bodies are
+  -- (s3://<audit-bucket>/<bodies.key>); key NULL and error set when they could not be stored.
+  -- `gateway-audit bodies --request-id <id> --key <bodies.key>` decrypts them (needs kms:Decrypt).
+  bodies            struct<key:string, request:struct<bytes:bigint, truncated:boolean>,
+                           response:struct<bytes:bigint, truncated:boolean>, error:string>
 )
 PARTITIONED BY (year string, month string, day string, hour string)
 ROW FORMAT SERDE 'org.openx.data.jsonserde.JsonSerDe'
@@ -64,3 +69,8 @@ TBLPROPERTIES (
 -- requests still waiting for either (the last hour or two):
 -- SELECT request_id FROM llm_gateway_audit_events WHERE year = '2026' AND month = '11' AND day = '25'
 -- GROUP BY request_id HAVING count_if(coalesce(record, 'final') IN ('final', 'incomplete')) = 0;
+--
+-- Requests whose bodies were cut by the bound, or could not be stored (KMS or S3 failed):
+-- SELECT request_id, bodies.key, bodies.request.truncated, bodies.response.truncated, bodies.error
+-- FROM llm_gateway_audit_events WHERE year = '2026' AND month = '11' AND day = '25'
+--   AND record = 'final' AND (bodies.request.truncated OR bodies.response.truncated OR bodies.error IS NOT NULL);

@@ -24,9 +24,9 @@ use std::sync::Arc;
 
 use aws_credential_types::Credentials;
 use axum::serve::ListenerExt;
-use gateway_local::state::{Buckets, DemoUser, Keys, Queues, RequestQueue, StackState};
+use gateway_local::state::{AuditBodies, Buckets, DemoUser, Keys, Queues, RequestQueue, StackState};
 use gateway_shared::audit::lifecycle::Invocations;
-use gateway_shared::audit::{AuditBuffer, SqsDelivery};
+use gateway_shared::audit::{AuditBuffer, BodiesConfig, SqsDelivery};
 use gateway_shared::providers::upstream::CredentialSpec;
 use gateway_shared::providers::TransportKind;
 use gateway_shared::proxy::{Route, RouteConfig};
@@ -52,6 +52,8 @@ const PASSED_THROUGH: &[&str] = &[
     "GATEWAY_DISPATCH_FLUSH_MS",
     "GATEWAY_QUEUE_INLINE_MAX_BYTES",
     "GATEWAY_STREAM_CUT_MARGIN_MS",
+    "GATEWAY_AUDIT_BODIES",
+    "GATEWAY_AUDIT_BODY_MAX_BYTES",
 ];
 
 /// The audit digest job's settings the local stack passes through when set.
@@ -84,6 +86,8 @@ async fn run() -> Result<(), BoxError> {
     let audit = start_audit_trail(&local, &aws).await?;
     let upstreams = start_upstreams(std::mem::take(&mut listeners.mocks), &local, &secrets)?;
     let mut settings = route_settings(&local, &aws, &pool, &secrets, &upstreams);
+    audit.insert_route_settings(&mut settings);
+    let audit_bodies = BodiesConfig::from_settings(&settings)?;
     let request_queues = start_queue_transport(&local, &aws, &audit, &mut settings).await?;
     let routes = build_routes(&local, &aws, &audit, &settings, &request_queues).await?;
     let authorizer_invocations = audit.function();
@@ -139,6 +143,12 @@ async fn run() -> Result<(), BoxError> {
             audit: AUDIT_BUCKET.into(),
             payloads: PAYLOAD_BUCKET.into(),
         },
+        audit_bodies: AuditBodies {
+            enabled: audit_bodies.capture_limit().is_some(),
+            max_bytes: audit_bodies
+                .capture_limit()
+                .unwrap_or(gateway_shared::audit::bodies::DEFAULT_MAX_BYTES),
+        },
         queues: Queues {
             audit: audit.queue_url,
             audit_dlq: audit.dlq_url,
@@ -150,6 +160,7 @@ async fn run() -> Result<(), BoxError> {
         },
         keys: Keys {
             audit_digest: audit.digest_key,
+            audit_bodies: audit.bodies_key.clone(),
         },
     };
     // Written last: its presence means the stack is ready.
@@ -257,6 +268,10 @@ impl Aws {
         aws_sdk_s3::Client::new(&self.sdk)
     }
 
+    fn kms(&self) -> aws_sdk_kms::Client {
+        aws_sdk_kms::Client::new(&self.sdk)
+    }
+
     async fn stop(&mut self) {
         if let Some(child) = self.moto.as_mut() {
             let _ = child.kill().await;
@@ -323,15 +338,19 @@ impl Secrets {
     }
 }
 
-/// The audit trail: queue (+ DLQ) -> audit writer (SQS event source) -> S3, and the hourly digest job
-/// (its schedule, and the control endpoint that runs it now).
+/// The audit trail: queue (+ DLQ) -> audit writer (SQS event source) -> S3; the routes' bodies,
+/// sealed under the bodies key, beside the events; and the hourly digest job (its schedule, and the
+/// control endpoint that runs it now).
 struct AuditTrail {
+    sdk: aws_config::SdkConfig,
     sqs: aws_sdk_sqs::Client,
     queue_url: String,
     dlq_url: String,
     digest_job: Arc<audit_digest::Job>,
     /// ARN of the digest signing key.
     digest_key: String,
+    /// ARN of the key the routes seal bodies under.
+    bodies_key: String,
 }
 
 impl AuditTrail {
@@ -344,6 +363,28 @@ impl AuditTrail {
         )));
         invocations.flush_after_each();
         invocations
+    }
+
+    /// A route's execution environment: as [`Self::function`], with the route's bodies sealed and
+    /// stored at each flush before its events leave (as `run_from_env` builds it in Lambda).
+    fn route_function(&self, bodies: &BodiesConfig) -> Arc<Invocations> {
+        let delivery = bodies.delivery(
+            Box::new(SqsDelivery::new(self.sqs.clone(), self.queue_url.clone())),
+            &self.sdk,
+        );
+        let invocations = Invocations::new(AuditBuffer::new(delivery));
+        invocations.flush_after_each();
+        invocations
+    }
+
+    /// What the routes need to record bodies (the switch and the bound pass through from the stack's
+    /// environment, see `PASSED_THROUGH`).
+    fn insert_route_settings(&self, settings: &mut HashMap<String, String>) {
+        settings.insert("GATEWAY_AUDIT_BUCKET".into(), AUDIT_BUCKET.into());
+        settings.insert(
+            "GATEWAY_AUDIT_BODY_KEY_ID".into(),
+            self.bodies_key.clone(),
+        );
     }
 }
 
@@ -373,6 +414,7 @@ async fn start_audit_trail(local: &LocalSettings, aws: &Aws) -> Result<AuditTrai
         &aws.sdk,
     ));
     tokio::spawn(schedule::hourly_audit_digest(digest_job.clone()));
+    let bodies_key = resources::create_audit_bodies_key(&aws.kms()).await?;
     let (queue, dlq) = resources::create_queue_with_dlq(&sqs, "llm-gateway-audit", 30, 5).await?;
     let writer = Arc::new(audit_writer::Writer::from_config(
         audit_writer::WriterConfig {
@@ -391,11 +433,13 @@ async fn start_audit_trail(local: &LocalSettings, aws: &Aws) -> Result<AuditTrai
         },
     ));
     Ok(AuditTrail {
+        sdk: aws.sdk.clone(),
         sqs,
         queue_url: queue.url,
         dlq_url: dlq.url,
         digest_job,
         digest_key,
+        bodies_key,
     })
 }
 
@@ -579,7 +623,7 @@ async fn build_routes(
         );
         settings.insert("GATEWAY_REQUEST_QUEUE_URL".into(), queue.url.clone());
         let config = RouteConfig::from_settings(*provider, &settings)?;
-        let invocations = audit.function();
+        let invocations = audit.route_function(&config.audit_bodies);
         let route = Route::from_config(&config, &aws.sdk, Arc::new(invocations.buffer().clone()))?;
         route.prepare().await;
         routes.insert(

@@ -416,3 +416,25 @@ pub async fn create_digest_key(kms: &aws_sdk_kms::Client) -> Result<String, BoxE
         .ok_or("create the audit digest key: no ARN returned")?
         .to_string())
 }
+
+/// The symmetric KMS key the routes generate audit-body data keys under; returns its ARN.
+pub async fn create_audit_bodies_key(kms: &aws_sdk_kms::Client) -> Result<String, BoxError> {
+    let created = kms
+        .create_key()
+        .description("llm-gateway local stack: audit request and response bodies")
+        .key_usage(aws_sdk_kms::types::KeyUsageType::EncryptDecrypt)
+        .key_spec(aws_sdk_kms::types::KeySpec::SymmetricDefault)
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "create audit bodies key: {}",
+                aws_sdk_kms::error::DisplayErrorContext(e)
+            )
+        })?;
+    Ok(created
+        .key_metadata()
+        .and_then(|m| m.arn())
+        .ok_or("create audit bodies key: no ARN returned")?
+        .to_string())
+}

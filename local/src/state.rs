@@ -46,6 +46,8 @@ pub struct StackState {
     pub mocks: BTreeMap<Provider, String>,
     pub upstream_response_timeout_ms: u64,
     pub buckets: Buckets,
+    /// How the routes record request and response bodies (encrypted, in the audit bucket).
+    pub audit_bodies: AuditBodies,
     pub queues: Queues,
     pub keys: Keys,
 }
@@ -72,6 +74,18 @@ pub struct Keys {
     /// The asymmetric key that signs the hourly audit digests (what `gateway-audit verify` checks
     /// signatures against: `GATEWAY_AUDIT_DIGEST_KEY_ID`).
     pub audit_digest: String,
+    /// The symmetric key the routes generate the audit bodies' data keys under
+    /// (`GATEWAY_AUDIT_BODY_KEY_ID`; `gateway-audit bodies` needs kms:Decrypt on it).
+    pub audit_bodies: String,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct AuditBodies {
+    /// `GATEWAY_AUDIT_BODIES` is on (the default).
+    pub enabled: bool,
+    /// `GATEWAY_AUDIT_BODY_MAX_BYTES`: kept per direction, beyond it a part is `truncated`.
+    pub max_bytes: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -191,6 +205,10 @@ mod tests {
                 audit: "a".into(),
                 payloads: "p".into(),
             },
+            audit_bodies: AuditBodies {
+                enabled: true,
+                max_bytes: 1024,
+            },
             queues: Queues {
                 audit: "q".into(),
                 audit_dlq: "d".into(),
@@ -211,6 +229,7 @@ mod tests {
             },
             keys: Keys {
                 audit_digest: "arn:aws:kms:us-east-1:123456789012:key/k".into(),
+                audit_bodies: "arn:aws:kms:us-east-1:123456789012:key/b".into(),
             },
         }
     }

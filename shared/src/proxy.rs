@@ -17,7 +17,8 @@ use serde_json::Value;
 use crate::audit::body::AuditedBody;
 use crate::audit::lifecycle::{run_with_extension, InvocationGuard, Invocations};
 use crate::audit::{
-    sha256_hex, AuditEvent, AuditSink, Decision, Outcome, Principal, Record, UsageScanner,
+    sha256_hex, AuditBuffer, AuditEvent, AuditSink, BodiesConfig, CapturedBodies, Decision,
+    Outcome, Principal, Record, UsageScanner,
 };
 use crate::auth::AuthContext;
 use crate::config::{self, ConfigError, Settings};
@@ -61,6 +62,8 @@ pub struct RouteConfig {
     /// How long before the function's timeout a stream still running is ended cleanly
     /// (`GATEWAY_STREAM_CUT_MARGIN_MS`); it also leaves the audit flush its time.
     pub stream_cut_margin: Duration,
+    /// Whether (and how much of) request and response bodies the audit trail keeps, encrypted.
+    pub audit_bodies: BodiesConfig,
 }
 
 /// Room for the cut frame, the client's last read and the audit flush before Lambda ends the
@@ -73,7 +76,9 @@ impl RouteConfig {
     /// the dispatcher's private links, Bedrock directly), then the upstream settings
     /// ([`UpstreamConfig`]) or the queue settings ([`QueueConfig`]); and
     /// `GATEWAY_UPSTREAM_CONNECT_TIMEOUT_MS`, `GATEWAY_UPSTREAM_RESPONSE_TIMEOUT_MS`,
-    /// `GATEWAY_MAX_REQUEST_BYTES`, `GATEWAY_SCOPE_POLICY_FILE`.
+    /// `GATEWAY_MAX_REQUEST_BYTES`, `GATEWAY_SCOPE_POLICY_FILE`; and the audit bodies' settings
+    /// ([`BodiesConfig`]: `GATEWAY_AUDIT_BODIES`, `GATEWAY_AUDIT_BODY_MAX_BYTES`,
+    /// `GATEWAY_AUDIT_BUCKET`, `GATEWAY_AUDIT_BODY_KEY_ID`).
     pub fn from_settings(
         provider: Provider,
         settings: &dyn Settings,
@@ -115,6 +120,7 @@ impl RouteConfig {
                 DEFAULT_STREAM_CUT_MARGIN,
             )?,
             policy_file: settings.get("GATEWAY_SCOPE_POLICY_FILE"),
+            audit_bodies: BodiesConfig::from_settings(settings)?,
         })
     }
 }
@@ -143,6 +149,8 @@ pub struct Route {
     max_request_bytes: usize,
     audit: Arc<dyn AuditSink>,
     stream_cut_margin: Duration,
+    /// How much of each body the final event carries for the audit trail; `None`: none.
+    body_capture: Option<usize>,
 }
 
 impl Route {
@@ -162,6 +170,7 @@ impl Route {
             max_request_bytes,
             audit,
             stream_cut_margin: DEFAULT_STREAM_CUT_MARGIN,
+            body_capture: None,
         }
     }
 
@@ -169,6 +178,13 @@ impl Route {
     /// [`RouteConfig::stream_cut_margin`]).
     pub fn with_stream_cut_margin(mut self, margin: Duration) -> Self {
         self.stream_cut_margin = margin;
+        self
+    }
+
+    /// Keeps up to `limit` bytes of each request's body and of its response for the audit trail
+    /// (`None`: keeps none; the default).
+    pub fn with_body_capture(mut self, limit: Option<usize>) -> Self {
+        self.body_capture = limit;
         self
     }
 
@@ -203,7 +219,8 @@ impl Route {
             config.max_request_bytes,
             audit,
         )
-        .with_stream_cut_margin(config.stream_cut_margin))
+        .with_stream_cut_margin(config.stream_cut_margin)
+        .with_body_capture(config.audit_bodies.capture_limit()))
     }
 
     /// Readies the transport (the queue transport creates its reply queue); failures are logged, and
@@ -280,14 +297,16 @@ impl Route {
                 event.reason = Some(error.message.clone());
                 event.outcome = Outcome::Refused;
                 event.latency.total_ms = started.elapsed().as_millis() as u64;
+                let response = self.provider.error_response(&error, &request_id);
+                if let Some(captured) = event.captured.as_mut() {
+                    captured.response.push(response.body());
+                }
                 self.audit.record(event);
-                self.provider
-                    .error_response(&error, &request_id)
-                    .map(|body| {
-                        Full::new(body)
-                            .map_err(|never| match never {})
-                            .boxed_unsync()
-                    })
+                response.map(|body| {
+                    Full::new(body)
+                        .map_err(|never| match never {})
+                        .boxed_unsync()
+                })
             }
         };
         tracing::info!(
@@ -320,6 +339,10 @@ impl Route {
         } = request;
         // Sized before anything reads it: an oversized body is never hashed or parsed.
         event.bytes_in = body.len() as u64;
+        // A bounded handle on the body (no copy), for the final record only; sealed at the flush.
+        if let Some(limit) = self.body_capture {
+            event.captured = Some(CapturedBodies::of_request(&body, limit));
+        }
         if body.len() > self.max_request_bytes {
             return Err(GatewayError::new(
                 ErrorKind::PayloadTooLarge,
@@ -544,7 +567,11 @@ pub async fn run_from_env(provider: Provider) -> Result<(), lambda_runtime::Erro
     crate::telemetry::init();
     let config = RouteConfig::from_settings(provider, &config::Env)?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let invocations = Invocations::new(crate::audit::buffer_from_settings(&config::Env, &sdk));
+    let delivery = config.audit_bodies.delivery(
+        crate::audit::delivery_from_settings(&config::Env, &sdk),
+        &sdk,
+    );
+    let invocations = Invocations::new(AuditBuffer::new(delivery));
     let route = Route::from_config(&config, &sdk, Arc::new(invocations.buffer().clone()))?;
     route.prepare().await;
     run(route, invocations).await
@@ -585,7 +612,18 @@ mod tests {
         ));
         let mut settings: Map<String, String> = Map::new();
         settings.insert("AWS_REGION".into(), "eu-west-1".into());
+        let error = RouteConfig::from_settings(Provider::BedrockClaude, &settings).unwrap_err();
+        assert!(
+            error.to_string().contains("GATEWAY_AUDIT_BUCKET"),
+            "bodies are recorded by default and need their bucket: {error}"
+        );
+        settings.insert("GATEWAY_AUDIT_BUCKET".into(), "audit".into());
+        settings.insert("GATEWAY_AUDIT_BODY_KEY_ID".into(), "alias/bodies".into());
         let bedrock = RouteConfig::from_settings(Provider::BedrockClaude, &settings).unwrap();
+        assert_eq!(
+            bedrock.audit_bodies.capture_limit(),
+            Some(crate::audit::bodies::DEFAULT_MAX_BYTES)
+        );
         let TransportConfig::Direct(upstream) = bedrock.transport else {
             panic!("direct is Bedrock's default transport")
         };

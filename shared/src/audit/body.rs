@@ -1,5 +1,6 @@
 //! A response body that audits itself: it relays every frame untouched while counting bytes, noting the
-//! first byte's time and reading token usage, and records the request's final audit event when the body
+//! first byte's time, reading token usage and (when the route records bodies) keeping a bounded handle
+//! on each frame's bytes in the event's [`super::CapturedBodies`], and records the request's final audit event when the body
 //! ends (into the buffer: nothing waits; the event leaves after the response, see
 //! [`super::lifecycle`]). A client that goes away early still gets its request audited
 //! (`client_closed`).
@@ -120,6 +121,10 @@ impl Body for AuditedBody {
                     this.bytes_out += data.len() as u64;
                     if let Some(scanner) = this.scanner.as_mut() {
                         scanner.feed(data);
+                    }
+                    // The bytes that pass to the client are the response the audit trail keeps.
+                    if let Some(captured) = this.event.as_mut().and_then(|e| e.captured.as_mut()) {
+                        captured.response.push(data);
                     }
                 }
                 Poll::Ready(Some(Ok(frame)))

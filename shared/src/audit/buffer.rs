@@ -27,6 +27,12 @@ pub trait Deliver: Send + Sync {
     fn deliver(&self, events: Vec<AuditEvent>) -> BoxFuture<'_, ()>;
 }
 
+impl Deliver for Box<dyn Deliver> {
+    fn deliver(&self, events: Vec<AuditEvent>) -> BoxFuture<'_, ()> {
+        (**self).deliver(events)
+    }
+}
+
 /// The events of one execution environment not delivered yet.
 #[derive(Clone)]
 pub struct AuditBuffer {

@@ -7,9 +7,11 @@
 //! to the audit SQS queue in batches after the response has gone ([`lifecycle`]), and the audit-writer
 //! function batches the queue into S3. If the queue cannot take an event, the event is written to the
 //! log instead (CloudWatch keeps it), so no event is lost silently. An event never holds a credential: no tokens, keys, cookies or headers, only
-//! ids, decisions, sizes, usage and the SHA-256 of the request body.
+//! ids, decisions, sizes, usage and the SHA-256 of the request body. Request and response bodies are
+//! kept apart from the events, encrypted ([`bodies`]); a final event carries only their reference.
 //! The JSON Schema of the event is `schemas/audit-event.schema.json`.
 
+pub mod bodies;
 pub mod body;
 pub mod buffer;
 pub mod clock;
@@ -20,7 +22,8 @@ pub mod usage;
 use serde::{Deserialize, Serialize};
 use sha2::Digest;
 
-pub use buffer::{AuditBuffer, LogDelivery, SqsDelivery};
+pub use bodies::{BodiesConfig, BodiesRef, CapturedBodies};
+pub use buffer::{AuditBuffer, Deliver, LogDelivery, SqsDelivery};
 pub use usage::{Usage, UsageScanner};
 
 /// 2: events carry `record` (authorized, accepted, final, incomplete).
@@ -138,16 +141,29 @@ pub struct AuditEvent {
     pub source_ip: Option<String>,
     pub user_agent: Option<String>,
     pub request_sha256: Option<String>,
+    /// Where the request's encrypted bodies are (final records of routes that record bodies).
+    #[serde(default)]
+    pub bodies: Option<BodiesRef>,
+    /// The plaintext bodies, from the route until the flush seals them: never serialized (so never in
+    /// SQS or a log), sizes only in Debug.
+    #[serde(skip)]
+    pub captured: Option<CapturedBodies>,
 }
 
 impl AuditEvent {
     /// The same request's record of another kind, with a new id and time (the accepted record is the
-    /// final-to-be as it stands when the upstream call starts).
+    /// final-to-be as it stands when the upstream call starts). Only a final carries bodies.
     pub fn as_record(&self, record: Record) -> AuditEvent {
+        let (bodies, captured) = match record {
+            Record::Final => (self.bodies.clone(), self.captured.clone()),
+            _ => (None, None),
+        };
         AuditEvent {
             event_id: uuid::Uuid::new_v4().to_string(),
             time: clock::rfc3339_now(),
             record,
+            bodies,
+            captured,
             ..self.clone()
         }
     }
@@ -179,6 +195,8 @@ impl AuditEvent {
             source_ip: None,
             user_agent: None,
             request_sha256: None,
+            bodies: None,
+            captured: None,
         }
     }
 }
@@ -215,11 +233,19 @@ pub fn buffer_from_settings(
     settings: &dyn crate::config::Settings,
     sdk: &aws_config::SdkConfig,
 ) -> AuditBuffer {
+    AuditBuffer::new(delivery_from_settings(settings, sdk))
+}
+
+/// Where the function's audit events go: `GATEWAY_AUDIT_QUEUE_URL`, or the log when it is unset.
+pub fn delivery_from_settings(
+    settings: &dyn crate::config::Settings,
+    sdk: &aws_config::SdkConfig,
+) -> Box<dyn Deliver> {
     match settings.get("GATEWAY_AUDIT_QUEUE_URL") {
-        Some(url) => AuditBuffer::new(SqsDelivery::new(aws_sdk_sqs::Client::new(sdk), url)),
+        Some(url) => Box::new(SqsDelivery::new(aws_sdk_sqs::Client::new(sdk), url)),
         None => {
             tracing::warn!("GATEWAY_AUDIT_QUEUE_URL is not set: audit events go to the log only");
-            AuditBuffer::new(LogDelivery)
+            Box::new(LogDelivery)
         }
     }
 }

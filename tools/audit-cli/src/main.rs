@@ -1,12 +1,14 @@
-//! `gateway-audit`: the auditor's command line. Each subcommand is a module with a `run` taking the
-//! arguments after its name; this file only dispatches.
+//! `gateway-audit`: the auditor's command over the gateway's audit trail. Each subcommand is a module
+//! taking the arguments after its name; this file only dispatches.
 //!
-//! Settings come from the environment as the functions read them (`GATEWAY_AUDIT_BUCKET`, ...) and
-//! the standard AWS ones (`AWS_REGION`, `AWS_ENDPOINT_URL`, credentials, profiles).
-//! Exit codes: 0 success (an intact range), 1 findings, 2 the command could not run (usage,
-//! settings, AWS unreachable or refusing).
+//! Settings come from the environment as the functions read them (`GATEWAY_AUDIT_BUCKET`, ...) and the
+//! standard AWS ones (`AWS_REGION`, `AWS_ENDPOINT_URL`, credentials, profiles). Exit codes:
+//! - `verify`: 0 the range is intact, 1 findings, 2 the command could not run;
+//! - `bodies`: 0 done, 1 failed, 2 usage, 3 refused for want of a permission, 4 authentication failed
+//!   (tampering).
 
 mod args;
+mod bodies;
 mod verify;
 
 use std::process::ExitCode;
@@ -15,6 +17,8 @@ const USAGE: &str = "usage: gateway-audit <subcommand> [options]
 
 subcommands:
   verify    walk the audit digest chain over a range of hours and report every tampering found
+  bodies    fetch and decrypt one request's request and response bodies (needs s3:GetObject and
+            s3:ListBucket on the audit bucket's bodies/ prefix, and kms:Decrypt on the bodies key)
 
 run `gateway-audit <subcommand> --help` for its options";
 
@@ -25,6 +29,7 @@ async fn main() -> ExitCode {
     let rest: Vec<String> = argv.collect();
     match subcommand.as_deref() {
         Some("verify") => verify::run(rest).await,
+        Some("bodies") => ExitCode::from(bodies::main(rest).await),
         Some("-h" | "--help" | "help") => {
             println!("{USAGE}");
             ExitCode::SUCCESS
