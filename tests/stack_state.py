@@ -28,6 +28,12 @@ class Keys(TypedDict):
     """KMS keys, by ARN."""
 
     audit_digest: str
+    audit_bodies: str
+
+
+class AuditBodies(TypedDict):
+    enabled: bool
+    max_bytes: int
 
 
 class RequestQueue(TypedDict):
@@ -62,6 +68,7 @@ class StackState(TypedDict):
     mocks: dict[str, str]
     upstream_response_timeout_ms: int
     buckets: Buckets
+    audit_bodies: AuditBodies
     keys: Keys
     queues: Queues
 
@@ -113,6 +120,8 @@ def _check(value: object, kind: object, where: str) -> None:
     # bool is an int in Python; the state has no booleans where numbers go.
     if kind is int and (isinstance(value, bool) or not isinstance(value, int)):
         raise StateShapeError(f"{where}: expected an integer, got {value!r}")
+    if kind is bool and not isinstance(value, bool):
+        raise StateShapeError(f"{where}: expected true or false, got {value!r}")
     if kind is str and not isinstance(value, str):
         raise StateShapeError(f"{where}: expected a string, got {value!r}")
 

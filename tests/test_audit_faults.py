@@ -5,6 +5,9 @@ twice.
   and each request still has exactly one final record, in the log.
 - The audit writer crashes after its S3 write and before SQS deletes the batch: SQS redelivers the batch,
   the writer writes it again, and each request still has exactly one final record (by event id).
+- The whole process running the route is killed (SIGKILL) in the middle of a stream, as a sandbox that
+  runs out of memory would be: its accepted record has already left, and the hourly audit job gives the
+  request exactly one `incomplete` record, so the count still balances.
 """
 
 from __future__ import annotations
@@ -12,14 +15,28 @@ from __future__ import annotations
 import json
 import os
 import re
+import signal
+import subprocess
+import sys
 import time
+from datetime import datetime, timedelta, timezone
 from pathlib import Path
 
 import openai
 import pytest
+import requests
 
-from helpers import HTTP_TIMEOUT, aws_client, create_cognito_user, records_of, unique_prompt, wait_for_events
-from test_local_stack import SecondStack
+from helpers import (
+    HTTP_TIMEOUT,
+    audit_events,
+    aws_client,
+    create_cognito_user,
+    records_of,
+    unique_prompt,
+    wait_for_events,
+)
+from test_audit_integrity import LAG_HOURS, hour_text
+from test_local_stack import SECOND_MOTO_PORT, SecondStack, listening
 
 ANSI = re.compile(r"\x1b\[[0-9;]*m")
 LOGGED = re.compile(r"audit_event=(\{.*\}) why=")
@@ -98,3 +115,73 @@ def test_a_writer_crash_between_write_and_delete_loses_and_doubles_nothing(state
         finals = {e["event_id"] for e in records.get("final", [])}
         assert len(finals) == 1, f"{request_id}: one final event, however often its batch was written: {records}"
         assert {"authorized", "accepted", "final"} <= set(records), records
+
+
+def start_moto(port: int) -> subprocess.Popen:
+    """moto on its own, as the stack would start it, so it outlives a killed stack."""
+    process = subprocess.Popen(
+        [sys.executable, "local/moto_server.py", "127.0.0.1", str(port)],
+        cwd=Path(__file__).resolve().parent.parent, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL,
+    )
+    deadline = time.monotonic() + 30
+    while time.monotonic() < deadline:
+        try:
+            if requests.get(f"http://127.0.0.1:{port}/moto-api/", timeout=2).ok:
+                return process
+        except requests.RequestException:
+            time.sleep(0.2)
+    process.kill()
+    pytest.fail(f"moto did not answer on port {port}")
+
+
+def test_a_process_killed_mid_stream_leaves_exactly_one_incomplete_record(tmp_path):
+    assert not listening(SECOND_MOTO_PORT), f"something already listens on {SECOND_MOTO_PORT}"
+    moto = start_moto(SECOND_MOTO_PORT)
+    endpoint = f"http://127.0.0.1:{SECOND_MOTO_PORT}"
+    first = SecondStack(tmp_path / "first", AWS_ENDPOINT_URL=endpoint, GATEWAY_TRANSPORT="direct")
+    second = None
+    try:
+        first.wait_ready()
+        state = json.loads(first.state_file.read_text())
+        client = azure(state, create_cognito_user(state, ["gateway-all"])["access_token"])
+        # mock-slow sends a word every 300 ms: the stream is still running when the process dies.
+        prompt = " ".join(f"word{i}" for i in range(40))
+        received = 0
+        with pytest.raises(Exception):
+            with client.chat.completions.with_streaming_response.create(
+                model="mock-slow", messages=[{"role": "user", "content": prompt}], stream=True
+            ) as response:
+                request_id = response.headers["x-gateway-request-id"]
+                for line in response.iter_lines():
+                    received += line.startswith("data:")
+                    if received == 3:
+                        first.process.send_signal(signal.SIGKILL)
+        assert received >= 3, "the stream never started"
+
+        # A new environment on the same AWS (as Lambda starts one): its audit writer drains the queue.
+        second = SecondStack(tmp_path / "second", AWS_ENDPOINT_URL=endpoint, GATEWAY_TRANSPORT="direct")
+        second.wait_ready()
+        state = json.loads(second.state_file.read_text())
+        deadline = time.monotonic() + 30
+        seen: dict[str, list[dict]] = {}
+        while time.monotonic() < deadline and not {"authorized", "accepted"} <= set(seen):
+            events, _ = audit_events(state)
+            seen = records_of(events, request_id)
+            time.sleep(0.5)
+        assert {"authorized", "accepted"} <= set(seen) and "final" not in seen, seen
+
+        through = hour_text(datetime.now(timezone.utc) + timedelta(hours=LAG_HOURS))
+        resp = requests.post(f"{state['control_url']}/_local/audit-digest", params={"through": through},
+                             timeout=HTTP_TIMEOUT)
+        assert resp.status_code == 200, resp.text
+        events, _ = audit_events(state)
+        outcomes = [e for e in events if e["request_id"] == request_id and e["record"] in ("final", "incomplete")]
+        assert len(outcomes) == 1, f"exactly one outcome for the killed request: {outcomes}"
+        assert outcomes[0]["record"] == "incomplete" and outcomes[0]["outcome"] == "unknown", outcomes[0]
+        assert "accepted" in outcomes[0]["reason"], outcomes[0]
+    finally:
+        for stack in (first, second):
+            if stack is not None:
+                stack.stop()
+        moto.kill()
+        moto.wait(timeout=10)

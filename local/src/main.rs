@@ -24,7 +24,9 @@ use std::sync::Arc;
 
 use aws_credential_types::Credentials;
 use axum::serve::ListenerExt;
-use gateway_local::state::{AuditBodies, Buckets, DemoUser, Keys, Queues, RequestQueue, StackState};
+use gateway_local::state::{
+    AuditBodies, Buckets, DemoUser, Keys, Queues, RequestQueue, StackState,
+};
 use gateway_shared::audit::lifecycle::Invocations;
 use gateway_shared::audit::{AuditBuffer, BodiesConfig, SqsDelivery};
 use gateway_shared::providers::upstream::CredentialSpec;
@@ -381,10 +383,7 @@ impl AuditTrail {
     /// environment, see `PASSED_THROUGH`).
     fn insert_route_settings(&self, settings: &mut HashMap<String, String>) {
         settings.insert("GATEWAY_AUDIT_BUCKET".into(), AUDIT_BUCKET.into());
-        settings.insert(
-            "GATEWAY_AUDIT_BODY_KEY_ID".into(),
-            self.bodies_key.clone(),
-        );
+        settings.insert("GATEWAY_AUDIT_BODY_KEY_ID".into(), self.bodies_key.clone());
     }
 }
 

@@ -350,6 +350,28 @@ pub async fn create_audit_bucket(
         .send()
         .await
         .map_err(|e| failed("create bucket", &aws_sdk_s3::error::DisplayErrorContext(e)))?;
+    // A bucket kept from an earlier start (an `AWS_ENDPOINT_URL` that outlives the stack) is locked
+    // already, and S3 refuses to change the lock of a bucket with objects: keep its configuration.
+    let existing = s3
+        .get_object_lock_configuration()
+        .bucket(name)
+        .send()
+        .await
+        .ok()
+        .and_then(|out| out.object_lock_configuration)
+        .and_then(|config| config.rule);
+    if let Some(rule) = existing {
+        let days = rule.default_retention().and_then(|r| r.days());
+        if days != Some(retention_days) {
+            tracing::warn!(
+                bucket = name,
+                ?days,
+                wanted = retention_days,
+                "the existing audit bucket keeps its own Object Lock retention"
+            );
+        }
+        return Ok(());
+    }
     s3.put_bucket_versioning()
         .bucket(name)
         .versioning_configuration(
