@@ -39,6 +39,16 @@ class Run:
 
     def __init__(self):
         self.expected: dict[str, dict] = {}
+        # The bytes each answered request sent and received, as the client saw them.
+        self.exchanged: dict[str, tuple[bytes, bytes]] = {}
+
+    def send_and_leave(self, expect: dict, url: str, **kwargs) -> None:
+        """A stream the client abandons after its first chunk: the client is gone before the end."""
+        with requests.post(url, stream=True, timeout=HTTP_TIMEOUT, **kwargs) as resp:
+            assert resp.status_code == expect["status"], (url, resp.status_code)
+            next(resp.iter_content(chunk_size=None))
+            request_id = resp.headers["x-amzn-requestid"]
+        self.expected[request_id] = expect
 
     def send(self, expect: dict, method: str, url: str, **kwargs) -> requests.Response:
         kwargs.setdefault("timeout", HTTP_TIMEOUT)
@@ -48,6 +58,7 @@ class Run:
         assert request_id not in self.expected
         assert resp.status_code == expect["status"], (url, resp.status_code, resp.text[:300])
         self.expected[request_id] = expect
+        self.exchanged[request_id] = (resp.request.body or b"", resp.content)
         return resp
 
 
@@ -76,6 +87,11 @@ def mixed_run(state, all_user, openai_only_token):
     p4 = "audit bedrock converse"
     bedrock = f"{https}/bedrock-claude/model/anthropic.claude-3-5-sonnet-20240620-v1%3A0"
     converse = {"messages": [{"role": "user", "content": [{"text": p4}]}]}
+    # mock-slow sends a word every 300 ms: the client leaves after the first.
+    run.send_and_leave({"status": 200, "decision": "allow", "provider": "azure-openai", "stream": True,
+                        "outcome": "client_closed"},
+                       f"{azure}/mock-slow/chat/completions?{API}", headers={"api-key": token},
+                       json=chat(" ".join(f"word{i}" for i in range(30)), stream=True))
     run.send({"status": 200, "decision": "allow", "provider": "bedrock-claude", "input": words(p4),
               "output": reply_words("Bedrock", p4), "stream": False},
              "POST", f"{bedrock}/converse", headers={"authorization": f"Bearer {token}"}, json=converse,
@@ -140,6 +156,9 @@ def test_events_carry_status_principal_and_usage(mixed_run, all_user, state):
         else:
             assert event["principal"]["subject"] == all_user["sub"], event
             assert event["principal"]["department"] == "engineering", event
+        if "outcome" in expect:
+            assert event["outcome"] == expect["outcome"] and event["stream"] == expect["stream"], event
+            assert 0 < event["bytes_out"], event
         if "input" in expect:
             assert event["outcome"] == "complete" and event["stream"] == expect["stream"], event
             assert event["usage"] == {
@@ -181,3 +200,28 @@ def test_sample_audit_event_matches_the_schema():
     broken = json.loads(sample["Records"][0]["body"]) | {"decision": "maybe"}
     with pytest.raises(jsonschema.ValidationError):
         jsonschema.validate(broken, SCHEMA)
+
+
+def test_relayed_requests_bodies_decrypt_to_what_passed(mixed_run, state, tmp_path):
+    """Every request the routes relayed has its bodies sealed beside the events; the auditor's command
+    gives back exactly the bytes the client sent and received."""
+    from test_audit_bodies import run_cli
+
+    run, events, _, _ = mixed_run
+    finals = {e["request_id"]: e for e in events if is_final(e) and e["request_id"] in run.expected}
+    checked = 0
+    for request_id, (sent, received) in run.exchanged.items():
+        event = finals[request_id]
+        if event["decision"] == "unauthorized" or (event["status"] == 403):
+            assert event.get("bodies") is None, "the authorizer refused it: the route never saw a body"
+            continue
+        if event["operation"] is None:
+            continue
+        sent = sent.encode() if isinstance(sent, str) else sent
+        assert event["bodies"]["key"], event
+        result = run_cli(state, "--request-id", request_id, "--out", str(tmp_path))
+        assert result.returncode == 0, result.stderr.decode()
+        assert (tmp_path / f"{request_id}.request").read_bytes() == sent, request_id
+        assert (tmp_path / f"{request_id}.response").read_bytes() == received, request_id
+        checked += 1
+    assert checked >= 6, f"only {checked} relayed requests were checked"

@@ -193,7 +193,12 @@ fn authorizer_settings(state: &StackState) -> Vec<(&'static str, String)> {
 /// includes its reply queue) and its upstream as the provider's `UpstreamSpec` names it.
 fn route_settings(state: &StackState, provider: Provider) -> Vec<(&'static str, String)> {
     let spec = provider.upstream();
-    let mut settings = Vec::new();
+    // Audited as deployed: records to the audit queue, bodies sealed under the stack's key.
+    let mut settings = vec![
+        ("GATEWAY_AUDIT_QUEUE_URL", state.queues.audit.clone()),
+        ("GATEWAY_AUDIT_BUCKET", state.buckets.audit.clone()),
+        ("GATEWAY_AUDIT_BODY_KEY_ID", state.keys.audit_bodies.clone()),
+    ];
     if let Some(queue) = state.request_queue(provider) {
         settings.push((TransportKind::SETTING, queue.transport.clone()));
         settings.push(("GATEWAY_REQUEST_QUEUE_URL", queue.url.clone()));
@@ -227,7 +232,9 @@ async fn bench_cold_start(state: &StackState, dir: &str) -> Result<Value, BoxErr
         ("RUST_LOG", "warn".to_string()),
     ];
     // Each provider's function crate is named by its route prefix.
-    let mut functions = vec![("authorizer", authorizer_settings(state))];
+    let mut authorizer = authorizer_settings(state);
+    authorizer.push(("GATEWAY_AUDIT_QUEUE_URL", state.queues.audit.clone()));
+    let mut functions = vec![("authorizer", authorizer)];
     for provider in Provider::ALL {
         functions.push((provider.route_prefix(), route_settings(state, provider)));
     }
