@@ -28,8 +28,12 @@ source local/lib.sh
 mkdir -p bench/results
 
 litellm_pid=""
+# LiteLLM runs in a process group of its own (its server can outlive its launcher): the group goes.
 stop_litellm() {
-  [ -n "$litellm_pid" ] && kill "$litellm_pid" 2>/dev/null && wait "$litellm_pid" 2>/dev/null
+  if [ -n "$litellm_pid" ]; then
+    kill -- "-$litellm_pid" 2>/dev/null || true
+    wait "$litellm_pid" 2>/dev/null || true
+  fi
   litellm_pid=""
 }
 trap 'stop_litellm; stop_stack' EXIT
@@ -59,7 +63,11 @@ general_settings:
   master_key: {sys.argv[3]}
 """)
 PY
-  .venv-litellm/bin/litellm --config "$config" --host 127.0.0.1 --port "$LITELLM_PORT" --num_workers 1 \
+  # A server already on the port would answer the health probe in its place (with another key).
+  if .venv/bin/python -c "import socket,sys; sys.exit(socket.socket().connect_ex(('127.0.0.1', $LITELLM_PORT)) != 0)"; then
+    echo "port $LITELLM_PORT (GATEWAY_BENCH_LITELLM_PORT) is already in use"; return 1
+  fi
+  setsid .venv-litellm/bin/litellm --config "$config" --host 127.0.0.1 --port "$LITELLM_PORT" --num_workers 1 \
     > "$STACK_DIR/litellm.log" 2>&1 &
   litellm_pid=$!
   for _ in $(seq 1 120); do
