@@ -57,6 +57,24 @@ pub fn duration_ms(
     }
 }
 
+pub fn duration_secs(
+    settings: &dyn Settings,
+    name: &'static str,
+    default: Duration,
+) -> Result<Duration, ConfigError> {
+    match settings.get(name) {
+        None => Ok(default),
+        Some(v) => v
+            .trim()
+            .parse::<u64>()
+            .map(Duration::from_secs)
+            .map_err(|e| ConfigError::Invalid {
+                name,
+                reason: format!("expected seconds, got {v:?}: {e}"),
+            }),
+    }
+}
+
 pub fn usize_setting(
     settings: &dyn Settings,
     name: &'static str,

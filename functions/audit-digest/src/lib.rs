@@ -53,30 +53,13 @@ pub struct DigestConfig {
     pub max_hours_per_run: usize,
 }
 
-fn seconds(
-    settings: &dyn Settings,
-    name: &'static str,
-    default: Duration,
-) -> Result<Duration, ConfigError> {
-    match settings.get(name) {
-        None => Ok(default),
-        Some(v) => v
-            .trim()
-            .parse::<u64>()
-            .map(Duration::from_secs)
-            .map_err(|e| ConfigError::Invalid {
-                name,
-                reason: format!("expected seconds, got {v:?}: {e}"),
-            }),
-    }
-}
-
 impl DigestConfig {
     /// `GATEWAY_AUDIT_BUCKET` and `GATEWAY_AUDIT_DIGEST_KEY_ID` (required), `GATEWAY_AUDIT_PREFIX`
     /// (`audit/`), `GATEWAY_AUDIT_DIGEST_PREFIX` (`digests/`), `GATEWAY_AUDIT_DIGEST_GRACE_SECS` (600,
     /// at most 3600), `GATEWAY_AUDIT_FUNCTION_TIMEOUT_SECS` (900), `GATEWAY_AUDIT_DIGEST_MAX_HOURS` (72).
     pub fn from_settings(settings: &dyn Settings) -> Result<Self, ConfigError> {
-        let grace = seconds(settings, "GATEWAY_AUDIT_DIGEST_GRACE_SECS", DEFAULT_GRACE)?;
+        let grace =
+            config::duration_secs(settings, "GATEWAY_AUDIT_DIGEST_GRACE_SECS", DEFAULT_GRACE)?;
         if grace > HOUR {
             return Err(ConfigError::Invalid {
                 name: "GATEWAY_AUDIT_DIGEST_GRACE_SECS",
@@ -102,7 +85,7 @@ impl DigestConfig {
             layout: Layout::from_settings(settings)?,
             key_id: config::required(settings, "GATEWAY_AUDIT_DIGEST_KEY_ID")?,
             grace,
-            function_timeout: seconds(
+            function_timeout: config::duration_secs(
                 settings,
                 "GATEWAY_AUDIT_FUNCTION_TIMEOUT_SECS",
                 DEFAULT_FUNCTION_TIMEOUT,
