@@ -3,11 +3,17 @@
 //! SQS to redeliver after the visibility timeout (and finally move to the queue's dead-letter queue).
 
 use std::future::Future;
+use std::sync::Arc;
 use std::time::Duration;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use aws_sdk_sqs::types::{DeleteMessageBatchRequestEntry, MessageSystemAttributeName};
 use serde_json::json;
+
+/// Lambda's SQS event source keeps several batches in flight at once (five to start with), each in its
+/// own execution environment, so one slow invocation (a long stream) never holds up the messages
+/// behind it.
+const CONCURRENT_BATCHES: usize = 5;
 
 pub async fn sqs_event_source<F, Fut>(
     sqs: aws_sdk_sqs::Client,
@@ -15,10 +21,15 @@ pub async fn sqs_event_source<F, Fut>(
     queue_arn: String,
     handler: F,
 ) where
-    F: Fn(SqsEvent) -> Fut,
-    Fut: Future<Output = SqsBatchResponse>,
+    F: Fn(SqsEvent) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = SqsBatchResponse> + Send + 'static,
 {
+    let handler = Arc::new(handler);
+    let slots = Arc::new(tokio::sync::Semaphore::new(CONCURRENT_BATCHES));
     loop {
+        let Ok(slot) = slots.clone().acquire_owned().await else {
+            return;
+        };
         let received = sqs
             .receive_message()
             .queue_url(&queue_url)
@@ -59,33 +70,47 @@ pub async fn sqs_event_source<F, Fut>(
                 continue;
             }
         };
-        let response = handler(event).await;
-        let failed: Vec<&str> = response
-            .batch_item_failures
-            .iter()
-            .map(|f| f.item_identifier.as_str())
-            .collect();
-        let entries: Vec<DeleteMessageBatchRequestEntry> = messages
-            .iter()
-            .filter(|m| !failed.contains(&m.message_id().unwrap_or_default()))
-            .filter_map(|m| {
-                DeleteMessageBatchRequestEntry::builder()
-                    .id(m.message_id().unwrap_or_default())
-                    .receipt_handle(m.receipt_handle().unwrap_or_default())
-                    .build()
-                    .ok()
-            })
-            .collect();
-        if !entries.is_empty() {
-            if let Err(error) = sqs
-                .delete_message_batch()
-                .queue_url(&queue_url)
-                .set_entries(Some(entries))
-                .send()
-                .await
-            {
-                tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&error), "delete failed; messages will be redelivered");
-            }
+        let (sqs, queue_url, handler) = (sqs.clone(), queue_url.clone(), handler.clone());
+        tokio::spawn(async move {
+            let response = handler(event).await;
+            delete_processed(&sqs, &queue_url, &messages, &response).await;
+            drop(slot);
+        });
+    }
+}
+
+/// Deletes what the handler processed; reported failures stay for SQS to redeliver.
+async fn delete_processed(
+    sqs: &aws_sdk_sqs::Client,
+    queue_url: &str,
+    messages: &[aws_sdk_sqs::types::Message],
+    response: &SqsBatchResponse,
+) {
+    let failed: Vec<&str> = response
+        .batch_item_failures
+        .iter()
+        .map(|f| f.item_identifier.as_str())
+        .collect();
+    let entries: Vec<DeleteMessageBatchRequestEntry> = messages
+        .iter()
+        .filter(|m| !failed.contains(&m.message_id().unwrap_or_default()))
+        .filter_map(|m| {
+            DeleteMessageBatchRequestEntry::builder()
+                .id(m.message_id().unwrap_or_default())
+                .receipt_handle(m.receipt_handle().unwrap_or_default())
+                .build()
+                .ok()
+        })
+        .collect();
+    if !entries.is_empty() {
+        if let Err(error) = sqs
+            .delete_message_batch()
+            .queue_url(queue_url)
+            .set_entries(Some(entries))
+            .send()
+            .await
+        {
+            tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&error), "delete failed; messages will be redelivered");
         }
     }
 }
