@@ -19,7 +19,8 @@ use crate::audit::clock;
 use crate::config::{self, ConfigError, Settings};
 use crate::providers::Provider;
 use crate::transport::envelope::{
-    header_map, header_pairs, ReplyError, ReplyErrorKind, RequestEnvelope, ENVELOPE_VERSION,
+    header_map, header_pairs, Payload, ReplyError, ReplyErrorKind, RequestEnvelope,
+    ENVELOPE_VERSION,
 };
 use crate::transport::{BoxError, Transport, TransportError, UpstreamRequest, UpstreamResponse};
 
@@ -165,6 +166,10 @@ impl QueueTransport {
             assembler,
             _guard: guard,
             s3: self.s3.clone(),
+            own_payloads: OwnPayloads {
+                bucket: self.config.payloads.bucket.clone(),
+                prefix: format!("payloads/{}/", request.request_id),
+            },
             idle_timeout: self.config.idle_timeout,
             finished: false,
         };
@@ -211,8 +216,37 @@ struct BodyReader {
     assembler: Assembler,
     _guard: WaiterGuard,
     s3: Arc<dyn PayloadStore>,
+    own_payloads: OwnPayloads,
     idle_timeout: Duration,
     finished: bool,
+}
+
+/// Where this request's reply bodies may lie: the payload bucket, under the request's own prefix. A
+/// reply pointing elsewhere (another request's body, another bucket) is never read: the route would
+/// otherwise hand its client whatever object a forged reply names.
+struct OwnPayloads {
+    bucket: Option<String>,
+    prefix: String,
+}
+
+impl OwnPayloads {
+    fn check(&self, payload: &Payload) -> Result<(), BoxError> {
+        match payload {
+            Payload::S3 { bucket, key }
+                if self.bucket.as_deref() != Some(bucket.as_str())
+                    || !key.starts_with(&self.prefix)
+                    || key.contains("..") =>
+            {
+                tracing::warn!(
+                    bucket,
+                    key,
+                    "a reply pointed outside this request's payloads; refused"
+                );
+                Err("a reply body pointed outside this request's payloads".into())
+            }
+            _ => Ok(()),
+        }
+    }
 }
 
 impl BodyReader {
@@ -223,7 +257,11 @@ impl BodyReader {
             }
             match self.assembler.next_event() {
                 Some(ReplyEvent::Data(payload)) => {
-                    return Some(resolve_payload(self.s3.as_ref(), payload).await)
+                    if let Err(refused) = self.own_payloads.check(&payload) {
+                        self.finished = true;
+                        return Some(Err(refused));
+                    }
+                    return Some(resolve_payload(self.s3.as_ref(), payload).await);
                 }
                 Some(ReplyEvent::End) => {
                     self.finished = true;
@@ -426,6 +464,50 @@ mod tests {
                 "{deleted} deleted"
             );
             tokio::time::sleep(Duration::from_millis(5)).await;
+        }
+    }
+
+    #[tokio::test]
+    async fn a_reply_body_pointing_at_another_requests_payload_is_never_read() {
+        let h = harness(Duration::from_secs(5), Duration::from_secs(5));
+        h.s3.insert(BUCKET, "payloads/someone-else/request", "their prompt");
+        h.s3.insert("other-bucket", "payloads/req-own/a-1", "elsewhere");
+        for (n, (bucket, key)) in [
+            (BUCKET, "payloads/someone-else/request"),
+            ("other-bucket", "payloads/req-own/a-1"),
+            (BUCKET, "payloads/req-own/../someone-else/request"),
+        ]
+        .into_iter()
+        .enumerate()
+        {
+            let pending = send(&h, request("req-own", b"{}"));
+            let envelope = queued(&h.sqs, n).await;
+            let head = ReplyMessage {
+                request_id: envelope.request_id.clone(),
+                attempt: "a".into(),
+                seq: 0,
+                head: Some(ReplyHead {
+                    status: 200,
+                    headers: vec![],
+                }),
+                data: Some(Payload::S3 {
+                    bucket: bucket.into(),
+                    key: key.into(),
+                }),
+                end: true,
+                error: None,
+            };
+            h.sqs
+                .push(&envelope.reply_to, serde_json::to_string(&head).unwrap());
+            let response = pending.await.unwrap().unwrap();
+            let body = body_text(response).await;
+            assert!(body.is_err(), "{bucket}/{key} was read: {body:?}");
+            let read = h
+                .s3
+                .calls()
+                .into_iter()
+                .any(|call| matches!(call, StoreCall::Get { ref key, .. } if key.contains("someone-else") || key.ends_with("a-1")));
+            assert!(!read, "{bucket}/{key} reached S3");
         }
     }
 
