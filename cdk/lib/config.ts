@@ -67,12 +67,13 @@ class Checker {
   fail(where: string, msg: string) {
     this.errors.push(`${where}: ${msg}`);
   }
-  obj(v: unknown, where: string, keys: string[], optional: string[] = []): Record<string, unknown> {
+  obj(v: unknown, where: string, keys: string[] | 'any', optional: string[] = []): Record<string, unknown> {
     if (typeof v !== 'object' || v === null || Array.isArray(v)) {
       this.fail(where, 'must be an object');
       return {};
     }
     const o = v as Record<string, unknown>;
+    if (keys === 'any') return o;
     for (const k of Object.keys(o)) {
       if (!keys.includes(k) && !optional.includes(k)) this.fail(`${where}.${k}`, 'unknown key');
     }
@@ -160,7 +161,7 @@ export function parseConfig(raw: unknown, source = 'configuration'): GatewayConf
       c.fail(`${w}.endpoint`, 'must be an https URL');
     }
   }
-  const depts = c.obj(root.departments, 'config.departments', []);
+  const depts = c.obj(root.departments, 'config.departments', 'any');
   for (const [name, d] of Object.entries(depts)) {
     const w = `config.departments.${name}`;
     if (!/^[a-z][a-z0-9-]{0,40}$/.test(name)) c.fail(w, 'name must be lower-case letters, digits and -');
