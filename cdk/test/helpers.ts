@@ -1,3 +1,5 @@
+import { readFileSync } from 'node:fs';
+import * as path from 'node:path';
 import { App, Aspects } from 'aws-cdk-lib';
 import { Template } from 'aws-cdk-lib/assertions';
 import { AwsSolutionsChecks } from 'cdk-nag';
@@ -11,7 +13,8 @@ export function build(opts: {
   assets?: AssetMode;
   extra?: (stack: GatewayStack) => void;
 } = {}): { stack: GatewayStack; template: Template } {
-  const app = new App();
+  // The same context (feature flags) as `cdk synth` reads from cdk.json.
+  const app = new App({ context: JSON.parse(readFileSync(path.join(__dirname, '..', 'cdk.json'), 'utf8')).context });
   const stack = new GatewayStack(app, 'Test', {
     env: { account: '123456789012', region: opts.region ?? 'us-east-1' },
     config: opts.config ?? loadConfig(),

@@ -39,6 +39,7 @@ describe('buckets', () => {
         BlockPublicAcls: true, BlockPublicPolicy: true, IgnorePublicAcls: true, RestrictPublicBuckets: true,
       }, id);
       assert.ok(b.Properties.BucketEncryption.ServerSideEncryptionConfiguration.length > 0, id);
+      assert.equal(b.Properties.AccessControl, undefined, `${id}: no ACLs (log delivery by bucket policy)`);
       const policy = policies.find((p) => p.Properties.Bucket.Ref === id);
       assert.ok(policy, `${id} has a bucket policy`);
       assert.ok(policy.Properties.PolicyDocument.Statement.some((s: any) =>
