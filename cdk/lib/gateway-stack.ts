@@ -1,10 +1,11 @@
 // The gateway's stack, first slice: keys, buckets, queues, functions, event sources, the digest schedule.
 // API Gateway, WAF, Cognito and the VPC come in the next slice (README.md).
-import { existsSync } from 'node:fs';
+import { existsSync, readFileSync } from 'node:fs';
 import * as path from 'node:path';
 import {
   Annotations, Aws, CfnOutput, Duration, RemovalPolicy, Stack, StackProps,
   aws_cloudwatch as cw,
+  aws_cognito as cognito,
   aws_events as events,
   aws_events_targets as targets,
   aws_iam as iam,
@@ -29,6 +30,7 @@ export const REPLY_QUEUE_PREFIX = 'llm-gateway-reply-';
 export const AUDIT_PREFIX = 'audit/';
 export const DIGEST_PREFIX = 'digests/';
 export const BODIES_PREFIX = 'bodies/';
+export const SCOPE_POLICY_FILE = path.join(__dirname, '..', '..', 'policy', 'scopes.json');
 export const PLACEHOLDER_ASSET = path.join(__dirname, '..', 'assets', 'placeholder');
 
 /** Where `cargo lambda build` puts `<function>/bootstrap`. */
@@ -197,6 +199,66 @@ export class GatewayStack extends Stack {
       }]);
     }
 
+    // ---- identity: the Cognito user pool the authorizer checks tokens against
+    const policy = JSON.parse(readFileSync(SCOPE_POLICY_FILE, 'utf8')) as {
+      scopes: Record<string, string[]>;
+      token_scope_prefix: string;
+      groups: Record<string, string[]>;
+      department_group_prefix: string;
+    };
+    const userPool = new cognito.UserPool(this, 'UserPool', {
+      userPoolName: prefix,
+      selfSignUpEnabled: false,
+      signInAliases: { email: true, username: true },
+      autoVerify: { email: true },
+      accountRecovery: cognito.AccountRecovery.EMAIL_ONLY,
+      passwordPolicy: {
+        minLength: 8, requireLowercase: true, requireUppercase: true, requireDigits: true, requireSymbols: true,
+        tempPasswordValidity: Duration.days(3),
+      },
+      mfa: cognito.Mfa.REQUIRED,
+      mfaSecondFactor: { otp: true, sms: false, email: false },
+      customAttributes: Object.fromEntries(['user_id', 'department', 'job_title', 'start_date', 'end_date']
+        .map((a) => [a, new cognito.StringAttribute({ mutable: true, maxLen: 256 })])),
+      featurePlan: cognito.FeaturePlan.PLUS,
+      standardThreatProtectionMode: cognito.StandardThreatProtectionMode.FULL_FUNCTION,
+      deletionProtection: envName === 'prod',
+      removalPolicy: RemovalPolicy.RETAIN,
+    });
+    const groupNames = [
+      ...Object.keys(policy.groups),
+      ...Object.keys(config.departments).map((d) => `${policy.department_group_prefix}${d}`),
+    ];
+    for (const g of groupNames) {
+      new cognito.CfnUserPoolGroup(this, `Group${pascal(g)}`, { userPoolId: userPool.userPoolId, groupName: g });
+    }
+    const scopeNames = [...new Set(Object.entries(policy.scopes).flatMap(([k, v]) => [k, ...v]))];
+    const resourceServerId = policy.token_scope_prefix.replace(/\/$/, '');
+    const gatewayScopes = scopeNames.map((n) => new cognito.ResourceServerScope({ scopeName: n, scopeDescription: `gateway scope ${n}` }));
+    const resourceServer = userPool.addResourceServer('ResourceServer', {
+      identifier: resourceServerId,
+      scopes: gatewayScopes,
+    });
+    const appClient = userPool.addClient('AppClient', {
+      userPoolClientName: `${prefix}-public`,
+      generateSecret: false,
+      authFlows: { userSrp: true },
+      oAuth: {
+        flows: { authorizationCodeGrant: true },
+        callbackUrls: env.callbackUrls,
+        scopes: [
+          cognito.OAuthScope.OPENID, cognito.OAuthScope.EMAIL, cognito.OAuthScope.PROFILE,
+          ...gatewayScopes.map((sc) => cognito.OAuthScope.resourceServer(resourceServer, sc)),
+        ],
+      },
+      accessTokenValidity: Duration.minutes(15),
+      idTokenValidity: Duration.minutes(15),
+      refreshTokenValidity: Duration.hours(12),
+      refreshTokenRotationGracePeriod: Duration.seconds(10),
+      enableTokenRevocation: true,
+      preventUserExistenceErrors: true,
+    });
+
     // ---- functions
     const common = {
       RUST_LOG: env.logLevel,
@@ -298,6 +360,8 @@ export class GatewayStack extends Stack {
       timeout: Duration.seconds(10),
       memoryMb: 256,
       environment: {
+        COGNITO_USER_POOL_ID: userPool.userPoolId,
+        COGNITO_APP_CLIENT_IDS: appClient.userPoolClientId,
         GATEWAY_AUDIT_QUEUE_URL: auditQueue.queueUrl,
       },
     });

@@ -170,6 +170,44 @@ describe('functions', () => {
   });
 });
 
+describe('identity', () => {
+  test('the user pool: strong passwords, TOTP MFA required, e-mail verification, custom attributes', () => {
+    template.hasResourceProperties('AWS::Cognito::UserPool', {
+      Policies: { PasswordPolicy: Match.objectLike({
+        MinimumLength: 8, RequireLowercase: true, RequireUppercase: true, RequireNumbers: true, RequireSymbols: true,
+      }) },
+      MfaConfiguration: 'ON',
+      EnabledMfas: ['SOFTWARE_TOKEN_MFA'],
+      AutoVerifiedAttributes: ['email'],
+      AdminCreateUserConfig: { AllowAdminCreateUserOnly: true },
+      UserPoolTier: 'PLUS',
+      Schema: ['user_id', 'department', 'job_title', 'start_date', 'end_date'].map((n) => Match.objectLike({ Name: n })),
+    });
+  });
+  test('groups: the scope policy\'s and one per configured department', () => {
+    const policy = JSON.parse(readFileSync(path.join(__dirname, '..', '..', 'policy', 'scopes.json'), 'utf8'));
+    const names = Object.values(resourcesOf(template, 'AWS::Cognito::UserPoolGroup')).map((g) => g.Properties.GroupName).sort();
+    assert.deepEqual(names, [...Object.keys(policy.groups), ...Object.keys(config.departments).map((d) => `dept-${d}`)].sort());
+  });
+  test('the public app client: code grant, callback allow-list, 15 min tokens, 12 h refresh with rotation, revocation', () => {
+    template.hasResourceProperties('AWS::Cognito::UserPoolClient', {
+      GenerateSecret: false,
+      AllowedOAuthFlows: ['code'],
+      CallbackURLs: config.environments.dev.callbackUrls,
+      AccessTokenValidity: 15, IdTokenValidity: 15, RefreshTokenValidity: 720,
+      TokenValidityUnits: { AccessToken: 'minutes', IdToken: 'minutes', RefreshToken: 'minutes' },
+      EnableTokenRevocation: true,
+      RefreshTokenRotation: Match.objectLike({ Feature: 'ENABLED' }),
+    });
+    const client = Object.values(resourcesOf(template, 'AWS::Cognito::UserPoolClient'))[0];
+    const scopes = JSON.stringify(client.Properties.AllowedOAuthScopes);
+    for (const sc of ['"openid"', '"/text:openai"', '"/audio:stt"', '"/all"']) assert.ok(scopes.includes(sc), `${sc} in ${scopes}`);
+    template.hasResourceProperties('AWS::Cognito::UserPoolResourceServer', { Identifier: 'gateway' });
+    const env = envOf(template, 'Authorizer');
+    assert.ok(env.COGNITO_USER_POOL_ID && env.COGNITO_APP_CLIENT_IDS);
+  });
+});
+
 describe('least privilege', () => {
   const names = ['Authorizer', 'AzureOpenai', 'BedrockClaude', 'Gemini', 'Dispatcher', 'AuditWriter', 'AuditDigest'];
   test('no role has a * resource, and none may delete or change retention', () => {
@@ -251,8 +289,6 @@ describe('environment variables the code reads', () => {
   // Read from the Rust sources: every GATEWAY_/COGNITO_ variable is set on some function or is an
   // optional one whose default is right when deployed.
   const defaults: Record<string, string> = {
-    COGNITO_USER_POOL_ID: 'MISSING: Cognito arrives with the next slice',
-    COGNITO_APP_CLIENT_IDS: 'MISSING: Cognito arrives with the next slice',
     COGNITO_REGION: 'default AWS_REGION',
     COGNITO_JWKS_URL: 'default the pool\'s public JWKS',
     GATEWAY_USAGE_KEYS_SECRET_ID: 'optional until usage plans (next slice)',
