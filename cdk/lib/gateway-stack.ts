@@ -393,7 +393,12 @@ export class GatewayStack extends Stack {
       auditQueue.grantSendMessages(fn);
       if (fns.auditBodies) {
         putObjects(auditBucket, fn, `${BODIES_PREFIX}*`);
-        auditBodiesKey.grant(fn, 'kms:GenerateDataKey');
+        // Only data keys bound to the bodies' encryption context (shared/src/audit/bodies.rs).
+        fn.addToRolePolicy(new iam.PolicyStatement({
+          actions: ['kms:GenerateDataKey'],
+          resources: [auditBodiesKey.keyArn],
+          conditions: { StringEquals: { 'kms:EncryptionContext:purpose': 'llm-gateway-audit-bodies' } },
+        }));
       }
       if (transport === 'direct') {
         grantUpstream(p, fn);
@@ -524,6 +529,31 @@ export class GatewayStack extends Stack {
         ],
       }], true);
     }
+
+    // The auditors (gateway-audit verify / bodies): read the trail, verify digests, open sealed bodies.
+    // Assumable by principals of this account whose own IAM policy allows sts:AssumeRole on it.
+    const auditors = new iam.Role(this, 'AuditorRole', {
+      assumedBy: new iam.AccountRootPrincipal(),
+      description: `${prefix}: auditors (gateway-audit verify, gateway-audit bodies)`,
+      maxSessionDuration: Duration.hours(1),
+    });
+    auditBucket.grantRead(auditors);
+    auditors.addToPolicy(new iam.PolicyStatement({ actions: ['s3:ListBucketVersions'], resources: [auditBucket.bucketArn] }));
+    auditDigestKey.grant(auditors, 'kms:Verify', 'kms:GetPublicKey', 'kms:DescribeKey');
+    auditors.addToPolicy(new iam.PolicyStatement({
+      actions: ['kms:Decrypt'],
+      resources: [auditBodiesKey.keyArn],
+      conditions: { StringEquals: { 'kms:EncryptionContext:purpose': 'llm-gateway-audit-bodies' } },
+    }));
+    NagSuppressions.addResourceSuppressions(auditors, [{
+      id: 'AwsSolutions-IAM5',
+      reason: 'auditors read every object of the audit bucket (grantRead: s3:GetObject*, s3:GetBucket*, s3:List* on the bucket and its objects, kms:Decrypt on its key); read only, no write or delete',
+      appliesTo: [
+        { regex: '/^Action::(s3:(GetObject|GetBucket|List)\\*)$/' },
+        { regex: '/^Resource::<AuditBucket[A-F0-9]{8}\\.Arn>\\/\\*$/' },
+      ],
+    }], true);
+    new CfnOutput(this, 'AuditorRoleArn', { value: auditors.roleArn });
 
     new CfnOutput(this, 'AuditBucketName', { value: auditBucket.bucketName });
     new CfnOutput(this, 'AuditDigestKeyArn', { value: auditDigestKey.keyArn });

@@ -226,6 +226,22 @@ describe('least privilege', () => {
       assert.equal(signs.length, name === 'AuditDigest' ? 1 : 0, name);
     }
   });
+  test('routes may make body data keys only under the bodies\' encryption context', () => {
+    for (const name of ['AzureOpenai', 'BedrockClaude', 'Gemini']) {
+      const onBodiesKey = statementsOf(template, name).filter((s) => JSON.stringify(s.Resource).includes('AuditBodiesKey'));
+      assert.equal(onBodiesKey.length, 1, name);
+      assert.deepEqual(onBodiesKey[0].Condition, { StringEquals: { 'kms:EncryptionContext:purpose': 'llm-gateway-audit-bodies' } });
+    }
+  });
+  test('the auditors\' role reads and verifies, and writes nothing', () => {
+    const id = Object.keys(resourcesOf(template, 'AWS::IAM::Role')).find((r) => r.startsWith('AuditorRole'))!;
+    const statements = Object.values(resourcesOf(template, 'AWS::IAM::Policy'))
+      .filter((p) => p.Properties.Roles.some((r: any) => r.Ref === id))
+      .flatMap((p) => p.Properties.PolicyDocument.Statement);
+    const actions = statements.flatMap((s) => list<string>(s.Action));
+    for (const a of ['kms:Verify', 'kms:GetPublicKey', 's3:ListBucketVersions', 'kms:Decrypt']) assert.ok(actions.includes(a), a);
+    assert.deepEqual(actions.filter((a) => /Put|Delete|Sign$|Encrypt|GenerateDataKey|\*$/.test(a) && !/^s3:(GetObject|GetBucket|List)\*$/.test(a)), []);
+  });
   test('the audit writer puts under audit/ only', () => {
     const puts = statementsOf(template, 'AuditWriter').filter((s) => list<string>(s.Action).includes('s3:PutObject'));
     assert.equal(puts.length, 1);
