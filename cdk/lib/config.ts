@@ -1,0 +1,206 @@
+// The one typed configuration of the gateway's infrastructure (config/gateway.json), validated on load.
+import { readFileSync } from 'node:fs';
+import * as path from 'node:path';
+
+export const PROVIDERS = ['azure-openai', 'bedrock-claude', 'gemini'] as const;
+export type ProviderName = (typeof PROVIDERS)[number];
+export const ENVIRONMENTS = ['dev', 'staging', 'prod'] as const;
+export type EnvironmentName = (typeof ENVIRONMENTS)[number];
+export type Transport = 'direct' | 'queue';
+export type LogLevel = 'error' | 'warn' | 'info' | 'debug' | 'trace';
+
+export interface EnvironmentConfig {
+  regions: string[];
+  logLevel: LogLevel;
+  tracing: boolean;
+  auditRetentionDays: number;
+  auditGlacierAfterDays: number;
+  payloadExpiryDays: number;
+  allowedIps: string[];
+  callbackUrls: string[];
+}
+
+export interface ProviderConfig {
+  transport: Transport;
+  /** Upstream base URL (Azure OpenAI, Gemini); Bedrock uses the regional endpoint. */
+  endpoint?: string;
+}
+
+export interface DepartmentConfig {
+  rateLimit: number;
+  burstLimit: number;
+  quotaPerDay: number;
+}
+
+export interface FunctionsConfig {
+  routeTimeoutSecs: number;
+  routeMemoryMb: number;
+  routeReservedConcurrency: number | null;
+  dispatcherReservedConcurrency: number | null;
+  upstreamConnectTimeoutMs: number;
+  upstreamResponseTimeoutMs: number;
+  dispatchVisibilitySecs: number;
+  dispatchMaxReceives: number;
+  auditWriterTimeoutSecs: number;
+  auditDigestGraceSecs: number;
+  auditDigestMaxHours: number;
+  auditBodies: boolean;
+  auditBodyMaxBytes: number;
+}
+
+export interface GatewayConfig {
+  project: string;
+  environments: Record<EnvironmentName, EnvironmentConfig>;
+  providers: Record<ProviderName, ProviderConfig>;
+  departments: Record<string, DepartmentConfig>;
+  functions: FunctionsConfig;
+}
+
+export const DEFAULT_CONFIG_FILE = path.join(__dirname, '..', 'config', 'gateway.json');
+
+export function loadConfig(file: string = DEFAULT_CONFIG_FILE): GatewayConfig {
+  return parseConfig(JSON.parse(readFileSync(file, 'utf8')), file);
+}
+
+class Checker {
+  errors: string[] = [];
+  fail(where: string, msg: string) {
+    this.errors.push(`${where}: ${msg}`);
+  }
+  obj(v: unknown, where: string, keys: string[] | 'any', optional: string[] = []): Record<string, unknown> {
+    if (typeof v !== 'object' || v === null || Array.isArray(v)) {
+      this.fail(where, 'must be an object');
+      return {};
+    }
+    const o = v as Record<string, unknown>;
+    if (keys === 'any') return o;
+    for (const k of Object.keys(o)) {
+      if (!keys.includes(k) && !optional.includes(k)) this.fail(`${where}.${k}`, 'unknown key');
+    }
+    for (const k of keys) if (!(k in o)) this.fail(`${where}.${k}`, 'missing');
+    return o;
+  }
+  int(v: unknown, where: string, min: number, max: number): number {
+    if (typeof v !== 'number' || !Number.isInteger(v) || v < min || v > max) {
+      this.fail(where, `must be an integer in [${min}, ${max}]`);
+    }
+    return v as number;
+  }
+  bool(v: unknown, where: string): boolean {
+    if (typeof v !== 'boolean') this.fail(where, 'must be true or false');
+    return v as boolean;
+  }
+  oneOf<T extends string>(v: unknown, where: string, allowed: readonly T[]): T {
+    if (typeof v !== 'string' || !allowed.includes(v as T)) this.fail(where, `must be one of ${allowed.join(', ')}`);
+    return v as T;
+  }
+  strings(v: unknown, where: string, test: (s: string) => boolean, what: string, nonEmpty = true): string[] {
+    if (!Array.isArray(v) || (nonEmpty && v.length === 0)) {
+      this.fail(where, `must be a${nonEmpty ? ' non-empty' : 'n'} array`);
+      return [];
+    }
+    v.forEach((s, i) => {
+      if (typeof s !== 'string' || !test(s)) this.fail(`${where}[${i}]`, `must be ${what}`);
+    });
+    if (new Set(v).size !== v.length) this.fail(where, 'has duplicates');
+    return v as string[];
+  }
+}
+
+const REGION = /^[a-z]{2}(-gov)?-[a-z]+-\d$/;
+const CIDR4 = /^(25[0-5]|2[0-4]\d|1?\d?\d)(\.(25[0-5]|2[0-4]\d|1?\d?\d)){3}\/(3[0-2]|[12]?\d)$/;
+
+function isCallbackUrl(s: string): boolean {
+  try {
+    const u = new URL(s);
+    // Cognito allows http only for localhost.
+    return u.protocol === 'https:' || (u.protocol === 'http:' && u.hostname === 'localhost');
+  } catch {
+    return false;
+  }
+}
+
+function isHttpsUrl(s: string): boolean {
+  try {
+    return new URL(s).protocol === 'https:';
+  } catch {
+    return false;
+  }
+}
+
+/** Validates a parsed configuration; throws one error listing every problem. */
+export function parseConfig(raw: unknown, source = 'configuration'): GatewayConfig {
+  const c = new Checker();
+  const root = c.obj(raw, 'config', ['project', 'environments', 'providers', 'departments', 'functions']);
+  if (typeof root.project !== 'string' || !/^[a-z][a-z0-9-]{1,30}$/.test(root.project)) {
+    c.fail('config.project', 'must be a short lower-case name');
+  }
+  const envs = c.obj(root.environments, 'config.environments', [...ENVIRONMENTS]);
+  for (const name of ENVIRONMENTS) {
+    const w = `config.environments.${name}`;
+    const e = c.obj(envs[name], w, [
+      'regions', 'logLevel', 'tracing', 'auditRetentionDays', 'auditGlacierAfterDays', 'payloadExpiryDays',
+      'allowedIps', 'callbackUrls',
+    ]);
+    c.strings(e.regions, `${w}.regions`, (s) => REGION.test(s), 'an AWS region name');
+    c.oneOf(e.logLevel, `${w}.logLevel`, ['error', 'warn', 'info', 'debug', 'trace'] as const);
+    c.bool(e.tracing, `${w}.tracing`);
+    c.int(e.auditRetentionDays, `${w}.auditRetentionDays`, 1, 36500);
+    c.int(e.auditGlacierAfterDays, `${w}.auditGlacierAfterDays`, 1, 36500);
+    c.int(e.payloadExpiryDays, `${w}.payloadExpiryDays`, 1, 30);
+    c.strings(e.allowedIps, `${w}.allowedIps`, (s) => CIDR4.test(s), 'an IPv4 CIDR (a.b.c.d/n)');
+    c.strings(e.callbackUrls, `${w}.callbackUrls`, isCallbackUrl, 'an https URL (http only for localhost)');
+  }
+  const providers = c.obj(root.providers, 'config.providers', [...PROVIDERS]);
+  for (const name of PROVIDERS) {
+    const w = `config.providers.${name}`;
+    const needsEndpoint = name !== 'bedrock-claude';
+    const p = c.obj(providers[name], w, needsEndpoint ? ['transport', 'endpoint'] : ['transport'], ['endpoint']);
+    c.oneOf(p.transport, `${w}.transport`, ['direct', 'queue'] as const);
+    if (p.endpoint !== undefined && (typeof p.endpoint !== 'string' || !isHttpsUrl(p.endpoint))) {
+      c.fail(`${w}.endpoint`, 'must be an https URL');
+    }
+  }
+  const depts = c.obj(root.departments, 'config.departments', 'any');
+  for (const [name, d] of Object.entries(depts)) {
+    const w = `config.departments.${name}`;
+    if (!/^[a-z][a-z0-9-]{0,40}$/.test(name)) c.fail(w, 'name must be lower-case letters, digits and -');
+    const o = c.obj(d, w, ['rateLimit', 'burstLimit', 'quotaPerDay']);
+    c.int(o.rateLimit, `${w}.rateLimit`, 1, 10000);
+    c.int(o.burstLimit, `${w}.burstLimit`, 1, 5000);
+    c.int(o.quotaPerDay, `${w}.quotaPerDay`, 1, 1e9);
+  }
+  if (Object.keys(depts).length === 0) c.fail('config.departments', 'needs at least one department');
+  const f = c.obj(root.functions, 'config.functions', [
+    'routeTimeoutSecs', 'routeMemoryMb', 'routeReservedConcurrency', 'dispatcherReservedConcurrency',
+    'upstreamConnectTimeoutMs', 'upstreamResponseTimeoutMs', 'dispatchVisibilitySecs', 'dispatchMaxReceives',
+    'auditWriterTimeoutSecs', 'auditDigestGraceSecs', 'auditDigestMaxHours', 'auditBodies', 'auditBodyMaxBytes',
+  ]);
+  const w = 'config.functions';
+  c.int(f.routeTimeoutSecs, `${w}.routeTimeoutSecs`, 30, 900);
+  c.int(f.routeMemoryMb, `${w}.routeMemoryMb`, 128, 10240);
+  for (const k of ['routeReservedConcurrency', 'dispatcherReservedConcurrency']) {
+    if (f[k] !== null) c.int(f[k], `${w}.${k}`, 1, 10000);
+  }
+  c.int(f.upstreamConnectTimeoutMs, `${w}.upstreamConnectTimeoutMs`, 100, 60000);
+  c.int(f.upstreamResponseTimeoutMs, `${w}.upstreamResponseTimeoutMs`, 1000, 900000);
+  c.int(f.dispatchVisibilitySecs, `${w}.dispatchVisibilitySecs`, 10, 43200);
+  c.int(f.dispatchMaxReceives, `${w}.dispatchMaxReceives`, 1, 1000);
+  c.int(f.auditWriterTimeoutSecs, `${w}.auditWriterTimeoutSecs`, 10, 900);
+  c.int(f.auditDigestGraceSecs, `${w}.auditDigestGraceSecs`, 60, 3600);
+  c.int(f.auditDigestMaxHours, `${w}.auditDigestMaxHours`, 1, 24 * 31);
+  c.bool(f.auditBodies, `${w}.auditBodies`);
+  c.int(f.auditBodyMaxBytes, `${w}.auditBodyMaxBytes`, 1024, 64 * 1024 * 1024);
+  if (
+    typeof f.auditDigestGraceSecs === 'number' &&
+    typeof f.auditWriterTimeoutSecs === 'number' &&
+    f.auditDigestGraceSecs <= 2 * f.auditWriterTimeoutSecs
+  ) {
+    // The grace period must outlast the writer's timeout plus one SQS redelivery of its batch.
+    c.fail(`${w}.auditDigestGraceSecs`, 'must be longer than twice auditWriterTimeoutSecs');
+  }
+  if (c.errors.length > 0) {
+    throw new Error(`invalid ${source}:\n  ${c.errors.join('\n  ')}`);
+  }
+  return raw as GatewayConfig;
+}
