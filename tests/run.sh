@@ -16,6 +16,9 @@ cargo clippy --workspace --all-targets --quiet -- -D warnings
 echo "== cargo test"
 cargo test --workspace --quiet
 
+echo "== CDK app: type-check, template tests, cdk-nag, synth of every environment and region, cfn-lint"
+./cdk/test.sh
+
 echo "== end-to-end (local stack + stock SDKs), once per transport"
 # gateway-audit: the auditor's command, run by tests/test_audit_integrity.py (verify) and
 # tests/test_audit_bodies.py (bodies).
