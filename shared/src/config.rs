@@ -44,17 +44,13 @@ pub fn duration_ms(
     name: &'static str,
     default: Duration,
 ) -> Result<Duration, ConfigError> {
-    match settings.get(name) {
-        None => Ok(default),
-        Some(v) => v
-            .trim()
-            .parse::<u64>()
-            .map(Duration::from_millis)
-            .map_err(|e| ConfigError::Invalid {
-                name,
-                reason: format!("expected milliseconds, got {v:?}: {e}"),
-            }),
-    }
+    duration(
+        settings,
+        name,
+        default,
+        Duration::from_millis,
+        "milliseconds",
+    )
 }
 
 pub fn duration_secs(
@@ -62,15 +58,26 @@ pub fn duration_secs(
     name: &'static str,
     default: Duration,
 ) -> Result<Duration, ConfigError> {
+    duration(settings, name, default, Duration::from_secs, "seconds")
+}
+
+/// A whole number of `unit`s, or `default` when unset.
+fn duration(
+    settings: &dyn Settings,
+    name: &'static str,
+    default: Duration,
+    from: fn(u64) -> Duration,
+    unit: &str,
+) -> Result<Duration, ConfigError> {
     match settings.get(name) {
         None => Ok(default),
         Some(v) => v
             .trim()
             .parse::<u64>()
-            .map(Duration::from_secs)
+            .map(from)
             .map_err(|e| ConfigError::Invalid {
                 name,
-                reason: format!("expected seconds, got {v:?}: {e}"),
+                reason: format!("expected {unit}, got {v:?}: {e}"),
             }),
     }
 }

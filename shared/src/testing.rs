@@ -10,6 +10,14 @@ pub mod transport;
 
 pub use transport::{FakePayloadStore, FakeQueue, QueueCall, RecordingTransport, StoreCall};
 
+/// A function's settings as a map (what `crate::config::Settings` reads), from name-value pairs.
+pub fn settings(pairs: &[(&str, &str)]) -> std::collections::HashMap<String, String> {
+    pairs
+        .iter()
+        .map(|(name, value)| (name.to_string(), value.to_string()))
+        .collect()
+}
+
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 

@@ -159,17 +159,9 @@ impl UpstreamSpec {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
-
     use super::*;
+    use crate::testing::settings;
     use crate::Provider;
-
-    fn settings(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
 
     #[test]
     fn azure_needs_its_endpoint_and_key_secret() {

@@ -135,7 +135,6 @@ fn usage_error(error: &dyn std::fmt::Display) -> ExitCode {
 
 #[cfg(test)]
 mod tests {
-    use std::collections::HashMap;
 
     use super::*;
 
@@ -144,12 +143,7 @@ mod tests {
         Options::parse(&argv, OPTIONS).unwrap()
     }
 
-    fn settings(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-        pairs
-            .iter()
-            .map(|(k, v)| (k.to_string(), v.to_string()))
-            .collect()
-    }
+    use gateway_shared::testing::settings;
 
     #[test]
     fn options_win_over_settings_and_settings_fill_in() {

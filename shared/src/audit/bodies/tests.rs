@@ -240,12 +240,7 @@ fn object_keys_are_partitioned_by_the_events_hour_and_one_name_each() {
 
 // ---- settings
 
-fn settings(pairs: &[(&str, &str)]) -> HashMap<String, String> {
-    pairs
-        .iter()
-        .map(|(k, v)| (k.to_string(), v.to_string()))
-        .collect()
-}
+use crate::testing::settings;
 
 #[test]
 fn bodies_are_on_by_default_and_need_a_bucket_and_a_key() {
