@@ -203,18 +203,10 @@ fn route_settings(state: &StackState, provider: Provider) -> Vec<(&'static str, 
         settings.push((TransportKind::SETTING, queue.transport.clone()));
         settings.push(("GATEWAY_REQUEST_QUEUE_URL", queue.url.clone()));
     }
-    if let Some(url) = state.upstreams.get(&provider) {
-        settings.push((spec.endpoint_setting, url.clone()));
-    }
-    if let (
-        CredentialSpec::ApiKey {
-            secret_id_setting, ..
-        },
-        Some(secret_id),
-    ) = (&spec.credential, state.secrets.get(&provider))
-    {
-        settings.push((*secret_id_setting, secret_id.clone()));
-    }
+    settings.extend(spec.settings_for(
+        state.upstreams.get(&provider).map(String::as_str),
+        state.secrets.get(&provider).map(String::as_str),
+    ));
     settings
 }
 

@@ -493,16 +493,12 @@ fn route_settings(
     let mut settings: HashMap<String, String> = HashMap::new();
     settings.insert("AWS_REGION".into(), local.region.clone());
     for (provider, url) in &upstreams.urls {
-        let spec = provider.upstream();
-        settings.insert(spec.endpoint_setting.into(), url.clone());
-        if let (
-            CredentialSpec::ApiKey {
-                secret_id_setting, ..
-            },
-            Some((secret_id, _)),
-        ) = (&spec.credential, secrets.upstream_keys.get(provider))
-        {
-            settings.insert(secret_id_setting.to_string(), secret_id.clone());
+        let secret_id = secrets
+            .upstream_keys
+            .get(provider)
+            .map(|(id, _)| id.as_str());
+        for (name, value) in provider.upstream().settings_for(Some(url), secret_id) {
+            settings.insert(name.into(), value);
         }
     }
     settings.insert("COGNITO_USER_POOL_ID".into(), pool.user_pool_id.clone());

@@ -142,6 +142,30 @@ impl UpstreamSpec {
         ))
     }
 
+    /// The settings that point a function at `endpoint` with the key in `secret_id` (the inverse of
+    /// [`Self::resolve`]; a SigV4 upstream takes no secret): what the local stack and the benchmarks
+    /// give the functions they start.
+    pub fn settings_for(
+        &self,
+        endpoint: Option<&str>,
+        secret_id: Option<&str>,
+    ) -> Vec<(&'static str, String)> {
+        let mut settings = Vec::new();
+        if let Some(url) = endpoint {
+            settings.push((self.endpoint_setting, url.to_string()));
+        }
+        if let (
+            CredentialSpec::ApiKey {
+                secret_id_setting, ..
+            },
+            Some(secret_id),
+        ) = (&self.credential, secret_id)
+        {
+            settings.push((*secret_id_setting, secret_id.to_string()));
+        }
+        settings
+    }
+
     /// The settings a deployment must (or may) set for this upstream, for messages and documentation.
     pub fn settings(&self) -> Vec<&'static str> {
         let mut names = vec![self.endpoint_setting];
@@ -248,6 +272,25 @@ mod tests {
             ]))
             .unwrap_err();
         assert!(err.to_string().contains("GATEWAY_GEMINI_ENDPOINT"), "{err}");
+    }
+
+    #[test]
+    fn the_settings_for_an_upstream_resolve_back_to_it() {
+        for provider in Provider::ALL {
+            let spec = provider.upstream();
+            let mut pairs = spec.settings_for(Some("http://127.0.0.1:4091/base"), Some("secret-1"));
+            pairs.push(("AWS_REGION", "eu-west-1".into()));
+            let map = pairs
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.clone()))
+                .collect::<std::collections::HashMap<_, _>>();
+            let (url, credential) = spec.resolve(&map).unwrap();
+            assert_eq!(url, "http://127.0.0.1:4091/base", "{provider:?}");
+            match credential {
+                ResolvedCredential::ApiKey { secret_id, .. } => assert_eq!(secret_id, "secret-1"),
+                ResolvedCredential::SigV4 { region, .. } => assert_eq!(region, "eu-west-1"),
+            }
+        }
     }
 
     #[test]
