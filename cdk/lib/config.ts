@@ -18,6 +18,63 @@ export interface EnvironmentConfig {
   payloadExpiryDays: number;
   allowedIps: string[];
   callbackUrls: string[];
+  api: ApiConfig;
+  network: NetworkConfig;
+  identity: IdentityConfig;
+  operations: OperationsConfig;
+}
+
+export interface DomainConfig {
+  /** The custom domain every provider API is mapped under (`https://<name>/<provider>/...`). */
+  name: string;
+  /** An ACM certificate for `name` in each region the environment deploys to. */
+  certificateArns: Record<string, string>;
+  /** A Route 53 public hosted zone for `name`: the stack adds the alias record (else point DNS yourself). */
+  hostedZoneId: string | null;
+}
+
+export interface ApiConfig {
+  /** `regional`, or `private` (reachable only through the listed execute-api VPC endpoints). */
+  endpointType: 'regional' | 'private';
+  /** execute-api interface endpoints allowed to call a private API (required when private). */
+  vpcEndpointIds: string[];
+  /** null: no custom domain; each API then serves `/<provider>/...` on its own execute-api URL. */
+  domain: DomainConfig | null;
+  stageName: string;
+  /** The stage's default throttle (the usage plans' per-department limits apply below it). */
+  throttle: { rateLimit: number; burstLimit: number };
+  /** WAF rate-based rule: requests per client IP per 5 minutes. */
+  wafRateLimitPer5Min: number;
+}
+
+export interface NetworkConfig {
+  /** The dispatcher's VPC. */
+  vpcCidr: string;
+  maxAzs: number;
+  /** NAT gateways for the dispatcher's way out to Azure OpenAI and Gemini (0: endpoints only). */
+  natGateways: number;
+}
+
+export interface IdentityConfig {
+  /** Hosted sign-in domain prefix (`<prefix>.auth.<region>.amazoncognito.com`); null: `<project>-<env>-<account>`. */
+  cognitoDomainPrefix: string | null;
+  /** SES identity (a verified domain or address) Cognito sends invitations and codes from; null: Cognito's own mail (about 50 a day). */
+  sesIdentity: string | null;
+  /** The From address, in the SES identity's domain (or the identity itself when it is an address). */
+  sesFromAddress: string | null;
+  logoutUrls: string[];
+}
+
+export interface OperationsConfig {
+  /** Addresses subscribed to the alarm topic (they confirm the subscription by mail). */
+  alarmEmails: string[];
+  /** A trail for the account's management events (false where the organisation runs one). */
+  cloudTrail: boolean;
+  /** S3 data events on the gateway's buckets and Lambda invoke events on its functions in that trail. */
+  cloudTrailDataEvents: boolean;
+  guardDuty: boolean;
+  securityHub: boolean;
+  awsConfig: boolean;
 }
 
 export interface ProviderConfig {
@@ -56,7 +113,7 @@ export interface GatewayConfig {
   functions: FunctionsConfig;
 }
 
-export const DEFAULT_CONFIG_FILE = path.join(__dirname, '..', 'config', 'gateway.json');
+export const DEFAULT_CONFIG_FILE = path.join(__dirname, '..', '..', 'config', 'gateway.json');
 
 export function loadConfig(file: string = DEFAULT_CONFIG_FILE): GatewayConfig {
   return parseConfig(JSON.parse(readFileSync(file, 'utf8')), file);
@@ -120,12 +177,50 @@ function isCallbackUrl(s: string): boolean {
   }
 }
 
+const EMAIL = /^[^@\s]+@[a-z0-9.-]+\.[a-z]{2,}$/i;
+const DOMAIN = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,}$/;
+const ACM_ARN = /^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate\/[0-9a-f-]{36}$/;
+
 function isHttpsUrl(s: string): boolean {
   try {
     return new URL(s).protocol === 'https:';
   } catch {
     return false;
   }
+}
+
+function checkApi(c: Checker, v: unknown, w: string, regions: string[]) {
+  const a = c.obj(v, w, ['endpointType', 'vpcEndpointIds', 'domain', 'stageName', 'throttle', 'wafRateLimitPer5Min']);
+  c.oneOf(a.endpointType, `${w}.endpointType`, ['regional', 'private'] as const);
+  c.strings(a.vpcEndpointIds, `${w}.vpcEndpointIds`, (s) => /^vpce-[0-9a-f]{8,17}$/.test(s), 'a VPC endpoint id (vpce-...)', false);
+  if (a.endpointType === 'private' && Array.isArray(a.vpcEndpointIds) && a.vpcEndpointIds.length === 0) {
+    c.fail(`${w}.vpcEndpointIds`, 'must name at least one execute-api endpoint for a private API');
+  }
+  if (a.endpointType === 'regional' && Array.isArray(a.vpcEndpointIds) && a.vpcEndpointIds.length > 0) {
+    c.fail(`${w}.vpcEndpointIds`, 'is only for endpointType private');
+  }
+  if (a.domain !== null) {
+    const d = c.obj(a.domain, `${w}.domain`, ['name', 'certificateArns', 'hostedZoneId']);
+    if (typeof d.name !== 'string' || !DOMAIN.test(d.name)) c.fail(`${w}.domain.name`, 'must be a domain name');
+    const certs = c.obj(d.certificateArns, `${w}.domain.certificateArns`, 'any');
+    for (const r of regions) {
+      if (!(r in certs)) c.fail(`${w}.domain.certificateArns.${r}`, 'missing (a certificate in every region deployed to)');
+    }
+    for (const [r, arn] of Object.entries(certs)) {
+      if (!regions.includes(r)) c.fail(`${w}.domain.certificateArns.${r}`, 'is not a region of this environment');
+      if (typeof arn !== 'string' || !ACM_ARN.test(arn) || arn.split(':')[3] !== r) {
+        c.fail(`${w}.domain.certificateArns.${r}`, `must be an ACM certificate ARN in ${r}`);
+      }
+    }
+    if (d.hostedZoneId !== null && (typeof d.hostedZoneId !== 'string' || !/^Z[A-Z0-9]{4,31}$/.test(d.hostedZoneId))) {
+      c.fail(`${w}.domain.hostedZoneId`, 'must be null or a Route 53 hosted zone id');
+    }
+  }
+  if (typeof a.stageName !== 'string' || !/^[a-zA-Z0-9_]{1,64}$/.test(a.stageName)) c.fail(`${w}.stageName`, 'must be letters, digits and _');
+  const t = c.obj(a.throttle, `${w}.throttle`, ['rateLimit', 'burstLimit']);
+  c.int(t.rateLimit, `${w}.throttle.rateLimit`, 1, 10000);
+  c.int(t.burstLimit, `${w}.throttle.burstLimit`, 1, 5000);
+  c.int(a.wafRateLimitPer5Min, `${w}.wafRateLimitPer5Min`, 10, 2_000_000_000);
 }
 
 /** Validates a parsed configuration; throws one error listing every problem. */
@@ -140,7 +235,7 @@ export function parseConfig(raw: unknown, source = 'configuration'): GatewayConf
     const w = `config.environments.${name}`;
     const e = c.obj(envs[name], w, [
       'regions', 'logLevel', 'tracing', 'auditRetentionDays', 'auditGlacierAfterDays', 'payloadExpiryDays',
-      'allowedIps', 'callbackUrls',
+      'allowedIps', 'callbackUrls', 'api', 'network', 'identity', 'operations',
     ]);
     c.strings(e.regions, `${w}.regions`, (s) => REGION.test(s), 'an AWS region name');
     c.oneOf(e.logLevel, `${w}.logLevel`, ['error', 'warn', 'info', 'debug', 'trace'] as const);
@@ -150,6 +245,33 @@ export function parseConfig(raw: unknown, source = 'configuration'): GatewayConf
     c.int(e.payloadExpiryDays, `${w}.payloadExpiryDays`, 1, 30);
     c.strings(e.allowedIps, `${w}.allowedIps`, (s) => CIDR4.test(s), 'an IPv4 CIDR (a.b.c.d/n)');
     c.strings(e.callbackUrls, `${w}.callbackUrls`, isCallbackUrl, 'an https URL (http only for localhost)');
+    checkApi(c, e.api, `${w}.api`, Array.isArray(e.regions) ? (e.regions as string[]) : []);
+    const n = c.obj(e.network, `${w}.network`, ['vpcCidr', 'maxAzs', 'natGateways']);
+    if (typeof n.vpcCidr !== 'string' || !CIDR4.test(n.vpcCidr) || !/\/(1[6-9]|2[0-4])$/.test(n.vpcCidr)) {
+      c.fail(`${w}.network.vpcCidr`, 'must be an IPv4 CIDR from /16 to /24');
+    }
+    c.int(n.maxAzs, `${w}.network.maxAzs`, 1, 3);
+    c.int(n.natGateways, `${w}.network.natGateways`, 0, 3);
+    const i = c.obj(e.identity, `${w}.identity`, ['cognitoDomainPrefix', 'sesIdentity', 'sesFromAddress', 'logoutUrls']);
+    if (i.cognitoDomainPrefix !== null && (typeof i.cognitoDomainPrefix !== 'string' || !/^[a-z0-9](-?[a-z0-9])*$/.test(i.cognitoDomainPrefix) || i.cognitoDomainPrefix.length > 63 || /aws|amazon|cognito/.test(i.cognitoDomainPrefix))) {
+      c.fail(`${w}.identity.cognitoDomainPrefix`, 'must be null or lower-case letters, digits and single hyphens, without aws, amazon or cognito');
+    }
+    if (i.sesIdentity !== null && (typeof i.sesIdentity !== 'string' || !(EMAIL.test(i.sesIdentity) || DOMAIN.test(i.sesIdentity)))) {
+      c.fail(`${w}.identity.sesIdentity`, 'must be null, an e-mail address or a domain');
+    }
+    if ((i.sesIdentity === null) !== (i.sesFromAddress === null)) {
+      c.fail(`${w}.identity.sesFromAddress`, 'must be set exactly when sesIdentity is');
+    } else if (typeof i.sesFromAddress === 'string' && typeof i.sesIdentity === 'string') {
+      const ok = EMAIL.test(i.sesFromAddress) && (i.sesFromAddress === i.sesIdentity || i.sesFromAddress.toLowerCase().endsWith(`@${i.sesIdentity.toLowerCase()}`));
+      if (!ok) c.fail(`${w}.identity.sesFromAddress`, 'must be an address of the SES identity (the identity itself, or in its domain)');
+    }
+    c.strings(i.logoutUrls, `${w}.identity.logoutUrls`, isCallbackUrl, 'an https URL (http only for localhost)', false);
+    const o = c.obj(e.operations, `${w}.operations`, ['alarmEmails', 'cloudTrail', 'cloudTrailDataEvents', 'guardDuty', 'securityHub', 'awsConfig']);
+    c.strings(o.alarmEmails, `${w}.operations.alarmEmails`, (s) => EMAIL.test(s), 'an e-mail address', false);
+    for (const k of ['cloudTrail', 'cloudTrailDataEvents', 'guardDuty', 'securityHub', 'awsConfig']) c.bool(o[k], `${w}.operations.${k}`);
+    if (o.cloudTrailDataEvents === true && o.cloudTrail !== true) {
+      c.fail(`${w}.operations.cloudTrailDataEvents`, 'needs cloudTrail (the data events go to the stack\'s trail)');
+    }
   }
   const providers = c.obj(root.providers, 'config.providers', [...PROVIDERS]);
   for (const name of PROVIDERS) {

@@ -1,0 +1,160 @@
+// Keys, buckets and queues: where the gateway keeps data at rest, all encrypted, TLS-only and private.
+import {
+  Aws, Duration, RemovalPolicy, Stack,
+  aws_cloudwatch as cw,
+  aws_iam as iam,
+  aws_kms as kms,
+  aws_s3 as s3,
+  aws_sqs as sqs,
+} from 'aws-cdk-lib';
+import { EnvironmentConfig, FunctionsConfig, PROVIDERS, ProviderName, GatewayConfig } from './config';
+import { pascal } from './names';
+
+export interface Keys {
+  /** Queues, payload and audit buckets, log groups, function environments, secrets. */
+  data: kms.Key;
+  /** The routes' data keys for sealed request/response bodies. */
+  auditBodies: kms.Key;
+  /** RSA_3072 SIGN_VERIFY: the hourly audit digests. */
+  auditDigest: kms.Key;
+}
+
+export function createKeys(stack: Stack, prefix: string): Keys {
+  const data = new kms.Key(stack, 'DataKey', {
+    description: `${prefix}: queues, payloads, logs, function environments`,
+    enableKeyRotation: true,
+    removalPolicy: RemovalPolicy.RETAIN,
+  });
+  // CloudWatch Logs encrypts the function log groups with the data key, only for this account's groups.
+  data.addToResourcePolicy(new iam.PolicyStatement({
+    principals: [new iam.ServicePrincipal(`logs.${Aws.REGION}.amazonaws.com`)],
+    actions: ['kms:Encrypt*', 'kms:Decrypt*', 'kms:ReEncrypt*', 'kms:GenerateDataKey*', 'kms:Describe*'],
+    resources: ['*'],
+    conditions: {
+      ArnLike: { 'kms:EncryptionContext:aws:logs:arn': `arn:${Aws.PARTITION}:logs:${Aws.REGION}:${Aws.ACCOUNT_ID}:*` },
+    },
+  }));
+  const auditBodies = new kms.Key(stack, 'AuditBodiesKey', {
+    description: `${prefix}: seals audited request and response bodies`,
+    enableKeyRotation: true,
+    removalPolicy: RemovalPolicy.RETAIN,
+  });
+  const auditDigest = new kms.Key(stack, 'AuditDigestKey', {
+    description: `${prefix}: signs the hourly audit digests (RSASSA_PSS_SHA_256)`,
+    keySpec: kms.KeySpec.RSA_3072,
+    keyUsage: kms.KeyUsage.SIGN_VERIFY,
+    removalPolicy: RemovalPolicy.RETAIN,
+  });
+  return { data, auditBodies, auditDigest };
+}
+
+export interface Buckets {
+  accessLogs: s3.Bucket;
+  audit: s3.Bucket;
+  payloads: s3.Bucket;
+}
+
+export function createBuckets(stack: Stack, env: EnvironmentConfig, keys: Keys, removal: RemovalPolicy): Buckets {
+  const accessLogs = new s3.Bucket(stack, 'AccessLogsBucket', {
+    // S3 server access logging delivers only to SSE-S3 buckets.
+    encryption: s3.BucketEncryption.S3_MANAGED,
+    blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+    enforceSSL: true,
+    versioned: true,
+    lifecycleRules: [{ expiration: Duration.days(365), noncurrentVersionExpiration: Duration.days(30) }],
+    removalPolicy: RemovalPolicy.RETAIN,
+  });
+  const audit = new s3.Bucket(stack, 'AuditBucket', {
+    objectLockEnabled: true,
+    objectLockDefaultRetention: s3.ObjectLockRetention.compliance(Duration.days(env.auditRetentionDays)),
+    versioned: true,
+    encryption: s3.BucketEncryption.KMS,
+    encryptionKey: keys.data,
+    bucketKeyEnabled: true,
+    blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+    enforceSSL: true,
+    serverAccessLogsBucket: accessLogs,
+    serverAccessLogsPrefix: 'audit/',
+    // No expiration: Object Lock keeps every version for the retention period anyway.
+    lifecycleRules: [{
+      transitions: [{ storageClass: s3.StorageClass.GLACIER, transitionAfter: Duration.days(env.auditGlacierAfterDays) }],
+    }],
+    removalPolicy: RemovalPolicy.RETAIN,
+  });
+  const payloads = new s3.Bucket(stack, 'PayloadBucket', {
+    encryption: s3.BucketEncryption.KMS,
+    encryptionKey: keys.data,
+    bucketKeyEnabled: true,
+    blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+    enforceSSL: true,
+    serverAccessLogsBucket: accessLogs,
+    serverAccessLogsPrefix: 'payloads/',
+    lifecycleRules: [{ expiration: Duration.days(env.payloadExpiryDays), abortIncompleteMultipartUploadAfter: Duration.days(1) }],
+    removalPolicy: removal,
+  });
+  return { accessLogs, audit, payloads };
+}
+
+export interface Queues {
+  audit: sqs.Queue;
+  /** One per provider whose transport is `queue`. */
+  requests: Map<ProviderName, sqs.Queue>;
+  /** The request queues' visibility timeout, which the dispatcher is told too. */
+  dispatchVisibilitySecs: number;
+  /** One alarm per dead-letter queue (at one visible message). */
+  dlqAlarms: cw.Alarm[];
+  dlqs: sqs.Queue[];
+}
+
+/** The SQS names the stack gives its queues; the local stack names its own the same way. */
+export function queueNames(config: GatewayConfig, envName: string): { audit: string; requests: Record<string, string> } {
+  const prefix = `${config.project}-${envName}`;
+  return {
+    audit: `${prefix}-audit`,
+    requests: Object.fromEntries(PROVIDERS.filter((p) => config.providers[p].transport === 'queue')
+      .map((p) => [p, `${prefix}-requests-${p}`])),
+  };
+}
+
+export function createQueues(stack: Stack, config: GatewayConfig, envName: string, fns: FunctionsConfig, keys: Keys): Queues {
+  const dlqAlarms: cw.Alarm[] = [];
+  const dlqs: sqs.Queue[] = [];
+  const queueWithDlq = (id: string, name: string, visibility: Duration, maxReceiveCount: number) => {
+    const dlq = new sqs.Queue(stack, `${id}Dlq`, {
+      queueName: `${name}-dlq`,
+      encryption: sqs.QueueEncryption.KMS,
+      encryptionMasterKey: keys.data,
+      enforceSSL: true,
+      retentionPeriod: Duration.days(14),
+    });
+    const queue = new sqs.Queue(stack, id, {
+      queueName: name,
+      encryption: sqs.QueueEncryption.KMS,
+      encryptionMasterKey: keys.data,
+      enforceSSL: true,
+      visibilityTimeout: visibility,
+      deadLetterQueue: { queue: dlq, maxReceiveCount },
+    });
+    dlqs.push(dlq);
+    dlqAlarms.push(new cw.Alarm(stack, `${id}DlqAlarm`, {
+      alarmDescription: `${name}: messages in the dead-letter queue`,
+      metric: dlq.metricApproximateNumberOfMessagesVisible({ period: Duration.minutes(5) }),
+      threshold: 1,
+      evaluationPeriods: 1,
+      comparisonOperator: cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      treatMissingData: cw.TreatMissingData.NOT_BREACHING,
+    }));
+    return queue;
+  };
+  const names = queueNames(config, envName);
+  // Lambda's advice: visibility at least six times the consumer's timeout.
+  const audit = queueWithDlq('AuditQueue', names.audit, Duration.seconds(6 * fns.auditWriterTimeoutSecs), 5);
+  // Lambda refuses an SQS event source whose queue's visibility timeout is below the function's
+  // timeout; the dispatcher runs as long as a route (a stream), so the queues get at least that.
+  const dispatchVisibilitySecs = Math.max(fns.dispatchVisibilitySecs, fns.routeTimeoutSecs);
+  const requests = new Map<ProviderName, sqs.Queue>();
+  for (const [p, name] of Object.entries(names.requests) as [ProviderName, string][]) {
+    requests.set(p, queueWithDlq(`RequestQueue${pascal(p)}`, name, Duration.seconds(dispatchVisibilitySecs), fns.dispatchMaxReceives));
+  }
+  return { audit, requests, dispatchVisibilitySecs, dlqAlarms, dlqs };
+}
