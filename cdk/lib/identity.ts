@@ -2,7 +2,7 @@
 // departments, a resource server with every scope, and the public (PKCE) app client.
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
-import { Duration, RemovalPolicy, Stack, aws_cognito as cognito } from 'aws-cdk-lib';
+import { Aws, CfnOutput, Duration, RemovalPolicy, Stack, aws_cognito as cognito } from 'aws-cdk-lib';
 import { EnvironmentName, GatewayConfig } from './config';
 import { pascal } from './names';
 
@@ -30,6 +30,24 @@ export function groupNames(policy: ScopePolicy, config: GatewayConfig): string[]
 export interface Identity {
   userPool: cognito.UserPool;
   appClient: cognito.UserPoolClient;
+  /** The hosted sign-in domain (authorization code + PKCE in a browser). */
+  domain: cognito.UserPoolDomain;
+}
+
+/**
+ * Invitations, codes and password resets go through SES when the environment names an identity:
+ * Cognito's own mail sends about 50 messages a day, too few for bulk provisioning. The identity is
+ * created and verified out of band (DNS records, production access), like the API's certificates:
+ * Cognito refuses an unverified one when the pool is created.
+ */
+function userPoolEmail(ident: { sesIdentity: string | null; sesFromAddress: string | null }, project: string): cognito.UserPoolEmail {
+  if (ident.sesIdentity === null || ident.sesFromAddress === null) return cognito.UserPoolEmail.withCognito();
+  const isDomain = !ident.sesIdentity.includes('@');
+  return cognito.UserPoolEmail.withSES({
+    fromEmail: ident.sesFromAddress,
+    fromName: project,
+    sesVerifiedDomain: isDomain ? ident.sesIdentity : undefined,
+  });
 }
 
 export function createIdentity(stack: Stack, config: GatewayConfig, envName: EnvironmentName, prefix: string): Identity {
@@ -51,6 +69,7 @@ export function createIdentity(stack: Stack, config: GatewayConfig, envName: Env
       .map((a) => [a, new cognito.StringAttribute({ mutable: true, maxLen: 256 })])),
     featurePlan: cognito.FeaturePlan.PLUS,
     standardThreatProtectionMode: cognito.StandardThreatProtectionMode.FULL_FUNCTION,
+    email: userPoolEmail(env.identity, config.project),
     deletionProtection: envName === 'prod',
     removalPolicy: RemovalPolicy.RETAIN,
   });
@@ -71,6 +90,7 @@ export function createIdentity(stack: Stack, config: GatewayConfig, envName: Env
     oAuth: {
       flows: { authorizationCodeGrant: true },
       callbackUrls: env.callbackUrls,
+      logoutUrls: env.identity.logoutUrls.length > 0 ? env.identity.logoutUrls : undefined,
       scopes: [
         cognito.OAuthScope.OPENID, cognito.OAuthScope.EMAIL, cognito.OAuthScope.PROFILE,
         ...gatewayScopes.map((sc) => cognito.OAuthScope.resourceServer(resourceServer, sc)),
@@ -83,5 +103,19 @@ export function createIdentity(stack: Stack, config: GatewayConfig, envName: Env
     enableTokenRevocation: true,
     preventUserExistenceErrors: true,
   });
-  return { userPool, appClient };
+  // The prefix is regional (<prefix>.auth.<region>.amazoncognito.com), so one name serves every region.
+  const domain = userPool.addDomain('HostedDomain', {
+    cognitoDomain: { domainPrefix: env.identity.cognitoDomainPrefix ?? `${prefix}-${Aws.ACCOUNT_ID}` },
+    managedLoginVersion: cognito.ManagedLoginVersion.NEWER_MANAGED_LOGIN,
+  });
+  // Managed login shows nothing for a client without a style; Cognito's own style is enough here.
+  new cognito.CfnManagedLoginBranding(stack, 'ManagedLoginBranding', {
+    userPoolId: userPool.userPoolId,
+    clientId: appClient.userPoolClientId,
+    useCognitoProvidedValues: true,
+  });
+  new CfnOutput(stack, 'SignInDomain', { value: domain.baseUrl() });
+  new CfnOutput(stack, 'AppClientId', { value: appClient.userPoolClientId });
+  new CfnOutput(stack, 'UserPoolId', { value: userPool.userPoolId });
+  return { userPool, appClient, domain };
 }

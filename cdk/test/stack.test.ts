@@ -208,6 +208,28 @@ describe('identity', () => {
   });
 });
 
+describe('sign-in and mail', () => {
+  test('a hosted sign-in domain with managed login and a style for the app client', () => {
+    const domains = Object.values(resourcesOf(template, 'AWS::Cognito::UserPoolDomain'));
+    assert.equal(domains.length, 1);
+    assert.equal(domains[0].Properties.ManagedLoginVersion, 2);
+    // No configured prefix: <project>-<env>-<account>, unique per account and region.
+    assert.deepEqual(domains[0].Properties.Domain, { 'Fn::Join': ['', ['llm-gateway-dev-', { Ref: 'AWS::AccountId' }]] });
+    template.hasResourceProperties('AWS::Cognito::ManagedLoginBranding', { UseCognitoProvidedValues: true });
+    template.hasResourceProperties('AWS::Cognito::UserPoolClient', { LogoutURLs: config.environments.dev.identity.logoutUrls });
+  });
+  test('dev sends Cognito\'s own mail; an environment with an SES identity sends through it', () => {
+    const devPool = Object.values(resourcesOf(template, 'AWS::Cognito::UserPool'))[0];
+    assert.equal(devPool.Properties.EmailConfiguration.EmailSendingAccount, 'COGNITO_DEFAULT');
+    const staging = build({ envName: 'staging' }).template;
+    const pool = Object.values(resourcesOf(staging, 'AWS::Cognito::UserPool'))[0];
+    const ident = config.environments.staging.identity;
+    assert.equal(pool.Properties.EmailConfiguration.EmailSendingAccount, 'DEVELOPER');
+    assert.ok(JSON.stringify(pool.Properties.EmailConfiguration.From).includes(ident.sesFromAddress!));
+    assert.ok(JSON.stringify(pool.Properties.EmailConfiguration.SourceArn).includes(`identity/${ident.sesIdentity}`));
+  });
+});
+
 describe('least privilege', () => {
   const names = ['Authorizer', 'AzureOpenai', 'BedrockClaude', 'Gemini', 'Dispatcher', 'AuditWriter', 'AuditDigest'];
   test('no role has a * resource, and none may delete or change retention', () => {
