@@ -39,12 +39,12 @@ class AuditBodies(TypedDict):
 class RequestQueue(TypedDict):
     url: str
     dlq: str
-    transport: str
 
 
 class Queues(TypedDict):
     audit: str
     audit_dlq: str
+    # The queued routes' request queues only.
     requests: dict[str, RequestQueue]
     reply_prefix: str
 
@@ -69,8 +69,12 @@ class StackState(TypedDict):
     upstream_response_timeout_ms: int
     buckets: Buckets
     audit_bodies: AuditBodies
+    # Each route's transport, "direct" or "queue".
+    transports: dict[str, str]
     keys: Keys
     queues: Queues
+    # Each function's environment by function name, as the CDK stack sets it in Lambda.
+    functions: dict[str, dict[str, str]]
 
 
 PROVIDERS = {"azure-openai", "bedrock-claude", "gemini"}
@@ -98,7 +102,7 @@ def _check(value: object, kind: object, where: str) -> None:
             raise StateShapeError(f"{where}: expected an object, got {type(value).__name__}")
         _, item = get_args(kind)
         for key, entry in value.items():
-            if where.endswith(("secrets", "upstreams", "mocks", "requests")) and key not in PROVIDERS:
+            if where.endswith(("secrets", "upstreams", "mocks", "requests", "transports")) and key not in PROVIDERS:
                 raise StateShapeError(f"{where}: {key!r} is not a provider's spelling ({sorted(PROVIDERS)})")
             _check(entry, item, f"{where}.{key}")
         return

@@ -141,7 +141,7 @@ def test_exactly_one_final_record_per_request(mixed_run):
 
 def test_events_carry_status_principal_and_usage(mixed_run, all_user, state):
     run, events, _, _ = mixed_run
-    run.transports = {k: v["transport"] for k, v in state["queues"]["requests"].items()}
+    run.transports = dict(state["transports"])
     by_id = {e["request_id"]: e for e in events if e["request_id"] in run.expected and is_final(e)}
     for request_id, expect in run.expected.items():
         event = by_id[request_id]

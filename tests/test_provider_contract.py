@@ -289,7 +289,7 @@ def assert_audited(provider: Adapter, session, operation: str, headers, usage, s
     assert event["operation"] == provider.operations[operation], event
     assert event["model"] == provider.model(), event
     assert event["stream"] is (operation == "stream"), event
-    assert event["transport"] == state["queues"]["requests"][provider.mock]["transport"], event
+    assert event["transport"] == state["transports"][provider.mock], event
     assert event["principal"]["subject"] == all_user["sub"], event
     assert event["principal"]["username"] == all_user["username"], event
     assert event["principal"]["department"] == "engineering", event

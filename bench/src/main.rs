@@ -16,7 +16,6 @@ use aws_sdk_cognitoidentityprovider::types::AuthFlowType;
 use futures_util::StreamExt;
 use gateway_local::state::StackState;
 use gateway_shared::providers::upstream::CredentialSpec;
-use gateway_shared::providers::TransportKind;
 use gateway_shared::Provider;
 use serde_json::{json, Value};
 
@@ -106,9 +105,7 @@ async fn main() -> Result<(), BoxError> {
         }
     }
     let sqs_calls = bench_sqs_calls(&client, &gateway, &state.control_url).await?;
-    let transport = state
-        .request_queue(Provider::AzureOpenAi)
-        .map(|queue| queue.transport.clone());
+    let transport = state.transports.get(&Provider::AzureOpenAi).cloned();
     let report = json!({
         "note": "release build of the local stack; mock upstream on 127.0.0.1; 2 cores shared by client, gateway, moto and mocks",
         "transport": transport,
@@ -144,10 +141,10 @@ async fn bench_authorizer(
     sdk: &aws_config::SdkConfig,
     token: &str,
 ) -> Result<Value, BoxError> {
-    let settings: std::collections::HashMap<String, String> = authorizer_settings(state)
-        .into_iter()
-        .map(|(name, value)| (name.to_string(), value))
-        .collect();
+    let settings: std::collections::HashMap<String, String> =
+        function_settings(state, "authorizer")?
+            .into_iter()
+            .collect();
     let config = authorizer::AuthorizerConfig::from_settings(&settings)?;
     // The authorizer records each allow into its buffer, as in Lambda; delivery (after each
     // invocation) is not part of the handler's time, and is left out here.
@@ -179,35 +176,21 @@ async fn bench_authorizer(
     Ok(json!({"calls": calls, "unit": "microseconds", "per_call": summary(&samples)}))
 }
 
-/// The authorizer's settings for this stack.
-fn authorizer_settings(state: &StackState) -> Vec<(&'static str, String)> {
-    vec![
-        ("AWS_REGION", state.region.clone()),
-        ("COGNITO_USER_POOL_ID", state.user_pool_id.clone()),
-        ("COGNITO_APP_CLIENT_IDS", state.app_client_id.clone()),
-        ("COGNITO_JWKS_URL", state.jwks_url.clone()),
-    ]
-}
-
-/// A provider route's settings as the running stack has them: its transport (so a queue route's init
-/// includes its reply queue) and its upstream as the provider's `UpstreamSpec` names it.
-fn route_settings(state: &StackState, provider: Provider) -> Vec<(&'static str, String)> {
-    let spec = provider.upstream();
-    // Audited as deployed: records to the audit queue, bodies sealed under the stack's key.
-    let mut settings = vec![
-        ("GATEWAY_AUDIT_QUEUE_URL", state.queues.audit.clone()),
-        ("GATEWAY_AUDIT_BUCKET", state.buckets.audit.clone()),
-        ("GATEWAY_AUDIT_BODY_KEY_ID", state.keys.audit_bodies.clone()),
-    ];
-    if let Some(queue) = state.request_queue(provider) {
-        settings.push((TransportKind::SETTING, queue.transport.clone()));
-        settings.push(("GATEWAY_REQUEST_QUEUE_URL", queue.url.clone()));
-    }
-    settings.extend(spec.settings_for(
-        state.upstreams.get(&provider).map(String::as_str),
-        state.secrets.get(&provider).map(String::as_str),
-    ));
-    settings
+/// A function's environment as the running stack built it (the state file's `functions`, which is what
+/// the CDK stack sets in Lambda), without what the benchmark sets itself (region, log level).
+fn function_settings(
+    state: &StackState,
+    function: &str,
+) -> Result<Vec<(String, String)>, BoxError> {
+    let env = state
+        .functions
+        .get(function)
+        .ok_or_else(|| format!("the stack runs no {function} function"))?;
+    Ok(env
+        .iter()
+        .filter(|(name, _)| !matches!(name.as_str(), "AWS_REGION" | "RUST_LOG"))
+        .map(|(name, value)| (name.clone(), value.clone()))
+        .collect())
 }
 
 /// Starts each function binary `STARTS` times; returns median init time and binary size per function.
@@ -222,13 +205,15 @@ async fn bench_cold_start(state: &StackState, dir: &str) -> Result<Value, BoxErr
         ("AWS_LAMBDA_FUNCTION_MEMORY_SIZE", "512".to_string()),
         ("AWS_LAMBDA_FUNCTION_VERSION", "$LATEST".to_string()),
         ("RUST_LOG", "warn".to_string()),
-    ];
+    ]
+    .map(|(name, value)| (name.to_string(), value));
     // Each provider's function crate is named by its route prefix.
-    let mut authorizer = authorizer_settings(state);
-    authorizer.push(("GATEWAY_AUDIT_QUEUE_URL", state.queues.audit.clone()));
-    let mut functions = vec![("authorizer", authorizer)];
+    let mut functions = vec![("authorizer", function_settings(state, "authorizer")?)];
     for provider in Provider::ALL {
-        functions.push((provider.route_prefix(), route_settings(state, provider)));
+        functions.push((
+            provider.route_prefix(),
+            function_settings(state, provider.route_prefix())?,
+        ));
     }
     let mut report = serde_json::Map::new();
     for (name, env) in functions {
@@ -249,7 +234,7 @@ async fn bench_cold_start(state: &StackState, dir: &str) -> Result<Value, BoxErr
 /// Process start to the first `GET /2018-06-01/runtime/invocation/next` on a stand-in runtime API.
 async fn init_time_ms<'a>(
     binary: &str,
-    env: impl Iterator<Item = &'a (&'a str, String)>,
+    env: impl Iterator<Item = &'a (String, String)>,
 ) -> Result<f64, BoxError> {
     use tokio::io::{AsyncReadExt, AsyncWriteExt};
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;

@@ -213,10 +213,12 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
     const environment: Record<string, string> = {
       GATEWAY_TRANSPORT: transport,
       GATEWAY_AUDIT_QUEUE_URL: queues.audit.queueUrl,
+      // A direct route's calls, or how long a queued route waits for its reply.
+      ...upstreamTimeouts,
       ...auditBodiesEnv,
     };
     if (transport === 'direct') {
-      Object.assign(environment, upstreamTimeouts, upstreamEnv(p));
+      Object.assign(environment, upstreamEnv(p));
     } else {
       Object.assign(environment, {
         GATEWAY_REQUEST_QUEUE_URL: queues.requests.get(p)!.queueUrl,

@@ -8,6 +8,7 @@
 
 mod apigw;
 mod control;
+mod environments;
 mod event_sources;
 mod faults;
 mod mock;
@@ -30,40 +31,16 @@ use gateway_local::state::{
 use gateway_shared::audit::lifecycle::Invocations;
 use gateway_shared::audit::{AuditBuffer, BodiesConfig, SqsDelivery};
 use gateway_shared::providers::upstream::CredentialSpec;
-use gateway_shared::providers::TransportKind;
 use gateway_shared::proxy::{Route, RouteConfig};
 use gateway_shared::scopes::Policy;
 use gateway_shared::Provider;
 use tokio::net::TcpListener;
 
+use crate::environments::Environments;
 use crate::resources::{BoxError, UserPool};
 use crate::settings::{local_provider, LocalSettings};
 
-const AUDIT_BUCKET: &str = "llm-gateway-local-audit";
-const PAYLOAD_BUCKET: &str = "llm-gateway-local-payloads";
 const REPLY_QUEUE_PREFIX: &str = "llm-gateway-reply-";
-const DEFAULT_RESPONSE_TIMEOUT_MS: u64 = 120_000;
-
-/// The route settings the local stack passes through from its own environment when set.
-const PASSED_THROUGH: &[&str] = &[
-    "GATEWAY_UPSTREAM_CONNECT_TIMEOUT_MS",
-    "GATEWAY_UPSTREAM_RESPONSE_TIMEOUT_MS",
-    "GATEWAY_MAX_REQUEST_BYTES",
-    "GATEWAY_SCOPE_POLICY_FILE",
-    "GATEWAY_BEDROCK_REGION",
-    "GATEWAY_DISPATCH_FLUSH_MS",
-    "GATEWAY_QUEUE_INLINE_MAX_BYTES",
-    "GATEWAY_STREAM_CUT_MARGIN_MS",
-    "GATEWAY_AUDIT_BODIES",
-    "GATEWAY_AUDIT_BODY_MAX_BYTES",
-];
-
-/// The audit digest job's settings the local stack passes through when set.
-const DIGEST_PASSED_THROUGH: &[&str] = &[
-    "GATEWAY_AUDIT_DIGEST_GRACE_SECS",
-    "GATEWAY_AUDIT_FUNCTION_TIMEOUT_SECS",
-    "GATEWAY_AUDIT_DIGEST_MAX_HOURS",
-];
 
 #[tokio::main]
 async fn main() {
@@ -83,19 +60,55 @@ async fn run() -> Result<(), BoxError> {
     let mut listeners = Listeners::bind(&local).await?;
     let mut aws = Aws::start(&local).await?;
     let policy = gateway_shared::proxy::load_policy(local.policy_file.as_deref())?;
-    let pool = resources::create_user_pool(&aws.cognito(), &policy).await?;
+    let deployment = &local.deployment;
+    let pool = resources::create_user_pool(
+        &aws.cognito(),
+        &deployment.prefix(),
+        &policy,
+        deployment.config.departments.keys().map(String::as_str),
+    )
+    .await?;
     let secrets = Secrets::provision(&local, &aws.sdk).await?;
-    let audit = start_audit_trail(&local, &aws).await?;
+    let mut environments = Environments::default();
+    let audit = start_audit_trail(&local, &aws, &mut environments).await?;
     let upstreams = start_upstreams(std::mem::take(&mut listeners.mocks), &local, &secrets)?;
-    let mut settings = route_settings(&local, &aws, &pool, &secrets, &upstreams);
-    audit.insert_route_settings(&mut settings);
-    let audit_bodies = BodiesConfig::from_settings(&settings)?;
-    let request_queues = start_queue_transport(&local, &aws, &audit, &mut settings).await?;
-    let routes = build_routes(&local, &aws, &audit, &settings, &request_queues).await?;
+    let queue_transport = start_queue_transport(
+        &local,
+        &aws,
+        &audit,
+        &secrets,
+        &upstreams,
+        &mut environments,
+    )
+    .await?;
+    let (routes, audit_bodies) = build_routes(
+        &local,
+        &aws,
+        &audit,
+        &secrets,
+        &upstreams,
+        &queue_transport,
+        &mut environments,
+    )
+    .await?;
     let authorizer_invocations = audit.function();
+    let authorizer_env = environments.record(
+        "authorizer",
+        environments::authorizer(
+            &local.region,
+            deployment,
+            environments::AuthorizerInputs {
+                user_pool_id: &pool.user_pool_id,
+                app_client_id: &pool.app_client_id,
+                jwks_url: &jwks_url(&aws, &pool),
+                usage_keys_secret_id: &secrets.usage_keys_secret,
+                audit_queue_url: &audit.queue_url,
+            },
+        ),
+    );
     let authorizer = apigw::Function {
         handler: authorizer::State::from_config(
-            authorizer::AuthorizerConfig::from_settings(&settings)?,
+            authorizer::AuthorizerConfig::from_settings(authorizer_env)?,
             &aws.sdk,
             Arc::new(authorizer_invocations.buffer().clone()),
         )
@@ -137,13 +150,13 @@ async fn run() -> Result<(), BoxError> {
         secrets: secrets.secret_ids(),
         upstreams: upstreams.urls,
         mocks: upstreams.mocks,
-        upstream_response_timeout_ms: settings
-            .get("GATEWAY_UPSTREAM_RESPONSE_TIMEOUT_MS")
+        upstream_response_timeout_ms: std::env::var("GATEWAY_UPSTREAM_RESPONSE_TIMEOUT_MS")
+            .ok()
             .and_then(|v| v.parse::<u64>().ok())
-            .unwrap_or(DEFAULT_RESPONSE_TIMEOUT_MS),
+            .unwrap_or(deployment.config.functions.upstream_response_timeout_ms),
         buckets: Buckets {
-            audit: AUDIT_BUCKET.into(),
-            payloads: PAYLOAD_BUCKET.into(),
+            audit: audit.bucket.clone(),
+            payloads: queue_transport.payload_bucket.clone(),
         },
         audit_bodies: AuditBodies {
             enabled: audit_bodies.capture_limit().is_some(),
@@ -151,10 +164,15 @@ async fn run() -> Result<(), BoxError> {
                 .capture_limit()
                 .unwrap_or(gateway_shared::audit::bodies::DEFAULT_MAX_BYTES),
         },
+        transports: Provider::ALL
+            .into_iter()
+            .map(|p| (p, local.transport_for(p).as_str().to_string()))
+            .collect(),
         queues: Queues {
             audit: audit.queue_url,
             audit_dlq: audit.dlq_url,
-            requests: request_queues
+            requests: queue_transport
+                .queues
                 .into_iter()
                 .map(|(provider, queues)| (provider, queues.state))
                 .collect(),
@@ -164,6 +182,7 @@ async fn run() -> Result<(), BoxError> {
             audit_digest: audit.digest_key,
             audit_bodies: audit.bodies_key.clone(),
         },
+        functions: environments.into_state(),
     };
     // Written last: its presence means the stack is ready.
     state.write_atomically(&state_file)?;
@@ -311,8 +330,11 @@ impl Secrets {
                     .await?;
             upstream_keys.insert(provider, (secret_id, key));
         }
-        let usage_keys: serde_json::Map<String, serde_json::Value> = resources::DEPARTMENTS
-            .iter()
+        let usage_keys: serde_json::Map<String, serde_json::Value> = local
+            .deployment
+            .config
+            .departments
+            .keys()
             .map(|d| {
                 (
                     d.to_string(),
@@ -332,6 +354,10 @@ impl Secrets {
         })
     }
 
+    fn secret_id(&self, provider: Provider) -> Option<String> {
+        self.upstream_keys.get(&provider).map(|(id, _)| id.clone())
+    }
+
     fn secret_ids(&self) -> BTreeMap<Provider, String> {
         self.upstream_keys
             .iter()
@@ -346,6 +372,7 @@ impl Secrets {
 struct AuditTrail {
     sdk: aws_config::SdkConfig,
     sqs: aws_sdk_sqs::Client,
+    bucket: String,
     queue_url: String,
     dlq_url: String,
     digest_job: Arc<audit_digest::Job>,
@@ -378,48 +405,54 @@ impl AuditTrail {
         invocations.flush_after_each();
         invocations
     }
-
-    /// What the routes need to record bodies (the switch and the bound pass through from the stack's
-    /// environment, see `PASSED_THROUGH`).
-    fn insert_route_settings(&self, settings: &mut HashMap<String, String>) {
-        settings.insert("GATEWAY_AUDIT_BUCKET".into(), AUDIT_BUCKET.into());
-        settings.insert("GATEWAY_AUDIT_BODY_KEY_ID".into(), self.bodies_key.clone());
-    }
 }
 
-async fn start_audit_trail(local: &LocalSettings, aws: &Aws) -> Result<AuditTrail, BoxError> {
+/// The audit queue's visibility timeout here: a crashed writer's batch is retried within the tests'
+/// patience (the stack declares six times the writer's timeout, Lambda's advice).
+const LOCAL_AUDIT_VISIBILITY_SECS: u32 = 30;
+/// Receives before an audit message is dead-lettered, as the stack declares.
+const AUDIT_MAX_RECEIVES: u32 = 5;
+
+async fn start_audit_trail(
+    local: &LocalSettings,
+    aws: &Aws,
+    environments: &mut Environments,
+) -> Result<AuditTrail, BoxError> {
     let sqs = aws.sqs();
-    resources::create_audit_bucket(
-        &aws.s3(),
-        AUDIT_BUCKET,
-        i32::from(local.audit_retention_days),
-    )
-    .await?;
+    let deployment = &local.deployment;
+    let bucket = deployment.resource_name("audit");
+    resources::create_audit_bucket(&aws.s3(), &bucket, i32::from(local.audit_retention_days))
+        .await?;
     let digest_key = resources::create_digest_key(&aws_sdk_kms::Client::new(&aws.sdk)).await?;
-    let mut digest_settings: HashMap<String, String> = HashMap::from([
-        ("GATEWAY_AUDIT_BUCKET".to_string(), AUDIT_BUCKET.to_string()),
-        (
-            "GATEWAY_AUDIT_DIGEST_KEY_ID".to_string(),
-            digest_key.clone(),
+    let digest_env = environments.record(
+        "audit-digest",
+        environments::audit_digest(
+            &local.region,
+            deployment,
+            &bucket,
+            &digest_key,
+            local.function_timeout.as_secs(),
         ),
-    ]);
-    for name in DIGEST_PASSED_THROUGH {
-        if let Ok(value) = std::env::var(name) {
-            digest_settings.insert(name.to_string(), value);
-        }
-    }
+    );
     let digest_job = Arc::new(audit_digest::Job::from_config(
-        audit_digest::DigestConfig::from_settings(&digest_settings)?,
+        audit_digest::DigestConfig::from_settings(digest_env)?,
         &aws.sdk,
     ));
     tokio::spawn(schedule::hourly_audit_digest(digest_job.clone()));
     let bodies_key = resources::create_audit_bodies_key(&aws.kms()).await?;
-    let (queue, dlq) = resources::create_queue_with_dlq(&sqs, "llm-gateway-audit", 30, 5).await?;
+    let (queue, dlq) = resources::create_queue_with_dlq(
+        &sqs,
+        &deployment.audit_queue_name(),
+        LOCAL_AUDIT_VISIBILITY_SECS,
+        AUDIT_MAX_RECEIVES,
+    )
+    .await?;
+    let writer_env = environments.record(
+        "audit-writer",
+        environments::audit_writer(&local.region, deployment, &bucket),
+    );
     let writer = Arc::new(audit_writer::Writer::from_config(
-        audit_writer::WriterConfig {
-            bucket: AUDIT_BUCKET.into(),
-            prefix: "audit/".into(),
-        },
+        audit_writer::WriterConfig::from_settings(writer_env)?,
         &aws.sdk,
     ));
     tokio::spawn(event_sources::sqs_event_source(
@@ -434,6 +467,7 @@ async fn start_audit_trail(local: &LocalSettings, aws: &Aws) -> Result<AuditTrai
     Ok(AuditTrail {
         sdk: aws.sdk.clone(),
         sqs,
+        bucket,
         queue_url: queue.url,
         dlq_url: dlq.url,
         digest_job,
@@ -481,96 +515,95 @@ fn jwks_url(aws: &Aws, pool: &UserPool) -> String {
     )
 }
 
-/// The settings every function gets (as a Lambda's environment): each provider's upstream as its
-/// `UpstreamSpec` names it, Cognito, and the pass-through tuning settings.
-fn route_settings(
-    local: &LocalSettings,
-    aws: &Aws,
-    pool: &UserPool,
-    secrets: &Secrets,
-    upstreams: &Upstreams,
-) -> HashMap<String, String> {
-    let mut settings: HashMap<String, String> = HashMap::new();
-    settings.insert("AWS_REGION".into(), local.region.clone());
-    for (provider, url) in &upstreams.urls {
-        let secret_id = secrets
-            .upstream_keys
-            .get(provider)
-            .map(|(id, _)| id.as_str());
-        for (name, value) in provider.upstream().settings_for(Some(url), secret_id) {
-            settings.insert(name.into(), value);
-        }
-    }
-    settings.insert("COGNITO_USER_POOL_ID".into(), pool.user_pool_id.clone());
-    settings.insert("COGNITO_APP_CLIENT_IDS".into(), pool.app_client_id.clone());
-    settings.insert("COGNITO_JWKS_URL".into(), jwks_url(aws, pool));
-    settings.insert(
-        "GATEWAY_USAGE_KEYS_SECRET_ID".into(),
-        secrets.usage_keys_secret.clone(),
-    );
-    for name in PASSED_THROUGH {
-        if let Ok(value) = std::env::var(name) {
-            settings.insert(name.to_string(), value);
-        }
-    }
-    settings
-}
-
 /// A provider's request queue as the stack made it.
 struct ProviderQueues {
     url: String,
     state: RequestQueue,
 }
 
-/// The queue transport: a request queue (+ DLQ) per provider, the payload bucket, and the dispatcher
-/// behind an SQS event source on each request queue. The queues exist before the dispatcher is built,
-/// since it trusts messages only from the queue URLs it is given.
+/// The queue transport as the configuration (or `GATEWAY_TRANSPORT`) has it: the payload bucket, a
+/// request queue (+ DLQ) per queued provider, and the dispatcher behind an SQS event source on each.
+struct QueueTransport {
+    payload_bucket: String,
+    queues: BTreeMap<Provider, ProviderQueues>,
+}
+
+/// The queues exist before the dispatcher is built, since it trusts messages only from the queue URLs
+/// it is given.
 async fn start_queue_transport(
     local: &LocalSettings,
     aws: &Aws,
     audit: &AuditTrail,
-    settings: &mut HashMap<String, String>,
-) -> Result<BTreeMap<Provider, ProviderQueues>, BoxError> {
+    secrets: &Secrets,
+    upstreams: &Upstreams,
+    environments: &mut Environments,
+) -> Result<QueueTransport, BoxError> {
     let sqs = aws.sqs();
-    resources::create_bucket(&aws.s3(), PAYLOAD_BUCKET).await?;
-    settings.insert("GATEWAY_PAYLOAD_BUCKET".into(), PAYLOAD_BUCKET.into());
-    settings.insert(
-        "GATEWAY_DISPATCH_VISIBILITY_SECS".into(),
-        local.dispatch_visibility_secs.to_string(),
-    );
-    settings.insert(
-        "GATEWAY_DISPATCH_MAX_RECEIVES".into(),
-        local.dispatch_max_receives.to_string(),
-    );
+    let deployment = &local.deployment;
+    let payload_bucket = deployment.resource_name("payloads");
+    resources::create_payload_bucket(
+        &aws.s3(),
+        &payload_bucket,
+        i32::from(deployment.environment.payload_expiry_days),
+    )
+    .await?;
     let mut created = Vec::new();
-    for provider in Provider::ALL {
+    for provider in local.queued() {
         let (queue, dlq) = resources::create_queue_with_dlq(
             &sqs,
-            &format!("llm-gateway-requests-{}", provider.route_prefix()),
+            &deployment.request_queue_name(provider),
             local.dispatch_visibility_secs,
             local.dispatch_max_receives,
         )
         .await?;
         created.push((provider, queue, dlq));
     }
-    settings.insert(
-        "GATEWAY_DISPATCH_QUEUE_URLS".into(),
-        created
-            .iter()
-            .map(|(provider, queue, _)| format!("{}={}", provider.route_prefix(), queue.url))
-            .collect::<Vec<_>>()
-            .join(","),
+    let mut queues = BTreeMap::new();
+    if created.is_empty() {
+        return Ok(QueueTransport {
+            payload_bucket,
+            queues,
+        });
+    }
+    let queue_urls: Vec<(Provider, String)> = created
+        .iter()
+        .map(|(provider, queue, _)| (*provider, queue.url.clone()))
+        .collect();
+    let queued_upstreams: Vec<(Provider, String, Option<String>)> = created
+        .iter()
+        .map(|(provider, _, _)| {
+            (
+                *provider,
+                upstreams.urls[provider].clone(),
+                secrets.secret_id(*provider),
+            )
+        })
+        .collect();
+    let dispatcher_env = environments.record(
+        "dispatcher",
+        environments::dispatcher(
+            &local.region,
+            deployment,
+            environments::DispatcherInputs {
+                queue_urls: &queue_urls,
+                upstreams: &queued_upstreams,
+                reply_prefix: REPLY_QUEUE_PREFIX,
+                payload_bucket: &payload_bucket,
+                visibility_secs: local.dispatch_visibility_secs,
+                max_receives: local.dispatch_max_receives,
+                audit_queue_url: &audit.queue_url,
+            },
+        ),
     );
     let invocations = audit.function();
     let dispatcher = Arc::new(apigw::Function {
         handler: dispatcher::Dispatcher::from_config(
-            dispatcher::DispatcherConfig::from_settings(settings)?,
+            dispatcher::DispatcherConfig::from_settings(dispatcher_env)?,
             &aws.sdk,
             Arc::new(invocations.buffer().clone()),
         )?,
         invocations,
     });
-    let mut queues = BTreeMap::new();
     for (provider, queue, dlq) in created {
         let dispatcher = dispatcher.clone();
         tokio::spawn(event_sources::sqs_event_source(
@@ -592,44 +625,68 @@ async fn start_queue_transport(
                 state: RequestQueue {
                     url: queue.url,
                     dlq: dlq.url,
-                    transport: local.transport_for(provider).as_str().into(),
                 },
             },
         );
     }
-    Ok(queues)
+    Ok(QueueTransport {
+        payload_bucket,
+        queues,
+    })
 }
 
-/// One route per provider, on the transport the settings choose, prepared (reply queue, secrets) as a
-/// warm execution environment would be.
+/// One route per provider, on its transport, prepared (reply queue, secrets) as a warm execution
+/// environment would be. Returns the routes and how they record bodies (the same for every route).
+#[allow(clippy::too_many_arguments)]
 async fn build_routes(
     local: &LocalSettings,
     aws: &Aws,
     audit: &AuditTrail,
-    settings: &HashMap<String, String>,
-    queues: &BTreeMap<Provider, ProviderQueues>,
-) -> Result<HashMap<Provider, apigw::Function<Route>>, BoxError> {
+    secrets: &Secrets,
+    upstreams: &Upstreams,
+    queue_transport: &QueueTransport,
+    environments: &mut Environments,
+) -> Result<(HashMap<Provider, apigw::Function<Route>>, BodiesConfig), BoxError> {
     let mut routes = HashMap::new();
-    for (provider, queue) in queues {
-        let mut settings = settings.clone();
-        settings.insert(
-            TransportKind::SETTING.into(),
-            local.transport_for(*provider).as_str().into(),
+    let mut bodies = None;
+    for provider in Provider::ALL {
+        let secret_id = secrets.secret_id(provider);
+        let env = environments::route(
+            &local.region,
+            &local.deployment,
+            provider,
+            environments::RouteInputs {
+                transport: local.transport_for(provider),
+                upstream_url: &upstreams.urls[&provider],
+                secret_id: secret_id.as_deref(),
+                audit_queue_url: &audit.queue_url,
+                audit_bucket: &audit.bucket,
+                bodies_key: &audit.bodies_key,
+                queue: queue_transport.queues.get(&provider).map(|queue| {
+                    environments::QueueRoute {
+                        request_queue_url: &queue.url,
+                        reply_prefix: REPLY_QUEUE_PREFIX,
+                        payload_bucket: &queue_transport.payload_bucket,
+                    }
+                }),
+            },
         );
-        settings.insert("GATEWAY_REQUEST_QUEUE_URL".into(), queue.url.clone());
-        let config = RouteConfig::from_settings(*provider, &settings)?;
+        let env = environments.record(provider.route_prefix(), env);
+        let config = RouteConfig::from_settings(provider, env)?;
         let invocations = audit.route_function(&config.audit_bodies);
         let route = Route::from_config(&config, &aws.sdk, Arc::new(invocations.buffer().clone()))?;
         route.prepare().await;
+        bodies = Some(config.audit_bodies.clone());
         routes.insert(
-            *provider,
+            provider,
             apigw::Function {
                 handler: route,
                 invocations,
             },
         );
     }
-    Ok(routes)
+    let bodies = bodies.ok_or("no provider to route")?;
+    Ok((routes, bodies))
 }
 
 /// Where the stack answers.

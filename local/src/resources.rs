@@ -12,8 +12,6 @@ use gateway_shared::scopes::Policy;
 
 pub type BoxError = Box<dyn std::error::Error + Send + Sync>;
 
-pub const DEPARTMENTS: &[&str] = &["engineering", "sales"];
-
 pub struct UserPool {
     pub user_pool_id: String,
     pub app_client_id: String,
@@ -32,7 +30,14 @@ fn sdk_error<E: std::error::Error + Send + Sync + 'static>(
     }
 }
 
-pub async fn create_user_pool(cognito: &Cognito, policy: &Policy) -> Result<UserPool, BoxError> {
+/// The user pool as the CDK stack declares it, with one group per policy group and per configured
+/// department (`departments`).
+pub async fn create_user_pool(
+    cognito: &Cognito,
+    name: &str,
+    policy: &Policy,
+    departments: impl Iterator<Item = &str>,
+) -> Result<UserPool, BoxError> {
     // Seed 002's password policy; MFA is required in the deployed stack but off here, because moto cannot
     // complete an MFA challenge for scripted sign-in.
     let password_policy = PasswordPolicyType::builder()
@@ -44,7 +49,7 @@ pub async fn create_user_pool(cognito: &Cognito, policy: &Policy) -> Result<User
         .build();
     let mut request = cognito
         .create_user_pool()
-        .pool_name("llm-gateway-local")
+        .pool_name(name)
         .policies(
             UserPoolPolicyType::builder()
                 .password_policy(password_policy)
@@ -98,11 +103,7 @@ pub async fn create_user_pool(cognito: &Cognito, policy: &Policy) -> Result<User
         .to_string();
 
     let mut groups: Vec<String> = policy.group_names().map(str::to_string).collect();
-    groups.extend(
-        DEPARTMENTS
-            .iter()
-            .map(|d| format!("{}{d}", policy.department_group_prefix())),
-    );
+    groups.extend(departments.map(|d| format!("{}{d}", policy.department_group_prefix())));
     for group in &groups {
         cognito
             .create_group()
@@ -325,6 +326,43 @@ pub async fn create_bucket(s3: &aws_sdk_s3::Client, name: &str) -> Result<(), Bo
             aws_sdk_s3::error::DisplayErrorContext(e)
         )
     })?;
+    Ok(())
+}
+
+/// The payload bucket as the CDK stack declares it: its objects expire after `expiry_days`.
+pub async fn create_payload_bucket(
+    s3: &aws_sdk_s3::Client,
+    name: &str,
+    expiry_days: i32,
+) -> Result<(), BoxError> {
+    use aws_sdk_s3::types::{
+        BucketLifecycleConfiguration, ExpirationStatus, LifecycleExpiration, LifecycleRule,
+        LifecycleRuleFilter,
+    };
+    create_bucket(s3, name).await?;
+    let rule = LifecycleRule::builder()
+        .id("expire-payloads")
+        .status(ExpirationStatus::Enabled)
+        .filter(LifecycleRuleFilter::builder().prefix("").build())
+        .expiration(LifecycleExpiration::builder().days(expiry_days).build())
+        .build()
+        .map_err(|e| format!("lifecycle rule for {name}: {e}"))?;
+    s3.put_bucket_lifecycle_configuration()
+        .bucket(name)
+        .lifecycle_configuration(
+            BucketLifecycleConfiguration::builder()
+                .rules(rule)
+                .build()
+                .map_err(|e| format!("lifecycle configuration for {name}: {e}"))?,
+        )
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "put lifecycle configuration {name}: {}",
+                aws_sdk_s3::error::DisplayErrorContext(e)
+            )
+        })?;
     Ok(())
 }
 

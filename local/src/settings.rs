@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 use std::path::PathBuf;
 
+use gateway_local::deployment::{DeploymentConfig, Resolved};
 use gateway_shared::providers::TransportKind;
 use gateway_shared::Provider;
 
@@ -33,17 +34,22 @@ pub struct LocalSettings {
     /// Upstream keys given for key-taking providers ([`LocalProvider::key_setting`]); random otherwise.
     pub keys: BTreeMap<Provider, String>,
     pub policy_file: Option<String>,
-    /// `GATEWAY_TRANSPORT` for every route; unset: each provider's default (its `UpstreamSpec`).
+    /// The deployment configuration (`config/gateway.json`, its `dev` environment): providers'
+    /// transports, departments, function settings, resource names.
+    pub deployment: Resolved,
+    /// `GATEWAY_TRANSPORT` for every route; unset: each provider's configured transport.
     pub transport: Option<TransportKind>,
-    /// Request queues' visibility timeout (`GATEWAY_LOCAL_DISPATCH_VISIBILITY_SECS`, default 30).
+    /// Request queues' visibility timeout (`GATEWAY_LOCAL_DISPATCH_VISIBILITY_SECS`, default the
+    /// configuration's `dispatchVisibilitySecs`).
     pub dispatch_visibility_secs: u32,
     /// The route functions' timeout (`GATEWAY_LOCAL_FUNCTION_TIMEOUT_SECS`, default 900, Lambda's
     /// maximum): streams still running near it are ended cleanly, as in Lambda.
     pub function_timeout: std::time::Duration,
-    /// Receives before a request message goes to its DLQ (`GATEWAY_LOCAL_DISPATCH_MAX_RECEIVES`, 3).
+    /// Receives before a request message goes to its DLQ (`GATEWAY_LOCAL_DISPATCH_MAX_RECEIVES`,
+    /// default the configuration's `dispatchMaxReceives`).
     pub dispatch_max_receives: u32,
     /// The audit bucket's Object Lock default retention, COMPLIANCE mode
-    /// (`GATEWAY_LOCAL_AUDIT_RETENTION_DAYS`, default 1: moto keeps everything in memory anyway).
+    /// (`GATEWAY_LOCAL_AUDIT_RETENTION_DAYS`, default the `dev` environment's `auditRetentionDays`).
     pub audit_retention_days: u16,
 }
 
@@ -91,8 +97,23 @@ fn port(name: &str, default: u16) -> Result<u16, BoxError> {
     }
 }
 
+/// A count setting (seconds, receives).
+fn count(name: &str, default: u32) -> Result<u32, BoxError> {
+    match var(name) {
+        None => Ok(default),
+        Some(v) => v
+            .parse()
+            .map_err(|e| format!("{name}={v:?} is not a count: {e}").into()),
+    }
+}
+
 impl LocalSettings {
     pub fn from_env() -> Result<Self, BoxError> {
+        let deployment = DeploymentConfig::load(&DeploymentConfig::default_path())?;
+        let functions = &deployment.config.functions;
+        let dispatch_visibility_secs = functions.dispatch_visibility_secs;
+        let dispatch_max_receives = functions.dispatch_max_receives;
+        let audit_retention_days = deployment.environment.audit_retention_days;
         Ok(LocalSettings {
             dir: PathBuf::from(var("GATEWAY_LOCAL_DIR").unwrap_or_else(|| ".local".into())),
             host: var("GATEWAY_LOCAL_HOST").unwrap_or_else(|| "127.0.0.1".into()),
@@ -123,15 +144,25 @@ impl LocalSettings {
             transport: var(TransportKind::SETTING)
                 .map(|v| TransportKind::parse(&v))
                 .transpose()?,
-            dispatch_visibility_secs: port("GATEWAY_LOCAL_DISPATCH_VISIBILITY_SECS", 30)?.into(),
+            dispatch_visibility_secs: count(
+                "GATEWAY_LOCAL_DISPATCH_VISIBILITY_SECS",
+                dispatch_visibility_secs,
+            )?,
             function_timeout: std::time::Duration::from_secs(
                 port("GATEWAY_LOCAL_FUNCTION_TIMEOUT_SECS", 900)?.into(),
             ),
-            dispatch_max_receives: port("GATEWAY_LOCAL_DISPATCH_MAX_RECEIVES", 3)?.into(),
-            audit_retention_days: match port("GATEWAY_LOCAL_AUDIT_RETENTION_DAYS", 1)? {
+            dispatch_max_receives: count(
+                "GATEWAY_LOCAL_DISPATCH_MAX_RECEIVES",
+                dispatch_max_receives,
+            )?,
+            audit_retention_days: match port(
+                "GATEWAY_LOCAL_AUDIT_RETENTION_DAYS",
+                audit_retention_days,
+            )? {
                 0 => return Err("GATEWAY_LOCAL_AUDIT_RETENTION_DAYS must be at least 1".into()),
                 days => days,
             },
+            deployment,
         })
     }
 
@@ -143,7 +174,15 @@ impl LocalSettings {
 
     pub fn transport_for(&self, provider: Provider) -> TransportKind {
         self.transport
-            .unwrap_or(provider.upstream().default_transport)
+            .unwrap_or(self.deployment.transports[&provider])
+    }
+
+    /// The providers whose routes use the queue transport in this stack.
+    pub fn queued(&self) -> Vec<Provider> {
+        Provider::ALL
+            .into_iter()
+            .filter(|p| self.transport_for(*p) == TransportKind::Queue)
+            .collect()
     }
 
     pub fn state_file(&self) -> PathBuf {

@@ -48,8 +48,14 @@ pub struct StackState {
     pub buckets: Buckets,
     /// How the routes record request and response bodies (encrypted, in the audit bucket).
     pub audit_bodies: AuditBodies,
+    /// Each route's transport (`direct` or `queue`): the configuration's, or `GATEWAY_TRANSPORT`'s.
+    pub transports: BTreeMap<Provider, String>,
     pub queues: Queues,
     pub keys: Keys,
+    /// Each function's environment, by function name (`authorizer`, a route prefix, `dispatcher` when
+    /// some route is queued, `audit-writer`, `audit-digest`): what the CDK stack sets in Lambda, with
+    /// this stack's values. Names of secrets only, never their values.
+    pub functions: BTreeMap<String, BTreeMap<String, String>>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -93,6 +99,7 @@ pub struct AuditBodies {
 pub struct Queues {
     pub audit: String,
     pub audit_dlq: String,
+    /// The request queues of the queued routes only.
     pub requests: BTreeMap<Provider, RequestQueue>,
     /// Name prefix of the per-environment reply queues.
     pub reply_prefix: String,
@@ -103,8 +110,6 @@ pub struct Queues {
 pub struct RequestQueue {
     pub url: String,
     pub dlq: String,
-    /// The route's transport in this stack (`direct` or `queue`).
-    pub transport: String,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -209,6 +214,7 @@ mod tests {
                 enabled: true,
                 max_bytes: 1024,
             },
+            transports: per_provider(&|_| "queue".into()),
             queues: Queues {
                 audit: "q".into(),
                 audit_dlq: "d".into(),
@@ -220,7 +226,6 @@ mod tests {
                             RequestQueue {
                                 url: format!("u-{}", p.route_prefix()),
                                 dlq: "d".into(),
-                                transport: "queue".into(),
                             },
                         )
                     })
@@ -231,6 +236,10 @@ mod tests {
                 audit_digest: "arn:aws:kms:us-east-1:123456789012:key/k".into(),
                 audit_bodies: "arn:aws:kms:us-east-1:123456789012:key/b".into(),
             },
+            functions: BTreeMap::from([(
+                "audit-writer".to_string(),
+                BTreeMap::from([("GATEWAY_AUDIT_BUCKET".to_string(), "a".to_string())]),
+            )]),
         }
     }
 

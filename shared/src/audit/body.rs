@@ -160,13 +160,95 @@ impl Drop for AuditedBody {
         // (the openai SDK stops at `data: [DONE]`), so look whether anything was left: an upstream
         // body already at its end means the client got every byte (complete); anything still to
         // come, or not arrived yet, means it went away early (client_closed).
+        // The stream's own end marker counts as its end: under load the upstream's end of body can
+        // trail the marker the client stopped at.
+        let ended_by_marker = self
+            .scanner
+            .as_ref()
+            .is_some_and(UsageScanner::saw_end_marker);
         let outcome = loop {
             match self.inner.frame().now_or_never() {
                 Some(None) => break Outcome::Complete,
                 Some(Some(Ok(frame))) if frame.data_ref().is_none_or(|data| data.is_empty()) => {}
+                None if ended_by_marker => break Outcome::Complete,
                 _ => break Outcome::ClientClosed,
             }
         };
         self.record(outcome);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use std::sync::Mutex;
+
+    use futures_util::StreamExt;
+    use http_body_util::{BodyExt, StreamBody};
+
+    use super::*;
+    use crate::audit::{AuditEvent, Decision, UsageScanner};
+
+    #[derive(Default)]
+    struct Recorded(Mutex<Vec<AuditEvent>>);
+
+    impl AuditSink for Recorded {
+        fn record(&self, event: AuditEvent) {
+            self.0.lock().unwrap().push(event);
+        }
+    }
+
+    /// A body that yields `chunks`, then neither ends nor yields (the upstream's end not arrived yet).
+    fn stalled_after(chunks: &[&'static str]) -> ProxyBody {
+        let frames = futures_util::stream::iter(
+            chunks
+                .iter()
+                .map(|c| Ok::<_, BoxError>(Frame::data(Bytes::from_static(c.as_bytes()))))
+                .collect::<Vec<_>>(),
+        )
+        .chain(futures_util::stream::pending());
+        StreamBody::new(frames).boxed_unsync()
+    }
+
+    /// Reads `frames` frames of an SSE response, then drops the body as a client that stops reading.
+    async fn outcome_when_dropped_after(chunks: &[&'static str], frames: usize) -> Outcome {
+        let sink = Arc::new(Recorded::default());
+        let mut body = AuditedBody::new(
+            stalled_after(chunks),
+            UsageScanner::new(&[], Some("text/event-stream")),
+            AuditEvent::new("r1", Decision::Allow, 200),
+            sink.clone(),
+            Instant::now(),
+        );
+        for _ in 0..frames {
+            body.frame().await.unwrap().unwrap();
+        }
+        drop(body);
+        let events = sink.0.lock().unwrap();
+        assert_eq!(events.len(), 1, "one final event");
+        events[0].outcome
+    }
+
+    #[tokio::test]
+    async fn a_client_that_stops_at_the_done_marker_got_the_whole_stream() {
+        let chunks = ["data: {\"choices\":[]}\n\n", "data: [DONE]\n\n"];
+        assert_eq!(
+            outcome_when_dropped_after(&chunks, 2).await,
+            Outcome::Complete
+        );
+    }
+
+    #[tokio::test]
+    async fn a_client_that_leaves_before_the_end_closed_early() {
+        let chunks = ["data: {\"choices\":[]}\n\n", "data: [DONE]\n\n"];
+        assert_eq!(
+            outcome_when_dropped_after(&chunks, 1).await,
+            Outcome::ClientClosed
+        );
+        // Without an end marker, a stream whose end has not arrived is not known to be complete.
+        let chunks = ["data: {\"candidates\":[]}\n\n"];
+        assert_eq!(
+            outcome_when_dropped_after(&chunks, 1).await,
+            Outcome::ClientClosed
+        );
     }
 }

@@ -60,6 +60,9 @@ pub struct UsageScanner {
     /// Generated text seen in the documents, for an estimate when no usage is reported.
     text: TextCount,
     documents: u64,
+    /// An SSE stream's `data: [DONE]` was seen: the OpenAI family's last event, after which the openai
+    /// SDK closes without reading on.
+    done_marker: bool,
 }
 
 #[derive(Default)]
@@ -112,7 +115,14 @@ impl UsageScanner {
             found: None,
             text: TextCount::default(),
             documents: 0,
+            done_marker: false,
         }
+    }
+
+    /// Whether the stream's own end marker (`data: [DONE]`) has passed: the client has the whole
+    /// answer even if the upstream's end of body has not arrived yet.
+    pub fn saw_end_marker(&self) -> bool {
+        self.done_marker
     }
 
     /// Whether the response is a stream (SSE or event stream).
@@ -136,7 +146,9 @@ impl UsageScanner {
                     let line: Vec<u8> = pending.drain(..=end).collect();
                     let line = String::from_utf8_lossy(&line);
                     if let Some(data) = line.trim_end().strip_prefix("data:") {
-                        if let Ok(doc) = serde_json::from_str::<Value>(data.trim()) {
+                        if data.trim() == "[DONE]" {
+                            self.done_marker = true;
+                        } else if let Ok(doc) = serde_json::from_str::<Value>(data.trim()) {
                             documents.push(doc);
                         }
                     }

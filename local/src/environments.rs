@@ -1,0 +1,294 @@
+//! Each function's environment, built the way `cdk/lib/functions.ts` builds it for Lambda: the same
+//! variables, with the configuration's values (`config/gateway.json`) and the local stack's resources.
+//! The stack passes each handler its own map and records them all in the state file, where
+//! `tests/test_deployment_parity.py` compares them with the synthesized template.
+
+use std::collections::{BTreeMap, HashMap};
+
+use gateway_local::deployment::Resolved;
+use gateway_shared::providers::TransportKind;
+use gateway_shared::Provider;
+
+pub type Environment = HashMap<String, String>;
+
+/// Tuning settings passed through from the local stack's own environment when set (the tests shorten
+/// timeouts with them); in a deployment they keep their defaults or come from the configuration.
+const PASSED_THROUGH: &[&str] = &[
+    "GATEWAY_UPSTREAM_CONNECT_TIMEOUT_MS",
+    "GATEWAY_UPSTREAM_RESPONSE_TIMEOUT_MS",
+    "GATEWAY_MAX_REQUEST_BYTES",
+    "GATEWAY_SCOPE_POLICY_FILE",
+    "GATEWAY_BEDROCK_REGION",
+    "GATEWAY_DISPATCH_FLUSH_MS",
+    "GATEWAY_QUEUE_INLINE_MAX_BYTES",
+    "GATEWAY_STREAM_CUT_MARGIN_MS",
+    "GATEWAY_AUDIT_BODIES",
+    "GATEWAY_AUDIT_BODY_MAX_BYTES",
+];
+
+/// The audit digest job's settings passed through when set.
+const DIGEST_PASSED_THROUGH: &[&str] = &[
+    "GATEWAY_AUDIT_DIGEST_GRACE_SECS",
+    "GATEWAY_AUDIT_FUNCTION_TIMEOUT_SECS",
+    "GATEWAY_AUDIT_DIGEST_MAX_HOURS",
+];
+
+pub const AUDIT_PREFIX: &str = "audit/";
+pub const DIGEST_PREFIX: &str = "digests/";
+
+/// Every function's environment, by function name (the `functions/` crate, as the CDK names them).
+#[derive(Default)]
+pub struct Environments(BTreeMap<String, Environment>);
+
+impl Environments {
+    /// Records `env` as `function`'s and hands it back for the handler's `from_settings`.
+    pub fn record(&mut self, function: &str, env: Environment) -> &Environment {
+        self.0.insert(function.to_string(), env);
+        &self.0[function]
+    }
+
+    pub fn into_state(self) -> BTreeMap<String, BTreeMap<String, String>> {
+        self.0
+            .into_iter()
+            .map(|(name, env)| (name, env.into_iter().collect()))
+            .collect()
+    }
+}
+
+/// What every function gets: Lambda sets `AWS_REGION` itself, and the configured log level (recorded
+/// as a deployment would set it; the one process hosting every handler logs as its own `RUST_LOG` says).
+pub fn base(region: &str, deployment: &Resolved) -> Environment {
+    HashMap::from([
+        ("AWS_REGION".to_string(), region.to_string()),
+        (
+            "RUST_LOG".to_string(),
+            deployment.environment.log_level.clone(),
+        ),
+    ])
+}
+
+fn pass_through(env: &mut Environment, names: &[&str]) {
+    for name in names {
+        if let Ok(value) = std::env::var(name) {
+            env.insert(name.to_string(), value);
+        }
+    }
+}
+
+/// The audit queue every function sends its events to.
+pub fn with_audit_queue(mut env: Environment, audit_queue_url: &str) -> Environment {
+    env.insert("GATEWAY_AUDIT_QUEUE_URL".into(), audit_queue_url.into());
+    env
+}
+
+/// A provider's upstream: where it is and its key's secret.
+pub fn insert_upstream(
+    env: &mut Environment,
+    provider: Provider,
+    url: &str,
+    secret_id: Option<&str>,
+) {
+    for (name, value) in provider.upstream().settings_for(Some(url), secret_id) {
+        env.insert(name.into(), value);
+    }
+}
+
+/// The configured upstream timeouts: a direct route's and the dispatcher's calls, and how long a
+/// queue route waits for its reply.
+pub fn insert_timeouts(env: &mut Environment, deployment: &Resolved) {
+    let functions = &deployment.config.functions;
+    env.insert(
+        "GATEWAY_UPSTREAM_CONNECT_TIMEOUT_MS".into(),
+        functions.upstream_connect_timeout_ms.to_string(),
+    );
+    env.insert(
+        "GATEWAY_UPSTREAM_RESPONSE_TIMEOUT_MS".into(),
+        functions.upstream_response_timeout_ms.to_string(),
+    );
+}
+
+/// How a route records bodies: the configured switch and bound, the audit bucket and the bodies key.
+pub fn insert_audit_bodies(
+    env: &mut Environment,
+    deployment: &Resolved,
+    audit_bucket: &str,
+    bodies_key: &str,
+) {
+    let functions = &deployment.config.functions;
+    if functions.audit_bodies {
+        env.insert("GATEWAY_AUDIT_BODIES".into(), "on".into());
+        env.insert(
+            "GATEWAY_AUDIT_BODY_MAX_BYTES".into(),
+            functions.audit_body_max_bytes.to_string(),
+        );
+        env.insert("GATEWAY_AUDIT_BUCKET".into(), audit_bucket.into());
+        env.insert("GATEWAY_AUDIT_BODY_KEY_ID".into(), bodies_key.into());
+    } else {
+        env.insert("GATEWAY_AUDIT_BODIES".into(), "off".into());
+    }
+}
+
+/// The queue transport's side of a route: its request queue, the reply queues' prefix, the payloads.
+pub struct QueueRoute<'a> {
+    pub request_queue_url: &'a str,
+    pub reply_prefix: &'a str,
+    pub payload_bucket: &'a str,
+}
+
+/// A route function: its transport, the audit trail, then either its upstream (direct) or its queue.
+pub struct RouteInputs<'a> {
+    pub transport: TransportKind,
+    pub upstream_url: &'a str,
+    pub secret_id: Option<&'a str>,
+    pub audit_queue_url: &'a str,
+    pub audit_bucket: &'a str,
+    pub bodies_key: &'a str,
+    pub queue: Option<QueueRoute<'a>>,
+}
+
+pub fn route(
+    region: &str,
+    deployment: &Resolved,
+    provider: Provider,
+    inputs: RouteInputs<'_>,
+) -> Environment {
+    let mut env = with_audit_queue(base(region, deployment), inputs.audit_queue_url);
+    env.insert(
+        TransportKind::SETTING.into(),
+        inputs.transport.as_str().into(),
+    );
+    insert_audit_bodies(&mut env, deployment, inputs.audit_bucket, inputs.bodies_key);
+    insert_timeouts(&mut env, deployment);
+    match inputs.queue {
+        Some(queue) => {
+            env.insert(
+                "GATEWAY_REQUEST_QUEUE_URL".into(),
+                queue.request_queue_url.into(),
+            );
+            env.insert(
+                "GATEWAY_REPLY_QUEUE_PREFIX".into(),
+                queue.reply_prefix.into(),
+            );
+            env.insert("GATEWAY_PAYLOAD_BUCKET".into(), queue.payload_bucket.into());
+        }
+        None => insert_upstream(&mut env, provider, inputs.upstream_url, inputs.secret_id),
+    }
+    pass_through(&mut env, PASSED_THROUGH);
+    env
+}
+
+/// The dispatcher: the request queues it trusts, the payloads, the replies, and every queued
+/// provider's upstream.
+pub struct DispatcherInputs<'a> {
+    pub queue_urls: &'a [(Provider, String)],
+    pub upstreams: &'a [(Provider, String, Option<String>)],
+    pub reply_prefix: &'a str,
+    pub payload_bucket: &'a str,
+    pub visibility_secs: u32,
+    pub max_receives: u32,
+    pub audit_queue_url: &'a str,
+}
+
+pub fn dispatcher(
+    region: &str,
+    deployment: &Resolved,
+    inputs: DispatcherInputs<'_>,
+) -> Environment {
+    let mut env = with_audit_queue(base(region, deployment), inputs.audit_queue_url);
+    env.insert(
+        "GATEWAY_DISPATCH_QUEUE_URLS".into(),
+        inputs
+            .queue_urls
+            .iter()
+            .map(|(provider, url)| format!("{}={url}", provider.route_prefix()))
+            .collect::<Vec<_>>()
+            .join(","),
+    );
+    env.insert(
+        "GATEWAY_REPLY_QUEUE_PREFIX".into(),
+        inputs.reply_prefix.into(),
+    );
+    env.insert(
+        "GATEWAY_PAYLOAD_BUCKET".into(),
+        inputs.payload_bucket.into(),
+    );
+    env.insert(
+        "GATEWAY_DISPATCH_VISIBILITY_SECS".into(),
+        inputs.visibility_secs.to_string(),
+    );
+    env.insert(
+        "GATEWAY_DISPATCH_MAX_RECEIVES".into(),
+        inputs.max_receives.to_string(),
+    );
+    insert_timeouts(&mut env, deployment);
+    for (provider, url, secret_id) in inputs.upstreams {
+        insert_upstream(&mut env, *provider, url, secret_id.as_deref());
+    }
+    pass_through(&mut env, PASSED_THROUGH);
+    env
+}
+
+/// The authorizer: the user pool, the departments' usage-plan keys, the audit queue. `COGNITO_JWKS_URL`
+/// is local only: Lambda reads the pool's public JWKS, the local stack moto's.
+pub struct AuthorizerInputs<'a> {
+    pub user_pool_id: &'a str,
+    pub app_client_id: &'a str,
+    pub jwks_url: &'a str,
+    pub usage_keys_secret_id: &'a str,
+    pub audit_queue_url: &'a str,
+}
+
+pub fn authorizer(
+    region: &str,
+    deployment: &Resolved,
+    inputs: AuthorizerInputs<'_>,
+) -> Environment {
+    let mut env = with_audit_queue(base(region, deployment), inputs.audit_queue_url);
+    env.insert("COGNITO_USER_POOL_ID".into(), inputs.user_pool_id.into());
+    env.insert("COGNITO_APP_CLIENT_IDS".into(), inputs.app_client_id.into());
+    env.insert("COGNITO_JWKS_URL".into(), inputs.jwks_url.into());
+    env.insert(
+        "GATEWAY_USAGE_KEYS_SECRET_ID".into(),
+        inputs.usage_keys_secret_id.into(),
+    );
+    pass_through(&mut env, &["GATEWAY_SCOPE_POLICY_FILE"]);
+    env
+}
+
+pub fn audit_writer(region: &str, deployment: &Resolved, audit_bucket: &str) -> Environment {
+    let mut env = base(region, deployment);
+    env.insert("GATEWAY_AUDIT_BUCKET".into(), audit_bucket.into());
+    env.insert("GATEWAY_AUDIT_PREFIX".into(), AUDIT_PREFIX.into());
+    env
+}
+
+/// The digest job: the trail, its signing key, the configured grace and run length, and the routes'
+/// timeout (how late a final may come).
+pub fn audit_digest(
+    region: &str,
+    deployment: &Resolved,
+    audit_bucket: &str,
+    digest_key: &str,
+    route_timeout_secs: u64,
+) -> Environment {
+    let functions = &deployment.config.functions;
+    let mut env = base(region, deployment);
+    env.insert("GATEWAY_AUDIT_BUCKET".into(), audit_bucket.into());
+    env.insert("GATEWAY_AUDIT_DIGEST_KEY_ID".into(), digest_key.into());
+    env.insert("GATEWAY_AUDIT_PREFIX".into(), AUDIT_PREFIX.into());
+    env.insert("GATEWAY_AUDIT_DIGEST_PREFIX".into(), DIGEST_PREFIX.into());
+    env.insert(
+        "GATEWAY_AUDIT_DIGEST_GRACE_SECS".into(),
+        functions.audit_digest_grace_secs.to_string(),
+    );
+    env.insert(
+        "GATEWAY_AUDIT_FUNCTION_TIMEOUT_SECS".into(),
+        route_timeout_secs.to_string(),
+    );
+    env.insert(
+        "GATEWAY_AUDIT_DIGEST_MAX_HOURS".into(),
+        functions.audit_digest_max_hours.to_string(),
+    );
+    pass_through(&mut env, DIGEST_PASSED_THROUGH);
+    env
+}
