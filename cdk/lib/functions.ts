@@ -22,6 +22,7 @@ import { Buckets, Keys, Queues } from './storage';
 
 export const FUNCTIONS = [
   'authorizer', 'azure-openai', 'bedrock-claude', 'gemini', 'dispatcher', 'audit-writer', 'audit-digest',
+  'scheduler',
 ] as const;
 export type FunctionName = (typeof FUNCTIONS)[number];
 
@@ -354,6 +355,44 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
   alarms.push(new cw.Alarm(stack, 'AuditDigestErrors', {
     alarmDescription: `${prefix}: the audit digest job failed (KMS or S3 failure, or a deleted digest)`,
     metric: digest.metricErrors({ period: Duration.hours(1) }),
+    threshold: 1,
+    evaluationPeriods: 1,
+    comparisonOperator: cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+    treatMissingData: cw.TreatMissingData.NOT_BREACHING,
+  }));
+
+  // ---- scheduler: hourly reply-queue sweep (environments that are gone leave their reply queue behind)
+  const scheduler = make('scheduler', {
+    description: `${prefix}: scheduled jobs (reply-queue sweep)`,
+    timeout: Duration.minutes(5),
+    memoryMb: 256,
+    reserved: 1,
+    environment: { GATEWAY_REPLY_QUEUE_PREFIX: REPLY_QUEUE_PREFIX },
+  });
+  scheduler.addToRolePolicy(new iam.PolicyStatement({
+    actions: ['sqs:ListQueueTags', 'sqs:DeleteQueue'],
+    resources: [replyQueueArn],
+  }));
+  // ListQueues has no resource-level permission; the prefix filter is in the call, and the deletes
+  // above are limited to reply queues.
+  scheduler.addToRolePolicy(new iam.PolicyStatement({ actions: ['sqs:ListQueues'], resources: ['*'] }));
+  NagSuppressions.addResourceSuppressions(scheduler.role!, [{
+    id: 'AwsSolutions-IAM5',
+    reason: 'sqs:ListQueues supports no resource-level permission (Resource * is the only form AWS accepts); the scheduler lists by the reply-queue prefix and may tag-read and delete only queues named llm-gateway-reply-* in this account and region',
+    appliesTo: ['Resource::*', `Resource::arn:<AWS::Partition>:sqs:<AWS::Region>:<AWS::AccountId>:${REPLY_QUEUE_PREFIX}*`],
+  }], true);
+  new events.Rule(stack, 'ReplyQueueSweepSchedule', {
+    description: `${prefix}: sweep reply queues of environments that are gone, hourly`,
+    schedule: events.Schedule.rate(Duration.hours(1)),
+    targets: [new targets.LambdaFunction(scheduler, {
+      event: events.RuleTargetInput.fromObject({ job: 'sweep-reply-queues' }),
+      retryAttempts: 2,
+      maxEventAge: Duration.hours(1),
+    })],
+  });
+  alarms.push(new cw.Alarm(stack, 'SchedulerErrors', {
+    alarmDescription: `${prefix}: a scheduled job failed`,
+    metric: scheduler.metricErrors({ period: Duration.hours(1) }),
     threshold: 1,
     evaluationPeriods: 1,
     comparisonOperator: cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,

@@ -208,6 +208,19 @@ describe('identity', () => {
   });
 });
 
+describe('scheduler', () => {
+  test('an hourly rule sends the reply-queue sweep job; the scheduler deletes only reply queues', () => {
+    template.hasResourceProperties('AWS::Events::Rule', {
+      ScheduleExpression: 'rate(1 hour)',
+      Targets: [Match.objectLike({ Input: JSON.stringify({ job: 'sweep-reply-queues' }), RetryPolicy: Match.anyValue() })],
+    });
+    const deletes = statementsOf(template, 'Scheduler').filter((s) => list<string>(s.Action).includes('sqs:DeleteQueue'));
+    assert.equal(deletes.length, 1);
+    assert.ok(JSON.stringify(deletes[0].Resource).includes(':llm-gateway-reply-*'), JSON.stringify(deletes[0].Resource));
+    assert.equal(envOf(template, 'Scheduler').GATEWAY_REPLY_QUEUE_PREFIX, 'llm-gateway-reply-');
+  });
+});
+
 describe('sign-in and mail', () => {
   test('a hosted sign-in domain with managed login and a style for the app client', () => {
     const domains = Object.values(resourcesOf(template, 'AWS::Cognito::UserPoolDomain'));
@@ -231,11 +244,13 @@ describe('sign-in and mail', () => {
 });
 
 describe('least privilege', () => {
-  const names = ['Authorizer', 'AzureOpenai', 'BedrockClaude', 'Gemini', 'Dispatcher', 'AuditWriter', 'AuditDigest'];
+  const names = ['Authorizer', 'AzureOpenai', 'BedrockClaude', 'Gemini', 'Dispatcher', 'AuditWriter', 'AuditDigest', 'Scheduler'];
   test('no role has a * resource, and none may delete or change retention', () => {
     for (const name of names) {
       for (const s of statementsOf(template, name)) {
-        assert.ok(!list(s.Resource).includes('*'), `${name}: ${JSON.stringify(s)}`);
+        // sqs:ListQueues takes no resource but *; nothing else may.
+        const listOnly = JSON.stringify(list(s.Action)) === '["sqs:ListQueues"]';
+        assert.ok(!list(s.Resource).includes('*') || (name === 'Scheduler' && listOnly), `${name}: ${JSON.stringify(s)}`);
         for (const a of list<string>(s.Action)) {
           assert.ok(!/^s3:(DeleteObject|PutObjectRetention|PutObjectLegalHold|BypassGovernanceRetention|\*)/.test(a), `${name}: ${a}`);
         }
@@ -269,11 +284,13 @@ describe('least privilege', () => {
     assert.equal(puts.length, 1);
     assert.match(JSON.stringify(puts[0].Resource), /\/audit\/\*"/);
   });
-  test('with tracing on, only the X-Ray actions have a * resource', () => {
+  test('with tracing on, only the X-Ray actions (and the scheduler\'s sqs:ListQueues) have a * resource', () => {
     const staging = build({ envName: 'staging' }).template;
     for (const name of names) {
       for (const s of statementsOf(staging, name).filter((s) => list(s.Resource).includes('*'))) {
-        for (const a of list<string>(s.Action)) assert.match(a, /^xray:/, name);
+        for (const a of list<string>(s.Action)) {
+          assert.ok(/^xray:/.test(a) || (name === 'Scheduler' && a === 'sqs:ListQueues'), `${name}: ${a}`);
+        }
       }
     }
   });
@@ -338,6 +355,7 @@ describe('environment variables the code reads', () => {
     GATEWAY_QUEUE_INLINE_MAX_BYTES: 'default 192 KiB',
     GATEWAY_DISPATCH_FLUSH_MS: 'default 25',
     GATEWAY_BEDROCK_REGION: 'set',
+    GATEWAY_REPLY_QUEUE_IDLE_SECS: 'default 3600 (an hour without a heartbeat)',
   };
   const repo = path.join(__dirname, '..', '..');
   const read = (dir: string): string[] => readdirSync(dir).flatMap((n) => {

@@ -19,8 +19,8 @@ pub const HOST: &str = "127.0.0.1";
 
 #[derive(Clone)]
 pub struct Control {
-    pub sqs: aws_sdk_sqs::Client,
     pub audit_digest: Arc<audit_digest::Job>,
+    pub scheduler: Arc<scheduler::Scheduler>,
 }
 
 pub fn router(control: Control) -> Router {
@@ -42,16 +42,15 @@ async fn sweep_reply_queues(
     let prefix = params
         .get("prefix")
         .cloned()
-        .unwrap_or_else(|| "llm-gateway-reply-".into());
-    match gateway_shared::transport::queue::sweep_reply_queues(
-        &control.sqs,
-        &prefix,
-        Duration::from_secs(idle),
-    )
-    .await
+        .unwrap_or_else(|| scheduler::DEFAULT_REPLY_PREFIX.into());
+    // The scheduler function's own sweep, with the prefix and idle limit the caller narrows it to.
+    match control
+        .scheduler
+        .sweep(&prefix, Duration::from_secs(idle))
+        .await
     {
         Ok(deleted) => Json(json!({"deleted": deleted})),
-        Err(error) => Json(json!({"error": error})),
+        Err(error) => Json(json!({"error": error.to_string()})),
     }
 }
 

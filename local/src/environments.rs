@@ -292,3 +292,10 @@ pub fn audit_digest(
     pass_through(&mut env, DIGEST_PASSED_THROUGH);
     env
 }
+
+/// The scheduler: the reply queues it sweeps.
+pub fn scheduler(region: &str, deployment: &Resolved, reply_prefix: &str) -> Environment {
+    let mut env = base(region, deployment);
+    env.insert("GATEWAY_REPLY_QUEUE_PREFIX".into(), reply_prefix.into());
+    env
+}

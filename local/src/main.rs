@@ -115,12 +115,21 @@ async fn run() -> Result<(), BoxError> {
         .await?,
         invocations: authorizer_invocations,
     };
+    let scheduler_env = environments.record(
+        "scheduler",
+        environments::scheduler(&local.region, deployment, REPLY_QUEUE_PREFIX),
+    );
+    let scheduler = Arc::new(scheduler::Scheduler::new(
+        scheduler::SchedulerConfig::from_settings(scheduler_env)?,
+        Arc::new(aws.sqs()),
+    ));
+    tokio::spawn(schedule::hourly_reply_queue_sweep(scheduler.clone()));
     let served = serve(
         listeners,
         &local,
         control::Control {
-            sqs: aws.sqs(),
             audit_digest: audit.digest_job.clone(),
+            scheduler,
         },
         apigw::Gateway {
             region: local.region.clone(),

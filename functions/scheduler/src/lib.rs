@@ -1,0 +1,215 @@
+//! Scheduled jobs. Each EventBridge rule names its job in the event (`{"job": "sweep-reply-queues"}`);
+//! an event naming no known job fails loudly instead of doing nothing.
+//!
+//! - `sweep-reply-queues` (hourly): deletes the reply queues of execution environments that are gone,
+//!   i.e. queues under the reply prefix whose heartbeat tag is older than the idle limit. A live
+//!   environment whose queue was swept anyway makes a new one.
+//!
+//! Later jobs (provisioning dates, billing) join the [`Job`] enum.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gateway_shared::config::{self, ConfigError, Settings};
+use gateway_shared::transport::queue::{sweep_reply_queues, MessageQueue};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+/// Reply queues' name prefix, as the routes and the dispatcher use it.
+pub const DEFAULT_REPLY_PREFIX: &str = "llm-gateway-reply-";
+/// A reply queue unused this long belongs to an environment that is gone: environments refresh the
+/// heartbeat far more often, and Lambda keeps an idle environment for well under an hour.
+pub const DEFAULT_REPLY_IDLE: Duration = Duration::from_secs(3600);
+/// Below this, a live but quiet environment could lose its queue on every sweep.
+const MIN_REPLY_IDLE: Duration = Duration::from_secs(600);
+
+#[derive(Debug, Clone)]
+pub struct SchedulerConfig {
+    pub reply_prefix: String,
+    pub reply_idle: Duration,
+}
+
+impl SchedulerConfig {
+    /// `GATEWAY_REPLY_QUEUE_PREFIX` (`llm-gateway-reply-`), `GATEWAY_REPLY_QUEUE_IDLE_SECS` (3600, at
+    /// least 600).
+    pub fn from_settings(settings: &dyn Settings) -> Result<Self, ConfigError> {
+        let reply_idle = config::duration_secs(
+            settings,
+            "GATEWAY_REPLY_QUEUE_IDLE_SECS",
+            DEFAULT_REPLY_IDLE,
+        )?;
+        if reply_idle < MIN_REPLY_IDLE {
+            return Err(ConfigError::Invalid {
+                name: "GATEWAY_REPLY_QUEUE_IDLE_SECS",
+                reason: format!(
+                    "{} s would sweep the queues of quiet but live environments; at least {} s",
+                    reply_idle.as_secs(),
+                    MIN_REPLY_IDLE.as_secs()
+                ),
+            });
+        }
+        let reply_prefix = settings
+            .get("GATEWAY_REPLY_QUEUE_PREFIX")
+            .unwrap_or_else(|| DEFAULT_REPLY_PREFIX.into());
+        if reply_prefix.len() < 4 {
+            return Err(ConfigError::Invalid {
+                name: "GATEWAY_REPLY_QUEUE_PREFIX",
+                reason: "too short: a sweep must not reach queues that are not reply queues".into(),
+            });
+        }
+        Ok(SchedulerConfig {
+            reply_prefix,
+            reply_idle,
+        })
+    }
+}
+
+/// The jobs a rule can name.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Deserialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum Job {
+    SweepReplyQueues,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct JobEvent {
+    job: Job,
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum SchedulerError {
+    #[error("the event names no known job ({0}); expected {{\"job\": \"sweep-reply-queues\"}}")]
+    UnknownJob(String),
+    #[error("sweeping reply queues failed: {0}")]
+    Sweep(String),
+}
+
+pub struct Scheduler {
+    config: SchedulerConfig,
+    sqs: Arc<dyn MessageQueue>,
+}
+
+impl Scheduler {
+    pub fn new(config: SchedulerConfig, sqs: Arc<dyn MessageQueue>) -> Self {
+        Scheduler { config, sqs }
+    }
+
+    /// Runs the job the event names; answers what it did.
+    pub async fn handle(&self, event: Value) -> Result<Value, SchedulerError> {
+        let job: JobEvent = serde_json::from_value(event.clone())
+            .map_err(|e| SchedulerError::UnknownJob(format!("{e}")))?;
+        match job.job {
+            Job::SweepReplyQueues => {
+                let deleted = self
+                    .sweep(&self.config.reply_prefix, self.config.reply_idle)
+                    .await?;
+                tracing::info!(
+                    job = "sweep-reply-queues",
+                    deleted = deleted.len(),
+                    "job done"
+                );
+                Ok(json!({"job": "sweep-reply-queues", "deleted": deleted}))
+            }
+        }
+    }
+
+    /// The sweep with an explicit prefix and idle limit (the local stack's control endpoint narrows
+    /// them for tests); the scheduled job uses the configured ones.
+    pub async fn sweep(&self, prefix: &str, idle: Duration) -> Result<Vec<String>, SchedulerError> {
+        sweep_reply_queues(self.sqs.as_ref(), prefix, idle)
+            .await
+            .map_err(SchedulerError::Sweep)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "test code: a panic is the failure report"
+    )]
+
+    use std::collections::HashMap;
+
+    use gateway_shared::testing::FakeQueue;
+    use gateway_shared::transport::queue::{HEARTBEAT_TAG, REPLY_QUEUE_TAG};
+
+    use super::*;
+
+    fn settings(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn settings_default_and_refuse_a_sweep_that_would_reach_live_queues() {
+        let config = SchedulerConfig::from_settings(&settings(&[])).unwrap();
+        assert_eq!(config.reply_prefix, DEFAULT_REPLY_PREFIX);
+        assert_eq!(config.reply_idle, DEFAULT_REPLY_IDLE);
+        let error =
+            SchedulerConfig::from_settings(&settings(&[("GATEWAY_REPLY_QUEUE_IDLE_SECS", "60")]))
+                .unwrap_err();
+        assert!(error.to_string().contains("at least 600"), "{error}");
+        assert!(
+            SchedulerConfig::from_settings(&settings(&[("GATEWAY_REPLY_QUEUE_PREFIX", "l")]))
+                .is_err()
+        );
+    }
+
+    #[tokio::test]
+    async fn the_sweep_job_deletes_only_idle_reply_queues_under_the_prefix() {
+        let sqs = Arc::new(FakeQueue::default());
+        let now = (gateway_shared::audit::clock::now_millis() / 1000).to_string();
+        let queues: [(&str, &[(&str, &str)]); 4] = [
+            (
+                "llm-gateway-reply-gone",
+                &[(REPLY_QUEUE_TAG, "true"), (HEARTBEAT_TAG, "1")],
+            ),
+            (
+                "llm-gateway-reply-live",
+                &[(REPLY_QUEUE_TAG, "true"), (HEARTBEAT_TAG, &now)],
+            ),
+            ("llm-gateway-reply-untagged", &[]),
+            (
+                "another-prefix-gone",
+                &[(REPLY_QUEUE_TAG, "true"), (HEARTBEAT_TAG, "1")],
+            ),
+        ];
+        for (name, tags) in queues {
+            let tags = tags
+                .iter()
+                .map(|(k, v)| (k.to_string(), v.to_string()))
+                .collect();
+            sqs.create_queue(name, Vec::new(), tags).await.unwrap();
+        }
+        let scheduler = Scheduler::new(
+            SchedulerConfig::from_settings(&settings(&[])).unwrap(),
+            sqs.clone(),
+        );
+        let answer = scheduler
+            .handle(json!({"job": "sweep-reply-queues"}))
+            .await
+            .unwrap();
+        let deleted: Vec<String> = serde_json::from_value(answer["deleted"].clone()).unwrap();
+        assert_eq!(deleted, [FakeQueue::url_of("llm-gateway-reply-gone")]);
+    }
+
+    #[tokio::test]
+    async fn an_event_naming_no_known_job_fails() {
+        let scheduler = Scheduler::new(
+            SchedulerConfig::from_settings(&settings(&[])).unwrap(),
+            Arc::new(FakeQueue::default()),
+        );
+        for event in [
+            json!({}),
+            json!({"job": "delete-everything"}),
+            json!({"job": "sweep-reply-queues", "prefix": ""}),
+        ] {
+            let error = scheduler.handle(event.clone()).await.unwrap_err();
+            assert!(matches!(error, SchedulerError::UnknownJob(_)), "{event}");
+        }
+    }
+}
