@@ -21,6 +21,7 @@ pub mod eventstream;
 pub mod headers;
 pub mod paths;
 pub mod providers;
+pub mod provisioning;
 pub mod proxy;
 pub mod request_event;
 pub mod scopes;
