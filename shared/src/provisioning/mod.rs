@@ -15,6 +15,7 @@
 pub mod csv;
 pub mod encoding;
 pub mod export;
+pub mod plan;
 pub mod rows;
 
 pub use encoding::{decode, SourceEncoding};
