@@ -61,6 +61,27 @@ impl Date {
         .then_some(date)
     }
 
+    /// The civil date of a day counted from 1970-01-01 (proleptic Gregorian).
+    pub fn from_days_since_epoch(days: i64) -> Date {
+        // Howard Hinnant's days_from_civil, inverted.
+        let z = days + 719_468;
+        let era = z.div_euclid(146_097);
+        let doe = z.rem_euclid(146_097);
+        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
+        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
+        let mp = (5 * doy + 2) / 153;
+        let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
+        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
+        let year = (yoe + era * 400 + i64::from(month <= 2)) as u16;
+        Date { year, month, day }
+    }
+
+    /// Today where the HR dates are meant: `utc_offset_minutes` east of UTC (Japan: 540).
+    pub fn today(now_millis: u64, utc_offset_minutes: i32) -> Date {
+        let local_millis = now_millis as i64 + i64::from(utc_offset_minutes) * 60_000;
+        Date::from_days_since_epoch(local_millis.div_euclid(86_400_000))
+    }
+
     fn days_in_month(self) -> u8 {
         match self.month {
             4 | 6 | 9 | 11 => 30,
@@ -457,6 +478,19 @@ mod tests {
                 (4, "email repeats row 2".to_string())
             ]
         );
+    }
+
+    #[test]
+    fn today_is_the_civil_date_at_the_offset() {
+        assert_eq!(Date::from_days_since_epoch(0).to_string(), "1970-01-01");
+        assert_eq!(
+            Date::from_days_since_epoch(19_782).to_string(),
+            "2024-02-29"
+        );
+        // 2026-11-25T20:00:00Z is already the 26th in Tokyo.
+        let millis = 1_795_636_800_000;
+        assert_eq!(Date::today(millis, 0).to_string(), "2026-11-25");
+        assert_eq!(Date::today(millis, 540).to_string(), "2026-11-26");
     }
 
     #[test]

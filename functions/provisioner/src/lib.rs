@@ -1,0 +1,279 @@
+//! The provisioner (S3 object created in the provisioning bucket): an age-encrypted HR file under
+//! `incoming/` is applied to the user pool, one under `dry-run/` is only planned; either way a per-row
+//! report (JSON and CSV) goes to the reports bucket. A file refused whole (not encrypted, another key,
+//! damaged, not the Appendix 2 columns, undecodable) applies nothing and says why in its report.
+//!
+//! Runs are idempotent: each row is planned against the directory as it is now, so the same file twice
+//! changes nothing, and a run cut off by the timeout is finished by the retry without duplicates.
+
+pub mod config;
+pub mod decrypt;
+pub mod directory;
+pub mod report;
+
+use std::collections::BTreeSet;
+
+use gateway_shared::provisioning::plan::{self, DirectoryUser};
+use gateway_shared::provisioning::rows::Date;
+use gateway_shared::provisioning::{self as provisioning, Rejection};
+use serde::Deserialize;
+use serde_json::{json, Value};
+
+pub use config::{ProvisionerConfig, APPLY_PREFIX, DRY_RUN_PREFIX, REPORT_PREFIX};
+use decrypt::ProvisioningKey;
+use directory::Directory;
+use report::{Counts, Report};
+
+#[derive(Debug, thiserror::Error)]
+pub enum ProvisionerError {
+    #[error("reading the provisioning key: {0}")]
+    Key(String),
+    #[error("the event is not an S3 notification: {0}")]
+    Event(String),
+    #[error("s3: {0}")]
+    S3(String),
+    #[error(transparent)]
+    Directory(#[from] directory::DirectoryError),
+}
+
+pub struct Provisioner {
+    config: ProvisionerConfig,
+    s3: aws_sdk_s3::Client,
+    directory: Directory,
+    key: ProvisioningKey,
+}
+
+#[derive(Deserialize)]
+struct S3Event {
+    #[serde(rename = "Records")]
+    records: Vec<S3Record>,
+}
+
+#[derive(Deserialize)]
+struct S3Record {
+    s3: S3Entity,
+}
+
+#[derive(Deserialize)]
+struct S3Entity {
+    bucket: S3Bucket,
+    object: S3Object,
+}
+
+#[derive(Deserialize)]
+struct S3Bucket {
+    name: String,
+}
+
+#[derive(Deserialize)]
+struct S3Object {
+    key: String,
+}
+
+/// S3 notifications carry keys form-encoded (`+` for a space, `%xx` escapes).
+fn event_key(raw: &str) -> String {
+    let spaced = raw.replace('+', " ");
+    percent_encoding::percent_decode_str(&spaced)
+        .decode_utf8_lossy()
+        .into_owned()
+}
+
+impl Provisioner {
+    /// Reads the age identity from Secrets Manager once, at init.
+    pub async fn from_config(
+        config: ProvisionerConfig,
+        sdk: &aws_config::SdkConfig,
+    ) -> Result<Self, ProvisionerError> {
+        let secret = aws_sdk_secretsmanager::Client::new(sdk)
+            .get_secret_value()
+            .secret_id(&config.identity_secret_id)
+            .send()
+            .await
+            .map_err(|e| {
+                ProvisionerError::Key(
+                    aws_sdk_secretsmanager::error::DisplayErrorContext(e).to_string(),
+                )
+            })?;
+        let key = ProvisioningKey::parse(secret.secret_string().unwrap_or_default())
+            .map_err(|e| ProvisionerError::Key(e.to_string()))?;
+        Ok(Provisioner {
+            directory: Directory::new(
+                aws_sdk_cognitoidentityprovider::Client::new(sdk),
+                config.user_pool_id.clone(),
+                config.department_group_prefix.clone(),
+            ),
+            s3: aws_sdk_s3::Client::new(sdk),
+            key,
+            config,
+        })
+    }
+
+    /// The recipient HR encrypts files to.
+    pub fn recipient(&self) -> String {
+        self.key.recipient()
+    }
+
+    /// Handles an S3 notification: each object in it is run and reported.
+    pub async fn handle(&self, event: Value, now_millis: u64) -> Result<Value, ProvisionerError> {
+        let event: S3Event =
+            serde_json::from_value(event).map_err(|e| ProvisionerError::Event(e.to_string()))?;
+        let mut runs = Vec::new();
+        for record in event.records {
+            let key = event_key(&record.s3.object.key);
+            if record.s3.bucket.name != self.config.bucket {
+                tracing::warn!(bucket = %record.s3.bucket.name, "notification for another bucket ignored");
+                continue;
+            }
+            let dry_run = if key.starts_with(DRY_RUN_PREFIX) {
+                true
+            } else if key.starts_with(APPLY_PREFIX) {
+                false
+            } else {
+                tracing::info!(%key, "object outside incoming/ and dry-run/ ignored");
+                continue;
+            };
+            let report = self.run(&key, dry_run, now_millis).await?;
+            let report_key = self.store(&report, &key, now_millis).await?;
+            tracing::info!(source = %key, report = %report_key, counts = ?report.counts, dry_run, "provisioning run");
+            runs.push(json!({"source": key, "report": report_key, "counts": report.counts}));
+        }
+        Ok(json!({"runs": runs}))
+    }
+
+    async fn run(
+        &self,
+        key: &str,
+        dry_run: bool,
+        now_millis: u64,
+    ) -> Result<Report, ProvisionerError> {
+        let today = Date::today(now_millis, self.config.utc_offset_minutes);
+        let mut report = Report {
+            source_key: key.to_string(),
+            dry_run,
+            encoding: None,
+            file_error: None,
+            today: today.to_string(),
+            counts: Counts::default(),
+            rows: Vec::new(),
+        };
+        let object = self
+            .s3
+            .get_object()
+            .bucket(&self.config.bucket)
+            .key(key)
+            .send()
+            .await
+            .map_err(|e| {
+                ProvisionerError::S3(aws_sdk_s3::error::DisplayErrorContext(e).to_string())
+            })?;
+        let bytes = object
+            .body
+            .collect()
+            .await
+            .map_err(|e| ProvisionerError::S3(e.to_string()))?
+            .into_bytes();
+        let plaintext = match self.key.decrypt(&bytes) {
+            Ok(plaintext) => plaintext,
+            Err(error) => {
+                report.file_error = Some(error.to_string());
+                return Ok(report);
+            }
+        };
+        let parsed = match provisioning::parse(&plaintext) {
+            Ok(parsed) => parsed,
+            Err(error) => {
+                report.file_error = Some(error.to_string());
+                return Ok(report);
+            }
+        };
+        drop(plaintext);
+        report.encoding = Some(parsed.encoding.as_str());
+        for rejection in &parsed.rejected {
+            report.add_rejected(rejection);
+        }
+        let departments: BTreeSet<&str> = self
+            .config
+            .departments
+            .values()
+            .map(String::as_str)
+            .collect();
+        let mut users = self.directory.users(departments.into_iter()).await?;
+        for record in &parsed.records {
+            let Some(department) = self.config.departments.get(&record.department) else {
+                report.add_rejected(&Rejection {
+                    line: record.line,
+                    user_id: Some(record.user_id.clone()),
+                    reasons: vec![format!(
+                        "department {:?} is not configured (config/gateway.json departments)",
+                        record.department
+                    )],
+                });
+                continue;
+            };
+            let existing: Option<DirectoryUser> = users.get(&record.user_id).cloned();
+            let planned = plan::plan_row(record, department, existing.as_ref(), today);
+            let failure = if dry_run {
+                None
+            } else {
+                self.directory
+                    .apply(&planned)
+                    .await
+                    .err()
+                    .map(|e| e.to_string())
+            };
+            if failure.is_none() {
+                if let Some(after) = plan::after(&planned, existing.as_ref()) {
+                    users.insert(record.user_id.clone(), after);
+                }
+            }
+            report.add_planned(&planned, failure);
+        }
+        Ok(report)
+    }
+
+    async fn store(
+        &self,
+        report: &Report,
+        source: &str,
+        now_millis: u64,
+    ) -> Result<String, ProvisionerError> {
+        let name = source.rsplit('/').next().unwrap_or(source);
+        let base = format!("{REPORT_PREFIX}{now_millis}-{name}");
+        let json =
+            serde_json::to_vec_pretty(report).map_err(|e| ProvisionerError::S3(e.to_string()))?;
+        for (key, body, content_type) in [
+            (format!("{base}.json"), json, "application/json"),
+            (
+                format!("{base}.csv"),
+                report.csv(),
+                "text/csv; charset=utf-8",
+            ),
+        ] {
+            self.s3
+                .put_object()
+                .bucket(&self.config.reports_bucket)
+                .key(&key)
+                .content_type(content_type)
+                .body(body.into())
+                .send()
+                .await
+                .map_err(|e| {
+                    ProvisionerError::S3(aws_sdk_s3::error::DisplayErrorContext(e).to_string())
+                })?;
+        }
+        Ok(format!("{base}.json"))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn event_keys_are_form_decoded() {
+        assert_eq!(
+            event_key("incoming/hr+file%E2%91%A0.csv.age"),
+            "incoming/hr file①.csv.age"
+        );
+    }
+}
