@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import {
   Annotations, Aws, Duration, RemovalPolicy, Stack,
   aws_cloudwatch as cw,
+  aws_ec2 as ec2,
   aws_events as events,
   aws_events_targets as targets,
   aws_iam as iam,
@@ -60,6 +61,8 @@ export interface FunctionsProps {
   buckets: Buckets;
   queues: Queues;
   identity: Identity;
+  /** The dispatcher's VPC placement (lib/network.ts); absent, it runs outside any VPC. */
+  dispatcherNetwork?: { vpc: ec2.IVpc; subnets: ec2.SubnetSelection; securityGroup: ec2.ISecurityGroup };
 }
 
 export interface Functions {
@@ -149,6 +152,7 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
     memoryMb: number;
     reserved?: number | null;
     description: string;
+    network?: FunctionsProps['dispatcherNetwork'];
   }) => {
     const logGroup = new logs.LogGroup(stack, `${pascal(name)}Logs`, {
       retention: logs.RetentionDays.ONE_YEAR,
@@ -175,6 +179,11 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
       environment: { ...common, ...opts.environment },
       environmentEncryption: keys.data,
       tracing: env.tracing ? lambda.Tracing.ACTIVE : lambda.Tracing.DISABLED,
+      ...(opts.network && {
+        vpc: opts.network.vpc,
+        vpcSubnets: opts.network.subnets,
+        securityGroups: [opts.network.securityGroup],
+      }),
     });
     if (env.tracing) {
       NagSuppressions.addResourceSuppressions(role, [{
@@ -280,6 +289,7 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
       memoryMb: fns.routeMemoryMb,
       reserved: fns.dispatcherReservedConcurrency,
       environment,
+      network: props.dispatcherNetwork,
     });
     for (const p of queued) {
       // The dispatcher keeps the visibility up while a stream runs (ChangeMessageVisibility: in consume).

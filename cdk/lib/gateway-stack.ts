@@ -6,6 +6,7 @@ import { createAuditorRole } from './audit-access';
 import { EnvironmentName, GatewayConfig } from './config';
 import { AssetMode, FunctionName, createFunctions } from './functions';
 import { createIdentity } from './identity';
+import { createNetwork, grantNetworkInterfaces } from './network';
 import { createBuckets, createKeys, createQueues } from './storage';
 
 export { AssetMode, FUNCTIONS, FunctionName, lambdaOutputDir, PLACEHOLDER_ASSET, REPLY_QUEUE_PREFIX } from './functions';
@@ -31,15 +32,17 @@ export class GatewayStack extends Stack {
     const buckets = createBuckets(this, config.environments[envName], keys, removal);
     const queues = createQueues(this, config, envName, config.functions, keys);
     const identity = createIdentity(this, config, envName, prefix);
+    // ---- network: the dispatcher's VPC and endpoints (lib/network.ts); before the functions, which it holds
+    const network = createNetwork(this, { config, envName, prefix, removal, keys, buckets, queues });
     const fns = createFunctions(this, {
       config, envName, assets: props.assets, prefix, removal, keys, buckets, queues, identity,
+      dispatcherNetwork: network,
     });
     this.functions = fns.functions;
+    if (network) grantNetworkInterfaces(fns.functions.get('dispatcher')!, network);
     this.alarms.push(...queues.dlqAlarms, ...fns.alarms);
 
     // ---- api: API Gateway per provider, custom domain, usage plans, WAF (lib/api.ts, lib/waf.ts)
-
-    // ---- network: the dispatcher's VPC and endpoints (lib/network.ts)
 
     // ---- operations: alarm topic, dashboard, CloudTrail, Glue/Athena, account toggles (lib/operations.ts)
 
