@@ -1,7 +1,7 @@
 // The dispatcher's network: a VPC of its own whose only ways out are the NAT gateways (to Azure OpenAI and
 // Gemini, public HTTPS endpoints) and VPC endpoints for the AWS services it calls. Nothing else runs in it.
 import {
-  Aws, RemovalPolicy, Stack,
+  Aws, CfnOutput, Fn, RemovalPolicy, Stack,
   aws_ec2 as ec2,
   aws_iam as iam,
   aws_lambda as lambda,
@@ -80,6 +80,14 @@ export function createNetwork(stack: Stack, props: NetworkProps): DispatcherNetw
     },
   });
   const subnets: ec2.SubnetSelection = { subnetType: privateType };
+  // The addresses the providers see: what an allow-list at Azure or Google would name.
+  const natIps = vpc.node.findAll().filter((c): c is ec2.CfnEIP => c instanceof ec2.CfnEIP).map((e) => e.ref);
+  if (natIps.length > 0) {
+    new CfnOutput(stack, 'DispatcherEgressIps', {
+      description: 'public IPs of the NAT gateways the dispatcher reaches providers through',
+      value: Fn.join(',', natIps),
+    });
+  }
 
   const securityGroup = new ec2.SecurityGroup(stack, 'DispatcherSecurityGroup', {
     vpc,

@@ -50,6 +50,13 @@ describe('the dispatcher\'s VPC', () => {
     }
   });
 
+  test('the NAT gateways\' public IPs are an output (for allow-listing at the providers)', () => {
+    const eips = ofType(prod, 'AWS::EC2::EIP').map(([id]) => ({ Ref: id }));
+    assert.equal(eips.length, config.environments.prod.network.natGateways);
+    assert.deepEqual(prod.toJSON().Outputs.DispatcherEgressIps.Value, { 'Fn::Join': [',', eips] });
+    assert.equal(isolated.template.toJSON().Outputs?.DispatcherEgressIps, undefined);
+  });
+
   test('with natGateways 0: isolated subnets only, no internet gateway, no route out', () => {
     const t = isolated.template;
     assert.equal(subnetsOf(t, 'Public').length, 0);
