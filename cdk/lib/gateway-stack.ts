@@ -7,6 +7,7 @@ import { EnvironmentName, GatewayConfig } from './config';
 import { AssetMode, FunctionName, createFunctions } from './functions';
 import { createIdentity } from './identity';
 import { createNetwork, grantNetworkInterfaces } from './network';
+import { Operations, createOperations } from './operations';
 import { createBuckets, createKeys, createQueues } from './storage';
 
 export { AssetMode, FUNCTIONS, FunctionName, lambdaOutputDir, PLACEHOLDER_ASSET, REPLY_QUEUE_PREFIX } from './functions';
@@ -21,6 +22,7 @@ export class GatewayStack extends Stack {
   readonly functions: Map<FunctionName, lambda.Function>;
   /** Every alarm of the stack (the operations module gives them an action). */
   readonly alarms: cw.Alarm[] = [];
+  readonly operations: Operations;
 
   constructor(scope: Construct, id: string, props: GatewayStackProps) {
     super(scope, id, props);
@@ -45,8 +47,11 @@ export class GatewayStack extends Stack {
     // ---- api: API Gateway per provider, custom domain, usage plans, WAF (lib/api.ts, lib/waf.ts)
 
     // ---- operations: alarm topic, dashboard, CloudTrail, Glue/Athena, account toggles (lib/operations.ts)
-
+    this.operations = createOperations(this, {
+      config, envName, prefix, removal, buckets, queues, functions: fns.functions, alarms: this.alarms,
+    });
     const auditors = createAuditorRole(this, prefix, keys, buckets);
+
     new CfnOutput(this, 'AuditorRoleArn', { value: auditors.roleArn });
     new CfnOutput(this, 'AuditBucketName', { value: buckets.audit.bucketName });
     new CfnOutput(this, 'AuditDigestKeyArn', { value: keys.auditDigest.keyArn });

@@ -14,8 +14,11 @@ const { stack, template } = build();
 
 describe('keys', () => {
   test('the symmetric keys rotate; the digest key is RSA-3072 for signing and retained', () => {
-    const keys = Object.values(resourcesOf(template, 'AWS::KMS::Key'));
+    const all = Object.entries(resourcesOf(template, 'AWS::KMS::Key'));
+    // The gateway's own three; lib/operations.ts adds the alarm topic's (test/operations.test.ts).
+    const keys = all.filter(([id]) => /^(DataKey|AuditBodiesKey|AuditDigestKey)/.test(id)).map(([, k]) => k);
     assert.equal(keys.length, 3);
+    for (const [id, k] of all.filter(([, k]) => k.Properties.KeySpec === undefined)) assert.equal(k.Properties.EnableKeyRotation, true, id);
     const digest = keys.filter((k) => k.Properties.KeySpec === 'RSA_3072');
     assert.equal(digest.length, 1);
     assert.equal(digest[0].Properties.KeyUsage, 'SIGN_VERIFY');
@@ -31,7 +34,8 @@ describe('buckets', () => {
   const audit = Object.entries(buckets).find(([id]) => id.startsWith('AuditBucket'))![1];
   const payload = Object.entries(buckets).find(([id]) => id.startsWith('PayloadBucket'))![1];
 
-  test('three buckets, all blocking public access, encrypted and TLS-only', () => {
+  test('every bucket blocks public access, is encrypted and TLS-only', () => {
+    // audit, payloads, access logs (more with CloudTrail or AWS Config on: test/operations.test.ts)
     assert.equal(Object.keys(buckets).length, 3);
     const policies = Object.values(resourcesOf(template, 'AWS::S3::BucketPolicy'));
     for (const [id, b] of Object.entries(buckets)) {
@@ -90,8 +94,10 @@ describe('queues', () => {
     assert.deepEqual(names, ['llm-gateway-dev-audit', ...queued.map((p) => `llm-gateway-dev-requests-${p}`)].sort());
     const dlqs = Object.values(queues).filter((q) => !q.Properties.RedrivePolicy);
     assert.equal(dlqs.length, main.length);
+    const dlqIds = Object.keys(queues).filter((id) => !queues[id].Properties.RedrivePolicy);
     const alarms = Object.values(resourcesOf(template, 'AWS::CloudWatch::Alarm'))
-      .filter((a) => a.Properties.MetricName === 'ApproximateNumberOfMessagesVisible');
+      .filter((a) => a.Properties.MetricName === 'ApproximateNumberOfMessagesVisible'
+        && dlqIds.includes(a.Properties.Dimensions?.[0]?.Value?.['Fn::GetAtt']?.[0]));
     assert.equal(alarms.length, dlqs.length);
   });
   test('request queues outlast the dispatcher timeout (Lambda refuses the event source otherwise)', () => {
