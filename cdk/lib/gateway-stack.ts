@@ -47,10 +47,10 @@ export class GatewayStack extends Stack {
     // ---- api: API Gateway per provider, custom domain, usage plans, WAF (lib/api.ts, lib/waf.ts)
 
     // ---- operations: alarm topic, dashboard, CloudTrail, Glue/Athena, account toggles (lib/operations.ts)
-    this.operations = createOperations(this, {
-      config, envName, prefix, removal, buckets, queues, functions: fns.functions, alarms: this.alarms,
-    });
     const auditors = createAuditorRole(this, prefix, keys, buckets);
+    this.operations = createOperations(this, {
+      config, envName, prefix, removal, buckets, queues, functions: fns.functions, auditors, alarms: this.alarms,
+    });
 
     new CfnOutput(this, 'AuditorRoleArn', { value: auditors.roleArn });
     new CfnOutput(this, 'AuditBucketName', { value: buckets.audit.bucketName });

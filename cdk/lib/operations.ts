@@ -1,13 +1,16 @@
 // Operating the gateway: who hears about trouble (alarm topic and alarms), where to look (dashboard), the
-// account's own records (CloudTrail, optional GuardDuty, Security Hub, AWS Config).
+// account's own records (CloudTrail, optional GuardDuty, Security Hub, AWS Config) and the auditors' query
+// path over the audit trail (Glue table from docs/athena/audit_events.sql, Athena workgroup).
 import {
   Aspects, Aws, Duration, IAspect, RemovalPolicy, Stack,
+  aws_athena as athena,
   aws_cloudtrail as cloudtrail,
   aws_cloudwatch as cw,
   aws_cloudwatch_actions as cwActions,
   aws_config as awsconfig,
   aws_events as events,
   aws_events_targets as targets,
+  aws_glue as glue,
   aws_guardduty as guardduty,
   aws_iam as iam,
   aws_kms as kms,
@@ -20,6 +23,7 @@ import {
 } from 'aws-cdk-lib';
 import { IConstruct } from 'constructs';
 import { NagSuppressions } from 'cdk-nag';
+import { auditEventsTable } from './athena-table';
 import { EnvironmentName, GatewayConfig, PROVIDERS } from './config';
 import { FunctionName } from './functions';
 import { pascal } from './names';
@@ -47,6 +51,10 @@ export const THRESHOLDS = {
   /** p99 duration as a share of the function timeout: above it, requests are being cut at the deadline. */
   durationShareOfTimeout: 0.8,
 };
+/** Bytes one Athena query may scan before Athena cancels it (a day of audit records is far smaller). */
+export const ATHENA_BYTES_SCANNED_CUTOFF = 10 * 1024 ** 3;
+/** Days query results are kept; the audit bucket stays the source of truth. */
+export const ATHENA_RESULTS_DAYS = 30;
 const FSBP_STANDARD = 'standards/aws-foundational-security-best-practices/v/1.0.0';
 
 export interface OperationsProps {
@@ -57,6 +65,8 @@ export interface OperationsProps {
   buckets: Buckets;
   queues: Queues;
   functions: Map<FunctionName, lambda.Function>;
+  /** The auditors' role (lib/audit-access.ts): gets the Athena query path. */
+  auditors: iam.Role;
   /** Every alarm of the stack so far; the ones made here are added to it. */
   alarms: cw.Alarm[];
 }
@@ -65,6 +75,10 @@ export interface Operations {
   topic: sns.Topic;
   dashboard: cw.Dashboard;
   incompleteRequests: cw.Metric;
+  database: glue.CfnDatabase;
+  auditTable: glue.CfnTable;
+  workgroup: athena.CfnWorkGroup;
+  resultsBucket: s3.Bucket;
   trail?: cloudtrail.CfnTrail;
 }
 
@@ -98,11 +112,13 @@ export function createOperations(stack: Stack, props: OperationsProps): Operatio
     : undefined;
   const trail = wantsTrail ? createTrail(stack, props, logsKey!, isHome) : undefined;
 
+  const query = createAuditQueries(stack, props);
+
   if (ops.guardDuty) createGuardDuty(stack, topic);
   if (ops.securityHub) createSecurityHub(stack);
   if (ops.awsConfig) createConfigRecorder(stack, props, logsKey!, isHome);
 
-  return { topic, dashboard, incompleteRequests, trail };
+  return { topic, dashboard, incompleteRequests, trail, ...query };
 }
 
 // ---- alarm topic
@@ -389,6 +405,111 @@ function createTrail(stack: Stack, props: OperationsProps, key: kms.Key, isHome:
   // CloudTrail checks its bucket's policy when the trail is created.
   trail.node.addDependency(bucket.policy!);
   return trail;
+}
+
+// ---- Glue and Athena
+
+function createAuditQueries(stack: Stack, props: OperationsProps) {
+  const { config, envName, prefix, removal, buckets, auditors } = props;
+  const databaseName = `${config.project}_${envName}`.replace(/-/g, '_');
+  const database = new glue.CfnDatabase(stack, 'AuditDatabase', {
+    catalogId: Aws.ACCOUNT_ID,
+    databaseInput: { name: databaseName, description: `${prefix}: the gateway's audit trail` },
+  });
+  const def = auditEventsTable(buckets.audit.bucketName);
+  const auditTable = new glue.CfnTable(stack, 'AuditEventsTable', {
+    catalogId: Aws.ACCOUNT_ID,
+    databaseName,
+    tableInput: {
+      name: def.name,
+      description: 'Audit events (docs/athena/audit_events.sql, schemas/audit-event.schema.json)',
+      tableType: 'EXTERNAL_TABLE',
+      parameters: { EXTERNAL: 'TRUE', ...def.tableProperties },
+      partitionKeys: def.partitionKeys,
+      storageDescriptor: {
+        columns: def.columns,
+        location: def.location,
+        inputFormat: def.inputFormat,
+        outputFormat: def.outputFormat,
+        serdeInfo: { serializationLibrary: def.serde, parameters: def.serdeProperties },
+      },
+    },
+  });
+  auditTable.node.addDependency(database);
+
+  const resultsKey = new kms.Key(stack, 'QueryResultsKey', {
+    description: `${prefix}: Athena query results over the audit trail`,
+    enableKeyRotation: true,
+    removalPolicy: RemovalPolicy.RETAIN,
+  });
+  const resultsBucket = new s3.Bucket(stack, 'QueryResultsBucket', {
+    encryption: s3.BucketEncryption.KMS,
+    encryptionKey: resultsKey,
+    bucketKeyEnabled: true,
+    blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+    enforceSSL: true,
+    serverAccessLogsBucket: buckets.accessLogs,
+    serverAccessLogsPrefix: 'query-results/',
+    lifecycleRules: [{
+      expiration: Duration.days(ATHENA_RESULTS_DAYS),
+      abortIncompleteMultipartUploadAfter: Duration.days(1),
+    }],
+    removalPolicy: removal,
+  });
+  const workgroupName = `${prefix}-audit`;
+  const workgroup = new athena.CfnWorkGroup(stack, 'AuditWorkGroup', {
+    name: workgroupName,
+    description: `${prefix}: queries over the audit trail (results encrypted, kept ${ATHENA_RESULTS_DAYS} days)`,
+    state: 'ENABLED',
+    recursiveDeleteOption: true,
+    workGroupConfiguration: {
+      // Clients cannot send results elsewhere or unencrypted.
+      enforceWorkGroupConfiguration: true,
+      publishCloudWatchMetricsEnabled: true,
+      bytesScannedCutoffPerQuery: ATHENA_BYTES_SCANNED_CUTOFF,
+      engineVersion: { selectedEngineVersion: 'Athena engine version 3' },
+      resultConfiguration: {
+        outputLocation: `s3://${resultsBucket.bucketName}/results/`,
+        encryptionConfiguration: { encryptionOption: 'SSE_KMS', kmsKey: resultsKey.keyArn },
+        expectedBucketOwner: Aws.ACCOUNT_ID,
+      },
+    },
+  });
+
+  // The auditors' query path: run queries in this workgroup only, read this table only, keep results in
+  // the workgroup's bucket. Reading the audit objects themselves they already may (lib/audit-access.ts).
+  const glueArn = (resource: string) => `arn:${Aws.PARTITION}:glue:${Aws.REGION}:${Aws.ACCOUNT_ID}:${resource}`;
+  const workgroupArn = `arn:${Aws.PARTITION}:athena:${Aws.REGION}:${Aws.ACCOUNT_ID}:workgroup/${workgroupName}`;
+  auditors.addToPolicy(new iam.PolicyStatement({
+    actions: [
+      'athena:StartQueryExecution', 'athena:StopQueryExecution', 'athena:GetQueryExecution',
+      'athena:GetQueryResults', 'athena:GetQueryResultsStream', 'athena:ListQueryExecutions',
+      'athena:BatchGetQueryExecution', 'athena:GetWorkGroup',
+    ],
+    resources: [workgroupArn],
+  }));
+  auditors.addToPolicy(new iam.PolicyStatement({
+    actions: ['glue:GetDatabase', 'glue:GetTable', 'glue:GetTables', 'glue:GetPartition', 'glue:GetPartitions'],
+    resources: [glueArn('catalog'), glueArn(`database/${databaseName}`), glueArn(`table/${databaseName}/${def.name}`)],
+  }));
+  auditors.addToPolicy(new iam.PolicyStatement({
+    actions: ['s3:GetBucketLocation', 's3:ListBucket', 's3:ListBucketMultipartUploads'],
+    resources: [resultsBucket.bucketArn],
+  }));
+  auditors.addToPolicy(new iam.PolicyStatement({
+    actions: ['s3:GetObject', 's3:PutObject', 's3:AbortMultipartUpload', 's3:ListMultipartUploadParts'],
+    resources: [resultsBucket.arnForObjects('results/*')],
+  }));
+  auditors.addToPolicy(new iam.PolicyStatement({
+    actions: ['kms:GenerateDataKey', 'kms:Decrypt'],
+    resources: [resultsKey.keyArn],
+  }));
+  NagSuppressions.addResourceSuppressions(auditors, [{
+    id: 'AwsSolutions-IAM5',
+    reason: 'Athena writes each query\'s result under a key it names at run time (results/<query id>.csv), in the workgroup\'s own results bucket only',
+    appliesTo: [{ regex: '/^Resource::<QueryResultsBucket[A-F0-9]{8}\\.Arn>\\/results\\/\\*$/' }],
+  }], true);
+  return { database, auditTable, workgroup, resultsBucket };
 }
 
 // ---- account toggles (each an account-and-region singleton; README)

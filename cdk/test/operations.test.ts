@@ -5,10 +5,13 @@ import { describe, test } from 'node:test';
 import { aws_cloudwatch as cw } from 'aws-cdk-lib';
 import { Annotations, Match, Template } from 'aws-cdk-lib/assertions';
 import { EnvironmentName, GatewayConfig, loadConfig, parseConfig } from '../lib/config';
+import { parseCreateTable } from '../lib/athena-table';
 import { FUNCTIONS } from '../lib/gateway-stack';
 import { pascal } from '../lib/names';
-import { INCOMPLETE_COUNT_FIELD, INCOMPLETE_LOG_MESSAGE, THRESHOLDS } from '../lib/operations';
-import { build, functionId, resourcesOf } from './helpers';
+import {
+  ATHENA_BYTES_SCANNED_CUTOFF, ATHENA_RESULTS_DAYS, INCOMPLETE_COUNT_FIELD, INCOMPLETE_LOG_MESSAGE, THRESHOLDS,
+} from '../lib/operations';
+import { build, functionId, list, resourcesOf } from './helpers';
 
 const repo = path.join(__dirname, '..', '..');
 const config = loadConfig();
@@ -33,6 +36,12 @@ const idOf = (t: Template, type: string, prefix: string) => {
 const byId = (t: Template, type: string, prefix: string) => resourcesOf(t, type)[idOf(t, type, prefix)];
 const alarmsOf = (t: Template) => ofType(t, 'AWS::CloudWatch::Alarm');
 const fnRef = (t: Template, constructId: string) => ({ Ref: functionId(t, constructId) });
+const statementsOfRole = (t: Template, rolePrefix: string) => {
+  const roleId = idOf(t, 'AWS::IAM::Role', rolePrefix);
+  return Object.values(resourcesOf(t, 'AWS::IAM::Policy'))
+    .filter((p) => p.Properties.Roles.some((r: any) => r.Ref === roleId))
+    .flatMap((p) => p.Properties.PolicyDocument.Statement);
+};
 const nagFindings = (stack: any) => {
   const a = Annotations.fromStack(stack);
   return [...a.findError('*', Match.stringLikeRegexp('AwsSolutions-.*')), ...a.findWarning('*', Match.stringLikeRegexp('AwsSolutions-.*'))]
@@ -298,6 +307,132 @@ describe('CloudTrail', () => {
     const ct = key.Properties.KeyPolicy.Statement.filter((s: any) => s.Principal?.Service === 'cloudtrail.amazonaws.com');
     assert.equal(ct.length, 2);
     for (const s of ct) assert.match(JSON.stringify(s.Condition.StringEquals['aws:SourceArn']), trailArn);
+  });
+});
+
+describe('Glue and Athena', () => {
+  const sql = readFileSync(path.join(repo, 'docs', 'athena', 'audit_events.sql'), 'utf8');
+  const table = byId(dev, 'AWS::Glue::Table', 'AuditEventsTable').Properties;
+  const input = table.TableInput;
+  const auditBucketRef = { Ref: idOf(dev, 'AWS::S3::Bucket', 'AuditBucket') };
+  // Read from the SQL file here line by line, independently of lib/athena-table.ts.
+  const lines = sql.split('\n').map((l) => l.replace(/--.*$/, ''));
+  const start = lines.findIndex((l) => /CREATE EXTERNAL TABLE/.test(l));
+  const partitionLine = lines.findIndex((l) => /PARTITIONED BY/.test(l));
+  const sqlColumns: [string, string][] = [];
+  let pending = '';
+  for (const l of lines.slice(start + 1, partitionLine)) {
+    pending += l.trim();
+    // A column ends where its angle brackets balance and a comma (or the closing parenthesis) follows.
+    const opens = (pending.match(/</g) ?? []).length;
+    const closes = (pending.match(/>/g) ?? []).length;
+    if (pending && opens === closes) {
+      const m = /^`?(\w+)`?\s*(.+?),?$/.exec(pending.replace(/^\)$/, ''));
+      if (m) sqlColumns.push([m[1], m[2].replace(/\s+/g, '')]);
+      pending = '';
+    }
+  }
+  const sqlPartitions = [.../PARTITIONED BY \(([^)]*)\)/.exec(sql)![1].matchAll(/(\w+)\s+(\w+)/g)].map((m) => [m[1], m[2]]);
+  const sqlProps = (section: string) => Object.fromEntries([...new RegExp(`${section} \\(([\\s\\S]*?)\\)\\s*(;|STORED)`).exec(sql)![1]
+    .matchAll(/'([^']+)'\s*=\s*'([^']*)'/g)].map((m) => [m[1], m[2]]));
+  const withBucket = (s: string) => {
+    const [before, after] = s.split('<audit-bucket>');
+    return { 'Fn::Join': ['', [before, auditBucketRef, after]] };
+  };
+
+  test('a database per environment and the audit table in it', () => {
+    const db = byId(dev, 'AWS::Glue::Database', 'AuditDatabase').Properties;
+    assert.equal(db.DatabaseInput.Name, 'llm_gateway_dev');
+    assert.equal(table.DatabaseName, 'llm_gateway_dev');
+    assert.equal(input.Name, /CREATE EXTERNAL TABLE IF NOT EXISTS (\w+)/.exec(sql)![1]);
+    assert.equal(input.TableType, 'EXTERNAL_TABLE');
+  });
+
+  test('columns, partitions, SerDe, formats, location and table properties are those of audit_events.sql', () => {
+    assert.ok(sqlColumns.length >= 20, JSON.stringify(sqlColumns));
+    assert.deepEqual(input.StorageDescriptor.Columns.map((c: any) => [c.Name, c.Type]), sqlColumns);
+    assert.deepEqual(input.PartitionKeys.map((c: any) => [c.Name, c.Type]), sqlPartitions);
+    const sd = input.StorageDescriptor;
+    assert.equal(sd.SerdeInfo.SerializationLibrary, /ROW FORMAT SERDE '([^']+)'/.exec(sql)![1]);
+    assert.deepEqual(sd.SerdeInfo.Parameters, sqlProps('WITH SERDEPROPERTIES'));
+    assert.equal(sd.InputFormat, /INPUTFORMAT '([^']+)'/.exec(sql)![1]);
+    assert.equal(sd.OutputFormat, /OUTPUTFORMAT '([^']+)'/.exec(sql)![1]);
+    assert.deepEqual(sd.Location, withBucket(/LOCATION '([^']+)'/.exec(sql)![1]));
+    const props = sqlProps('TBLPROPERTIES');
+    assert.ok(props['projection.enabled'] === 'true' && props['storage.location.template']);
+    const expected = Object.fromEntries(Object.entries(props).map(([k, v]) => [k, v.includes('<audit-bucket>') ? withBucket(v) : v]));
+    assert.deepEqual(input.Parameters, { EXTERNAL: 'TRUE', ...expected });
+    assert.equal(sd.Columns.find((c: any) => c.Name === 'record').Comment, 'authorized | accepted | final | incomplete (NULL in schema_version 1: final)');
+  });
+
+  test('every property of the audit event schema is a column, nested objects field by field, with a matching type', () => {
+    const schema = JSON.parse(readFileSync(path.join(repo, 'schemas', 'audit-event.schema.json'), 'utf8'));
+    const columns = new Map<string, string>(input.StorageDescriptor.Columns.map((c: any) => [c.Name, c.Type]));
+    // No exceptions: every top-level property has its column.
+    assert.deepEqual(Object.keys(schema.properties).filter((p) => !columns.has(p)), []);
+    assert.deepEqual([...columns.keys()].filter((c) => !(c in schema.properties)), [], 'no column outside the schema');
+    const objectOf = (s: any): any => s.properties ? s : (s.oneOf ?? []).find((x: any) => x.properties);
+    const hive = (s: any, where: string): string => {
+      const obj = objectOf(s);
+      if (obj) {
+        return `struct<${Object.entries(obj.properties).map(([k, v]) => `${k}:${hive(v, `${where}.${k}`)}`).join(',')}>`;
+      }
+      const types = [s.type, ...(s.enum ?? []).map((v: unknown) => (v === null ? 'null' : typeof v === 'number' ? 'integer' : typeof v))]
+        .flat().filter((x) => x && x !== 'null');
+      if (types.every((x) => x === 'string')) return 'string';
+      if (types.every((x) => x === 'boolean')) return 'boolean';
+      if (types.every((x) => x === 'number')) return 'double';
+      if (types.every((x) => x === 'integer')) return where === 'schema_version' || where === 'status' ? 'int' : 'bigint';
+      throw new Error(`${where}: no Hive type for ${JSON.stringify(s)}`);
+    };
+    for (const [name, prop] of Object.entries(schema.properties)) {
+      assert.equal(columns.get(name), hive(prop, name), name);
+    }
+  });
+
+  test('the DDL reader refuses what it does not understand rather than guess', () => {
+    assert.throws(() => parseCreateTable('CREATE TABLE t (a int);'), /no CREATE EXTERNAL TABLE/);
+    const noProps = sql.replace(/TBLPROPERTIES \([\s\S]*?\);/, ';');
+    assert.throws(() => parseCreateTable(noProps), /no TBLPROPERTIES/);
+    assert.throws(() => parseCreateTable(sql.replace("'ignore.malformed.json' = 'false'", "ignore.malformed.json = false")), /cannot read property/);
+  });
+
+  test('an Athena workgroup with enforced settings, encrypted results in their own bucket, a scan cutoff', () => {
+    const wg = byId(dev, 'AWS::Athena::WorkGroup', 'AuditWorkGroup').Properties;
+    assert.equal(wg.Name, 'llm-gateway-dev-audit');
+    const c = wg.WorkGroupConfiguration;
+    assert.equal(c.EnforceWorkGroupConfiguration, true);
+    assert.equal(c.BytesScannedCutoffPerQuery, ATHENA_BYTES_SCANNED_CUTOFF);
+    assert.equal(c.PublishCloudWatchMetricsEnabled, true);
+    const rc = c.ResultConfiguration;
+    assert.equal(rc.EncryptionConfiguration.EncryptionOption, 'SSE_KMS');
+    const keyId = rc.EncryptionConfiguration.KmsKey['Fn::GetAtt'][0];
+    assert.match(keyId, /^QueryResultsKey/);
+    const bucketId = idOf(dev, 'AWS::S3::Bucket', 'QueryResultsBucket');
+    assert.deepEqual(rc.OutputLocation, { 'Fn::Join': ['', ['s3://', { Ref: bucketId }, '/results/']] });
+    const b = resourcesOf(dev, 'AWS::S3::Bucket')[bucketId].Properties;
+    assert.equal(b.BucketEncryption.ServerSideEncryptionConfiguration[0].ServerSideEncryptionByDefault.KMSMasterKeyID['Fn::GetAtt'][0], keyId);
+    assert.deepEqual(Object.values(b.PublicAccessBlockConfiguration), [true, true, true, true]);
+    assert.match(b.LoggingConfiguration.DestinationBucketName.Ref, /^AccessLogsBucket/);
+    assert.ok(b.LifecycleConfiguration.Rules.some((r: any) => r.ExpirationInDays === ATHENA_RESULTS_DAYS));
+    const policy = Object.values(resourcesOf(dev, 'AWS::S3::BucketPolicy')).find((x) => x.Properties.Bucket.Ref === bucketId)!;
+    assert.ok(policy.Properties.PolicyDocument.Statement.some((s: any) => s.Effect === 'Deny' && s.Condition?.Bool?.['aws:SecureTransport'] === 'false'));
+  });
+
+  test('the auditors may query: this workgroup, this table, results written only to the results bucket', () => {
+    const st = statementsOfRole(dev, 'AuditorRole');
+    const withAction = (prefix: string) => st.filter((s) => list<string>(s.Action).some((a) => a.startsWith(prefix)));
+    for (const s of withAction('athena:')) assert.match(JSON.stringify(s.Resource), /:workgroup\/llm-gateway-dev-audit"\]\]\}$/);
+    assert.ok(withAction('athena:').some((s) => list(s.Action).includes('athena:StartQueryExecution')));
+    const glue = withAction('glue:');
+    assert.equal(glue.length, 1);
+    assert.deepEqual(list<string>(glue[0].Action).filter((a) => !/^glue:Get/.test(a)), [], 'read only');
+    const glueResources = JSON.stringify(glue[0].Resource);
+    assert.match(glueResources, /:table\/llm_gateway_dev\/llm_gateway_audit_events"/);
+    assert.match(glueResources, /:database\/llm_gateway_dev"/);
+    const writes = st.filter((s) => list<string>(s.Action).some((a) => /Put|GenerateDataKey|Encrypt/.test(a)));
+    assert.ok(writes.length >= 2);
+    for (const s of writes) assert.match(JSON.stringify(s.Resource), /QueryResults(Bucket|Key)/);
   });
 });
 

@@ -15,7 +15,7 @@ const { stack, template } = build();
 describe('keys', () => {
   test('the symmetric keys rotate; the digest key is RSA-3072 for signing and retained', () => {
     const all = Object.entries(resourcesOf(template, 'AWS::KMS::Key'));
-    // The gateway's own three; lib/operations.ts adds the alarm topic's (test/operations.test.ts).
+    // The gateway's own three; lib/operations.ts adds the alarm topic's and the query results' (test/operations.test.ts).
     const keys = all.filter(([id]) => /^(DataKey|AuditBodiesKey|AuditDigestKey)/.test(id)).map(([, k]) => k);
     assert.equal(keys.length, 3);
     for (const [id, k] of all.filter(([, k]) => k.Properties.KeySpec === undefined)) assert.equal(k.Properties.EnableKeyRotation, true, id);
@@ -35,8 +35,8 @@ describe('buckets', () => {
   const payload = Object.entries(buckets).find(([id]) => id.startsWith('PayloadBucket'))![1];
 
   test('every bucket blocks public access, is encrypted and TLS-only', () => {
-    // audit, payloads, access logs (more with CloudTrail or AWS Config on: test/operations.test.ts)
-    assert.equal(Object.keys(buckets).length, 3);
+    // audit, payloads, access logs, and the Athena query results (lib/operations.ts)
+    assert.equal(Object.keys(buckets).length, 4);
     const policies = Object.values(resourcesOf(template, 'AWS::S3::BucketPolicy'));
     for (const [id, b] of Object.entries(buckets)) {
       assert.deepEqual(b.Properties.PublicAccessBlockConfiguration, {
@@ -242,12 +242,13 @@ describe('least privilege', () => {
       assert.deepEqual(onBodiesKey[0].Condition, { StringEquals: { 'kms:EncryptionContext:purpose': 'llm-gateway-audit-bodies' } });
     }
   });
-  test('the auditors\' role reads and verifies, and writes nothing', () => {
+  test('the auditors\' role reads and verifies, and writes nothing but its own query results', () => {
     const id = Object.keys(resourcesOf(template, 'AWS::IAM::Role')).find((r) => r.startsWith('AuditorRole'))!;
     const statements = Object.values(resourcesOf(template, 'AWS::IAM::Policy'))
       .filter((p) => p.Properties.Roles.some((r: any) => r.Ref === id))
       .flatMap((p) => p.Properties.PolicyDocument.Statement);
-    const actions = statements.flatMap((s) => list<string>(s.Action));
+    const actions = statements.filter((s) => !JSON.stringify(s.Resource).includes('QueryResults'))
+      .flatMap((s) => list<string>(s.Action));
     for (const a of ['kms:Verify', 'kms:GetPublicKey', 's3:ListBucketVersions', 'kms:Decrypt']) assert.ok(actions.includes(a), a);
     assert.deepEqual(actions.filter((a) => /Put|Delete|Sign$|Encrypt|GenerateDataKey|\*$/.test(a) && !/^s3:(GetObject|GetBucket|List)\*$/.test(a)), []);
   });
