@@ -46,7 +46,7 @@ export const THRESHOLDS = {
   auditOldestMessageSecs: 15 * 60,
   /** Minutes of peak traffic (about 1,000 concurrent users, seed 000) waiting for the writer. */
   auditVisibleMessages: 10_000,
-  /** A queued request waits this long for a dispatcher before its route gives up or it times out. */
+  /** A dispatcher picks a queued request up within seconds; a minute means it is at its cap or failing. */
   requestOldestMessageSecs: 60,
   /** p99 duration as a share of the function timeout: above it, requests are being cut at the deadline. */
   durationShareOfTimeout: 0.8,
