@@ -252,6 +252,10 @@ export function parseConfig(raw: unknown, source = 'configuration'): GatewayConf
     }
     c.int(n.maxAzs, `${w}.network.maxAzs`, 1, 3);
     c.int(n.natGateways, `${w}.network.natGateways`, 0, 3);
+    if (typeof n.natGateways === 'number' && typeof n.maxAzs === 'number' && n.natGateways > n.maxAzs) {
+      // The CDK would quietly make one per zone and no more.
+      c.fail(`${w}.network.natGateways`, 'must not exceed maxAzs (at most one NAT gateway per zone)');
+    }
     const i = c.obj(e.identity, `${w}.identity`, ['cognitoDomainPrefix', 'sesIdentity', 'sesFromAddress', 'logoutUrls']);
     if (i.cognitoDomainPrefix !== null && (typeof i.cognitoDomainPrefix !== 'string' || !/^[a-z0-9](-?[a-z0-9])*$/.test(i.cognitoDomainPrefix) || i.cognitoDomainPrefix.length > 63 || /aws|amazon|cognito/.test(i.cognitoDomainPrefix))) {
       c.fail(`${w}.identity.cognitoDomainPrefix`, 'must be null or lower-case letters, digits and single hyphens, without aws, amazon or cognito');

@@ -5,6 +5,7 @@ import * as path from 'node:path';
 import {
   Annotations, Aws, Duration, RemovalPolicy, Stack,
   aws_cloudwatch as cw,
+  aws_ec2 as ec2,
   aws_events as events,
   aws_events_targets as targets,
   aws_iam as iam,
@@ -61,6 +62,8 @@ export interface FunctionsProps {
   buckets: Buckets;
   queues: Queues;
   identity: Identity;
+  /** The dispatcher's VPC placement (lib/network.ts); absent, it runs outside any VPC. */
+  dispatcherNetwork?: { vpc: ec2.IVpc; subnets: ec2.SubnetSelection; securityGroup: ec2.ISecurityGroup };
 }
 
 export interface Functions {
@@ -150,6 +153,7 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
     memoryMb: number;
     reserved?: number | null;
     description: string;
+    network?: FunctionsProps['dispatcherNetwork'];
   }) => {
     const logGroup = new logs.LogGroup(stack, `${pascal(name)}Logs`, {
       retention: logs.RetentionDays.ONE_YEAR,
@@ -176,6 +180,11 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
       environment: { ...common, ...opts.environment },
       environmentEncryption: keys.data,
       tracing: env.tracing ? lambda.Tracing.ACTIVE : lambda.Tracing.DISABLED,
+      ...(opts.network && {
+        vpc: opts.network.vpc,
+        vpcSubnets: opts.network.subnets,
+        securityGroups: [opts.network.securityGroup],
+      }),
     });
     if (env.tracing) {
       NagSuppressions.addResourceSuppressions(role, [{
@@ -283,6 +292,7 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
       memoryMb: fns.routeMemoryMb,
       reserved: fns.dispatcherReservedConcurrency,
       environment,
+      network: props.dispatcherNetwork,
     });
     for (const p of queued) {
       // The dispatcher keeps the visibility up while a stream runs (ChangeMessageVisibility: in consume).
@@ -390,14 +400,7 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
       maxEventAge: Duration.hours(1),
     })],
   });
-  alarms.push(new cw.Alarm(stack, 'SchedulerErrors', {
-    alarmDescription: `${prefix}: a scheduled job failed`,
-    metric: scheduler.metricErrors({ period: Duration.hours(1) }),
-    threshold: 1,
-    evaluationPeriods: 1,
-    comparisonOperator: cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-    treatMissingData: cw.TreatMissingData.NOT_BREACHING,
-  }));
+  // Its Errors alarm is the operations module's, as for every function.
 
   // The grant methods' S3/KMS action groups and object ARNs under a bucket: the wildcards cdk-nag
   // reports that are not resource wildcards. A `Resource::*` is never suppressed here.

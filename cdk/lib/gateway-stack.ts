@@ -6,6 +6,8 @@ import { createAuditorRole } from './audit-access';
 import { EnvironmentName, GatewayConfig } from './config';
 import { AssetMode, FunctionName, createFunctions } from './functions';
 import { createIdentity } from './identity';
+import { createNetwork, grantNetworkInterfaces } from './network';
+import { Operations, createOperations } from './operations';
 import { createBuckets, createKeys, createQueues } from './storage';
 
 export { AssetMode, FUNCTIONS, FunctionName, lambdaOutputDir, PLACEHOLDER_ASSET, REPLY_QUEUE_PREFIX } from './functions';
@@ -20,6 +22,7 @@ export class GatewayStack extends Stack {
   readonly functions: Map<FunctionName, lambda.Function>;
   /** Every alarm of the stack (the operations module gives them an action). */
   readonly alarms: cw.Alarm[] = [];
+  readonly operations: Operations;
 
   constructor(scope: Construct, id: string, props: GatewayStackProps) {
     super(scope, id, props);
@@ -31,19 +34,24 @@ export class GatewayStack extends Stack {
     const buckets = createBuckets(this, config.environments[envName], keys, removal);
     const queues = createQueues(this, config, envName, config.functions, keys);
     const identity = createIdentity(this, config, envName, prefix);
+    // ---- network: the dispatcher's VPC and endpoints (lib/network.ts); before the functions, which it holds
+    const network = createNetwork(this, { config, envName, prefix, removal, keys, buckets, queues });
     const fns = createFunctions(this, {
       config, envName, assets: props.assets, prefix, removal, keys, buckets, queues, identity,
+      dispatcherNetwork: network,
     });
     this.functions = fns.functions;
+    if (network) grantNetworkInterfaces(fns.functions.get('dispatcher')!, network);
     this.alarms.push(...queues.dlqAlarms, ...fns.alarms);
 
     // ---- api: API Gateway per provider, custom domain, usage plans, WAF (lib/api.ts, lib/waf.ts)
 
-    // ---- network: the dispatcher's VPC and endpoints (lib/network.ts)
-
     // ---- operations: alarm topic, dashboard, CloudTrail, Glue/Athena, account toggles (lib/operations.ts)
-
     const auditors = createAuditorRole(this, prefix, keys, buckets);
+    this.operations = createOperations(this, {
+      config, envName, prefix, removal, buckets, queues, functions: fns.functions, auditors, alarms: this.alarms,
+    });
+
     new CfnOutput(this, 'AuditorRoleArn', { value: auditors.roleArn });
     new CfnOutput(this, 'AuditBucketName', { value: buckets.audit.bucketName });
     new CfnOutput(this, 'AuditDigestKeyArn', { value: keys.auditDigest.keyArn });

@@ -44,6 +44,7 @@ test('api, network, identity and operations settings are checked', () => {
   c.environments.staging.api.domain.certificateArns['us-east-1'] = 'arn:aws:acm:us-west-2:123456789012:certificate/00000000-0000-4000-8000-000000000000';
   delete c.environments.prod.api.domain.certificateArns['ap-northeast-1'];
   c.environments.dev.network.vpcCidr = '10.0.0.0/8';
+  c.environments.staging.network.natGateways = 3;
   c.environments.dev.identity.sesIdentity = 'example.com';
   c.environments.staging.identity.sesFromAddress = 'someone@elsewhere.org';
   c.environments.dev.identity.cognitoDomainPrefix = 'my-cognito-login';
@@ -55,6 +56,7 @@ test('api, network, identity and operations settings are checked', () => {
       'config.environments.staging.api.domain.certificateArns.us-east-1: must be an ACM certificate ARN in us-east-1',
       'config.environments.prod.api.domain.certificateArns.ap-northeast-1: missing',
       'config.environments.dev.network.vpcCidr: must be an IPv4 CIDR from /16 to /24',
+      'config.environments.staging.network.natGateways: must not exceed maxAzs',
       'config.environments.dev.identity.sesFromAddress: must be set exactly when sesIdentity is',
       'config.environments.staging.identity.sesFromAddress: must be an address of the SES identity',
       'config.environments.dev.identity.cognitoDomainPrefix: must be null or lower-case',

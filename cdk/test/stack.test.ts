@@ -14,8 +14,11 @@ const { stack, template } = build();
 
 describe('keys', () => {
   test('the symmetric keys rotate; the digest key is RSA-3072 for signing and retained', () => {
-    const keys = Object.values(resourcesOf(template, 'AWS::KMS::Key'));
+    const all = Object.entries(resourcesOf(template, 'AWS::KMS::Key'));
+    // The gateway's own three; lib/operations.ts adds the alarm topic's and the query results' (test/operations.test.ts).
+    const keys = all.filter(([id]) => /^(DataKey|AuditBodiesKey|AuditDigestKey)/.test(id)).map(([, k]) => k);
     assert.equal(keys.length, 3);
+    for (const [id, k] of all.filter(([, k]) => k.Properties.KeySpec === undefined)) assert.equal(k.Properties.EnableKeyRotation, true, id);
     const digest = keys.filter((k) => k.Properties.KeySpec === 'RSA_3072');
     assert.equal(digest.length, 1);
     assert.equal(digest[0].Properties.KeyUsage, 'SIGN_VERIFY');
@@ -31,8 +34,9 @@ describe('buckets', () => {
   const audit = Object.entries(buckets).find(([id]) => id.startsWith('AuditBucket'))![1];
   const payload = Object.entries(buckets).find(([id]) => id.startsWith('PayloadBucket'))![1];
 
-  test('three buckets, all blocking public access, encrypted and TLS-only', () => {
-    assert.equal(Object.keys(buckets).length, 3);
+  test('every bucket blocks public access, is encrypted and TLS-only', () => {
+    // audit, payloads, access logs, and the Athena query results (lib/operations.ts)
+    assert.equal(Object.keys(buckets).length, 4);
     const policies = Object.values(resourcesOf(template, 'AWS::S3::BucketPolicy'));
     for (const [id, b] of Object.entries(buckets)) {
       assert.deepEqual(b.Properties.PublicAccessBlockConfiguration, {
@@ -90,8 +94,10 @@ describe('queues', () => {
     assert.deepEqual(names, ['llm-gateway-dev-audit', ...queued.map((p) => `llm-gateway-dev-requests-${p}`)].sort());
     const dlqs = Object.values(queues).filter((q) => !q.Properties.RedrivePolicy);
     assert.equal(dlqs.length, main.length);
+    const dlqIds = Object.keys(queues).filter((id) => !queues[id].Properties.RedrivePolicy);
     const alarms = Object.values(resourcesOf(template, 'AWS::CloudWatch::Alarm'))
-      .filter((a) => a.Properties.MetricName === 'ApproximateNumberOfMessagesVisible');
+      .filter((a) => a.Properties.MetricName === 'ApproximateNumberOfMessagesVisible'
+        && dlqIds.includes(a.Properties.Dimensions?.[0]?.Value?.['Fn::GetAtt']?.[0]));
     assert.equal(alarms.length, dlqs.length);
   });
   test('request queues outlast the dispatcher timeout (Lambda refuses the event source otherwise)', () => {
@@ -116,7 +122,7 @@ describe('functions', () => {
   });
   test('log groups keep 365 days, KMS-encrypted', () => {
     const groups = Object.values(resourcesOf(template, 'AWS::Logs::LogGroup'));
-    assert.equal(groups.length, FUNCTIONS.length);
+    assert.equal(groups.length, FUNCTIONS.length + 1); // and the VPC flow logs (lib/network.ts)
     for (const g of groups) {
       assert.equal(g.Properties.RetentionInDays, 365);
       assert.ok(g.Properties.KmsKeyId);
@@ -245,12 +251,15 @@ describe('sign-in and mail', () => {
 
 describe('least privilege', () => {
   const names = ['Authorizer', 'AzureOpenai', 'BedrockClaude', 'Gemini', 'Dispatcher', 'AuditWriter', 'AuditDigest', 'Scheduler'];
+  // Actions that take no resource-level permission, so * is the only form: the dispatcher's two EC2
+  // Describe actions (its VPC attachment) and the scheduler's sqs:ListQueues.
+  const noResourceLevel = (name: string, s: any) => list<string>(s.Action).every((a) =>
+    (name === 'Dispatcher' && ['ec2:DescribeNetworkInterfaces', 'ec2:DescribeSubnets'].includes(a))
+    || (name === 'Scheduler' && a === 'sqs:ListQueues'));
   test('no role has a * resource, and none may delete or change retention', () => {
     for (const name of names) {
       for (const s of statementsOf(template, name)) {
-        // sqs:ListQueues takes no resource but *; nothing else may.
-        const listOnly = JSON.stringify(list(s.Action)) === '["sqs:ListQueues"]';
-        assert.ok(!list(s.Resource).includes('*') || (name === 'Scheduler' && listOnly), `${name}: ${JSON.stringify(s)}`);
+        assert.ok(!list(s.Resource).includes('*') || noResourceLevel(name, s), `${name}: ${JSON.stringify(s)}`);
         for (const a of list<string>(s.Action)) {
           assert.ok(!/^s3:(DeleteObject|PutObjectRetention|PutObjectLegalHold|BypassGovernanceRetention|\*)/.test(a), `${name}: ${a}`);
         }
@@ -270,12 +279,13 @@ describe('least privilege', () => {
       assert.deepEqual(onBodiesKey[0].Condition, { StringEquals: { 'kms:EncryptionContext:purpose': 'llm-gateway-audit-bodies' } });
     }
   });
-  test('the auditors\' role reads and verifies, and writes nothing', () => {
+  test('the auditors\' role reads and verifies, and writes nothing but its own query results', () => {
     const id = Object.keys(resourcesOf(template, 'AWS::IAM::Role')).find((r) => r.startsWith('AuditorRole'))!;
     const statements = Object.values(resourcesOf(template, 'AWS::IAM::Policy'))
       .filter((p) => p.Properties.Roles.some((r: any) => r.Ref === id))
       .flatMap((p) => p.Properties.PolicyDocument.Statement);
-    const actions = statements.flatMap((s) => list<string>(s.Action));
+    const actions = statements.filter((s) => !JSON.stringify(s.Resource).includes('QueryResults'))
+      .flatMap((s) => list<string>(s.Action));
     for (const a of ['kms:Verify', 'kms:GetPublicKey', 's3:ListBucketVersions', 'kms:Decrypt']) assert.ok(actions.includes(a), a);
     assert.deepEqual(actions.filter((a) => /Put|Delete|Sign$|Encrypt|GenerateDataKey|\*$/.test(a) && !/^s3:(GetObject|GetBucket|List)\*$/.test(a)), []);
   });
@@ -284,13 +294,11 @@ describe('least privilege', () => {
     assert.equal(puts.length, 1);
     assert.match(JSON.stringify(puts[0].Resource), /\/audit\/\*"/);
   });
-  test('with tracing on, only the X-Ray actions (and the scheduler\'s sqs:ListQueues) have a * resource', () => {
+  test('with tracing on, only the X-Ray actions (and those without resource-level permissions) have a * resource', () => {
     const staging = build({ envName: 'staging' }).template;
     for (const name of names) {
-      for (const s of statementsOf(staging, name).filter((s) => list(s.Resource).includes('*'))) {
-        for (const a of list<string>(s.Action)) {
-          assert.ok(/^xray:/.test(a) || (name === 'Scheduler' && a === 'sqs:ListQueues'), `${name}: ${a}`);
-        }
+      for (const s of statementsOf(staging, name).filter((s) => list(s.Resource).includes('*') && !noResourceLevel(name, s))) {
+        for (const a of list<string>(s.Action)) assert.match(a, /^xray:/, name);
       }
     }
   });
