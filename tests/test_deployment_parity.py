@@ -26,7 +26,6 @@ LOCAL_ONLY = {
     "AWS_REGION": "Lambda sets it in every function's environment itself",
     "COGNITO_JWKS_URL": "moto serves the pool's signing keys; deployed, the authorizer reads the pool's public JWKS (the default)",
     "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": "the bundled Bedrock mock; deployed, the SDK's regional endpoint",
-    "GATEWAY_USAGE_KEYS_SECRET_ID": "TEMPORARY: the usage plans arrive with the API Gateway slice of the CDK app",
 }
 # Variables only the template sets, and why.
 TEMPLATE_ONLY = {

@@ -216,6 +216,11 @@ function checkApi(c: Checker, v: unknown, w: string, regions: string[]) {
       c.fail(`${w}.domain.hostedZoneId`, 'must be null or a Route 53 hosted zone id');
     }
   }
+  if (a.endpointType === 'private' && a.domain !== null) {
+    // Private custom domain names need per-endpoint access associations and a private hosted zone aimed at
+    // the endpoint, which this configuration does not describe and the stack does not build.
+    c.fail(`${w}.domain`, 'must be null for a private API (clients use the {api-id}-{vpce-id} hostnames, cdk/README.md)');
+  }
   if (typeof a.stageName !== 'string' || !/^[a-zA-Z0-9_]{1,64}$/.test(a.stageName)) c.fail(`${w}.stageName`, 'must be letters, digits and _');
   const t = c.obj(a.throttle, `${w}.throttle`, ['rateLimit', 'burstLimit']);
   c.int(t.rateLimit, `${w}.throttle.rateLimit`, 1, 10000);

@@ -2,13 +2,16 @@
 // only puts them together in dependency order and names the outputs.
 import { CfnOutput, RemovalPolicy, Stack, StackProps, aws_cloudwatch as cw, aws_lambda as lambda } from 'aws-cdk-lib';
 import { Construct } from 'constructs';
+import { createApis } from './api';
 import { createAuditorRole } from './audit-access';
 import { EnvironmentName, GatewayConfig } from './config';
 import { AssetMode, FunctionName, createFunctions } from './functions';
 import { createIdentity } from './identity';
+import { pascal } from './names';
 import { createNetwork, grantNetworkInterfaces } from './network';
 import { Operations, createOperations } from './operations';
 import { createBuckets, createKeys, createQueues } from './storage';
+import { createWaf } from './waf';
 
 export { AssetMode, FUNCTIONS, FunctionName, lambdaOutputDir, PLACEHOLDER_ASSET, REPLY_QUEUE_PREFIX } from './functions';
 
@@ -45,6 +48,11 @@ export class GatewayStack extends Stack {
     this.alarms.push(...queues.dlqAlarms, ...fns.alarms);
 
     // ---- api: API Gateway per provider, custom domain, usage plans, WAF (lib/api.ts, lib/waf.ts)
+    const api = createApis(this, { config, envName, prefix, removal, keys, functions: fns.functions });
+    const waf = createWaf(this, { config, envName, prefix, removal, keys, stages: api.stages });
+    this.alarms.push(...api.alarms);
+    for (const [provider, url] of api.urls) new CfnOutput(this, `ApiUrl${pascal(provider)}`, { value: url });
+    new CfnOutput(this, 'WebAclArn', { value: waf.webAcl.attrArn });
 
     // ---- operations: alarm topic, dashboard, CloudTrail, Glue/Athena, account toggles (lib/operations.ts)
     const auditors = createAuditorRole(this, prefix, keys, buckets);

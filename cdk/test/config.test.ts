@@ -65,3 +65,12 @@ test('api, network, identity and operations settings are checked', () => {
     return true;
   });
 });
+
+test('a private API with a custom domain is refused (private custom domain names are not built)', () => {
+  const c = shipped();
+  c.environments.prod.api.endpointType = 'private';
+  c.environments.prod.api.vpcEndpointIds = ['vpce-0123456789abcdef0'];
+  assert.throws(() => parseConfig(c), /config\.environments\.prod\.api\.domain: must be null for a private API/);
+  c.environments.prod.api.domain = null;
+  assert.doesNotThrow(() => parseConfig(c));
+});

@@ -122,7 +122,8 @@ describe('functions', () => {
   });
   test('log groups keep 365 days, KMS-encrypted', () => {
     const groups = Object.values(resourcesOf(template, 'AWS::Logs::LogGroup'));
-    assert.equal(groups.length, FUNCTIONS.length + 1); // and the VPC flow logs (lib/network.ts)
+    // One per function, the VPC flow logs, the API access logs and the WAF logs.
+    assert.equal(groups.length, FUNCTIONS.length + 3);
     for (const g of groups) {
       assert.equal(g.Properties.RetentionInDays, 365);
       assert.ok(g.Properties.KmsKeyId);
@@ -354,7 +355,6 @@ describe('environment variables the code reads', () => {
   const defaults: Record<string, string> = {
     COGNITO_REGION: 'default AWS_REGION',
     COGNITO_JWKS_URL: 'default the pool\'s public JWKS',
-    GATEWAY_USAGE_KEYS_SECRET_ID: 'optional until usage plans (next slice)',
     GATEWAY_SCOPE_POLICY_FILE: 'optional: the policy built into the binaries',
     GATEWAY_AUDIT_DIGEST_MAX_HOURS: 'set',
     GATEWAY_MAX_REQUEST_BYTES: 'default 6 MiB, the Lambda payload limit',

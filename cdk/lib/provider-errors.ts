@@ -1,0 +1,201 @@
+// The errors API Gateway itself answers with (401, 403, 429, 5xx, ...), rendered the way each provider's
+// API renders its errors, so the stock SDKs (openai, boto3, google-genai) raise their usual exceptions.
+// These tables mirror `error_body` in shared/src/providers/{azure_openai,bedrock,gemini}.rs and
+// `ErrorKind::status` in shared/src/error.rs; test/api.test.ts reads those sources and holds the
+// tables to them.
+import { ProviderName } from './config';
+
+/** shared/src/error.rs `ErrorKind`: the gateway's own error kinds. */
+export type ErrorKind =
+  | 'BadRequest' | 'Unauthorized' | 'Forbidden' | 'NotFound' | 'PayloadTooLarge' | 'RateLimited'
+  | 'Internal' | 'BadGateway' | 'GatewayTimeout';
+
+/** `ErrorKind::status`. */
+export const KIND_STATUS: Record<ErrorKind, number> = {
+  BadRequest: 400,
+  Unauthorized: 401,
+  Forbidden: 403,
+  NotFound: 404,
+  PayloadTooLarge: 413,
+  RateLimited: 429,
+  Internal: 500,
+  BadGateway: 502,
+  GatewayTimeout: 504,
+};
+
+/** The one message for every authentication failure (`GatewayError::unauthorized`). */
+export const UNAUTHORIZED_MESSAGE =
+  'Unauthorized: the gateway token is missing, expired or invalid. Sign in again to get a fresh token.';
+
+/** `with_request_id` in shared/src/providers/mod.rs: the message a client sees. */
+export function withRequestId(message: string, requestId: string): string {
+  return `${message} (gateway request id: ${requestId})`;
+}
+
+export interface RenderedError {
+  /** Extra headers (beyond content-type), exact names as the provider's API sends them. */
+  headers: Record<string, string>;
+  body: unknown;
+}
+
+export interface ProviderErrorShape {
+  /** The provider's name for each kind: Azure's `error.code`, Bedrock's error type, Gemini's `error.status`. */
+  codes: Record<ErrorKind, string>;
+  render(kind: ErrorKind, message: string, requestId: string): RenderedError;
+}
+
+const azureOpenai: ProviderErrorShape = {
+  codes: {
+    BadRequest: 'BadRequest',
+    Unauthorized: 'Unauthorized',
+    Forbidden: 'PermissionDenied',
+    NotFound: 'NotFound',
+    PayloadTooLarge: 'PayloadTooLarge',
+    RateLimited: 'RateLimitExceeded',
+    Internal: 'InternalServerError',
+    BadGateway: 'BadGateway',
+    GatewayTimeout: 'Timeout',
+  },
+  render(kind, message, requestId) {
+    return {
+      headers: {},
+      body: {
+        error: {
+          code: this.codes[kind],
+          message: withRequestId(message, requestId),
+          type: 'gateway_error',
+          param: null,
+          request_id: requestId,
+        },
+      },
+    };
+  },
+};
+
+// botocore reads the error code from x-amzn-ErrorType and the message from the body's `message`.
+const bedrock: ProviderErrorShape = {
+  codes: {
+    BadRequest: 'ValidationException',
+    Unauthorized: 'UnrecognizedClientException',
+    Forbidden: 'AccessDeniedException',
+    NotFound: 'ResourceNotFoundException',
+    PayloadTooLarge: 'ValidationException',
+    RateLimited: 'ThrottlingException',
+    Internal: 'InternalServerException',
+    BadGateway: 'InternalServerException',
+    GatewayTimeout: 'ModelTimeoutException',
+  },
+  render(kind, message, requestId) {
+    // The Rust code also sets x-amzn-requestid; API Gateway sets that header on every response itself,
+    // to the same id ($context.requestId).
+    return {
+      headers: { 'x-amzn-ErrorType': this.codes[kind] },
+      body: { message: withRequestId(message, requestId) },
+    };
+  },
+};
+
+const gemini: ProviderErrorShape = {
+  codes: {
+    BadRequest: 'INVALID_ARGUMENT',
+    Unauthorized: 'UNAUTHENTICATED',
+    Forbidden: 'PERMISSION_DENIED',
+    NotFound: 'NOT_FOUND',
+    PayloadTooLarge: 'INVALID_ARGUMENT',
+    RateLimited: 'RESOURCE_EXHAUSTED',
+    Internal: 'INTERNAL',
+    BadGateway: 'UNAVAILABLE',
+    GatewayTimeout: 'DEADLINE_EXCEEDED',
+  },
+  render(kind, message, requestId) {
+    return {
+      headers: {},
+      body: { error: { code: KIND_STATUS[kind], message: withRequestId(message, requestId), status: this.codes[kind] } },
+    };
+  },
+};
+
+export const PROVIDER_ERRORS: Record<ProviderName, ProviderErrorShape> = {
+  'azure-openai': azureOpenai,
+  'bedrock-claude': bedrock,
+  gemini,
+};
+
+/**
+ * API Gateway's response types and what each means to a client, as one of the gateway's error kinds. The
+ * status sent is the kind's status, so a provider shape that carries the status (Gemini's `code`) agrees
+ * with the HTTP status. Messages are fixed text: nothing from the request is echoed (gateway response
+ * templates substitute variables without JSON-escaping them).
+ */
+export interface GatewayErrorSpec {
+  /** `AWS::ApiGateway::GatewayResponse` ResponseType. */
+  type: string;
+  kind: ErrorKind;
+  message: string;
+}
+
+export const GATEWAY_ERRORS: GatewayErrorSpec[] = [
+  // The authorizer's `Unauthorized` error, and token types only IAM authorization uses.
+  { type: 'UNAUTHORIZED', kind: 'Unauthorized', message: UNAUTHORIZED_MESSAGE },
+  { type: 'EXPIRED_TOKEN', kind: 'Unauthorized', message: UNAUTHORIZED_MESSAGE },
+  { type: 'INVALID_SIGNATURE', kind: 'Unauthorized', message: UNAUTHORIZED_MESSAGE },
+  // The authorizer's Deny. Its reason (in the context) is not shown: it quotes the model and operation
+  // read from the request, and the template could not escape it. The audit record under the request id
+  // has it.
+  {
+    type: 'ACCESS_DENIED', kind: 'Forbidden',
+    message: 'Forbidden: the gateway\'s scope policy does not allow this operation or model for your account; the platform team can look up the reason by the request id',
+  },
+  // No usage-plan key came back for the caller (no department group, or none configured for it).
+  {
+    type: 'INVALID_API_KEY', kind: 'Forbidden',
+    message: 'Forbidden: your account has no department with a usage plan on this gateway; ask the platform team to add you to a department group',
+  },
+  {
+    type: 'WAF_FILTERED', kind: 'Forbidden',
+    message: 'Forbidden: the gateway\'s firewall refused this request (source address not allowed, or a blocked request pattern)',
+  },
+  // A path no resource serves (outside /<provider>/ on an execute-api URL, or the bare base path).
+  { type: 'MISSING_AUTHENTICATION_TOKEN', kind: 'NotFound', message: 'Not found: this path is not an API the gateway serves on this route' },
+  { type: 'RESOURCE_NOT_FOUND', kind: 'NotFound', message: 'Not found: this path is not an API the gateway serves on this route' },
+  {
+    type: 'THROTTLED', kind: 'RateLimited',
+    message: 'Too many requests: your department\'s or the gateway\'s request rate limit was exceeded; retry after a short pause',
+  },
+  {
+    type: 'QUOTA_EXCEEDED', kind: 'RateLimited',
+    message: 'Too many requests: your department\'s daily request quota is used up; it resets at 00:00 UTC',
+  },
+  { type: 'REQUEST_TOO_LARGE', kind: 'PayloadTooLarge', message: 'request body exceeds API Gateway\'s 10 MB limit' },
+  { type: 'BAD_REQUEST_BODY', kind: 'BadRequest', message: 'Bad request: the request body could not be read' },
+  { type: 'BAD_REQUEST_PARAMETERS', kind: 'BadRequest', message: 'Bad request: the request parameters could not be read' },
+  // 415 is no kind of the gateway's; with binary media types */* it should not occur.
+  { type: 'UNSUPPORTED_MEDIA_TYPE', kind: 'BadRequest', message: 'Bad request: unsupported media type' },
+  { type: 'DEFAULT_4XX', kind: 'BadRequest', message: 'Bad request: the gateway refused the request' },
+  { type: 'AUTHORIZER_FAILURE', kind: 'Internal', message: 'the gateway could not check the token; try again' },
+  { type: 'AUTHORIZER_CONFIGURATION_ERROR', kind: 'Internal', message: 'the gateway could not check the token; try again' },
+  { type: 'API_CONFIGURATION_ERROR', kind: 'Internal', message: 'the gateway is misconfigured; try again later or contact the platform team' },
+  { type: 'INTEGRATION_FAILURE', kind: 'BadGateway', message: 'the gateway\'s route function could not be reached; try again' },
+  { type: 'INTEGRATION_TIMEOUT', kind: 'GatewayTimeout', message: 'the request ran into the gateway\'s 15-minute limit' },
+  { type: 'DEFAULT_5XX', kind: 'Internal', message: 'the gateway failed; try again' },
+];
+
+/** The API Gateway variable that holds the request id, the same id the functions and the audit trail use. */
+export const REQUEST_ID_VARIABLE = '$context.requestId';
+
+/** One gateway response for one provider: status, static headers (quoted for API Gateway) and template. */
+export function gatewayResponse(provider: ProviderName, spec: GatewayErrorSpec): {
+  statusCode: string;
+  responseHeaders: Record<string, string>;
+  template: string;
+} {
+  const rendered = PROVIDER_ERRORS[provider].render(spec.kind, spec.message, REQUEST_ID_VARIABLE);
+  // A `$` would start another template variable.
+  if (spec.message.includes('$')) throw new Error(`${spec.type}: a message cannot contain $`);
+  const responseHeaders: Record<string, string> = {};
+  for (const [name, value] of Object.entries(rendered.headers)) {
+    if (value.includes('\'')) throw new Error(`${spec.type}: header ${name} cannot hold a quote`);
+    responseHeaders[name] = `'${value}'`;
+  }
+  return { statusCode: String(KIND_STATUS[spec.kind]), responseHeaders, template: JSON.stringify(rendered.body) };
+}
