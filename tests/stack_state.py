@@ -36,6 +36,12 @@ class AuditBodies(TypedDict):
     max_bytes: int
 
 
+class Provisioning(TypedDict):
+    bucket: str
+    reports_bucket: str
+    recipient: str
+
+
 class RequestQueue(TypedDict):
     url: str
     dlq: str
@@ -72,6 +78,7 @@ class StackState(TypedDict):
     # Each route's transport, "direct" or "queue".
     transports: dict[str, str]
     keys: Keys
+    provisioning: Provisioning
     queues: Queues
     # Each function's environment by function name, as the CDK stack sets it in Lambda.
     functions: dict[str, dict[str, str]]

@@ -84,6 +84,8 @@ export interface ProviderConfig {
 }
 
 export interface DepartmentConfig {
+  /** What HR files may call the department besides its id (`営業部`); the provisioner maps them. */
+  names: string[];
   rateLimit: number;
   burstLimit: number;
   quotaPerDay: number;
@@ -293,10 +295,20 @@ export function parseConfig(raw: unknown, source = 'configuration'): GatewayConf
     }
   }
   const depts = c.obj(root.departments, 'config.departments', 'any');
+  // A name HR files use must pick one department; ids count as names too.
+  const departmentNames = new Map<string, string>(Object.keys(depts).map((d) => [d, d]));
   for (const [name, d] of Object.entries(depts)) {
     const w = `config.departments.${name}`;
     if (!/^[a-z][a-z0-9-]{0,40}$/.test(name)) c.fail(w, 'name must be lower-case letters, digits and -');
-    const o = c.obj(d, w, ['rateLimit', 'burstLimit', 'quotaPerDay']);
+    const o = c.obj(d, w, ['names', 'rateLimit', 'burstLimit', 'quotaPerDay']);
+    c.strings(o.names, `${w}.names`, (n) => n.trim() === n && n.length > 0 && n.length <= 128 && !/^[=+\-@\t\r]/.test(n) && !/[\x00-\x1f\x7f]/.test(n), 'a name of at most 128 characters, no formula start or control character', false);
+    if (Array.isArray(o.names)) {
+      for (const n of o.names as string[]) {
+        const owner = departmentNames.get(n);
+        if (owner !== undefined && owner !== name) c.fail(`${w}.names`, `${JSON.stringify(n)} also names department ${owner}`);
+        departmentNames.set(n, name);
+      }
+    }
     c.int(o.rateLimit, `${w}.rateLimit`, 1, 10000);
     c.int(o.burstLimit, `${w}.burstLimit`, 1, 5000);
     c.int(o.quotaPerDay, `${w}.quotaPerDay`, 1, 1e9);

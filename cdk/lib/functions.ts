@@ -17,13 +17,13 @@ import {
 } from 'aws-cdk-lib';
 import { NagSuppressions } from 'cdk-nag';
 import { EnvironmentName, GatewayConfig, PROVIDERS, ProviderName } from './config';
-import { Identity } from './identity';
+import { Identity, loadScopePolicy } from './identity';
 import { pascal } from './names';
 import { Buckets, Keys, Queues } from './storage';
 
 export const FUNCTIONS = [
   'authorizer', 'azure-openai', 'bedrock-claude', 'gemini', 'dispatcher', 'audit-writer', 'audit-digest',
-  'scheduler',
+  'scheduler', 'provisioner',
 ] as const;
 export type FunctionName = (typeof FUNCTIONS)[number];
 
@@ -31,6 +31,10 @@ export const REPLY_QUEUE_PREFIX = 'llm-gateway-reply-';
 export const AUDIT_PREFIX = 'audit/';
 export const DIGEST_PREFIX = 'digests/';
 export const BODIES_PREFIX = 'bodies/';
+/** functions/provisioner: files under these prefixes are applied or only planned; reports go under the last. */
+export const PROVISIONING_APPLY_PREFIX = 'incoming/';
+export const PROVISIONING_DRY_RUN_PREFIX = 'dry-run/';
+export const PROVISIONING_REPORT_PREFIX = 'reports/provisioning/';
 export const PLACEHOLDER_ASSET = path.join(__dirname, '..', 'assets', 'placeholder');
 
 /** Where `cargo lambda build` puts `<function>/bootstrap`. */
@@ -402,15 +406,70 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
   });
   // Its Errors alarm is the operations module's, as for every function.
 
+  // ---- provisioner: HR files (age-encrypted) from the provisioning bucket, through EventBridge
+  const identitySecret = new sm.Secret(stack, 'ProvisioningIdentitySecret', {
+    description: `${prefix}: age identity (AGE-SECRET-KEY-1...) that opens HR files; set with put-secret-value after deploy`,
+    encryptionKey: keys.data,
+    removalPolicy: removal,
+  });
+  NagSuppressions.addResourceSuppressions(identitySecret, [{
+    id: 'AwsSolutions-SMG4',
+    reason: 'an age identity is rotated by generating a new one (age-keygen) and giving HR its new recipient; Secrets Manager cannot rotate it alone, since files encrypted to the old recipient must still open until HR switches',
+  }]);
+  const policy = loadScopePolicy();
+  const provisioner = make('provisioner', {
+    description: `${prefix}: bulk provisioning from HR files (incoming/ applies, dry-run/ plans)`,
+    timeout: Duration.minutes(15),
+    memoryMb: 512,
+    // One run at a time: two files applied at once would plan against each other's half-applied state.
+    reserved: 1,
+    environment: {
+      COGNITO_USER_POOL_ID: identity.userPool.userPoolId,
+      GATEWAY_PROVISIONING_BUCKET: buckets.provisioning.bucketName,
+      GATEWAY_REPORTS_BUCKET: buckets.reports.bucketName,
+      GATEWAY_PROVISIONING_IDENTITY_SECRET_ID: identitySecret.secretArn,
+      GATEWAY_DEPARTMENT_GROUP_PREFIX: policy.department_group_prefix,
+      // Sorted by id: the same text as the local stack writes (tests/test_deployment_parity.py).
+      GATEWAY_DEPARTMENTS: JSON.stringify(Object.fromEntries(
+        Object.entries(config.departments).sort(([a], [b]) => (a < b ? -1 : 1)).map(([id, d]) => [id, d.names]))),
+    },
+  });
+  identitySecret.grantRead(provisioner);
+  for (const p of [PROVISIONING_APPLY_PREFIX, PROVISIONING_DRY_RUN_PREFIX]) {
+    buckets.provisioning.grantRead(provisioner, `${p}*`);
+  }
+  putObjects(buckets.reports, provisioner, `${PROVISIONING_REPORT_PREFIX}*`);
+  provisioner.addToRolePolicy(new iam.PolicyStatement({
+    actions: [
+      'cognito-idp:ListUsers', 'cognito-idp:ListUsersInGroup', 'cognito-idp:AdminCreateUser',
+      'cognito-idp:AdminUpdateUserAttributes', 'cognito-idp:AdminDeleteUserAttributes',
+      'cognito-idp:AdminAddUserToGroup', 'cognito-idp:AdminRemoveUserFromGroup',
+      'cognito-idp:AdminEnableUser', 'cognito-idp:AdminDisableUser', 'cognito-idp:AdminUserGlobalSignOut',
+    ],
+    resources: [identity.userPool.userPoolArn],
+  }));
+  new events.Rule(stack, 'ProvisioningFileRule', {
+    description: `${prefix}: a new HR file in the provisioning bucket runs the provisioner`,
+    eventPattern: {
+      source: ['aws.s3'],
+      detailType: ['Object Created'],
+      detail: {
+        bucket: { name: [buckets.provisioning.bucketName] },
+        object: { key: [{ prefix: PROVISIONING_APPLY_PREFIX }, { prefix: PROVISIONING_DRY_RUN_PREFIX }] },
+      },
+    },
+    targets: [new targets.LambdaFunction(provisioner, { retryAttempts: 2, maxEventAge: Duration.hours(1) })],
+  });
+
   // The grant methods' S3/KMS action groups and object ARNs under a bucket: the wildcards cdk-nag
   // reports that are not resource wildcards. A `Resource::*` is never suppressed here.
   for (const fn of functions.values()) {
     NagSuppressions.addResourceSuppressions(fn.role!, [{
       id: 'AwsSolutions-IAM5',
-      reason: 'object-level S3 grants (grantRead, s3:PutObject) name one bucket and, for the audit bucket, one prefix (audit/*, bodies/*, digests/*); object keys are made per request or per hour at run time. The action groups (s3:GetObject*, s3:GetBucket*, s3:List*, kms:GenerateDataKey*, kms:ReEncrypt*) are those of the CDK grant methods on that bucket and its key only',
+      reason: 'object-level S3 grants (grantRead, s3:PutObject) name one bucket and, for the audit bucket, one prefix (audit/*, bodies/*, digests/*; the provisioner\'s incoming/*, dry-run/* and reports/provisioning/*); object keys are made per request or per hour at run time. The action groups (s3:GetObject*, s3:GetBucket*, s3:List*, kms:GenerateDataKey*, kms:ReEncrypt*) are those of the CDK grant methods on that bucket and its key only',
       appliesTo: [
         { regex: '/^Action::(s3:(GetObject|GetBucket|List)\\*|kms:(GenerateDataKey|ReEncrypt)\\*)$/' },
-        { regex: '/^Resource::<(AuditBucket|PayloadBucket)[A-F0-9]{8}\\.Arn>\\/.*\\*$/' },
+        { regex: '/^Resource::<(AuditBucket|PayloadBucket|ProvisioningBucket|ReportsBucket)[A-F0-9]{8}\\.Arn>\\/.*\\*$/' },
       ],
     }], true);
   }

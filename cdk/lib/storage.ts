@@ -52,6 +52,10 @@ export interface Buckets {
   accessLogs: s3.Bucket;
   audit: s3.Bucket;
   payloads: s3.Bucket;
+  /** HR files, age-encrypted (incoming/ applies, dry-run/ plans); S3 sends its events to EventBridge. */
+  provisioning: s3.Bucket;
+  /** Provisioning reports (and, later, chargeback reports). */
+  reports: s3.Bucket;
 }
 
 export function createBuckets(stack: Stack, env: EnvironmentConfig, keys: Keys, removal: RemovalPolicy): Buckets {
@@ -92,7 +96,37 @@ export function createBuckets(stack: Stack, env: EnvironmentConfig, keys: Keys, 
     lifecycleRules: [{ expiration: Duration.days(env.payloadExpiryDays), abortIncompleteMultipartUploadAfter: Duration.days(1) }],
     removalPolicy: removal,
   });
-  return { accessLogs, audit, payloads };
+  const provisioning = new s3.Bucket(stack, 'ProvisioningBucket', {
+    encryption: s3.BucketEncryption.KMS,
+    encryptionKey: keys.data,
+    bucketKeyEnabled: true,
+    blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+    enforceSSL: true,
+    versioned: true,
+    serverAccessLogsBucket: accessLogs,
+    serverAccessLogsPrefix: 'provisioning/',
+    // The files are encrypted with age as well; once applied they are history, kept a month.
+    lifecycleRules: [{ expiration: Duration.days(30), noncurrentVersionExpiration: Duration.days(30), abortIncompleteMultipartUploadAfter: Duration.days(1) }],
+    removalPolicy: removal,
+  });
+  // New objects go to EventBridge, which runs the provisioner. Set on the resource itself: the
+  // construct's `eventBridgeEnabled` goes through a notifications custom resource (a Lambda of its own).
+  (provisioning.node.defaultChild as s3.CfnBucket).notificationConfiguration = {
+    eventBridgeConfiguration: { eventBridgeEnabled: true },
+  };
+  const reports = new s3.Bucket(stack, 'ReportsBucket', {
+    encryption: s3.BucketEncryption.KMS,
+    encryptionKey: keys.data,
+    bucketKeyEnabled: true,
+    blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+    enforceSSL: true,
+    versioned: true,
+    serverAccessLogsBucket: accessLogs,
+    serverAccessLogsPrefix: 'reports/',
+    lifecycleRules: [{ expiration: Duration.days(400), noncurrentVersionExpiration: Duration.days(30) }],
+    removalPolicy: RemovalPolicy.RETAIN,
+  });
+  return { accessLogs, audit, payloads, provisioning, reports };
 }
 
 export interface Queues {

@@ -74,3 +74,14 @@ test('a private API with a custom domain is refused (private custom domain names
   c.environments.prod.api.domain = null;
   assert.doesNotThrow(() => parseConfig(c));
 });
+
+test('a name HR files use picks one department', () => {
+  const c = shipped();
+  c.departments.sales.names.push('システム部');
+  c.departments.hr.names.push('=HYPERLINK("x")');
+  assert.throws(() => parseConfig(c), (e: Error) => {
+    assert.ok(e.message.includes('config.departments.sales.names: "システム部" also names department engineering'), e.message);
+    assert.ok(e.message.includes('config.departments.hr.names[2]: must be a name'), e.message);
+    return true;
+  });
+});

@@ -35,8 +35,8 @@ describe('buckets', () => {
   const payload = Object.entries(buckets).find(([id]) => id.startsWith('PayloadBucket'))![1];
 
   test('every bucket blocks public access, is encrypted and TLS-only', () => {
-    // audit, payloads, access logs, and the Athena query results (lib/operations.ts)
-    assert.equal(Object.keys(buckets).length, 4);
+    // audit, payloads, access logs, provisioning, reports, and the Athena query results (lib/operations.ts)
+    assert.equal(Object.keys(buckets).length, 6);
     const policies = Object.values(resourcesOf(template, 'AWS::S3::BucketPolicy'));
     for (const [id, b] of Object.entries(buckets)) {
       assert.deepEqual(b.Properties.PublicAccessBlockConfiguration, {
@@ -188,7 +188,7 @@ describe('identity', () => {
       AutoVerifiedAttributes: ['email'],
       AdminCreateUserConfig: { AllowAdminCreateUserOnly: true },
       UserPoolTier: 'PLUS',
-      Schema: ['user_id', 'department', 'job_title', 'start_date', 'end_date'].map((n) => Match.objectLike({ Name: n })),
+      Schema: ['user_id', 'department', 'job_title', 'phone', 'start_date', 'end_date'].map((n) => Match.objectLike({ Name: n })),
     });
   });
   test('groups: the scope policy\'s and one per configured department', () => {
@@ -225,6 +225,37 @@ describe('scheduler', () => {
     assert.equal(deletes.length, 1);
     assert.ok(JSON.stringify(deletes[0].Resource).includes(':llm-gateway-reply-*'), JSON.stringify(deletes[0].Resource));
     assert.equal(envOf(template, 'Scheduler').GATEWAY_REPLY_QUEUE_PREFIX, 'llm-gateway-reply-');
+  });
+});
+
+describe('provisioner', () => {
+  test('new objects under incoming/ and dry-run/ of the provisioning bucket run it, through EventBridge', () => {
+    const buckets = resourcesOf(template, 'AWS::S3::Bucket');
+    const [bucketId, bucket] = Object.entries(buckets).find(([id]) => id.startsWith('ProvisioningBucket'))!;
+    assert.deepEqual(bucket.Properties.NotificationConfiguration, { EventBridgeConfiguration: { EventBridgeEnabled: true } });
+    assert.equal(bucket.Properties.BucketEncryption.ServerSideEncryptionConfiguration[0].ServerSideEncryptionByDefault.SSEAlgorithm, 'aws:kms');
+    template.hasResourceProperties('AWS::Events::Rule', {
+      EventPattern: {
+        source: ['aws.s3'],
+        'detail-type': ['Object Created'],
+        detail: { bucket: { name: [{ Ref: bucketId }] }, object: { key: [{ prefix: 'incoming/' }, { prefix: 'dry-run/' }] } },
+      },
+    });
+    assert.deepEqual(Object.keys(resourcesOf(template, 'Custom::S3BucketNotifications')), [], 'no notifications custom resource');
+  });
+  test('it reads only the files, writes only reports, and changes users of its own pool only', () => {
+    const statements = statementsOf(template, 'Provisioner');
+    const cognito = statements.filter((s) => list<string>(s.Action).some((a) => a.startsWith('cognito-idp:')));
+    assert.equal(cognito.length, 1);
+    assert.deepEqual(cognito[0].Resource, { 'Fn::GetAtt': [Object.keys(resourcesOf(template, 'AWS::Cognito::UserPool'))[0], 'Arn'] });
+    assert.ok(!list<string>(cognito[0].Action).some((a) => /Delete(User|Group)$|SetUserPassword|\*/.test(a)), JSON.stringify(cognito[0].Action));
+    const puts = statements.filter((s) => list<string>(s.Action).includes('s3:PutObject'));
+    assert.equal(puts.length, 1);
+    assert.match(JSON.stringify(puts[0].Resource), /ReportsBucket.*\/reports\/provisioning\/\*/);
+    const env = envOf(template, 'Provisioner');
+    const departments = JSON.parse(env.GATEWAY_DEPARTMENTS as string);
+    assert.deepEqual(departments, Object.fromEntries(Object.entries(config.departments).map(([id, d]) => [id, d.names])));
+    assert.equal(env.GATEWAY_DEPARTMENT_GROUP_PREFIX, 'dept-');
   });
 });
 
@@ -364,6 +395,7 @@ describe('environment variables the code reads', () => {
     GATEWAY_DISPATCH_FLUSH_MS: 'default 25',
     GATEWAY_BEDROCK_REGION: 'set',
     GATEWAY_REPLY_QUEUE_IDLE_SECS: 'default 3600 (an hour without a heartbeat)',
+    GATEWAY_PROVISIONING_UTC_OFFSET_MINUTES: 'default 540: HR files\' dates are Japanese calendar days',
   };
   const repo = path.join(__dirname, '..', '..');
   const read = (dir: string): string[] => readdirSync(dir).flatMap((n) => {

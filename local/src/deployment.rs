@@ -45,6 +45,9 @@ struct ProviderConfig {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct DepartmentConfig {
+    /// The names HR files may use for the department (`営業部`), besides its id.
+    #[serde(default)]
+    pub names: Vec<String>,
     pub rate_limit: u32,
     pub burst_limit: u32,
     pub quota_per_day: u64,

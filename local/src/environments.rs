@@ -299,3 +299,46 @@ pub fn scheduler(region: &str, deployment: &Resolved, reply_prefix: &str) -> Env
     env.insert("GATEWAY_REPLY_QUEUE_PREFIX".into(), reply_prefix.into());
     env
 }
+
+/// The provisioner: the user pool, where HR files arrive and reports go, the age identity's secret,
+/// and the configured departments with the names files may use for them.
+pub struct ProvisionerInputs<'a> {
+    pub user_pool_id: &'a str,
+    pub bucket: &'a str,
+    pub reports_bucket: &'a str,
+    pub identity_secret_id: &'a str,
+    pub department_group_prefix: &'a str,
+}
+
+pub fn provisioner(
+    region: &str,
+    deployment: &Resolved,
+    inputs: ProvisionerInputs<'_>,
+) -> Environment {
+    let mut env = base(region, deployment);
+    env.insert("COGNITO_USER_POOL_ID".into(), inputs.user_pool_id.into());
+    env.insert("GATEWAY_PROVISIONING_BUCKET".into(), inputs.bucket.into());
+    env.insert(
+        "GATEWAY_REPORTS_BUCKET".into(),
+        inputs.reports_bucket.into(),
+    );
+    env.insert(
+        "GATEWAY_PROVISIONING_IDENTITY_SECRET_ID".into(),
+        inputs.identity_secret_id.into(),
+    );
+    env.insert(
+        "GATEWAY_DEPARTMENT_GROUP_PREFIX".into(),
+        inputs.department_group_prefix.into(),
+    );
+    let departments: serde_json::Map<String, serde_json::Value> = deployment
+        .config
+        .departments
+        .iter()
+        .map(|(id, d)| (id.clone(), serde_json::json!(d.names)))
+        .collect();
+    env.insert(
+        "GATEWAY_DEPARTMENTS".into(),
+        serde_json::Value::Object(departments).to_string(),
+    );
+    env
+}

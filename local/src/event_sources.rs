@@ -1,4 +1,5 @@
-//! Lambda's SQS event source mapping, emulated: long-polls a queue, hands batches to a handler as the
+//! Event sources, emulated. S3 to EventBridge: new objects under the given prefixes of a bucket reach a
+//! handler as the "Object Created" event an EventBridge rule delivers. SQS: Lambda's event source mapping, long-polls a queue, hands batches to a handler as the
 //! `SqsEvent` Lambda would build, deletes what the handler processed and leaves reported failures for
 //! SQS to redeliver after the visibility timeout (and finally move to the queue's dead-letter queue).
 
@@ -111,6 +112,56 @@ async fn delete_processed(
             .await
         {
             tracing::warn!(error = %aws_sdk_sqs::error::DisplayErrorContext(&error), "delete failed; messages will be redelivered");
+        }
+    }
+}
+
+/// A bucket's "Object Created" events through EventBridge to a function (a rule matching `prefixes`),
+/// emulated by listing the bucket twice a second: each new object, or new version of one (its ETag), is
+/// handed over once.
+pub async fn s3_object_created<F, Fut>(
+    s3: aws_sdk_s3::Client,
+    bucket: String,
+    prefixes: Vec<String>,
+    handler: F,
+) where
+    F: Fn(serde_json::Value) -> Fut + Send + Sync + 'static,
+    Fut: Future<Output = ()> + Send + 'static,
+{
+    let mut seen = std::collections::HashSet::new();
+    loop {
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        for prefix in &prefixes {
+            let listed = s3
+                .list_objects_v2()
+                .bucket(&bucket)
+                .prefix(prefix)
+                .send()
+                .await;
+            let objects = match listed {
+                Ok(out) => out.contents.unwrap_or_default(),
+                Err(error) => {
+                    tracing::warn!(%bucket, error = %aws_sdk_s3::error::DisplayErrorContext(&error), "list failed");
+                    continue;
+                }
+            };
+            for object in objects {
+                let (Some(key), Some(etag)) = (object.key(), object.e_tag()) else {
+                    continue;
+                };
+                if !seen.insert((key.to_string(), etag.to_string())) {
+                    continue;
+                }
+                let event = json!({
+                    "version": "0", "source": "aws.s3", "detail-type": "Object Created",
+                    "detail": {
+                        "version": "0", "bucket": {"name": bucket},
+                        "object": {"key": key, "etag": etag.trim_matches('"'), "size": object.size()},
+                        "reason": "PutObject",
+                    },
+                });
+                handler(event).await;
+            }
         }
     }
 }

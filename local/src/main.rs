@@ -26,7 +26,7 @@ use std::sync::Arc;
 use aws_credential_types::Credentials;
 use axum::serve::ListenerExt;
 use gateway_local::state::{
-    AuditBodies, Buckets, DemoUser, Keys, Queues, RequestQueue, StackState,
+    AuditBodies, Buckets, DemoUser, Keys, Provisioning, Queues, RequestQueue, StackState,
 };
 use gateway_shared::audit::lifecycle::Invocations;
 use gateway_shared::audit::{AuditBuffer, BodiesConfig, SqsDelivery};
@@ -70,6 +70,7 @@ async fn run() -> Result<(), BoxError> {
     .await?;
     let secrets = Secrets::provision(&local, &aws.sdk).await?;
     let mut environments = Environments::default();
+    let provisioning = start_provisioning(&local, &aws, &pool, &policy, &mut environments).await?;
     let audit = start_audit_trail(&local, &aws, &mut environments).await?;
     let upstreams = start_upstreams(std::mem::take(&mut listeners.mocks), &local, &secrets)?;
     let queue_transport = start_queue_transport(
@@ -191,6 +192,7 @@ async fn run() -> Result<(), BoxError> {
             audit_digest: audit.digest_key,
             audit_bodies: audit.bodies_key.clone(),
         },
+        provisioning,
         functions: environments.into_state(),
     };
     // Written last: its presence means the stack is ready.
@@ -344,6 +346,9 @@ impl Secrets {
             .config
             .departments
             .keys()
+            .map(String::as_str)
+            // `default`: callers in no configured department, as the stack's default usage plan.
+            .chain(["default"])
             .map(|d| {
                 (
                     d.to_string(),
@@ -482,6 +487,74 @@ async fn start_audit_trail(
         digest_job,
         digest_key,
         bodies_key,
+    })
+}
+
+/// Bulk provisioning: the provisioning and reports buckets, the age identity in Secrets Manager, and
+/// the provisioner behind the bucket's (emulated) EventBridge "Object Created" events for `incoming/`
+/// and `dry-run/`.
+async fn start_provisioning(
+    local: &LocalSettings,
+    aws: &Aws,
+    pool: &UserPool,
+    policy: &Policy,
+    environments: &mut Environments,
+) -> Result<Provisioning, BoxError> {
+    let deployment = &local.deployment;
+    let bucket = deployment.resource_name("provisioning");
+    let reports_bucket = deployment.resource_name("reports");
+    resources::create_bucket(&aws.s3(), &bucket).await?;
+    resources::create_bucket(&aws.s3(), &reports_bucket).await?;
+    let (_, identity) = provisioner::decrypt::ProvisioningKey::generate();
+    let secret_id = resources::put_secret(
+        &aws_sdk_secretsmanager::Client::new(&aws.sdk),
+        &format!("{}/provisioning-identity", deployment.prefix()),
+        &identity,
+    )
+    .await?;
+    let env = environments.record(
+        "provisioner",
+        environments::provisioner(
+            &local.region,
+            deployment,
+            environments::ProvisionerInputs {
+                user_pool_id: &pool.user_pool_id,
+                bucket: &bucket,
+                reports_bucket: &reports_bucket,
+                identity_secret_id: &secret_id,
+                department_group_prefix: policy.department_group_prefix(),
+            },
+        ),
+    );
+    let provisioner = Arc::new(
+        provisioner::Provisioner::from_config(
+            provisioner::ProvisionerConfig::from_settings(env)?,
+            &aws.sdk,
+        )
+        .await?,
+    );
+    let recipient = provisioner.recipient();
+    tokio::spawn(event_sources::s3_object_created(
+        aws.s3(),
+        bucket.clone(),
+        vec![
+            provisioner::APPLY_PREFIX.to_string(),
+            provisioner::DRY_RUN_PREFIX.to_string(),
+        ],
+        move |event| {
+            let provisioner = provisioner.clone();
+            async move {
+                let now = gateway_shared::audit::clock::now_millis();
+                if let Err(error) = provisioner.handle(event, now).await {
+                    tracing::error!(%error, "provisioning run failed");
+                }
+            }
+        },
+    ));
+    Ok(Provisioning {
+        bucket,
+        reports_bucket,
+        recipient,
     })
 }
 

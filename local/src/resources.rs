@@ -63,6 +63,7 @@ pub async fn create_user_pool(
         "user_id",
         "department",
         "job_title",
+        "phone",
         "start_date",
         "end_date",
     ] {

@@ -52,6 +52,7 @@ pub struct StackState {
     pub transports: BTreeMap<Provider, String>,
     pub queues: Queues,
     pub keys: Keys,
+    pub provisioning: Provisioning,
     /// Each function's environment, by function name (`authorizer`, a route prefix, `dispatcher` when
     /// some route is queued, `audit-writer`, `audit-digest`): what the CDK stack sets in Lambda, with
     /// this stack's values. Names of secrets only, never their values.
@@ -83,6 +84,17 @@ pub struct Keys {
     /// The symmetric key the routes generate the audit bodies' data keys under
     /// (`GATEWAY_AUDIT_BODY_KEY_ID`; `gateway-audit bodies` needs kms:Decrypt on it).
     pub audit_bodies: String,
+}
+
+/// Bulk provisioning: HR files go into `bucket` (`incoming/` applies, `dry-run/` plans), encrypted with
+/// age to `recipient`; reports appear in `reports_bucket` under `reports/provisioning/`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Provisioning {
+    pub bucket: String,
+    pub reports_bucket: String,
+    /// The age recipient (`age1...`) HR encrypts files to.
+    pub recipient: String,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -235,6 +247,11 @@ mod tests {
             keys: Keys {
                 audit_digest: "arn:aws:kms:us-east-1:123456789012:key/k".into(),
                 audit_bodies: "arn:aws:kms:us-east-1:123456789012:key/b".into(),
+            },
+            provisioning: Provisioning {
+                bucket: "p".into(),
+                reports_bucket: "r".into(),
+                recipient: "age1x".into(),
             },
             functions: BTreeMap::from([(
                 "audit-writer".to_string(),

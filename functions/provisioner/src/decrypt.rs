@@ -38,6 +38,14 @@ impl ProvisioningKey {
             .map_err(|_| DecryptError::BadIdentity)
     }
 
+    /// A new identity, as `age-keygen` makes one: the key and its secret text (for Secrets Manager).
+    pub fn generate() -> (Self, String) {
+        use age::secrecy::ExposeSecret;
+        let identity = age::x25519::Identity::generate();
+        let secret = identity.to_string().expose_secret().to_string();
+        (ProvisioningKey(identity), secret)
+    }
+
     /// The recipient HR encrypts to (`age1...`): safe to publish.
     pub fn recipient(&self) -> String {
         self.0.to_public().to_string()

@@ -1,4 +1,5 @@
-//! The provisioner (S3 object created in the provisioning bucket): an age-encrypted HR file under
+//! The provisioner (S3 "Object Created" events from the provisioning bucket, through EventBridge): an
+//! age-encrypted HR file under
 //! `incoming/` is applied to the user pool, one under `dry-run/` is only planned; either way a per-row
 //! report (JSON and CSV) goes to the reports bucket. A file refused whole (not encrypted, another key,
 //! damaged, not the Appendix 2 columns, undecodable) applies nothing and says why in its report.
@@ -43,39 +44,42 @@ pub struct Provisioner {
     key: ProvisioningKey,
 }
 
+/// The EventBridge event S3 sends for a new object (the bucket has EventBridge notifications on).
 #[derive(Deserialize)]
-struct S3Event {
-    #[serde(rename = "Records")]
-    records: Vec<S3Record>,
+struct ObjectCreated {
+    source: String,
+    #[serde(rename = "detail-type")]
+    detail_type: String,
+    detail: ObjectCreatedDetail,
 }
 
 #[derive(Deserialize)]
-struct S3Record {
-    s3: S3Entity,
+struct ObjectCreatedDetail {
+    bucket: Named,
+    object: ObjectKey,
 }
 
 #[derive(Deserialize)]
-struct S3Entity {
-    bucket: S3Bucket,
-    object: S3Object,
-}
-
-#[derive(Deserialize)]
-struct S3Bucket {
+struct Named {
     name: String,
 }
 
 #[derive(Deserialize)]
-struct S3Object {
+struct ObjectKey {
     key: String,
 }
 
-/// S3 notifications carry keys form-encoded (`+` for a space, `%xx` escapes).
-fn event_key(raw: &str) -> String {
+/// The key as S3 may have written it into the event, form-encoded (`+` for a space, `%xx`).
+fn form_decoded(raw: &str) -> Option<String> {
+    if !raw.contains(['%', '+']) {
+        return None;
+    }
     let spaced = raw.replace('+', " ");
     percent_encoding::percent_decode_str(&spaced)
-        .decode_utf8_lossy()
-        .into_owned()
+        .decode_utf8()
+        .ok()
+        .map(|k| k.into_owned())
+        .filter(|k| k != raw)
 }
 
 impl Provisioner {
@@ -113,31 +117,69 @@ impl Provisioner {
         self.key.recipient()
     }
 
-    /// Handles an S3 notification: each object in it is run and reported.
+    /// Handles one "Object Created" event: the object is run and reported.
     pub async fn handle(&self, event: Value, now_millis: u64) -> Result<Value, ProvisionerError> {
-        let event: S3Event =
+        let event: ObjectCreated =
             serde_json::from_value(event).map_err(|e| ProvisionerError::Event(e.to_string()))?;
-        let mut runs = Vec::new();
-        for record in event.records {
-            let key = event_key(&record.s3.object.key);
-            if record.s3.bucket.name != self.config.bucket {
-                tracing::warn!(bucket = %record.s3.bucket.name, "notification for another bucket ignored");
-                continue;
-            }
-            let dry_run = if key.starts_with(DRY_RUN_PREFIX) {
-                true
-            } else if key.starts_with(APPLY_PREFIX) {
-                false
-            } else {
-                tracing::info!(%key, "object outside incoming/ and dry-run/ ignored");
-                continue;
-            };
-            let report = self.run(&key, dry_run, now_millis).await?;
-            let report_key = self.store(&report, &key, now_millis).await?;
-            tracing::info!(source = %key, report = %report_key, counts = ?report.counts, dry_run, "provisioning run");
-            runs.push(json!({"source": key, "report": report_key, "counts": report.counts}));
+        if event.source != "aws.s3" || event.detail_type != "Object Created" {
+            return Err(ProvisionerError::Event(format!(
+                "{} / {} is not an S3 Object Created event",
+                event.source, event.detail_type
+            )));
         }
-        Ok(json!({"runs": runs}))
+        let bucket = event.detail.bucket.name;
+        let key = event.detail.object.key;
+        if bucket != self.config.bucket {
+            tracing::warn!(%bucket, "event for another bucket ignored");
+            return Ok(json!({"ignored": "another bucket"}));
+        }
+        let dry_run = if key.starts_with(DRY_RUN_PREFIX) {
+            true
+        } else if key.starts_with(APPLY_PREFIX) {
+            false
+        } else {
+            tracing::info!(%key, "object outside incoming/ and dry-run/ ignored");
+            return Ok(json!({"ignored": "outside incoming/ and dry-run/"}));
+        };
+        let report = self.run(&key, dry_run, now_millis).await?;
+        let report_key = self.store(&report, &key, now_millis).await?;
+        tracing::info!(source = %key, report = %report_key, counts = ?report.counts, dry_run, "provisioning run");
+        Ok(json!({"source": key, "report": report_key, "counts": report.counts}))
+    }
+
+    /// The object's bytes. Should the event carry the key form-encoded, as S3's own notifications do,
+    /// the decoded key is tried when the key as given does not exist.
+    async fn fetch(&self, key: &str) -> Result<Vec<u8>, ProvisionerError> {
+        let get = |key: String| {
+            self.s3
+                .get_object()
+                .bucket(&self.config.bucket)
+                .key(key)
+                .send()
+        };
+        let object = match get(key.to_string()).await {
+            Ok(object) => object,
+            Err(error) => {
+                let missing = error.as_service_error().is_some_and(|e| e.is_no_such_key());
+                match form_decoded(key) {
+                    Some(decoded) if missing => get(decoded).await.map_err(|e| {
+                        ProvisionerError::S3(aws_sdk_s3::error::DisplayErrorContext(e).to_string())
+                    })?,
+                    _ => {
+                        return Err(ProvisionerError::S3(
+                            aws_sdk_s3::error::DisplayErrorContext(error).to_string(),
+                        ))
+                    }
+                }
+            }
+        };
+        Ok(object
+            .body
+            .collect()
+            .await
+            .map_err(|e| ProvisionerError::S3(e.to_string()))?
+            .into_bytes()
+            .to_vec())
     }
 
     async fn run(
@@ -156,22 +198,7 @@ impl Provisioner {
             counts: Counts::default(),
             rows: Vec::new(),
         };
-        let object = self
-            .s3
-            .get_object()
-            .bucket(&self.config.bucket)
-            .key(key)
-            .send()
-            .await
-            .map_err(|e| {
-                ProvisionerError::S3(aws_sdk_s3::error::DisplayErrorContext(e).to_string())
-            })?;
-        let bytes = object
-            .body
-            .collect()
-            .await
-            .map_err(|e| ProvisionerError::S3(e.to_string()))?
-            .into_bytes();
+        let bytes = self.fetch(key).await?;
         let plaintext = match self.key.decrypt(&bytes) {
             Ok(plaintext) => plaintext,
             Err(error) => {
