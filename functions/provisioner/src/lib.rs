@@ -297,10 +297,12 @@ mod tests {
     use super::*;
 
     #[test]
-    fn event_keys_are_form_decoded() {
+    fn form_encoded_keys_decode_and_plain_ones_stay() {
         assert_eq!(
-            event_key("incoming/hr+file%E2%91%A0.csv.age"),
-            "incoming/hr file①.csv.age"
+            form_decoded("incoming/hr+file%E2%91%A0.csv.age").as_deref(),
+            Some("incoming/hr file①.csv.age")
         );
+        assert_eq!(form_decoded("incoming/plain.csv.age"), None);
+        assert_eq!(form_decoded("incoming/bad%FF.csv"), None);
     }
 }
