@@ -298,11 +298,15 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
       environment,
       network: props.dispatcherNetwork,
     });
+    // Each request queue's poller stays below the dispatcher's reserved concurrency: beyond it Lambda
+    // would throttle, and a throttled message returns to its queue, counting toward the dead-letter limit.
+    const maxConcurrency = dispatcherMaxConcurrency(fns.dispatcherReservedConcurrency, queued.length);
     for (const p of queued) {
       // The dispatcher keeps the visibility up while a stream runs (ChangeMessageVisibility: in consume).
       dispatcher.addEventSource(new sources.SqsEventSource(queues.requests.get(p)!, {
         batchSize: 1,
         reportBatchItemFailures: true,
+        maxConcurrency,
       }));
       grantUpstream(p, dispatcher);
     }
@@ -475,6 +479,15 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
   }
 
   return { functions, secrets, alarms };
+}
+
+/**
+ * An equal share of the dispatcher's reserved concurrency per request queue (Lambda's range is 2 to
+ * 1000); none when the dispatcher has no reservation (the account's pool is the bound).
+ */
+export function dispatcherMaxConcurrency(reserved: number | null, queues: number): number | undefined {
+  if (reserved === null || queues === 0) return undefined;
+  return Math.min(1000, Math.max(2, Math.floor(reserved / queues)));
 }
 
 function assetDir(stack: Stack, name: FunctionName, mode: AssetMode): string {

@@ -12,9 +12,12 @@ export function build(opts: {
   config?: GatewayConfig;
   assets?: AssetMode;
   extra?: (stack: GatewayStack) => void;
+  /** Context to set over cdk.json's. */
+  context?: Record<string, unknown>;
 } = {}): { stack: GatewayStack; template: Template } {
   // The same context (feature flags) as `cdk synth` reads from cdk.json.
-  const app = new App({ context: JSON.parse(readFileSync(path.join(__dirname, '..', 'cdk.json'), 'utf8')).context });
+  const context = JSON.parse(readFileSync(path.join(__dirname, '..', 'cdk.json'), 'utf8')).context;
+  const app = new App({ context: { ...context, ...opts.context } });
   const stack = new GatewayStack(app, 'Test', {
     env: { account: '123456789012', region: opts.region ?? 'us-east-1' },
     config: opts.config ?? loadConfig(),

@@ -149,7 +149,7 @@ describe('VPC endpoints', () => {
       }
     }
     const secrets = interfaces.find(([, x]) => x.Properties.ServiceName.endsWith('.secretsmanager'))![1];
-    assert.deepEqual(secrets.Properties.PolicyDocument.Statement[0].Action, ['secretsmanager:GetSecretValue', 'secretsmanager:DescribeSecret']);
+    assert.deepEqual([...secrets.Properties.PolicyDocument.Statement[0].Action].sort(), ['secretsmanager:DescribeSecret', 'secretsmanager:GetSecretValue']);
   });
 
   test('S3 is a gateway endpoint on the private route tables, for the payload bucket only', () => {
