@@ -76,6 +76,8 @@ export interface Functions {
   secrets: Map<ProviderName, sm.Secret>;
   /** The digest job's failure alarm. */
   alarms: cw.Alarm[];
+  /** The provisioner's age identity (set after deploy). */
+  provisioningIdentity: sm.Secret;
 }
 
 export function createFunctions(stack: Stack, props: FunctionsProps): Functions {
@@ -478,7 +480,7 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
     }], true);
   }
 
-  return { functions, secrets, alarms };
+  return { functions, secrets, alarms, provisioningIdentity: identitySecret };
 }
 
 /**

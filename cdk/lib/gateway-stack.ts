@@ -53,6 +53,17 @@ export class GatewayStack extends Stack {
     this.alarms.push(...api.alarms);
     for (const [provider, url] of api.urls) new CfnOutput(this, `ApiUrl${pascal(provider)}`, { value: url });
     new CfnOutput(this, 'WebAclArn', { value: waf.webAcl.attrArn });
+    if (api.domain) {
+      // Point the domain's DNS here when the stack does not (no hostedZoneId): a CNAME or alias per region.
+      new CfnOutput(this, 'ApiDomainTarget', { value: api.domain.domainNameAliasDomainName });
+    }
+    // The secrets to fill after deploy (README, "Deploy"): values never pass through the template.
+    for (const [provider, secret] of fns.secrets) {
+      new CfnOutput(this, `${pascal(provider)}KeySecretArn`, { value: secret.secretArn });
+    }
+    new CfnOutput(this, 'ProvisioningIdentitySecretArn', { value: fns.provisioningIdentity.secretArn });
+    new CfnOutput(this, 'ProvisioningBucketName', { value: buckets.provisioning.bucketName });
+    new CfnOutput(this, 'ReportsBucketName', { value: buckets.reports.bucketName });
 
     // ---- operations: alarm topic, dashboard, CloudTrail, Glue/Athena, account toggles (lib/operations.ts)
     const auditors = createAuditorRole(this, prefix, keys, buckets);
