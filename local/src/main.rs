@@ -1,10 +1,13 @@
 //! The local stack: every Lambda handler in one process behind an API Gateway REST emulation, AWS
 //! services through the real AWS SDK against moto, and bundled mock providers, with no AWS account and
-//! no Docker. Run it with `./local/run.sh`; settings are environment variables (see README).
+//! no Docker. Run it with `./local/run.sh`; what it deploys comes from `config/gateway.json` (its `dev`
+//! environment, as the CDK app reads it), local settings from environment variables (see README).
 //!
 //! A start runs in phases, each a function below: take every port, start AWS (moto), provision
-//! identity and secrets, start the audit trail, the upstreams, the queue transport, then the routes and
-//! the authorizer, serve, sign the demo user in, and publish the state file that says the stack is up.
+//! identity and secrets, start provisioning, the audit trail, the upstreams, the queue transport, then
+//! the routes, the authorizer and the scheduler, serve, sign the demo user in, and publish the state
+//! file that says the stack is up. Each function gets its own environment, built as the CDK app builds
+//! it (`environments`), and recorded in the state file.
 
 mod apigw;
 mod control;
@@ -92,39 +95,9 @@ async fn run() -> Result<(), BoxError> {
         &mut environments,
     )
     .await?;
-    let authorizer_invocations = audit.function();
-    let authorizer_env = environments.record(
-        "authorizer",
-        environments::authorizer(
-            &local.region,
-            deployment,
-            environments::AuthorizerInputs {
-                user_pool_id: &pool.user_pool_id,
-                app_client_id: &pool.app_client_id,
-                jwks_url: &jwks_url(&aws, &pool),
-                usage_keys_secret_id: &secrets.usage_keys_secret,
-                audit_queue_url: &audit.queue_url,
-            },
-        ),
-    );
-    let authorizer = apigw::Function {
-        handler: authorizer::State::from_config(
-            authorizer::AuthorizerConfig::from_settings(authorizer_env)?,
-            &aws.sdk,
-            Arc::new(authorizer_invocations.buffer().clone()),
-        )
-        .await?,
-        invocations: authorizer_invocations,
-    };
-    let scheduler_env = environments.record(
-        "scheduler",
-        environments::scheduler(&local.region, deployment, REPLY_QUEUE_PREFIX),
-    );
-    let scheduler = Arc::new(scheduler::Scheduler::new(
-        scheduler::SchedulerConfig::from_settings(scheduler_env)?,
-        Arc::new(aws.sqs()),
-    ));
-    tokio::spawn(schedule::hourly_reply_queue_sweep(scheduler.clone()));
+    let authorizer =
+        build_authorizer(&local, &aws, &pool, &secrets, &audit, &mut environments).await?;
+    let scheduler = start_scheduler(&local, &aws, &mut environments)?;
     let served = serve(
         listeners,
         &local,
@@ -488,6 +461,59 @@ async fn start_audit_trail(
         digest_key,
         bodies_key,
     })
+}
+
+/// The authorizer, as API Gateway's REQUEST authorizer would run it.
+async fn build_authorizer(
+    local: &LocalSettings,
+    aws: &Aws,
+    pool: &UserPool,
+    secrets: &Secrets,
+    audit: &AuditTrail,
+    environments: &mut Environments,
+) -> Result<apigw::Function<authorizer::State>, BoxError> {
+    let invocations = audit.function();
+    let env = environments.record(
+        "authorizer",
+        environments::authorizer(
+            &local.region,
+            &local.deployment,
+            environments::AuthorizerInputs {
+                user_pool_id: &pool.user_pool_id,
+                app_client_id: &pool.app_client_id,
+                jwks_url: &jwks_url(aws, pool),
+                usage_keys_secret_id: &secrets.usage_keys_secret,
+                audit_queue_url: &audit.queue_url,
+            },
+        ),
+    );
+    Ok(apigw::Function {
+        handler: authorizer::State::from_config(
+            authorizer::AuthorizerConfig::from_settings(env)?,
+            &aws.sdk,
+            Arc::new(invocations.buffer().clone()),
+        )
+        .await?,
+        invocations,
+    })
+}
+
+/// The scheduler, run by its (emulated) hourly rule and by the sweep control endpoint.
+fn start_scheduler(
+    local: &LocalSettings,
+    aws: &Aws,
+    environments: &mut Environments,
+) -> Result<Arc<scheduler::Scheduler>, BoxError> {
+    let env = environments.record(
+        "scheduler",
+        environments::scheduler(&local.region, &local.deployment, REPLY_QUEUE_PREFIX),
+    );
+    let scheduler = Arc::new(scheduler::Scheduler::new(
+        scheduler::SchedulerConfig::from_settings(env)?,
+        Arc::new(aws.sqs()),
+    ));
+    tokio::spawn(schedule::hourly_reply_queue_sweep(scheduler.clone()));
+    Ok(scheduler)
 }
 
 /// Bulk provisioning: the provisioning and reports buckets, the age identity in Secrets Manager, and
