@@ -141,10 +141,14 @@ async fn bench_authorizer(
     sdk: &aws_config::SdkConfig,
     token: &str,
 ) -> Result<Value, BoxError> {
-    let settings: std::collections::HashMap<String, String> =
-        function_settings(state, "authorizer")?
-            .into_iter()
-            .collect();
+    // All of it, region included: in process, nothing else sets it.
+    let settings: std::collections::HashMap<String, String> = state
+        .functions
+        .get("authorizer")
+        .ok_or("the stack runs no authorizer")?
+        .clone()
+        .into_iter()
+        .collect();
     let config = authorizer::AuthorizerConfig::from_settings(&settings)?;
     // The authorizer records each allow into its buffer, as in Lambda; delivery (after each
     // invocation) is not part of the handler's time, and is left out here.
