@@ -100,9 +100,18 @@ impl Provisioner {
             })?;
         let key = ProvisioningKey::parse(secret.secret_string().unwrap_or_default())
             .map_err(|e| ProvisionerError::Key(e.to_string()))?;
+        // Cognito's admin calls are rate limited per account (tens per second): a big file meets
+        // throttling, which the adaptive retry mode slows down for instead of failing rows.
+        let cognito = aws_sdk_cognitoidentityprovider::config::Builder::from(sdk)
+            .retry_config(
+                aws_config::retry::RetryConfig::adaptive()
+                    .with_max_attempts(8)
+                    .with_initial_backoff(std::time::Duration::from_millis(200)),
+            )
+            .build();
         Ok(Provisioner {
             directory: Directory::new(
-                aws_sdk_cognitoidentityprovider::Client::new(sdk),
+                aws_sdk_cognitoidentityprovider::Client::from_conf(cognito),
                 config.user_pool_id.clone(),
                 config.department_group_prefix.clone(),
             ),
