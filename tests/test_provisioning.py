@@ -91,6 +91,7 @@ def test_appendix_2_yields_four_enabled_users_and_one_disabled(state, appendix_2
         assert attributes["custom:user_id"] == user_id, "the employee number keeps its leading zeros"
         assert attributes["custom:department"] == department
         assert attributes["custom:start_date"] == "2023-04-01"
+        assert attributes["custom:status"] == ("inactive" if user_id == "004" else "active")
     yamada = user(state, "001")["attributes"]
     assert (yamada["name"], yamada["email"], yamada["custom:job_title"], yamada["custom:phone"]) == (
         "山田太郎", "taro.yamada@example.com", "主任", "03-1234-5678")

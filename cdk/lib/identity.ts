@@ -65,7 +65,7 @@ export function createIdentity(stack: Stack, config: GatewayConfig, envName: Env
     },
     mfa: cognito.Mfa.REQUIRED,
     mfaSecondFactor: { otp: true, sms: false, email: false },
-    customAttributes: Object.fromEntries(['user_id', 'department', 'job_title', 'phone', 'start_date', 'end_date']
+    customAttributes: Object.fromEntries(['user_id', 'department', 'job_title', 'phone', 'start_date', 'end_date', 'status']
       .map((a) => [a, new cognito.StringAttribute({ mutable: true, maxLen: 256 })])),
     featurePlan: cognito.FeaturePlan.PLUS,
     standardThreatProtectionMode: cognito.StandardThreatProtectionMode.FULL_FUNCTION,

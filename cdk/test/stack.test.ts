@@ -189,7 +189,7 @@ describe('identity', () => {
       AutoVerifiedAttributes: ['email'],
       AdminCreateUserConfig: { AllowAdminCreateUserOnly: true },
       UserPoolTier: 'PLUS',
-      Schema: ['user_id', 'department', 'job_title', 'phone', 'start_date', 'end_date'].map((n) => Match.objectLike({ Name: n })),
+      Schema: ['user_id', 'department', 'job_title', 'phone', 'start_date', 'end_date', 'status'].map((n) => Match.objectLike({ Name: n })),
     });
   });
   test('groups: the scope policy\'s and one per configured department', () => {

@@ -66,6 +66,7 @@ pub async fn create_user_pool(
         "phone",
         "start_date",
         "end_date",
+        "status",
     ] {
         request = request.schema(
             SchemaAttributeType::builder()

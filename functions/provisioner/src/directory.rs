@@ -34,6 +34,7 @@ const OWNED: &[&str] = &[
     "custom:phone",
     "custom:start_date",
     "custom:end_date",
+    "custom:status",
 ];
 
 pub struct Directory {

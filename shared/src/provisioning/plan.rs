@@ -90,6 +90,16 @@ pub fn attributes_of(record: &UserRecord, department: &str) -> Attributes {
         "custom:end_date".into(),
         record.end_date.map(|d| d.to_string()).unwrap_or_default(),
     );
+    // The HR status is kept apart from the enabled flag: the daily date job must not enable an
+    // `inactive` account whose dates say it could be.
+    attributes.insert(
+        "custom:status".into(),
+        match record.status {
+            Status::Active => "active",
+            Status::Inactive => "inactive",
+        }
+        .into(),
+    );
     attributes
 }
 
