@@ -27,7 +27,7 @@ import { auditEventsTable } from './athena-table';
 import { EnvironmentName, GatewayConfig, PROVIDERS } from './config';
 import { FunctionName } from './functions';
 import { pascal } from './names';
-import { Buckets, Queues } from './storage';
+import { Buckets, Queues, privateBucket } from './storage';
 
 /** What the audit-digest job logs when it writes incomplete records (functions/audit-digest/src/lib.rs). */
 export const INCOMPLETE_LOG_MESSAGE = 'incomplete requests reported';
@@ -323,15 +323,8 @@ function createDashboard(stack: Stack, props: OperationsProps, incompleteRequest
 
 function retainedLogBucket(stack: Stack, id: string, props: OperationsProps, key: kms.IKey, logPrefix: string): s3.Bucket {
   const env = props.config.environments[props.envName];
-  return new s3.Bucket(stack, id, {
-    encryption: s3.BucketEncryption.KMS,
-    encryptionKey: key,
-    bucketKeyEnabled: true,
-    blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
-    enforceSSL: true,
+  return privateBucket(stack, id, key, props.buckets.accessLogs, logPrefix, {
     versioned: true,
-    serverAccessLogsBucket: props.buckets.accessLogs,
-    serverAccessLogsPrefix: logPrefix,
     // Kept as long as the audit trail they back up, at least a year.
     lifecycleRules: [{
       transitions: [{ storageClass: s3.StorageClass.GLACIER, transitionAfter: Duration.days(env.auditGlacierAfterDays) }],
@@ -442,14 +435,7 @@ function createAuditQueries(stack: Stack, props: OperationsProps) {
     enableKeyRotation: true,
     removalPolicy: RemovalPolicy.RETAIN,
   });
-  const resultsBucket = new s3.Bucket(stack, 'QueryResultsBucket', {
-    encryption: s3.BucketEncryption.KMS,
-    encryptionKey: resultsKey,
-    bucketKeyEnabled: true,
-    blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
-    enforceSSL: true,
-    serverAccessLogsBucket: buckets.accessLogs,
-    serverAccessLogsPrefix: 'query-results/',
+  const resultsBucket = privateBucket(stack, 'QueryResultsBucket', resultsKey, buckets.accessLogs, 'query-results/', {
     lifecycleRules: [{
       expiration: Duration.days(ATHENA_RESULTS_DAYS),
       abortIncompleteMultipartUploadAfter: Duration.days(1),

@@ -58,6 +58,25 @@ export interface Buckets {
   reports: s3.Bucket;
 }
 
+/**
+ * The baseline every data bucket shares: SSE-KMS under `key` with a bucket key, all public access
+ * blocked, TLS only, server access logs into `accessLogs` under `logPrefix`. `props` adds the rest.
+ */
+export function privateBucket(
+  stack: Stack, id: string, key: kms.IKey, accessLogs: s3.IBucket, logPrefix: string, props: s3.BucketProps,
+): s3.Bucket {
+  return new s3.Bucket(stack, id, {
+    encryption: s3.BucketEncryption.KMS,
+    encryptionKey: key,
+    bucketKeyEnabled: true,
+    blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
+    enforceSSL: true,
+    serverAccessLogsBucket: accessLogs,
+    serverAccessLogsPrefix: logPrefix,
+    ...props,
+  });
+}
+
 export function createBuckets(stack: Stack, env: EnvironmentConfig, keys: Keys, removal: RemovalPolicy): Buckets {
   const accessLogs = new s3.Bucket(stack, 'AccessLogsBucket', {
     // S3 server access logging delivers only to SSE-S3 buckets.
@@ -68,43 +87,22 @@ export function createBuckets(stack: Stack, env: EnvironmentConfig, keys: Keys, 
     lifecycleRules: [{ expiration: Duration.days(365), noncurrentVersionExpiration: Duration.days(30) }],
     removalPolicy: RemovalPolicy.RETAIN,
   });
-  const audit = new s3.Bucket(stack, 'AuditBucket', {
+  const audit = privateBucket(stack, 'AuditBucket', keys.data, accessLogs, 'audit/', {
     objectLockEnabled: true,
     objectLockDefaultRetention: s3.ObjectLockRetention.compliance(Duration.days(env.auditRetentionDays)),
     versioned: true,
-    encryption: s3.BucketEncryption.KMS,
-    encryptionKey: keys.data,
-    bucketKeyEnabled: true,
-    blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
-    enforceSSL: true,
-    serverAccessLogsBucket: accessLogs,
-    serverAccessLogsPrefix: 'audit/',
     // No expiration: Object Lock keeps every version for the retention period anyway.
     lifecycleRules: [{
       transitions: [{ storageClass: s3.StorageClass.GLACIER, transitionAfter: Duration.days(env.auditGlacierAfterDays) }],
     }],
     removalPolicy: RemovalPolicy.RETAIN,
   });
-  const payloads = new s3.Bucket(stack, 'PayloadBucket', {
-    encryption: s3.BucketEncryption.KMS,
-    encryptionKey: keys.data,
-    bucketKeyEnabled: true,
-    blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
-    enforceSSL: true,
-    serverAccessLogsBucket: accessLogs,
-    serverAccessLogsPrefix: 'payloads/',
+  const payloads = privateBucket(stack, 'PayloadBucket', keys.data, accessLogs, 'payloads/', {
     lifecycleRules: [{ expiration: Duration.days(env.payloadExpiryDays), abortIncompleteMultipartUploadAfter: Duration.days(1) }],
     removalPolicy: removal,
   });
-  const provisioning = new s3.Bucket(stack, 'ProvisioningBucket', {
-    encryption: s3.BucketEncryption.KMS,
-    encryptionKey: keys.data,
-    bucketKeyEnabled: true,
-    blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
-    enforceSSL: true,
+  const provisioning = privateBucket(stack, 'ProvisioningBucket', keys.data, accessLogs, 'provisioning/', {
     versioned: true,
-    serverAccessLogsBucket: accessLogs,
-    serverAccessLogsPrefix: 'provisioning/',
     // The files are encrypted with age as well; once applied they are history, kept a month.
     lifecycleRules: [{ expiration: Duration.days(30), noncurrentVersionExpiration: Duration.days(30), abortIncompleteMultipartUploadAfter: Duration.days(1) }],
     removalPolicy: removal,
@@ -114,15 +112,8 @@ export function createBuckets(stack: Stack, env: EnvironmentConfig, keys: Keys, 
   (provisioning.node.defaultChild as s3.CfnBucket).notificationConfiguration = {
     eventBridgeConfiguration: { eventBridgeEnabled: true },
   };
-  const reports = new s3.Bucket(stack, 'ReportsBucket', {
-    encryption: s3.BucketEncryption.KMS,
-    encryptionKey: keys.data,
-    bucketKeyEnabled: true,
-    blockPublicAccess: s3.BlockPublicAccess.BLOCK_ALL,
-    enforceSSL: true,
+  const reports = privateBucket(stack, 'ReportsBucket', keys.data, accessLogs, 'reports/', {
     versioned: true,
-    serverAccessLogsBucket: accessLogs,
-    serverAccessLogsPrefix: 'reports/',
     lifecycleRules: [{ expiration: Duration.days(400), noncurrentVersionExpiration: Duration.days(30) }],
     removalPolicy: RemovalPolicy.RETAIN,
   });
