@@ -59,15 +59,7 @@ pub async fn create_user_pool(
             aws_sdk_cognitoidentityprovider::types::VerifiedAttributeType::Email,
         )
         .mfa_configuration(UserPoolMfaType::Off);
-    for attribute in [
-        "user_id",
-        "department",
-        "job_title",
-        "phone",
-        "start_date",
-        "end_date",
-        "status",
-    ] {
+    for &attribute in gateway_shared::provisioning::plan::CUSTOM_ATTRIBUTES {
         request = request.schema(
             SchemaAttributeType::builder()
                 .name(attribute)

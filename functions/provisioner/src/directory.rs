@@ -5,7 +5,7 @@ use std::collections::BTreeMap;
 
 use aws_sdk_cognitoidentityprovider::types::{AttributeType, MessageActionType, UserType};
 use aws_sdk_cognitoidentityprovider::Client;
-use gateway_shared::provisioning::plan::{Attributes, Change, DirectoryUser, PlannedRow};
+use gateway_shared::provisioning::plan::{self, Attributes, Change, DirectoryUser, PlannedRow};
 
 #[derive(Debug, thiserror::Error)]
 #[error("{action}: {message}")]
@@ -22,20 +22,6 @@ fn failed<E: std::error::Error + 'static>(
         message: aws_sdk_cognitoidentityprovider::error::DisplayErrorContext(e).to_string(),
     }
 }
-
-/// The attributes provisioning reads back (the ones it writes).
-const OWNED: &[&str] = &[
-    "email",
-    "email_verified",
-    "name",
-    "custom:user_id",
-    "custom:department",
-    "custom:job_title",
-    "custom:phone",
-    "custom:start_date",
-    "custom:end_date",
-    "custom:status",
-];
 
 pub struct Directory {
     cognito: Client,
@@ -251,7 +237,7 @@ fn directory_user(user: &UserType) -> Option<DirectoryUser> {
     let attributes = user
         .attributes()
         .iter()
-        .filter(|a| OWNED.contains(&a.name()))
+        .filter(|a| plan::is_owned(a.name()))
         .map(|a| {
             (
                 a.name().to_string(),

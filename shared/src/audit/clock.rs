@@ -6,7 +6,7 @@ use std::time::{SystemTime, UNIX_EPOCH};
 const MILLIS_PER_HOUR: i64 = 3_600_000;
 
 /// (year, month, day) from days since 1970-01-01 (Howard Hinnant's `civil_from_days`).
-fn civil_from_days(days: i64) -> (i64, u32, u32) {
+pub(crate) fn civil_from_days(days: i64) -> (i64, u32, u32) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z.rem_euclid(146_097);

@@ -20,6 +20,29 @@ pub struct DirectoryUser {
 /// The attributes provisioning owns, by Cognito attribute name.
 pub type Attributes = BTreeMap<String, String>;
 
+/// The user pool's custom attributes (`custom:<name>`), which the pool must declare: the CDK app's
+/// `identity.ts` and the local stack create them (`tests/test_deployment_parity.py` compares the two).
+pub const CUSTOM_ATTRIBUTES: &[&str] = &[
+    "user_id",
+    "department",
+    "job_title",
+    "phone",
+    "start_date",
+    "end_date",
+    "status",
+];
+
+/// The standard attributes provisioning writes besides its custom ones.
+pub const STANDARD_ATTRIBUTES: &[&str] = &["email", "email_verified", "name"];
+
+/// Whether `name` is an attribute provisioning writes (and so reads back to plan against).
+pub fn is_owned(name: &str) -> bool {
+    STANDARD_ATTRIBUTES.contains(&name)
+        || name
+            .strip_prefix("custom:")
+            .is_some_and(|custom| CUSTOM_ATTRIBUTES.contains(&custom))
+}
+
 /// One row's change. `Create` and `Update` carry every attribute to write.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Change {
@@ -100,6 +123,7 @@ pub fn attributes_of(record: &UserRecord, department: &str) -> Attributes {
         }
         .into(),
     );
+    debug_assert!(attributes.keys().all(|name| is_owned(name)));
     attributes
 }
 

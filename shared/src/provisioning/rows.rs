@@ -63,17 +63,12 @@ impl Date {
 
     /// The civil date of a day counted from 1970-01-01 (proleptic Gregorian).
     pub fn from_days_since_epoch(days: i64) -> Date {
-        // Howard Hinnant's days_from_civil, inverted.
-        let z = days + 719_468;
-        let era = z.div_euclid(146_097);
-        let doe = z.rem_euclid(146_097);
-        let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-        let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-        let mp = (5 * doy + 2) / 153;
-        let day = (doy - (153 * mp + 2) / 5 + 1) as u8;
-        let month = if mp < 10 { mp + 3 } else { mp - 9 } as u8;
-        let year = (yoe + era * 400 + i64::from(month <= 2)) as u16;
-        Date { year, month, day }
+        let (year, month, day) = crate::audit::clock::civil_from_days(days);
+        Date {
+            year: year as u16,
+            month: month as u8,
+            day: day as u8,
+        }
     }
 
     /// Today where the HR dates are meant: `utc_offset_minutes` east of UTC (Japan: 540).
