@@ -42,6 +42,12 @@ class Provisioning(TypedDict):
     recipient: str
 
 
+class Identity(TypedDict):
+    revocation_table: str
+    mail_from: str
+    mail_messages_url: str
+
+
 class RequestQueue(TypedDict):
     url: str
     dlq: str
@@ -79,6 +85,7 @@ class StackState(TypedDict):
     transports: dict[str, str]
     keys: Keys
     provisioning: Provisioning
+    identity: Identity
     queues: Queues
     # Each function's environment by function name, as the CDK stack sets it in Lambda.
     functions: dict[str, dict[str, str]]

@@ -39,7 +39,10 @@ CREATE EXTERNAL TABLE IF NOT EXISTS llm_gateway_audit_events (
   -- (s3://<audit-bucket>/<bodies.key>); key NULL and error set when they could not be stored.
   -- `gateway-audit bodies --request-id <id> --key <bodies.key>` decrypts them (needs kms:Decrypt).
   bodies            struct<key:string, request:struct<bytes:bigint, truncated:boolean>,
-                           response:struct<bytes:bigint, truncated:boolean>, error:string>
+                           response:struct<bytes:bigint, truncated:boolean>, error:string>,
+  -- Directory changes (provider 'admin', schema_version 3): who changed which user how; the acting
+  -- administrator is `principal`. Attribute names only, never values.
+  admin             struct<actor:string, action:string, target:string, changed:array<string>, source:string>
 )
 PARTITIONED BY (year string, month string, day string, hour string)
 ROW FORMAT SERDE 'org.openx.data.jsonserde.JsonSerDe'

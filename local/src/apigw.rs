@@ -33,6 +33,52 @@ pub struct Gateway {
     pub function_timeout: std::time::Duration,
     pub authorizer: Function<authorizer::State>,
     pub routes: HashMap<Provider, Function<Route>>,
+    /// The admin API (`/admin/{proxy+}`, its own REST API in the stack), behind the same authorizer.
+    pub admin: Function<admin_api::AdminApi>,
+}
+
+/// What a path reaches: a provider's route or the admin API; each answers errors in its own shape.
+#[derive(Clone, Copy)]
+enum Target {
+    Provider(Provider),
+    Admin,
+}
+
+impl Target {
+    fn of(path: &str) -> Option<(Target, &str)> {
+        if let Some(rest) = gateway_shared::scopes::admin_path(path) {
+            return Some((Target::Admin, rest));
+        }
+        Provider::from_path(path).map(|(provider, rest)| (Target::Provider(provider), rest))
+    }
+
+    fn prefix(self) -> &'static str {
+        match self {
+            Target::Provider(provider) => provider.route_prefix(),
+            Target::Admin => gateway_shared::scopes::ADMIN_ROUTE,
+        }
+    }
+
+    /// The gateway response API Gateway answers for `error`, in this target's shape.
+    fn error(self, error: GatewayError, request_id: &str) -> Response {
+        match self {
+            Target::Provider(provider) => {
+                provider.error_response(&error, request_id).map(Body::from)
+            }
+            Target::Admin => {
+                let status = error.kind.status();
+                let mut response = Response::new(Body::from(
+                    admin_api::gateway_error_body(status.as_u16(), &error.message).to_string(),
+                ));
+                *response.status_mut() = status;
+                response.headers_mut().insert(
+                    http::header::CONTENT_TYPE,
+                    HeaderValue::from_static("application/json"),
+                );
+                response
+            }
+        }
+    }
 }
 
 /// A function's handler and its execution environment's invocations, whose audit records leave after
@@ -68,7 +114,7 @@ impl Gateway {
     async fn serve(&self, request: Request, peer: SocketAddr, request_id: &str) -> Response {
         let (parts, body) = request.into_parts();
         let path = parts.uri.path().to_string();
-        let Some((provider, rest)) = Provider::from_path(&path) else {
+        let Some((target, rest)) = Target::of(&path) else {
             // What API Gateway REST answers for a path no resource matches.
             return plain(
                 StatusCode::FORBIDDEN,
@@ -76,12 +122,18 @@ impl Gateway {
                 Some("MissingAuthenticationTokenException"),
             );
         };
-        let Some(route) = self.routes.get(&provider) else {
-            return plain(
-                StatusCode::NOT_FOUND,
-                json!({"message": "route not deployed"}),
-                None,
-            );
+        let route = match target {
+            Target::Provider(provider) => match self.routes.get(&provider) {
+                Some(route) => Some(route),
+                None => {
+                    return plain(
+                        StatusCode::NOT_FOUND,
+                        json!({"message": "route not deployed"}),
+                        None,
+                    )
+                }
+            },
+            Target::Admin => None,
         };
         let body = match http_body_util::Limited::new(body, MAX_PAYLOAD_BYTES)
             .collect()
@@ -89,8 +141,7 @@ impl Gateway {
         {
             Ok(collected) => collected.to_bytes(),
             Err(_) => {
-                return error(
-                    provider,
+                return target.error(
                     GatewayError::new(
                         ErrorKind::PayloadTooLarge,
                         "request body exceeds API Gateway's 10 MB limit",
@@ -107,7 +158,7 @@ impl Gateway {
             .get("user-agent")
             .and_then(|v| v.to_str().ok())
             .unwrap_or("");
-        let resource = format!("/{}/{{proxy+}}", provider.route_prefix());
+        let resource = format!("/{}/{{proxy+}}", target.prefix());
         let proxy = rest.trim_start_matches('/').to_string();
         let method = parts.method.as_str();
         let identity = json!({"sourceIp": peer.ip().to_string(), "userAgent": user_agent});
@@ -134,12 +185,11 @@ impl Gateway {
         let answer = match decision {
             Ok(answer) => answer,
             Err(AuthorizerError::Unauthorized) => {
-                return error(provider, GatewayError::unauthorized(), request_id)
+                return target.error(GatewayError::unauthorized(), request_id)
             }
             Err(AuthorizerError::Internal(reason)) => {
                 tracing::error!(request_id, reason, "authorizer failed");
-                return error(
-                    provider,
+                return target.error(
                     GatewayError::new(
                         ErrorKind::Internal,
                         "the gateway could not check the token; try again",
@@ -154,8 +204,7 @@ impl Gateway {
                 .get(DENY_REASON_KEY)
                 .and_then(Value::as_str)
                 .unwrap_or("access denied");
-            return error(
-                provider,
+            return target.error(
                 GatewayError::new(ErrorKind::Forbidden, format!("Forbidden: {reason}")),
                 request_id,
             );
@@ -183,6 +232,9 @@ impl Gateway {
             "body": base64::engine::general_purpose::STANDARD.encode(&body),
             "isBase64Encoded": true,
         });
+        let Some(route) = route else {
+            return self.invoke_admin(proxy_event, request_id).await;
+        };
         // The response streams as Lambda streams it, holding the invocation until its last byte.
         let invocation = route.invocations.begin();
         let deadline = std::time::SystemTime::now() + self.function_timeout;
@@ -191,6 +243,34 @@ impl Gateway {
             .handle_until(proxy_event, Some(deadline))
             .await;
         response.map(|body| Body::from_stream(GuardedStream::new(body, invocation)))
+    }
+}
+
+impl Gateway {
+    /// The admin API's Lambda proxy integration (buffered): the event as lambda_http reads it.
+    async fn invoke_admin(&self, proxy_event: Value, request_id: &str) -> Response {
+        let request = match lambda_http::request::from_str(&proxy_event.to_string()) {
+            Ok(request) => request,
+            Err(error) => {
+                tracing::error!(request_id, %error, "proxy event unreadable");
+                return Target::Admin.error(
+                    GatewayError::new(ErrorKind::Internal, "Internal server error"),
+                    request_id,
+                );
+            }
+        };
+        let response = {
+            let _invocation = self.admin.invocations.begin();
+            self.admin.handler.handle(request).await
+        };
+        let (parts, body) = response.into_parts();
+        let bytes = match body {
+            lambda_http::Body::Empty => Vec::new(),
+            lambda_http::Body::Text(text) => text.into_bytes(),
+            lambda_http::Body::Binary(bytes) => bytes,
+            _ => Vec::new(),
+        };
+        Response::from_parts(parts, Body::from(bytes))
     }
 }
 
@@ -225,10 +305,6 @@ fn header_maps(headers: &HeaderMap) -> (HashMap<String, String>, HashMap<String,
             .push(text.to_string());
     }
     (single, multi)
-}
-
-fn error(provider: Provider, error: GatewayError, request_id: &str) -> Response {
-    provider.error_response(&error, request_id).map(Body::from)
 }
 
 fn plain(status: StatusCode, body: Value, error_type: Option<&'static str>) -> Response {

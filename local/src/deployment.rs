@@ -35,6 +35,23 @@ pub struct EnvironmentConfig {
     pub log_level: String,
     pub audit_retention_days: u16,
     pub payload_expiry_days: u16,
+    #[serde(default)]
+    pub identity: IdentityConfig,
+}
+
+#[derive(Debug, Clone, Deserialize, Default)]
+#[serde(rename_all = "camelCase")]
+pub struct IdentityConfig {
+    /// How long the authorizer trusts a user's revocation record (the staleness bound).
+    pub revocation_cache_seconds: Option<u64>,
+    /// The first administrator, created with the stack.
+    pub bootstrap_admin: Option<BootstrapAdmin>,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+pub struct BootstrapAdmin {
+    pub username: String,
+    pub email: String,
 }
 
 #[derive(Debug, Clone, Deserialize)]

@@ -236,6 +236,7 @@ pub struct AuthorizerInputs<'a> {
     pub jwks_url: &'a str,
     pub usage_keys_secret_id: &'a str,
     pub audit_queue_url: &'a str,
+    pub revocation_table: &'a str,
 }
 
 pub fn authorizer(
@@ -251,7 +252,17 @@ pub fn authorizer(
         "GATEWAY_USAGE_KEYS_SECRET_ID".into(),
         inputs.usage_keys_secret_id.into(),
     );
-    pass_through(&mut env, &["GATEWAY_SCOPE_POLICY_FILE"]);
+    env.insert(
+        "GATEWAY_REVOCATION_TABLE".into(),
+        inputs.revocation_table.into(),
+    );
+    if let Some(secs) = deployment.environment.identity.revocation_cache_seconds {
+        env.insert("GATEWAY_REVOCATION_CACHE_SECS".into(), secs.to_string());
+    }
+    pass_through(
+        &mut env,
+        &["GATEWAY_SCOPE_POLICY_FILE", "GATEWAY_REVOCATION_CACHE_SECS"],
+    );
     env
 }
 
@@ -293,43 +304,35 @@ pub fn audit_digest(
     env
 }
 
-/// The scheduler: the reply queues it sweeps.
-pub fn scheduler(region: &str, deployment: &Resolved, reply_prefix: &str) -> Environment {
-    let mut env = base(region, deployment);
-    env.insert("GATEWAY_REPLY_QUEUE_PREFIX".into(), reply_prefix.into());
-    env
-}
-
-/// The provisioner: the user pool, where HR files arrive and reports go, the age identity's secret,
-/// and the configured departments with the names files may use for them.
-pub struct ProvisionerInputs<'a> {
+/// What every function that manages users gets: the pool, the departments with the names files may
+/// use for them, the revocation table, the invitations' sender, the audit queue.
+pub struct DirectoryInputs<'a> {
     pub user_pool_id: &'a str,
-    pub bucket: &'a str,
-    pub reports_bucket: &'a str,
-    pub identity_secret_id: &'a str,
     pub department_group_prefix: &'a str,
+    pub revocation_table: &'a str,
+    /// The SES identity invitations come from (the local stack always has one, so tests read them).
+    pub mail_from: Option<&'a str>,
+    pub audit_queue_url: &'a str,
 }
 
-pub fn provisioner(
-    region: &str,
+fn with_directory(
+    mut env: Environment,
     deployment: &Resolved,
-    inputs: ProvisionerInputs<'_>,
+    inputs: &DirectoryInputs<'_>,
 ) -> Environment {
-    let mut env = base(region, deployment);
+    env = with_audit_queue(env, inputs.audit_queue_url);
     env.insert("COGNITO_USER_POOL_ID".into(), inputs.user_pool_id.into());
-    env.insert("GATEWAY_PROVISIONING_BUCKET".into(), inputs.bucket.into());
-    env.insert(
-        "GATEWAY_REPORTS_BUCKET".into(),
-        inputs.reports_bucket.into(),
-    );
-    env.insert(
-        "GATEWAY_PROVISIONING_IDENTITY_SECRET_ID".into(),
-        inputs.identity_secret_id.into(),
-    );
     env.insert(
         "GATEWAY_DEPARTMENT_GROUP_PREFIX".into(),
         inputs.department_group_prefix.into(),
     );
+    env.insert(
+        "GATEWAY_REVOCATION_TABLE".into(),
+        inputs.revocation_table.into(),
+    );
+    if let Some(from) = inputs.mail_from {
+        env.insert("GATEWAY_MAIL_FROM".into(), from.into());
+    }
     let departments: serde_json::Map<String, serde_json::Value> = deployment
         .config
         .departments
@@ -341,4 +344,63 @@ pub fn provisioner(
         serde_json::Value::Object(departments).to_string(),
     );
     env
+}
+
+/// The scheduler: the reply queues it sweeps, the directory its date job keeps in step.
+pub fn scheduler(
+    region: &str,
+    deployment: &Resolved,
+    reply_prefix: &str,
+    directory: &DirectoryInputs<'_>,
+) -> Environment {
+    let mut env = with_directory(base(region, deployment), deployment, directory);
+    env.insert("GATEWAY_REPLY_QUEUE_PREFIX".into(), reply_prefix.into());
+    env
+}
+
+/// Where HR files arrive and reports go.
+pub struct ProvisioningInputs<'a> {
+    pub bucket: &'a str,
+    pub reports_bucket: &'a str,
+}
+
+fn with_provisioning(mut env: Environment, inputs: &ProvisioningInputs<'_>) -> Environment {
+    env.insert("GATEWAY_PROVISIONING_BUCKET".into(), inputs.bucket.into());
+    env.insert(
+        "GATEWAY_REPORTS_BUCKET".into(),
+        inputs.reports_bucket.into(),
+    );
+    env
+}
+
+/// The provisioner: the directory, the buckets, the age identity's secret.
+pub fn provisioner(
+    region: &str,
+    deployment: &Resolved,
+    directory: &DirectoryInputs<'_>,
+    provisioning: &ProvisioningInputs<'_>,
+    identity_secret_id: &str,
+) -> Environment {
+    let mut env = with_provisioning(
+        with_directory(base(region, deployment), deployment, directory),
+        provisioning,
+    );
+    env.insert(
+        "GATEWAY_PROVISIONING_IDENTITY_SECRET_ID".into(),
+        identity_secret_id.into(),
+    );
+    env
+}
+
+/// The admin API: the directory and the buckets (upload tickets, downloads, job reports).
+pub fn admin_api(
+    region: &str,
+    deployment: &Resolved,
+    directory: &DirectoryInputs<'_>,
+    provisioning: &ProvisioningInputs<'_>,
+) -> Environment {
+    with_provisioning(
+        with_directory(base(region, deployment), deployment, directory),
+        provisioning,
+    )
 }

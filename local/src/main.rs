@@ -73,8 +73,17 @@ async fn run() -> Result<(), BoxError> {
     .await?;
     let secrets = Secrets::provision(&local, &aws.sdk).await?;
     let mut environments = Environments::default();
-    let provisioning = start_provisioning(&local, &aws, &pool, &policy, &mut environments).await?;
     let audit = start_audit_trail(&local, &aws, &mut environments).await?;
+    let identity = start_identity(&local, &aws).await?;
+    let directory = environments::DirectoryInputs {
+        user_pool_id: &pool.user_pool_id,
+        department_group_prefix: policy.department_group_prefix(),
+        revocation_table: &identity.revocation_table,
+        mail_from: Some(&identity.mail_from),
+        audit_queue_url: &audit.queue_url,
+    };
+    let provisioning =
+        start_provisioning(&local, &aws, &directory, &audit, &mut environments).await?;
     let upstreams = start_upstreams(std::mem::take(&mut listeners.mocks), &local, &secrets)?;
     let queue_transport = start_queue_transport(
         &local,
@@ -95,9 +104,25 @@ async fn run() -> Result<(), BoxError> {
         &mut environments,
     )
     .await?;
-    let authorizer =
-        build_authorizer(&local, &aws, &pool, &secrets, &audit, &mut environments).await?;
-    let scheduler = start_scheduler(&local, &aws, &mut environments)?;
+    let authorizer = build_authorizer(
+        &local,
+        &aws,
+        &pool,
+        &secrets,
+        &audit,
+        &identity,
+        &mut environments,
+    )
+    .await?;
+    let scheduler = start_scheduler(&local, &aws, &directory, &audit, &mut environments)?;
+    let admin = build_admin_api(
+        &local,
+        &aws,
+        &directory,
+        &provisioning,
+        &audit,
+        &mut environments,
+    )?;
     let served = serve(
         listeners,
         &local,
@@ -110,6 +135,7 @@ async fn run() -> Result<(), BoxError> {
             function_timeout: local.function_timeout,
             authorizer,
             routes,
+            admin,
         },
     )?;
     let (demo_user, token) = sign_in_demo_user(&aws, &pool, &policy).await?;
@@ -166,6 +192,11 @@ async fn run() -> Result<(), BoxError> {
             audit_bodies: audit.bodies_key.clone(),
         },
         provisioning,
+        identity: gateway_local::state::Identity {
+            revocation_table: identity.revocation_table.clone(),
+            mail_from: identity.mail_from.clone(),
+            mail_messages_url: format!("{}/moto-api/data.json", aws.endpoint),
+        },
         functions: environments.into_state(),
     };
     // Written last: its presence means the stack is ready.
@@ -470,6 +501,7 @@ async fn build_authorizer(
     pool: &UserPool,
     secrets: &Secrets,
     audit: &AuditTrail,
+    identity: &Identity,
     environments: &mut Environments,
 ) -> Result<apigw::Function<authorizer::State>, BoxError> {
     let invocations = audit.function();
@@ -484,6 +516,7 @@ async fn build_authorizer(
                 jwks_url: &jwks_url(aws, pool),
                 usage_keys_secret_id: &secrets.usage_keys_secret,
                 audit_queue_url: &audit.queue_url,
+                revocation_table: &identity.revocation_table,
             },
         ),
     );
@@ -498,22 +531,90 @@ async fn build_authorizer(
     })
 }
 
-/// The scheduler, run by its (emulated) hourly rule and by the sweep control endpoint.
+/// The scheduler, run by its (emulated) rules and by the control endpoints.
 fn start_scheduler(
     local: &LocalSettings,
     aws: &Aws,
+    directory: &environments::DirectoryInputs<'_>,
+    audit: &AuditTrail,
     environments: &mut Environments,
-) -> Result<Arc<scheduler::Scheduler>, BoxError> {
+) -> Result<control::Scheduled, BoxError> {
     let env = environments.record(
         "scheduler",
-        environments::scheduler(&local.region, &local.deployment, REPLY_QUEUE_PREFIX),
+        environments::scheduler(
+            &local.region,
+            &local.deployment,
+            REPLY_QUEUE_PREFIX,
+            directory,
+        ),
     );
-    let scheduler = Arc::new(scheduler::Scheduler::new(
-        scheduler::SchedulerConfig::from_settings(env)?,
-        Arc::new(aws.sqs()),
-    ));
-    tokio::spawn(schedule::hourly_reply_queue_sweep(scheduler.clone()));
-    Ok(scheduler)
+    let invocations = audit.function();
+    let scheduler = Arc::new(
+        scheduler::Scheduler::new(
+            scheduler::SchedulerConfig::from_settings(env)?,
+            Arc::new(aws.sqs()),
+        )
+        .with_users(&aws.sdk, Arc::new(invocations.buffer().clone())),
+    );
+    let scheduled = control::Scheduled {
+        scheduler,
+        invocations,
+    };
+    tokio::spawn(schedule::hourly_reply_queue_sweep(scheduled.clone()));
+    tokio::spawn(schedule::daily_user_dates(scheduled.clone()));
+    Ok(scheduled)
+}
+
+/// The admin API, as its Lambda function runs behind the authorizer.
+fn build_admin_api(
+    local: &LocalSettings,
+    aws: &Aws,
+    directory: &environments::DirectoryInputs<'_>,
+    provisioning: &Provisioning,
+    audit: &AuditTrail,
+    environments: &mut Environments,
+) -> Result<apigw::Function<admin_api::AdminApi>, BoxError> {
+    let env = environments.record(
+        "admin-api",
+        environments::admin_api(
+            &local.region,
+            &local.deployment,
+            directory,
+            &environments::ProvisioningInputs {
+                bucket: &provisioning.bucket,
+                reports_bucket: &provisioning.reports_bucket,
+            },
+        ),
+    );
+    let invocations = audit.function();
+    Ok(apigw::Function {
+        handler: admin_api::AdminApi::new(
+            admin_api::AdminConfig::from_settings(env)?,
+            &aws.sdk,
+            Arc::new(invocations.buffer().clone()),
+        )?,
+        invocations,
+    })
+}
+
+/// What identity adds to the pool: the revocation table the authorizer reads, and a verified SES
+/// identity the invitations come from (moto keeps the messages: `identity.mail_messages_url`).
+struct Identity {
+    revocation_table: String,
+    mail_from: String,
+}
+
+async fn start_identity(local: &LocalSettings, aws: &Aws) -> Result<Identity, BoxError> {
+    let deployment = &local.deployment;
+    let revocation_table = deployment.resource_name("revocations");
+    resources::create_revocation_table(&aws_sdk_dynamodb::Client::new(&aws.sdk), &revocation_table)
+        .await?;
+    let mail_from = format!("{}@example.com", deployment.prefix());
+    resources::verify_mail_identity(&aws_sdk_sesv2::Client::new(&aws.sdk), &mail_from).await?;
+    Ok(Identity {
+        revocation_table,
+        mail_from,
+    })
 }
 
 /// Bulk provisioning: the provisioning and reports buckets, the age identity in Secrets Manager, and
@@ -522,8 +623,8 @@ fn start_scheduler(
 async fn start_provisioning(
     local: &LocalSettings,
     aws: &Aws,
-    pool: &UserPool,
-    policy: &Policy,
+    directory: &environments::DirectoryInputs<'_>,
+    audit: &AuditTrail,
     environments: &mut Environments,
 ) -> Result<Provisioning, BoxError> {
     let deployment = &local.deployment;
@@ -543,19 +644,20 @@ async fn start_provisioning(
         environments::provisioner(
             &local.region,
             deployment,
-            environments::ProvisionerInputs {
-                user_pool_id: &pool.user_pool_id,
+            directory,
+            &environments::ProvisioningInputs {
                 bucket: &bucket,
                 reports_bucket: &reports_bucket,
-                identity_secret_id: &secret_id,
-                department_group_prefix: policy.department_group_prefix(),
             },
+            &secret_id,
         ),
     );
+    let invocations = audit.function();
     let provisioner = Arc::new(
         provisioner::Provisioner::from_config(
             provisioner::ProvisionerConfig::from_settings(env)?,
             &aws.sdk,
+            Arc::new(invocations.buffer().clone()),
         )
         .await?,
     );
@@ -569,7 +671,9 @@ async fn start_provisioning(
         ],
         move |event| {
             let provisioner = provisioner.clone();
+            let invocations = invocations.clone();
             async move {
+                let _invocation = invocations.begin();
                 let now = gateway_shared::audit::clock::now_millis();
                 if let Err(error) = provisioner.handle(event, now).await {
                     tracing::error!(%error, "provisioning run failed");

@@ -59,7 +59,7 @@ pub async fn create_user_pool(
             aws_sdk_cognitoidentityprovider::types::VerifiedAttributeType::Email,
         )
         .mfa_configuration(UserPoolMfaType::Off);
-    for &attribute in gateway_shared::provisioning::plan::CUSTOM_ATTRIBUTES {
+    for attribute in gateway_shared::provisioning::plan::pool_custom_attributes() {
         request = request.schema(
             SchemaAttributeType::builder()
                 .name(attribute)
@@ -491,4 +491,75 @@ pub async fn create_audit_bodies_key(kms: &aws_sdk_kms::Client) -> Result<String
         .and_then(|m| m.arn())
         .ok_or("create audit bodies key: no ARN returned")?
         .to_string())
+}
+
+/// The revocation table as the CDK stack declares it: `sub` its key, `expires_at` its time to live.
+pub async fn create_revocation_table(
+    dynamodb: &aws_sdk_dynamodb::Client,
+    name: &str,
+) -> Result<(), BoxError> {
+    use aws_sdk_dynamodb::types::{
+        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
+        TimeToLiveSpecification,
+    };
+    let failed =
+        |what: &'static str| move |e: String| -> BoxError { format!("{what} {name}: {e}").into() };
+    dynamodb
+        .create_table()
+        .table_name(name)
+        .billing_mode(BillingMode::PayPerRequest)
+        .attribute_definitions(
+            AttributeDefinition::builder()
+                .attribute_name("sub")
+                .attribute_type(ScalarAttributeType::S)
+                .build()
+                .map_err(|e| failed("define table")(e.to_string()))?,
+        )
+        .key_schema(
+            KeySchemaElement::builder()
+                .attribute_name("sub")
+                .key_type(KeyType::Hash)
+                .build()
+                .map_err(|e| failed("define table")(e.to_string()))?,
+        )
+        .send()
+        .await
+        .map_err(|e| {
+            failed("create table")(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
+        })?;
+    dynamodb
+        .update_time_to_live()
+        .table_name(name)
+        .time_to_live_specification(
+            TimeToLiveSpecification::builder()
+                .attribute_name("expires_at")
+                .enabled(true)
+                .build()
+                .map_err(|e| failed("define time to live")(e.to_string()))?,
+        )
+        .send()
+        .await
+        .map_err(|e| {
+            failed("set time to live")(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
+        })?;
+    Ok(())
+}
+
+/// An SES identity for `address`, verified (moto verifies at once), so invitations can be sent from it.
+pub async fn verify_mail_identity(
+    ses: &aws_sdk_sesv2::Client,
+    address: &str,
+) -> Result<(), BoxError> {
+    ses.create_email_identity()
+        .email_identity(address)
+        .send()
+        .await
+        .map_err(|e| -> BoxError {
+            format!(
+                "create SES identity {address}: {}",
+                aws_sdk_sesv2::error::DisplayErrorContext(e)
+            )
+            .into()
+        })?;
+    Ok(())
 }

@@ -1,11 +1,13 @@
 //! The EventBridge schedules, emulated: the audit digest job once an hour, a minute after the previous
-//! hour has ended plus the grace period (the CDK rule fires at the same minute), and the scheduler's
-//! reply-queue sweep every hour.
+//! hour has ended plus the grace period (the CDK rule fires at the same minute), the scheduler's
+//! reply-queue sweep every hour, and its date job daily.
 
 use std::sync::Arc;
 use std::time::Duration;
 
 use gateway_shared::audit::clock::{self, Hour};
+
+use crate::control::Scheduled;
 
 pub async fn hourly_audit_digest(job: Arc<audit_digest::Job>) {
     let offset = job.config().grace.as_millis() as i64 + 60_000;
@@ -21,15 +23,43 @@ pub async fn hourly_audit_digest(job: Arc<audit_digest::Job>) {
 }
 
 /// The scheduler's hourly reply-queue sweep, as the CDK rule sends it.
-pub async fn hourly_reply_queue_sweep(scheduler: Arc<scheduler::Scheduler>) {
+pub async fn hourly_reply_queue_sweep(scheduled: Scheduled) {
     loop {
         tokio::time::sleep(Duration::from_secs(3600)).await;
-        match scheduler
-            .handle(serde_json::json!({"job": "sweep-reply-queues"}))
+        match scheduled
+            .run(
+                serde_json::json!({"job": "sweep-reply-queues"}),
+                clock::now_millis(),
+            )
             .await
         {
             Ok(answer) => tracing::info!(%answer, "scheduled reply-queue sweep"),
             Err(error) => tracing::error!(%error, "scheduled reply-queue sweep failed"),
         }
+    }
+}
+
+/// The scheduler's daily date job, a few minutes after each midnight where HR dates are meant (the
+/// CDK rule's cron), and once at start so a stack that slept through a midnight catches up.
+pub async fn daily_user_dates(scheduled: Scheduled) {
+    let offset_ms = i64::from(scheduled.scheduler.utc_offset_minutes()) * 60_000;
+    let day_ms: i64 = 24 * 3600 * 1000;
+    let after_midnight_ms: i64 = 5 * 60_000;
+    loop {
+        match scheduled
+            .run(
+                serde_json::json!({"job": "user-dates"}),
+                clock::now_millis(),
+            )
+            .await
+        {
+            Ok(answer) => tracing::info!(%answer, "scheduled date job"),
+            Err(error) => tracing::error!(%error, "scheduled date job failed"),
+        }
+        let now = clock::now_millis() as i64;
+        let local = now + offset_ms;
+        let next =
+            (local - after_midnight_ms).div_euclid(day_ms) * day_ms + day_ms + after_midnight_ms;
+        tokio::time::sleep(Duration::from_millis((next - local).max(1000) as u64)).await;
     }
 }

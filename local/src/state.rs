@@ -53,6 +53,7 @@ pub struct StackState {
     pub queues: Queues,
     pub keys: Keys,
     pub provisioning: Provisioning,
+    pub identity: Identity,
     /// Each function's environment, by function name (`authorizer`, a route prefix, `dispatcher` when
     /// some route is queued, `audit-writer`, `audit-digest`): what the CDK stack sets in Lambda, with
     /// this stack's values. Names of secrets only, never their values.
@@ -84,6 +85,18 @@ pub struct Keys {
     /// The symmetric key the routes generate the audit bodies' data keys under
     /// (`GATEWAY_AUDIT_BODY_KEY_ID`; `gateway-audit bodies` needs kms:Decrypt on it).
     pub audit_bodies: String,
+}
+
+/// Identity's own resources besides the pool.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Identity {
+    /// The DynamoDB table of revoked users the authorizer reads.
+    pub revocation_table: String,
+    /// The SES identity invitations come from.
+    pub mail_from: String,
+    /// Where moto lists what was sent (`ses.Message` entries of its model data).
+    pub mail_messages_url: String,
 }
 
 /// Bulk provisioning: HR files go into `bucket` (`incoming/` applies, `dry-run/` plans), encrypted with
@@ -252,6 +265,11 @@ mod tests {
                 bucket: "p".into(),
                 reports_bucket: "r".into(),
                 recipient: "age1x".into(),
+            },
+            identity: Identity {
+                revocation_table: "t".into(),
+                mail_from: "m@example.com".into(),
+                mail_messages_url: "http://127.0.0.1:1/moto-api/data.json".into(),
             },
             functions: BTreeMap::from([(
                 "audit-writer".to_string(),

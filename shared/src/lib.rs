@@ -16,14 +16,17 @@
 pub mod audit;
 pub mod auth;
 pub mod config;
+pub mod directory;
 pub mod error;
 pub mod eventstream;
 pub mod headers;
+pub mod mail;
 pub mod paths;
 pub mod providers;
 pub mod provisioning;
 pub mod proxy;
 pub mod request_event;
+pub mod revocation;
 pub mod scopes;
 pub mod secrets;
 pub mod telemetry;

@@ -60,6 +60,20 @@ pub enum Decision {
     Deny { reason: String },
 }
 
+/// The admin API's route prefix (its own REST API; locally beside the provider routes).
+pub const ADMIN_ROUTE: &str = "admin";
+
+/// The path under the admin route (`/admin/users/1` -> `/users/1`), or None for other paths.
+pub fn admin_path(path: &str) -> Option<&str> {
+    let rest = path.strip_prefix('/')?.strip_prefix(ADMIN_ROUTE)?;
+    (rest.is_empty() || rest.starts_with('/')).then_some(rest)
+}
+
+/// Changing users through the admin API.
+pub const ADMIN_WRITE_SCOPE: &str = "admin:users";
+/// Reading users through the admin API.
+pub const ADMIN_READ_SCOPE: &str = "admin:users:read";
+
 #[derive(Debug)]
 pub struct Policy {
     parent: HashMap<String, String>,
@@ -186,6 +200,38 @@ impl Policy {
             .get(&provider)?
             .get(operation)
             .map(String::as_str)
+    }
+
+    /// The admin API's rule, the same in the authorizer and in the admin API: reading (GET, HEAD)
+    /// needs [`ADMIN_READ_SCOPE`] (which [`ADMIN_WRITE_SCOPE`] includes), anything else
+    /// [`ADMIN_WRITE_SCOPE`].
+    pub fn decide_admin<'a>(
+        &self,
+        method: &str,
+        granted: impl IntoIterator<Item = &'a str> + Clone,
+    ) -> Decision {
+        let required = if matches!(method, "GET" | "HEAD") {
+            ADMIN_READ_SCOPE
+        } else {
+            ADMIN_WRITE_SCOPE
+        };
+        if !self.known.contains(required) {
+            return Decision::Deny {
+                reason: format!(
+                    "the scope policy defines no scope '{required}': the admin API is closed"
+                ),
+            };
+        }
+        if !self.permits(granted, required) {
+            return Decision::Deny {
+                reason: format!(
+                    "scope '{required}' is required for {method} on /admin, and your account does not hold it"
+                ),
+            };
+        }
+        Decision::Allow {
+            required_scope: required.to_string(),
+        }
     }
 
     /// Whether holding `granted` covers `required`: the scope itself or any ancestor of it.

@@ -25,6 +25,7 @@ use gateway_shared::audit::{
 };
 use gateway_shared::auth::{extract_credential, AuthContext, IssuerConfig, Verifier};
 use gateway_shared::config::{self, ConfigError, Settings};
+use gateway_shared::revocation::{RevocationCache, Revocations};
 use gateway_shared::scopes::{BodyModel, Decision, Policy};
 use gateway_shared::secrets::SecretCache;
 use gateway_shared::Provider;
@@ -43,12 +44,22 @@ pub struct AuthorizerConfig {
     pub issuers: Vec<IssuerConfig>,
     pub usage_keys_secret_id: Option<String>,
     pub policy_file: Option<String>,
+    /// The DynamoDB table of revoked users (disabled, signed out).
+    pub revocation_table: String,
+    /// How long a user's revocation record is trusted: the staleness bound of a revocation.
+    pub revocation_cache: Duration,
 }
+
+/// The default staleness bound of a revocation; environments set theirs (config/gateway.json).
+pub const DEFAULT_REVOCATION_CACHE: Duration = Duration::from_secs(30);
+/// Above this a disabled user's tokens would keep working for too long to call it revocation.
+const MAX_REVOCATION_CACHE: Duration = Duration::from_secs(300);
 
 impl AuthorizerConfig {
     /// `COGNITO_USER_POOL_ID`, `COGNITO_APP_CLIENT_IDS` (comma-separated), `COGNITO_REGION` (default
     /// `AWS_REGION`), `COGNITO_JWKS_URL` (default the pool's public JWKS), `GATEWAY_USAGE_KEYS_SECRET_ID`
-    /// (optional: JSON `{department: api key value}`), `GATEWAY_SCOPE_POLICY_FILE` (optional).
+    /// (optional: JSON `{department: api key value}`), `GATEWAY_SCOPE_POLICY_FILE` (optional),
+    /// `GATEWAY_REVOCATION_TABLE` (required), `GATEWAY_REVOCATION_CACHE_SECS` (30, at most 300).
     pub fn from_settings(settings: &dyn Settings) -> Result<Self, ConfigError> {
         let pool = config::required(settings, "COGNITO_USER_POOL_ID")?;
         let region = settings
@@ -71,10 +82,27 @@ impl AuthorizerConfig {
             .get("COGNITO_JWKS_URL")
             .map(|u| config::base_url("COGNITO_JWKS_URL", u))
             .transpose()?;
+        let revocation_cache = config::duration_secs(
+            settings,
+            "GATEWAY_REVOCATION_CACHE_SECS",
+            DEFAULT_REVOCATION_CACHE,
+        )?;
+        if revocation_cache > MAX_REVOCATION_CACHE || revocation_cache.is_zero() {
+            return Err(ConfigError::Invalid {
+                name: "GATEWAY_REVOCATION_CACHE_SECS",
+                reason: format!(
+                    "{} s: between 1 and {} s (a revoked token works at most this long)",
+                    revocation_cache.as_secs(),
+                    MAX_REVOCATION_CACHE.as_secs()
+                ),
+            });
+        }
         Ok(AuthorizerConfig {
             issuers: vec![IssuerConfig::cognito(&region, &pool, jwks_url, client_ids)],
             usage_keys_secret_id: settings.get("GATEWAY_USAGE_KEYS_SECRET_ID"),
             policy_file: settings.get("GATEWAY_SCOPE_POLICY_FILE"),
+            revocation_table: config::required(settings, "GATEWAY_REVOCATION_TABLE")?,
+            revocation_cache,
         })
     }
 }
@@ -84,6 +112,8 @@ pub struct State {
     policy: Arc<Policy>,
     usage_keys: Option<UsageKeys>,
     audit: Arc<dyn AuditSink>,
+    /// None only in tests without a table.
+    revocations: Option<RevocationCache>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -120,7 +150,14 @@ impl State {
             policy,
             usage_keys,
             audit,
+            revocations: None,
         }
+    }
+
+    /// Refuses the tokens of disabled and signed-out users, as the table says within the cache's ttl.
+    pub fn with_revocations(mut self, revocations: RevocationCache) -> Self {
+        self.revocations = Some(revocations);
+        self
     }
 
     pub async fn from_config(
@@ -149,7 +186,11 @@ impl State {
                 Duration::from_secs(300),
             ))
         });
-        Ok(State::new(verifier, policy, usage_keys, audit))
+        let revocations = RevocationCache::new(
+            Revocations::new(aws_sdk_dynamodb::Client::new(sdk), config.revocation_table),
+            config.revocation_cache,
+        );
+        Ok(State::new(verifier, policy, usage_keys, audit).with_revocations(revocations))
     }
 }
 
@@ -230,6 +271,35 @@ pub async fn handle(state: &State, request: Request) -> Result<Response, Authori
         }
     };
 
+    if let Some(revocations) = &state.revocations {
+        match revocations.get(&token.subject).await {
+            Ok(record) => {
+                if let Some(why) = record.and_then(|r| r.refusal(token.issued_at)) {
+                    tracing::info!(request_id, subject = %token.subject, why, decision = "unauthorized", "token revoked");
+                    event.reason = Some(why.to_string());
+                    event.principal = Some(Principal {
+                        subject: token.subject.clone(),
+                        username: token.username.clone(),
+                        client_id: token.client_id.clone(),
+                        auth_method: Some(token.auth_method.clone()),
+                        department: None,
+                    });
+                    state.audit.record(event);
+                    return Err(AuthorizerError::Unauthorized);
+                }
+            }
+            // Fails closed: a token that cannot be checked against revocations is not let through.
+            Err(error) => {
+                tracing::error!(request_id, %error, "revocations could not be read");
+                event.decision = AuditDecision::Error;
+                event.status = 500;
+                event.reason = Some(error.to_string());
+                state.audit.record(event);
+                return Err(AuthorizerError::Internal(error.to_string()));
+            }
+        }
+    }
+
     let scopes = state.policy.granted_scopes(
         token.scopes.iter().map(String::as_str),
         token.groups.iter().map(String::as_str),
@@ -248,7 +318,17 @@ pub async fn handle(state: &State, request: Request) -> Result<Response, Authori
 
     // The same grammar and the same policy the route applies again; the body (and a model named
     // there) is the route's to check.
+    let admin = gateway_shared::scopes::admin_path(&path).is_some();
     let decision = match Provider::from_path(&path) {
+        // The admin API: one rule by method; the admin API checks the same rule again.
+        _ if admin => match request.http_method.as_ref() {
+            None => Decision::Deny {
+                reason: "the request has no method".into(),
+            },
+            Some(method) => state
+                .policy
+                .decide_admin(method.as_str(), principal.scopes.iter().map(String::as_str)),
+        },
         None => Decision::Deny {
             reason: format!("{path} is not a gateway route"),
         },
@@ -340,7 +420,9 @@ fn refusal_event(
         .get(http::header::USER_AGENT)
         .and_then(|v| v.to_str().ok())
         .map(str::to_string);
-    if let Some((provider, rest)) = Provider::from_path(path) {
+    if gateway_shared::scopes::admin_path(path).is_some() {
+        event.provider = Some(gateway_shared::scopes::ADMIN_ROUTE.to_string());
+    } else if let Some((provider, rest)) = Provider::from_path(path) {
         event.provider = Some(provider.route_prefix().to_string());
         let classified = request
             .http_method

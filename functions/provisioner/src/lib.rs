@@ -9,20 +9,20 @@
 
 pub mod config;
 pub mod decrypt;
-pub mod directory;
 pub mod report;
 
-use std::collections::BTreeSet;
+use std::collections::BTreeMap;
+use std::sync::Arc;
 
-use gateway_shared::provisioning::plan::{self, DirectoryUser};
-use gateway_shared::provisioning::rows::Date;
+use gateway_shared::audit::{AdminAction, AuditEvent, AuditSink};
+use gateway_shared::directory::{self, Directory};
+use gateway_shared::provisioning::plan::{self, DirectoryUser, PlannedRow};
 use gateway_shared::provisioning::{self as provisioning, Rejection};
 use serde::Deserialize;
 use serde_json::{json, Value};
 
 pub use config::{ProvisionerConfig, APPLY_PREFIX, DRY_RUN_PREFIX, REPORT_PREFIX};
 use decrypt::ProvisioningKey;
-use directory::Directory;
 use report::{Counts, Report};
 
 #[derive(Debug, thiserror::Error)]
@@ -42,6 +42,7 @@ pub struct Provisioner {
     s3: aws_sdk_s3::Client,
     directory: Directory,
     key: ProvisioningKey,
+    audit: Arc<dyn AuditSink>,
 }
 
 /// The EventBridge event S3 sends for a new object (the bucket has EventBridge notifications on).
@@ -87,6 +88,7 @@ impl Provisioner {
     pub async fn from_config(
         config: ProvisionerConfig,
         sdk: &aws_config::SdkConfig,
+        audit: Arc<dyn AuditSink>,
     ) -> Result<Self, ProvisionerError> {
         let secret = aws_sdk_secretsmanager::Client::new(sdk)
             .get_secret_value()
@@ -100,24 +102,12 @@ impl Provisioner {
             })?;
         let key = ProvisioningKey::parse(secret.secret_string().unwrap_or_default())
             .map_err(|e| ProvisionerError::Key(e.to_string()))?;
-        // Cognito's admin calls are rate limited per account (tens per second): a big file meets
-        // throttling, which the adaptive retry mode slows down for instead of failing rows.
-        let cognito = aws_sdk_cognitoidentityprovider::config::Builder::from(sdk)
-            .retry_config(
-                aws_config::retry::RetryConfig::adaptive()
-                    .with_max_attempts(8)
-                    .with_initial_backoff(std::time::Duration::from_millis(200)),
-            )
-            .build();
         Ok(Provisioner {
-            directory: Directory::new(
-                aws_sdk_cognitoidentityprovider::Client::from_conf(cognito),
-                config.user_pool_id.clone(),
-                config.department_group_prefix.clone(),
-            ),
+            directory: config.directory.directory(sdk),
             s3: aws_sdk_s3::Client::new(sdk),
             key,
             config,
+            audit,
         })
     }
 
@@ -150,7 +140,10 @@ impl Provisioner {
             tracing::info!(%key, "object outside incoming/ and dry-run/ ignored");
             return Ok(json!({"ignored": "outside incoming/ and dry-run/"}));
         };
-        let report = self.run(&key, dry_run, now_millis).await?;
+        let report = self.run(&key, dry_run, now_millis).await;
+        // What was applied is audited whether or not the run got to its end.
+        self.audit.send_now();
+        let report = report?;
         let report_key = self.store(&report, &key, now_millis).await?;
         tracing::info!(source = %key, report = %report_key, counts = ?report.counts, dry_run, "provisioning run");
         Ok(json!({"source": key, "report": report_key, "counts": report.counts}))
@@ -197,7 +190,7 @@ impl Provisioner {
         dry_run: bool,
         now_millis: u64,
     ) -> Result<Report, ProvisionerError> {
-        let today = Date::today(now_millis, self.config.utc_offset_minutes);
+        let today = self.config.directory.today(now_millis);
         let mut report = Report {
             source_key: key.to_string(),
             dry_run,
@@ -227,15 +220,16 @@ impl Provisioner {
         for rejection in &parsed.rejected {
             report.add_rejected(rejection);
         }
-        let departments: BTreeSet<&str> = self
-            .config
-            .departments
-            .values()
-            .map(String::as_str)
+        let departments = self.config.directory.department_ids();
+        let mut users: BTreeMap<String, DirectoryUser> = self
+            .directory
+            .users(departments.into_iter())
+            .await?
+            .into_iter()
+            .map(|(name, user)| (name, user.planning()))
             .collect();
-        let mut users = self.directory.users(departments.into_iter()).await?;
         for record in &parsed.records {
-            let Some(department) = self.config.departments.get(&record.department) else {
+            let Some(department) = self.config.directory.department(&record.department) else {
                 report.add_rejected(&Rejection {
                     line: record.line,
                     user_id: Some(record.user_id.clone()),
@@ -251,11 +245,14 @@ impl Provisioner {
             let failure = if dry_run {
                 None
             } else {
-                self.directory
-                    .apply(&planned)
+                let failure = self
+                    .directory
+                    .apply(&planned, now_millis / 1000)
                     .await
                     .err()
-                    .map(|e| e.to_string())
+                    .map(|e| e.to_string());
+                self.audit_row(&planned, key, now_millis, failure.as_deref());
+                failure
             };
             if failure.is_none() {
                 if let Some(after) = plan::after(&planned, existing.as_ref()) {
@@ -265,6 +262,26 @@ impl Provisioner {
             report.add_planned(&planned, failure);
         }
         Ok(report)
+    }
+
+    /// One audit event per applied row: the action, the user and the attribute names, never values.
+    fn audit_row(&self, row: &PlannedRow, source: &str, run: u64, failure: Option<&str>) {
+        let Some((action, changed)) = plan::action_of(row) else {
+            return;
+        };
+        let mut event = AuditEvent::admin(
+            &format!("provisioning-{run}"),
+            AdminAction {
+                actor: "provisioner".into(),
+                action: action.into(),
+                target: Some(row.user_id.clone()),
+                changed,
+                source: Some(source.to_string()),
+            },
+            if failure.is_some() { 500 } else { 200 },
+        );
+        event.reason = failure.map(str::to_string);
+        self.audit.record(event);
     }
 
     async fn store(

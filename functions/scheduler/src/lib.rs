@@ -5,12 +5,21 @@
 //!   i.e. queues under the reply prefix whose heartbeat tag is older than the idle limit. A live
 //!   environment whose queue was swept anyway makes a new one.
 //!
-//! Later jobs (provisioning dates, billing) join the [`Job`] enum.
+//! - `user-dates` (daily, just after midnight where HR dates are meant): keeps accounts in step with
+//!   their HR dates, by the rule provisioning applies (`plan::enabled_on`): disables (and signs out,
+//!   and revokes the tokens of) users whose end_date has passed, enables (and invites) users whose
+//!   start_date has come. Accounts provisioning does not manage (no start_date) are left alone.
+//!   Idempotent: a second run the same day finds nothing to change. Every change is audited.
+//!
+//! Billing's monthly job joins the [`Job`] enum with its rule.
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use gateway_shared::audit::{AdminAction, AuditEvent, AuditSink};
 use gateway_shared::config::{self, ConfigError, Settings};
+use gateway_shared::directory::{Directory, DirectorySettings};
+use gateway_shared::provisioning::plan;
 use gateway_shared::transport::queue::{sweep_reply_queues, MessageQueue};
 use serde::Deserialize;
 use serde_json::{json, Value};
@@ -27,11 +36,13 @@ const MIN_REPLY_IDLE: Duration = Duration::from_secs(600);
 pub struct SchedulerConfig {
     pub reply_prefix: String,
     pub reply_idle: Duration,
+    /// The user pool and its settings, for the date job (present when `COGNITO_USER_POOL_ID` is).
+    pub directory: Option<DirectorySettings>,
 }
 
 impl SchedulerConfig {
     /// `GATEWAY_REPLY_QUEUE_PREFIX` (`llm-gateway-reply-`), `GATEWAY_REPLY_QUEUE_IDLE_SECS` (3600, at
-    /// least 600).
+    /// least 600), and for the date job [`DirectorySettings`] (when `COGNITO_USER_POOL_ID` is set).
     pub fn from_settings(settings: &dyn Settings) -> Result<Self, ConfigError> {
         let reply_idle = config::duration_secs(
             settings,
@@ -57,9 +68,14 @@ impl SchedulerConfig {
                 reason: "too short: a sweep must not reach queues that are not reply queues".into(),
             });
         }
+        let directory = settings
+            .get("COGNITO_USER_POOL_ID")
+            .map(|_| DirectorySettings::from_settings(settings))
+            .transpose()?;
         Ok(SchedulerConfig {
             reply_prefix,
             reply_idle,
+            directory,
         })
     }
 }
@@ -69,6 +85,7 @@ impl SchedulerConfig {
 #[serde(rename_all = "kebab-case")]
 pub enum Job {
     SweepReplyQueues,
+    UserDates,
 }
 
 #[derive(Deserialize)]
@@ -79,24 +96,61 @@ struct JobEvent {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchedulerError {
-    #[error("the event names no known job ({0}); expected {{\"job\": \"sweep-reply-queues\"}}")]
+    #[error("the event names no known job ({0}); expected {{\"job\": \"sweep-reply-queues\"}} or {{\"job\": \"user-dates\"}}")]
     UnknownJob(String),
     #[error("sweeping reply queues failed: {0}")]
     Sweep(String),
+    #[error("the date job is not configured (COGNITO_USER_POOL_ID and the directory settings)")]
+    NoDirectory,
+    #[error("the date job: {0}")]
+    Directory(#[from] gateway_shared::directory::DirectoryError),
+    #[error("the date job could not change {} user(s): {}", .0.len(), .0.join("; "))]
+    Failed(Vec<String>),
+}
+
+/// What the date job needs: the directory, its settings, and where changes are audited.
+pub struct Users {
+    pub directory: Directory,
+    pub settings: DirectorySettings,
+    pub audit: Arc<dyn AuditSink>,
 }
 
 pub struct Scheduler {
     config: SchedulerConfig,
     sqs: Arc<dyn MessageQueue>,
+    users: Option<Users>,
 }
 
 impl Scheduler {
     pub fn new(config: SchedulerConfig, sqs: Arc<dyn MessageQueue>) -> Self {
-        Scheduler { config, sqs }
+        Scheduler {
+            config,
+            sqs,
+            users: None,
+        }
     }
 
-    /// Runs the job the event names; answers what it did.
-    pub async fn handle(&self, event: Value) -> Result<Value, SchedulerError> {
+    /// With the date job's directory (built from the configuration's directory settings).
+    pub fn with_users(mut self, sdk: &aws_config::SdkConfig, audit: Arc<dyn AuditSink>) -> Self {
+        self.users = self.config.directory.clone().map(|settings| Users {
+            directory: settings.directory(sdk),
+            settings,
+            audit,
+        });
+        self
+    }
+
+    /// Where HR dates are meant (minutes east of UTC), for the daily rule's time.
+    pub fn utc_offset_minutes(&self) -> i32 {
+        self.config
+            .directory
+            .as_ref()
+            .map(|d| d.utc_offset_minutes)
+            .unwrap_or(540)
+    }
+
+    /// Runs the job the event names at `now_millis`; answers what it did.
+    pub async fn handle(&self, event: Value, now_millis: u64) -> Result<Value, SchedulerError> {
         let job: JobEvent = serde_json::from_value(event.clone())
             .map_err(|e| SchedulerError::UnknownJob(format!("{e}")))?;
         match job.job {
@@ -111,7 +165,72 @@ impl Scheduler {
                 );
                 Ok(json!({"job": "sweep-reply-queues", "deleted": deleted}))
             }
+            Job::UserDates => self.user_dates(now_millis).await,
         }
+    }
+
+    /// Enables and disables accounts whose HR dates say so today.
+    pub async fn user_dates(&self, now_millis: u64) -> Result<Value, SchedulerError> {
+        let users = self.users.as_ref().ok_or(SchedulerError::NoDirectory)?;
+        let today = users.settings.today(now_millis);
+        let run = format!("user-dates-{now_millis}");
+        let (mut enabled, mut disabled, mut failed) = (Vec::new(), Vec::new(), Vec::new());
+        let all = users
+            .directory
+            .users(users.settings.department_ids().into_iter())
+            .await?;
+        for user in all.values() {
+            let Some((status, start, end)) = plan::lifecycle(&user.attributes) else {
+                continue;
+            };
+            let (wanted, why) = plan::enabled_on(status, start, end, today);
+            if wanted == user.enabled {
+                continue;
+            }
+            let result = users
+                .directory
+                .set_enabled(&user.username, wanted, now_millis / 1000)
+                .await;
+            let mut event = AuditEvent::admin(
+                &run,
+                AdminAction {
+                    actor: "scheduler".into(),
+                    action: if wanted {
+                        "users.enable"
+                    } else {
+                        "users.disable"
+                    }
+                    .into(),
+                    target: Some(user.username.clone()),
+                    changed: vec!["enabled".into()],
+                    source: Some("user-dates".into()),
+                },
+                if result.is_ok() { 200 } else { 500 },
+            );
+            match result {
+                Ok(()) => {
+                    event.reason = Some(why.into());
+                    if wanted {
+                        enabled.push(user.username.clone());
+                    } else {
+                        disabled.push(user.username.clone());
+                    }
+                }
+                Err(error) => {
+                    event.reason = Some(error.to_string());
+                    failed.push(format!("{}: {error}", user.username));
+                }
+            }
+            users.audit.record(event);
+        }
+        tracing::info!(job = "user-dates", %today, enabled = enabled.len(), disabled = disabled.len(), failed = failed.len(), "job done");
+        if !failed.is_empty() {
+            // The invocation fails: the rule retries (the job is idempotent) and the errors alarm fires.
+            return Err(SchedulerError::Failed(failed));
+        }
+        Ok(
+            json!({"job": "user-dates", "today": today.to_string(), "enabled": enabled, "disabled": disabled}),
+        )
     }
 
     /// The sweep with an explicit prefix and idle limit (the local stack's control endpoint narrows
@@ -190,11 +309,31 @@ mod tests {
             sqs.clone(),
         );
         let answer = scheduler
-            .handle(json!({"job": "sweep-reply-queues"}))
+            .handle(json!({"job": "sweep-reply-queues"}), 0)
             .await
             .unwrap();
         let deleted: Vec<String> = serde_json::from_value(answer["deleted"].clone()).unwrap();
         assert_eq!(deleted, [FakeQueue::url_of("llm-gateway-reply-gone")]);
+    }
+
+    #[tokio::test]
+    async fn the_date_job_refuses_to_run_without_a_directory() {
+        let scheduler = Scheduler::new(
+            SchedulerConfig::from_settings(&settings(&[])).unwrap(),
+            Arc::new(FakeQueue::default()),
+        );
+        let error = scheduler
+            .handle(json!({"job": "user-dates"}), 0)
+            .await
+            .unwrap_err();
+        assert!(matches!(error, SchedulerError::NoDirectory), "{error}");
+    }
+
+    #[test]
+    fn a_pool_without_the_directory_settings_is_a_configuration_error() {
+        let error = SchedulerConfig::from_settings(&settings(&[("COGNITO_USER_POOL_ID", "p")]))
+            .unwrap_err();
+        assert!(error.to_string().contains("GATEWAY_DEPARTMENTS"), "{error}");
     }
 
     #[tokio::test]
@@ -208,7 +347,7 @@ mod tests {
             json!({"job": "delete-everything"}),
             json!({"job": "sweep-reply-queues", "prefix": ""}),
         ] {
-            let error = scheduler.handle(event.clone()).await.unwrap_err();
+            let error = scheduler.handle(event.clone(), 0).await.unwrap_err();
             assert!(matches!(error, SchedulerError::UnknownJob(_)), "{event}");
         }
     }

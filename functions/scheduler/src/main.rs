@@ -8,17 +8,21 @@ use scheduler::{Scheduler, SchedulerConfig};
 #[tokio::main]
 async fn main() -> Result<(), lambda_runtime::Error> {
     gateway_shared::telemetry::init();
-    let config = SchedulerConfig::from_settings(&gateway_shared::config::Env)?;
+    let settings = gateway_shared::config::Env;
+    let config = SchedulerConfig::from_settings(&settings)?;
     let sdk = aws_config::load_defaults(aws_config::BehaviorVersion::latest()).await;
-    let scheduler = Scheduler::new(config, Arc::new(aws_sdk_sqs::Client::new(&sdk)));
-    let scheduler = &scheduler;
+    let audit = gateway_shared::audit::buffer_from_settings(&settings, &sdk);
+    let scheduler = Scheduler::new(config, Arc::new(aws_sdk_sqs::Client::new(&sdk)))
+        .with_users(&sdk, Arc::new(audit.clone()));
+    let (scheduler, audit) = (&scheduler, &audit);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {
             // An error fails the invocation: the rule's retry runs it again and the Errors metric alarms.
-            scheduler
-                .handle(event.payload)
-                .await
-                .map_err(lambda_runtime::Error::from)
+            let result = scheduler
+                .handle(event.payload, gateway_shared::audit::clock::now_millis())
+                .await;
+            audit.flush().await;
+            result.map_err(lambda_runtime::Error::from)
         },
     ))
     .await

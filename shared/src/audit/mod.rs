@@ -26,8 +26,9 @@ pub use bodies::{BodiesConfig, BodiesRef, CapturedBodies};
 pub use buffer::{AuditBuffer, Deliver, LogDelivery, SqsDelivery};
 pub use usage::{Usage, UsageScanner};
 
-/// 2: events carry `record` (authorized, accepted, final, incomplete).
-pub const SCHEMA_VERSION: u32 = 2;
+/// 2: events carry `record` (authorized, accepted, final, incomplete). 3: directory changes carry
+/// `admin` (who changed which user how).
+pub const SCHEMA_VERSION: u32 = 3;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -148,6 +149,44 @@ pub struct AuditEvent {
     /// SQS or a log), sizes only in Debug.
     #[serde(skip)]
     pub captured: Option<CapturedBodies>,
+    /// Directory changes (provisioning, the date job, the admin API): what was done to whom.
+    #[serde(default)]
+    pub admin: Option<AdminAction>,
+}
+
+/// One change to a user: by whom (`actor`: the function; the acting administrator is the event's
+/// principal), what, to whom, and which attributes; never the attributes' values or a password.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct AdminAction {
+    /// `admin-api`, `provisioner` or `scheduler`.
+    pub actor: String,
+    /// `users.create`, `users.update`, `users.disable`, ...
+    pub action: String,
+    /// The user_id changed (None for actions on no one user, such as an upload ticket).
+    pub target: Option<String>,
+    /// Names of the attributes written.
+    pub changed: Vec<String>,
+    /// What the change came from: the provisioning file's key, the job's name.
+    pub source: Option<String>,
+}
+
+impl AuditEvent {
+    /// The final event of one directory change, complete with `status`.
+    pub fn admin(request_id: &str, action: AdminAction, status: u16) -> AuditEvent {
+        let mut event = AuditEvent::new(request_id, Decision::Allow, status);
+        event.outcome = if status < 400 {
+            Outcome::Complete
+        } else {
+            Outcome::Refused
+        };
+        if status >= 400 {
+            event.decision = Decision::Error;
+        }
+        event.provider = Some("admin".into());
+        event.operation = Some(action.action.clone());
+        event.admin = Some(action);
+        event
+    }
 }
 
 impl AuditEvent {
@@ -197,6 +236,7 @@ impl AuditEvent {
             request_sha256: None,
             bodies: None,
             captured: None,
+            admin: None,
         }
     }
 }
@@ -261,7 +301,7 @@ mod tests {
         let json = serde_json::to_value(&event).unwrap();
         assert_eq!(json["decision"], "unauthorized");
         assert_eq!(json["outcome"], "refused");
-        assert_eq!(json["schema_version"], 2);
+        assert_eq!(json["schema_version"], 3);
         assert_eq!(json["record"], "final");
         let keys: Vec<&String> = json.as_object().unwrap().keys().collect();
         for forbidden in ["token", "headers", "authorization", "api_key"] {

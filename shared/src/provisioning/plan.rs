@@ -32,6 +32,14 @@ pub const CUSTOM_ATTRIBUTES: &[&str] = &[
     "status",
 ];
 
+/// Custom attributes the pool declares that provisioning never writes: the admin API sets them.
+pub const ADMIN_ATTRIBUTES: &[&str] = &["alias_id"];
+
+/// Every custom attribute the pool declares.
+pub fn pool_custom_attributes() -> impl Iterator<Item = &'static str> {
+    CUSTOM_ATTRIBUTES.iter().chain(ADMIN_ATTRIBUTES).copied()
+}
+
 /// The standard attributes provisioning writes besides its custom ones.
 pub const STANDARD_ATTRIBUTES: &[&str] = &["email", "email_verified", "name"];
 
@@ -75,16 +83,43 @@ pub struct PlannedRow {
 
 /// Whether a row's account should be enabled on `today`, and why.
 pub fn should_be_enabled(record: &UserRecord, today: Date) -> (bool, &'static str) {
-    if record.status == Status::Inactive {
+    enabled_on(record.status, record.start_date, record.end_date, today)
+}
+
+/// The one rule for whether an account is enabled on `today`, and why: provisioning applies it to a
+/// file's rows, the daily date job to the directory's attributes, the admin API to its edits.
+pub fn enabled_on(
+    status: Status,
+    start_date: Date,
+    end_date: Option<Date>,
+    today: Date,
+) -> (bool, &'static str) {
+    if status == Status::Inactive {
         return (false, "status inactive");
     }
-    if record.start_date > today {
+    if start_date > today {
         return (false, "start_date not reached: enabled on that day");
     }
-    if record.end_date.is_some_and(|end| end < today) {
+    if end_date.is_some_and(|end| end < today) {
         return (false, "end_date passed");
     }
     (true, "active")
+}
+
+/// The HR dates and status a provisioned account carries in its attributes; `None` for accounts
+/// provisioning does not manage (no `custom:start_date`: the bootstrap administrator, service users),
+/// which the date job leaves alone.
+pub fn lifecycle(attributes: &Attributes) -> Option<(Status, Date, Option<Date>)> {
+    let start = Date::parse(attributes.get("custom:start_date")?)?;
+    let end = match attributes.get("custom:end_date").map(String::as_str) {
+        None | Some("") => None,
+        Some(text) => Some(Date::parse(text)?),
+    };
+    let status = match attributes.get("custom:status").map(String::as_str) {
+        Some("inactive") => Status::Inactive,
+        _ => Status::Active,
+    };
+    Some((status, start, end))
 }
 
 /// The Cognito attributes a row sets. Dates are written ISO.
@@ -169,6 +204,46 @@ pub fn plan_row(
         user_id: record.user_id.clone(),
         change,
         why,
+    }
+}
+
+/// The audit action a planned row is (`users.create`, `users.disable`, ...) and the names of what it
+/// writes; `None` for an unchanged row.
+pub fn action_of(row: &PlannedRow) -> Option<(&'static str, Vec<String>)> {
+    match &row.change {
+        Change::Unchanged => None,
+        Change::Create {
+            attributes,
+            enabled,
+            ..
+        } => {
+            let mut changed: Vec<String> = attributes.keys().cloned().collect();
+            changed.push("department".into());
+            if !enabled {
+                changed.push("enabled".into());
+            }
+            Some(("users.create", changed))
+        }
+        Change::Update {
+            attributes,
+            move_department,
+            set_enabled,
+        } => {
+            let mut changed: Vec<String> = attributes.keys().cloned().collect();
+            if move_department.is_some() {
+                changed.push("department".into());
+            }
+            if set_enabled.is_some() {
+                changed.push("enabled".into());
+            }
+            let action = match set_enabled {
+                Some(false) => "users.disable",
+                Some(true) => "users.enable",
+                None if attributes.is_empty() => "users.move",
+                None => "users.update",
+            };
+            Some((action, changed))
+        }
     }
 }
 

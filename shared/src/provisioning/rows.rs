@@ -201,6 +201,15 @@ fn unsafe_cell(cell: &str) -> Option<&'static str> {
     None
 }
 
+/// Checks one user given as the Appendix 2 cells (in [`COLUMNS`] order) by the file's rules: the admin
+/// API's single-user writes go through the very checks a file's rows do. `line` names it in a rejection.
+pub fn check_cells(line: usize, cells: [&str; 9]) -> Result<UserRecord, Rejection> {
+    check(&Record {
+        line,
+        fields: cells.iter().map(|c| c.to_string()).collect(),
+    })
+}
+
 fn check(row: &Record) -> Result<UserRecord, Rejection> {
     let mut reasons = Vec::new();
     if row.fields.len() != COLUMNS.len() {

@@ -1,0 +1,979 @@
+//! The user admin API: one Lambda function behind the gateway's authorizer, one router
+//! (`schemas/admin-api.openapi.yaml` describes every route).
+//!
+//! The authorizer lets a request through only with the admin scope its method needs (reads
+//! `admin:users:read`, writes `admin:users`); this function checks the same rule again on the
+//! principal API Gateway hands over, so a misrouted request fails closed. Paths are matched segment
+//! by segment; a user id segment is the provisioning rules' user_id alphabet only, so no path can name
+//! one user and change another. Every change is audited with the acting administrator.
+
+pub mod files;
+pub mod users;
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use gateway_shared::audit::{AdminAction, AuditEvent, AuditSink, Principal};
+use gateway_shared::auth::AuthContext;
+use gateway_shared::config::{self, ConfigError, Settings};
+use gateway_shared::directory::{Directory, DirectoryError, DirectorySettings};
+use gateway_shared::provisioning::plan::{self, Change};
+use gateway_shared::scopes::{Decision, Policy};
+use lambda_http::{Body, Request, RequestExt, Response};
+use serde_json::{json, Value};
+
+use users::{Edit, NewUser, UserPatch};
+
+#[derive(Debug, Clone)]
+pub struct AdminConfig {
+    pub directory: DirectorySettings,
+    pub provisioning_bucket: String,
+    pub reports_bucket: String,
+    /// How long an upload URL stays valid.
+    pub upload_ttl: Duration,
+    pub policy_file: Option<String>,
+}
+
+impl AdminConfig {
+    /// [`DirectorySettings`], `GATEWAY_PROVISIONING_BUCKET`, `GATEWAY_REPORTS_BUCKET` (required),
+    /// `GATEWAY_UPLOAD_URL_TTL_SECS` (300, 60 to 3600), `GATEWAY_SCOPE_POLICY_FILE` (optional).
+    pub fn from_settings(settings: &dyn Settings) -> Result<Self, ConfigError> {
+        let upload_ttl = config::duration_secs(
+            settings,
+            "GATEWAY_UPLOAD_URL_TTL_SECS",
+            Duration::from_secs(300),
+        )?;
+        if !(60..=3600).contains(&upload_ttl.as_secs()) {
+            return Err(ConfigError::Invalid {
+                name: "GATEWAY_UPLOAD_URL_TTL_SECS",
+                reason: "between 60 and 3600 seconds".into(),
+            });
+        }
+        Ok(AdminConfig {
+            directory: DirectorySettings::from_settings(settings)?,
+            provisioning_bucket: config::required(settings, "GATEWAY_PROVISIONING_BUCKET")?,
+            reports_bucket: config::required(settings, "GATEWAY_REPORTS_BUCKET")?,
+            upload_ttl,
+            policy_file: settings.get("GATEWAY_SCOPE_POLICY_FILE"),
+        })
+    }
+}
+
+/// An answer that is not a success, in the admin error shape
+/// `{"error": {"code", "message", "details"?}}`.
+#[derive(Debug)]
+pub struct ApiError {
+    pub status: u16,
+    pub code: &'static str,
+    pub message: String,
+    /// (field, reason) pairs of a validation failure.
+    pub details: Vec<(String, String)>,
+}
+
+impl ApiError {
+    pub fn new(status: u16, code: &'static str, message: impl Into<String>) -> Self {
+        ApiError {
+            status,
+            code,
+            message: message.into(),
+            details: Vec::new(),
+        }
+    }
+
+    pub fn invalid(details: Vec<(String, String)>) -> Self {
+        let message = details
+            .iter()
+            .map(|(_, reason)| reason.as_str())
+            .collect::<Vec<_>>()
+            .join("; ");
+        ApiError {
+            status: 400,
+            code: "bad_request",
+            message,
+            details,
+        }
+    }
+
+    pub fn bad_request(message: impl Into<String>) -> Self {
+        ApiError::new(400, "bad_request", message)
+    }
+
+    fn not_found(message: impl Into<String>) -> Self {
+        ApiError::new(404, "not_found", message)
+    }
+
+    fn internal(error: impl std::fmt::Display) -> Self {
+        tracing::error!(%error, "admin request failed");
+        ApiError::new(
+            500,
+            "internal",
+            "the request could not be completed; try again",
+        )
+    }
+
+    pub fn body(&self) -> Value {
+        let mut error = json!({"code": self.code, "message": self.message});
+        if !self.details.is_empty() {
+            error["details"] = self
+                .details
+                .iter()
+                .map(|(field, reason)| json!({"field": field, "reason": reason}))
+                .collect();
+        }
+        json!({ "error": error })
+    }
+}
+
+impl From<DirectoryError> for ApiError {
+    fn from(error: DirectoryError) -> Self {
+        match error {
+            DirectoryError::NoSuchUser(user) => {
+                ApiError::not_found(format!("user {user} does not exist"))
+            }
+            DirectoryError::Exists(user) => {
+                ApiError::new(409, "conflict", format!("user {user} exists already"))
+            }
+            other => ApiError::internal(other),
+        }
+    }
+}
+
+/// The admin error body for an HTTP status the gateway itself answers (401, 403, 429, ...), as the
+/// admin API's gateway responses declare it.
+pub fn gateway_error_body(status: u16, message: &str) -> Value {
+    let code = match status {
+        400 => "bad_request",
+        401 => "unauthorized",
+        403 => "forbidden",
+        404 => "not_found",
+        413 => "payload_too_large",
+        415 => "unsupported_media_type",
+        429 => "throttled",
+        _ => "internal",
+    };
+    ApiError::new(status, code, message).body()
+}
+
+/// One answer: status, JSON or bytes, extra headers.
+pub struct Answer {
+    pub status: u16,
+    pub body: Vec<u8>,
+    pub content_type: &'static str,
+    pub headers: Vec<(&'static str, String)>,
+}
+
+impl Answer {
+    fn json(status: u16, body: Value) -> Answer {
+        Answer {
+            status,
+            body: body.to_string().into_bytes(),
+            content_type: "application/json",
+            headers: Vec::new(),
+        }
+    }
+
+    fn no_content() -> Answer {
+        Answer {
+            status: 204,
+            body: Vec::new(),
+            content_type: "application/json",
+            headers: Vec::new(),
+        }
+    }
+}
+
+pub struct AdminApi {
+    config: AdminConfig,
+    directory: Directory,
+    s3: aws_sdk_s3::Client,
+    policy: Arc<Policy>,
+    audit: Arc<dyn AuditSink>,
+}
+
+/// The routes, by method and path segments below `/admin`.
+enum Route<'a> {
+    Health,
+    ListUsers,
+    CreateUser,
+    Download,
+    Upload,
+    SyncStatus,
+    GetUser(&'a str),
+    PatchUser(&'a str),
+    DeleteUser(&'a str),
+    Disable(&'a str),
+    Enable(&'a str),
+    PasswordReset(&'a str),
+    SignOut(&'a str),
+}
+
+/// A user id in a path: the provisioning rules' user_id alphabet, at most 32 characters, and not a
+/// dot segment.
+fn user_segment(segment: &str) -> Option<&str> {
+    let ok = !segment.is_empty()
+        && segment.len() <= gateway_shared::provisioning::rows::MAX_USER_ID_CHARS
+        && segment
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
+        && !segment.bytes().all(|b| b == b'.');
+    ok.then_some(segment)
+}
+
+fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, ApiError> {
+    let segments: Vec<&str> = path.strip_prefix('/').unwrap_or(path).split('/').collect();
+    let not_found = || ApiError::not_found(format!("no admin route {method} {path}"));
+    let wrong_method = || {
+        ApiError::new(
+            405,
+            "method_not_allowed",
+            format!("{method} is not allowed on {path}"),
+        )
+    };
+    let route = match segments[..] {
+        ["system", "health"] => match method {
+            "GET" => Route::Health,
+            _ => return Err(wrong_method()),
+        },
+        ["users"] => match method {
+            "GET" => Route::ListUsers,
+            "POST" => Route::CreateUser,
+            _ => return Err(wrong_method()),
+        },
+        ["users", "csv", "download"] => match method {
+            "GET" => Route::Download,
+            _ => return Err(wrong_method()),
+        },
+        ["users", "csv", "upload"] => match method {
+            "POST" => Route::Upload,
+            _ => return Err(wrong_method()),
+        },
+        ["users", "sync", "status"] => match method {
+            "GET" => Route::SyncStatus,
+            _ => return Err(wrong_method()),
+        },
+        ["users", id] => {
+            let id = user_segment(id).ok_or_else(not_found)?;
+            match method {
+                "GET" => Route::GetUser(id),
+                "PATCH" => Route::PatchUser(id),
+                "DELETE" => Route::DeleteUser(id),
+                _ => return Err(wrong_method()),
+            }
+        }
+        ["users", id, action] => {
+            let id = user_segment(id).ok_or_else(not_found)?;
+            match (method, action) {
+                ("PUT", "disable") => Route::Disable(id),
+                ("PUT", "enable") => Route::Enable(id),
+                ("POST", "password-reset") => Route::PasswordReset(id),
+                ("POST", "sign-out") => Route::SignOut(id),
+                (_, "disable" | "enable" | "password-reset" | "sign-out") => {
+                    return Err(wrong_method())
+                }
+                _ => return Err(not_found()),
+            }
+        }
+        _ => return Err(not_found()),
+    };
+    Ok(route)
+}
+
+/// What one request is about, for its audit event.
+struct Call<'a> {
+    request_id: String,
+    principal: &'a AuthContext,
+    source_ip: Option<String>,
+    user_agent: Option<String>,
+}
+
+impl AdminApi {
+    pub fn new(
+        config: AdminConfig,
+        sdk: &aws_config::SdkConfig,
+        audit: Arc<dyn AuditSink>,
+    ) -> Result<Self, ConfigError> {
+        let policy = Arc::new(gateway_shared::proxy::load_policy(
+            config.policy_file.as_deref(),
+        )?);
+        Ok(AdminApi {
+            directory: config.directory.directory(sdk),
+            s3: aws_sdk_s3::Client::new(sdk),
+            policy,
+            audit,
+            config,
+        })
+    }
+
+    /// One request as Lambda (or the local stack) hands it over from API Gateway.
+    pub async fn handle(&self, request: Request) -> Response<Body> {
+        let request_id = request
+            .lambda_context_ref()
+            .map(|c| c.request_id.clone())
+            .filter(|id| !id.is_empty())
+            .or_else(|| request_context_id(&request))
+            .unwrap_or_else(|| uuid::Uuid::new_v4().to_string());
+        let answer = match self.answer(&request, &request_id).await {
+            Ok(answer) => answer,
+            Err(error) => Answer::json(error.status, error.body()),
+        };
+        let mut response = Response::builder()
+            .status(answer.status)
+            .header(http::header::CONTENT_TYPE, answer.content_type)
+            .header("x-gateway-request-id", &request_id)
+            .header(http::header::CACHE_CONTROL, "no-store");
+        for (name, value) in &answer.headers {
+            response = response.header(*name, value);
+        }
+        let body = if answer.body.is_empty() {
+            Body::Empty
+        } else {
+            Body::Binary(answer.body)
+        };
+        response.body(body).unwrap_or_else(|_| {
+            let mut fallback = Response::new(Body::Empty);
+            *fallback.status_mut() = http::StatusCode::INTERNAL_SERVER_ERROR;
+            fallback
+        })
+    }
+
+    async fn answer(&self, request: &Request, request_id: &str) -> Result<Answer, ApiError> {
+        let fields = authorizer_fields(request);
+        let principal = AuthContext::from_fields(&fields)
+            .ok_or_else(|| ApiError::new(401, "unauthorized", "Unauthorized"))?;
+        let method = request.method().as_str();
+        if let Decision::Deny { reason } = self
+            .policy
+            .decide_admin(method, principal.scopes.iter().map(String::as_str))
+        {
+            return Err(ApiError::new(
+                403,
+                "forbidden",
+                format!("Forbidden: {reason}"),
+            ));
+        }
+        // The `{proxy+}` value is the path below the admin route whatever stage or base path the
+        // client's URL had (the authorizer decided on the same request).
+        let proxy = request
+            .path_parameters_ref()
+            .and_then(|p| p.first("proxy"))
+            .unwrap_or_default()
+            .to_string();
+        let path = format!("/{proxy}");
+        let path = path.as_str();
+        let call = Call {
+            request_id: request_id.to_string(),
+            principal: &principal,
+            source_ip: request.request_context_ref().and_then(|c| match c {
+                lambda_http::request::RequestContext::ApiGatewayV1(c) => {
+                    c.identity.source_ip.clone()
+                }
+                _ => None,
+            }),
+            user_agent: request
+                .headers()
+                .get(http::header::USER_AGENT)
+                .and_then(|v| v.to_str().ok())
+                .map(str::to_string),
+        };
+        let parameters = request.query_string_parameters();
+        let query: std::collections::HashMap<String, String> = parameters
+            .iter()
+            .map(|(name, value)| (name.to_string(), value.to_string()))
+            .collect();
+        let query = |name: &str| query.get(name).cloned();
+        let now = gateway_shared::audit::clock::now_millis();
+        match route(method, path)? {
+            Route::Health => self.health().await,
+            Route::ListUsers => self.list(query).await,
+            Route::CreateUser => self.create(&call, json_body(request)?, now).await,
+            Route::GetUser(id) => Ok(Answer::json(
+                200,
+                users::user_json(&self.directory.user(id).await?),
+            )),
+            Route::PatchUser(id) => self.patch(&call, id, json_body(request)?, now).await,
+            Route::DeleteUser(id) => {
+                let result = self.directory.delete(id, now / 1000).await;
+                self.audited(
+                    &call,
+                    "users.delete",
+                    Some(id),
+                    vec![],
+                    result.map(|()| Answer::no_content()),
+                )
+            }
+            Route::Disable(id) => self.set_enabled(&call, id, false, now).await,
+            Route::Enable(id) => self.set_enabled(&call, id, true, now).await,
+            Route::PasswordReset(id) => {
+                let result = self.directory.reset_password(id, now / 1000).await;
+                let result = match result {
+                    Ok(()) => Ok(Answer::json(
+                        200,
+                        users::user_json(&self.directory.user(id).await?),
+                    )),
+                    Err(e) => Err(e),
+                };
+                self.audited(
+                    &call,
+                    "users.password-reset",
+                    Some(id),
+                    vec!["password".into()],
+                    result,
+                )
+            }
+            Route::SignOut(id) => {
+                let result = self.directory.sign_out(id, now / 1000).await.map(|before| {
+                    Answer::json(
+                        200,
+                        json!({
+                            "user_id": id,
+                            "revoked_before": gateway_shared::audit::clock::rfc3339_from_millis(before * 1000),
+                        }),
+                    )
+                });
+                self.audited(&call, "users.sign-out", Some(id), vec![], result)
+            }
+            Route::Download => files::download(self, query("encoding").as_deref()).await,
+            Route::Upload => {
+                let body = if request.body().is_empty() {
+                    json!({})
+                } else {
+                    json_body(request)?
+                };
+                let answer = files::upload(self, body, now).await?;
+                self.record(&call, "users.csv-upload", None, vec![], 201, None);
+                Ok(answer)
+            }
+            Route::SyncStatus => files::sync_status(self, query("limit").as_deref()).await,
+        }
+    }
+
+    /// Records the change's audit event and turns a directory failure into its answer.
+    fn audited(
+        &self,
+        call: &Call<'_>,
+        action: &str,
+        target: Option<&str>,
+        changed: Vec<String>,
+        result: Result<Answer, DirectoryError>,
+    ) -> Result<Answer, ApiError> {
+        match result {
+            Ok(answer) => {
+                self.record(call, action, target, changed, answer.status, None);
+                Ok(answer)
+            }
+            Err(error) => {
+                let error = ApiError::from(error);
+                self.record(
+                    call,
+                    action,
+                    target,
+                    changed,
+                    error.status,
+                    Some(&error.message),
+                );
+                Err(error)
+            }
+        }
+    }
+
+    fn record(
+        &self,
+        call: &Call<'_>,
+        action: &str,
+        target: Option<&str>,
+        changed: Vec<String>,
+        status: u16,
+        reason: Option<&str>,
+    ) {
+        let mut event = AuditEvent::admin(
+            &call.request_id,
+            AdminAction {
+                actor: "admin-api".into(),
+                action: action.into(),
+                target: target.map(str::to_string),
+                changed,
+                source: None,
+            },
+            status,
+        );
+        event.principal = Some(Principal::from(call.principal));
+        event.credential_source = call.principal.credential_source.clone();
+        event.source_ip = call.source_ip.clone();
+        event.user_agent = call.user_agent.clone();
+        event.reason = reason.map(str::to_string);
+        self.audit.record(event);
+    }
+
+    async fn health(&self) -> Result<Answer, ApiError> {
+        let (directory, revocations) =
+            tokio::join!(self.directory.check(), self.directory.revocations().check());
+        let verdict = |r: Result<(), String>| match r {
+            Ok(()) => "ok".to_string(),
+            Err(e) => {
+                tracing::error!(error = %e, "health check failed");
+                "unavailable".to_string()
+            }
+        };
+        let directory = verdict(directory.map_err(|e| e.to_string()));
+        let revocations = verdict(revocations.map_err(|e| e.to_string()));
+        let ok = directory == "ok" && revocations == "ok";
+        Ok(Answer::json(
+            if ok { 200 } else { 503 },
+            json!({
+                "status": if ok { "ok" } else { "degraded" },
+                "checks": {"directory": directory, "revocations": revocations},
+                "time": gateway_shared::audit::clock::rfc3339_now(),
+            }),
+        ))
+    }
+
+    async fn list(&self, query: impl Fn(&str) -> Option<String>) -> Result<Answer, ApiError> {
+        let limit = match query("limit") {
+            None => 50,
+            Some(v) => v
+                .parse::<usize>()
+                .ok()
+                .filter(|n| (1..=100).contains(n))
+                .ok_or_else(|| {
+                    ApiError::invalid(vec![(
+                        "limit".into(),
+                        "limit is a number from 1 to 100".into(),
+                    )])
+                })?,
+        };
+        let department = query("department");
+        if let Some(d) = &department {
+            if !self.config.directory.department_ids().contains(d.as_str()) {
+                return Err(ApiError::invalid(vec![(
+                    "department".into(),
+                    format!("department {d:?} is not a configured department id"),
+                )]));
+            }
+        }
+        const STATUSES: [&str; 9] = [
+            "UNCONFIRMED",
+            "CONFIRMED",
+            "FORCE_CHANGE_PASSWORD",
+            "RESET_REQUIRED",
+            "EMAIL_VERIFY_REQUIRED",
+            "ARCHIVED",
+            "COMPROMISED",
+            "EXTERNAL_PROVIDER",
+            "UNKNOWN",
+        ];
+        let status = query("status");
+        if let Some(s) = &status {
+            if !STATUSES.contains(&s.as_str()) {
+                return Err(ApiError::invalid(vec![(
+                    "status".into(),
+                    format!("status is one of {}", STATUSES.join(", ")),
+                )]));
+            }
+        }
+        let enabled = match query("enabled").as_deref() {
+            None => None,
+            Some("true") => Some(true),
+            Some("false") => Some(false),
+            Some(_) => {
+                return Err(ApiError::invalid(vec![(
+                    "enabled".into(),
+                    "enabled is true or false".into(),
+                )]))
+            }
+        };
+        let name = query("name").map(|n| n.to_lowercase());
+        let after = match query("cursor") {
+            None => None,
+            Some(cursor) => Some(decode_cursor(&cursor).ok_or_else(|| {
+                ApiError::invalid(vec![(
+                    "cursor".into(),
+                    "cursor is not one this API gave".into(),
+                )])
+            })?),
+        };
+        let all = self
+            .directory
+            .users(self.config.directory.department_ids().into_iter())
+            .await?;
+        let mut matching = all
+            .values()
+            .filter(|u| {
+                after
+                    .as_deref()
+                    .is_none_or(|after| u.username.as_str() > after)
+            })
+            .filter(|u| department.is_none() || u.department == department)
+            .filter(|u| status.as_deref().is_none_or(|s| u.status() == s))
+            .filter(|u| enabled.is_none_or(|e| u.enabled == e))
+            .filter(|u| {
+                name.as_deref().is_none_or(|needle| {
+                    [
+                        Some(&u.username),
+                        u.attributes.get("name"),
+                        u.attributes.get("custom:alias_id"),
+                    ]
+                    .into_iter()
+                    .flatten()
+                    .any(|text| text.to_lowercase().contains(needle))
+                })
+            });
+        let page: Vec<Value> = matching
+            .by_ref()
+            .take(limit)
+            .map(users::user_json)
+            .collect();
+        let next_cursor = match matching.next() {
+            Some(_) => page
+                .last()
+                .and_then(|u| u["user_id"].as_str())
+                .map(encode_cursor),
+            None => None,
+        };
+        Ok(Answer::json(
+            200,
+            json!({"users": page, "next_cursor": next_cursor}),
+        ))
+    }
+
+    async fn create(&self, call: &Call<'_>, body: Value, now: u64) -> Result<Answer, ApiError> {
+        let new: NewUser = serde_json::from_value(body)
+            .map_err(|e| ApiError::bad_request(format!("the body is not a user: {e}")))?;
+        let record = users::check(&new.cells())?;
+        if let Some(alias) = &new.alias_id {
+            users::check_alias(alias)?;
+        }
+        let department = self.department(&record.department)?;
+        match self.directory.user(&record.user_id).await {
+            Ok(_) => {
+                return Err(ApiError::new(
+                    409,
+                    "conflict",
+                    format!("user {} exists already", record.user_id),
+                ))
+            }
+            Err(DirectoryError::NoSuchUser(_)) => {}
+            Err(other) => return Err(other.into()),
+        }
+        let today = self.config.directory.today(now);
+        let planned = plan::plan_row(&record, &department, None, today);
+        let Change::Create {
+            mut attributes,
+            enabled,
+            ..
+        } = planned.change
+        else {
+            return Err(ApiError::internal("a new user planned as a change"));
+        };
+        if let Some(alias) = &new.alias_id {
+            attributes.insert("custom:alias_id".into(), alias.clone());
+        }
+        let changed: Vec<String> = attributes.keys().cloned().collect();
+        let result = self
+            .directory
+            .create(
+                &record.user_id,
+                &attributes,
+                &department,
+                enabled,
+                now / 1000,
+            )
+            .await;
+        let result = match result {
+            Ok(()) => {
+                let user = self.directory.user(&record.user_id).await?;
+                let mut answer = Answer::json(201, users::user_json(&user));
+                answer
+                    .headers
+                    .push(("location", format!("/admin/users/{}", record.user_id)));
+                Ok(answer)
+            }
+            Err(e) => Err(e),
+        };
+        self.audited(call, "users.create", Some(&record.user_id), changed, result)
+    }
+
+    async fn patch(
+        &self,
+        call: &Call<'_>,
+        id: &str,
+        body: Value,
+        now: u64,
+    ) -> Result<Answer, ApiError> {
+        let patch: UserPatch = serde_json::from_value(body)
+            .map_err(|e| ApiError::bad_request(format!("the body is not a user patch: {e}")))?;
+        if patch.is_empty() {
+            return Err(ApiError::bad_request(
+                "the patch changes nothing: name at least one field",
+            ));
+        }
+        let user = self.directory.user(id).await?;
+        let cells = patch.apply(users::current_cells(&user))?;
+        let record = users::check(&cells)?;
+        let department = self.department(&record.department)?;
+        let today = self.config.directory.today(now);
+        let before = user.planning();
+        let mut planned = plan::plan_row(&record, &department, Some(&before), today);
+        let email_changed =
+            record.email != user.attributes.get("email").cloned().unwrap_or_default();
+        let mut changed = Vec::new();
+        if let Change::Update {
+            attributes,
+            move_department,
+            set_enabled,
+        } = &mut planned.change
+        {
+            if email_changed {
+                // A new address is unverified until its owner confirms it (EMAIL_VERIFY_REQUIRED).
+                attributes.insert("email_verified".into(), "false".into());
+            }
+            changed = attributes.keys().cloned().collect();
+            if move_department.is_some() {
+                changed.push("department".into());
+            }
+            if set_enabled.is_some() {
+                changed.push("enabled".into());
+            }
+        }
+        let mut result = self.directory.apply(&planned, now / 1000).await;
+        match &patch.alias_id {
+            Edit::Keep => {}
+            Edit::Set(alias) => {
+                users::check_alias(alias)?;
+                if result.is_ok() {
+                    result = self
+                        .directory
+                        .update_attributes(
+                            id,
+                            &[("custom:alias_id".to_string(), alias.clone())].into(),
+                        )
+                        .await;
+                }
+                changed.push("custom:alias_id".into());
+            }
+            Edit::Clear => {
+                if result.is_ok() {
+                    result = self
+                        .directory
+                        .update_attributes(
+                            id,
+                            &[("custom:alias_id".to_string(), String::new())].into(),
+                        )
+                        .await;
+                }
+                changed.push("custom:alias_id".into());
+            }
+        }
+        let result = match result {
+            Ok(()) => Ok(Answer::json(
+                200,
+                users::user_json(&self.directory.user(id).await?),
+            )),
+            Err(e) => Err(e),
+        };
+        self.audited(call, "users.update", Some(id), changed, result)
+    }
+
+    /// Disable and enable set the HR status too, so the daily date job keeps the administrator's
+    /// decision instead of undoing it at midnight.
+    async fn set_enabled(
+        &self,
+        call: &Call<'_>,
+        id: &str,
+        enabled: bool,
+        now: u64,
+    ) -> Result<Answer, ApiError> {
+        let user = self.directory.user(id).await?;
+        if enabled {
+            if let Some((_, start, end)) = plan::lifecycle(&user.attributes) {
+                let today = self.config.directory.today(now);
+                let (would, why) = plan::enabled_on(
+                    gateway_shared::provisioning::Status::Active,
+                    start,
+                    end,
+                    today,
+                );
+                if !would {
+                    return Err(ApiError::new(
+                        409,
+                        "conflict",
+                        format!(
+                            "user {id} cannot be enabled today ({why}); change the dates first"
+                        ),
+                    ));
+                }
+            }
+        }
+        let action = if enabled {
+            "users.enable"
+        } else {
+            "users.disable"
+        };
+        let status = if enabled { "active" } else { "inactive" };
+        let mut result = Ok(());
+        if plan::lifecycle(&user.attributes).is_some() {
+            result = self
+                .directory
+                .update_attributes(
+                    id,
+                    &[("custom:status".to_string(), status.to_string())].into(),
+                )
+                .await;
+        }
+        if result.is_ok() && user.enabled != enabled {
+            result = self.directory.set_enabled(id, enabled, now / 1000).await;
+        }
+        let result = match result {
+            Ok(()) => Ok(Answer::json(
+                200,
+                users::user_json(&self.directory.user(id).await?),
+            )),
+            Err(e) => Err(e),
+        };
+        self.audited(
+            call,
+            action,
+            Some(id),
+            vec!["enabled".into(), "custom:status".into()],
+            result,
+        )
+    }
+
+    fn department(&self, name: &str) -> Result<String, ApiError> {
+        self.config
+            .directory
+            .department(name)
+            .map(str::to_string)
+            .ok_or_else(|| {
+                ApiError::invalid(vec![(
+                    "department".into(),
+                    format!("department {name:?} is not configured"),
+                )])
+            })
+    }
+}
+
+fn json_body(request: &Request) -> Result<Value, ApiError> {
+    let is_json = request
+        .headers()
+        .get(http::header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_none_or(|ct| {
+            ct.split(';')
+                .next()
+                .is_some_and(|t| t.trim().eq_ignore_ascii_case("application/json"))
+        });
+    if !is_json {
+        return Err(ApiError::new(
+            415,
+            "unsupported_media_type",
+            "the body must be application/json",
+        ));
+    }
+    let body: &[u8] = request.body().as_ref();
+    let value: Value = serde_json::from_slice(body)
+        .map_err(|e| ApiError::bad_request(format!("the body is not JSON: {e}")))?;
+    if !value.is_object() {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    }
+    Ok(value)
+}
+
+fn authorizer_fields(request: &Request) -> std::collections::HashMap<String, Value> {
+    match request.request_context_ref() {
+        Some(lambda_http::request::RequestContext::ApiGatewayV1(context)) => context
+            .authorizer
+            .fields
+            .iter()
+            .map(|(k, v)| (k.clone(), v.clone()))
+            .collect(),
+        _ => Default::default(),
+    }
+}
+
+fn request_context_id(request: &Request) -> Option<String> {
+    match request.request_context_ref() {
+        Some(lambda_http::request::RequestContext::ApiGatewayV1(context)) => {
+            context.request_id.clone()
+        }
+        _ => None,
+    }
+}
+
+fn encode_cursor(user_id: &str) -> String {
+    use base64::Engine;
+    base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(user_id)
+}
+
+fn decode_cursor(cursor: &str) -> Option<String> {
+    use base64::Engine;
+    let bytes = base64::engine::general_purpose::URL_SAFE_NO_PAD
+        .decode(cursor)
+        .ok()?;
+    let text = String::from_utf8(bytes).ok()?;
+    user_segment(&text).map(str::to_string)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "test code: a panic is the failure report"
+    )]
+
+    use super::*;
+
+    #[test]
+    fn routes_match_whole_segments_and_refuse_dot_and_foreign_ids() {
+        assert!(matches!(
+            route("GET", "/users/001"),
+            Ok(Route::GetUser("001"))
+        ));
+        assert!(matches!(
+            route("PUT", "/users/a.b/disable"),
+            Ok(Route::Disable("a.b"))
+        ));
+        assert!(matches!(
+            route("GET", "/users/csv/download"),
+            Ok(Route::Download)
+        ));
+        for path in [
+            "/users/..",
+            "/users/./disable",
+            "/users/a%2Fb",
+            "/users//disable",
+            "/users/001/disable/again",
+            "/users/001/../002",
+            "/system/health/",
+            "/nothing",
+        ] {
+            let error = route("PUT", path).err().unwrap();
+            assert_eq!(error.status, 404, "{path}");
+        }
+        assert_eq!(
+            route("POST", "/users/001/disable").err().unwrap().status,
+            405
+        );
+        assert_eq!(route("DELETE", "/users").err().unwrap().status, 405);
+    }
+
+    #[test]
+    fn cursors_round_trip_and_refuse_forgeries() {
+        assert_eq!(
+            decode_cursor(&encode_cursor("00123")).as_deref(),
+            Some("00123")
+        );
+        assert_eq!(decode_cursor(&encode_cursor("../x")), None);
+        assert_eq!(decode_cursor("%%%"), None);
+    }
+
+    #[test]
+    fn errors_have_the_admin_shape() {
+        let body = ApiError::invalid(vec![("email".into(), "email is empty".into())]).body();
+        assert_eq!(body["error"]["code"], "bad_request");
+        assert_eq!(body["error"]["details"][0]["field"], "email");
+        assert_eq!(
+            gateway_error_body(403, "Forbidden")["error"]["code"],
+            "forbidden"
+        );
+    }
+}
