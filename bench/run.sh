@@ -23,7 +23,7 @@ if $compare; then
     .venv-litellm/bin/pip install --quiet --disable-pip-version-check "litellm[proxy]==$LITELLM_VERSION"
   fi
 fi
-cargo build --release --quiet -p gateway-local -p gateway-bench -p authorizer -p azure-openai -p bedrock-claude -p gemini
+cargo build --release --quiet -p gateway-local -p gateway-bench -p authorizer -p azure-openai -p bedrock-claude -p gemini -p admin-api
 source local/lib.sh
 mkdir -p bench/results
 

@@ -1,7 +1,9 @@
 //! Benchmarks against a running local stack (`bench/run.sh` starts one): prints one JSON document.
 //!
-//! - `authorizer`: the authorizer handler's time per call, in process, warm (JWKS cached), with a real
-//!   Cognito (moto) access token.
+//! - `authorizer`: the authorizer handler's time per call, in process, warm (JWKS cached, the user's
+//!   revocation record cached: DynamoDB is read once per user per `GATEWAY_REVOCATION_CACHE_SECS`),
+//!   with a real Cognito (moto) access token.
+//! - `provisioning_validation`: decoding and checking a generated 10,000-row HR file, UTF-8 and CP932.
 //! - `gateway_overhead`: the same Azure OpenAI chat request sent to the mock provider directly and through
 //!   the gateway (API Gateway emulation, authorizer, route, direct transport), at concurrency 1 and 32;
 //!   non-stream latency to the last byte, stream time to first byte. Added latency = gateway - direct.
@@ -50,6 +52,7 @@ async fn main() -> Result<(), BoxError> {
         .to_string();
 
     let authorizer = bench_authorizer(&state, &sdk, &token).await?;
+    let provisioning = bench_provisioning_validation()?;
     let cold_start = match std::env::var("GATEWAY_BENCH_BIN_DIR") {
         Ok(dir) => bench_cold_start(&state, &dir).await?,
         Err(_) => json!("skipped: GATEWAY_BENCH_BIN_DIR not set"),
@@ -111,6 +114,7 @@ async fn main() -> Result<(), BoxError> {
         "transport": transport,
         "sqs_calls": sqs_calls,
         "authorizer": authorizer,
+        "provisioning_validation": provisioning,
         "cold_start": cold_start,
         "gateway_overhead": overhead,
     });
@@ -180,6 +184,50 @@ async fn bench_authorizer(
     Ok(json!({"calls": calls, "unit": "microseconds", "per_call": summary(&samples)}))
 }
 
+/// Decoding and checking a generated 10,000-row HR file (every rule of DESIGN §8 per row), as UTF-8
+/// and as CP932 the way Excel in Japan saves it: milliseconds per whole file.
+fn bench_provisioning_validation() -> Result<Value, BoxError> {
+    const ROWS: usize = 10_000;
+    let departments = ["営業部", "人事部", "システム部", "経理部"];
+    let mut text =
+        String::from("user_id,name,email,department,job_title,phone,start_date,end_date,status\r\n");
+    for i in 0..ROWS {
+        text.push_str(&format!(
+            "{i:06},山田 太郎{i},user{i}@example.com,{},主任,03-1234-{:04},2023/4/1,{},{}\r\n",
+            departments[i % departments.len()],
+            i % 10_000,
+            if i % 7 == 0 { "2026/03/31" } else { "" },
+            if i % 11 == 0 { "inactive" } else { "active" },
+        ));
+    }
+    let (cp932, _, unmappable) = encoding_rs::SHIFT_JIS.encode(&text);
+    if unmappable {
+        return Err("the generated file is not CP932-encodable".into());
+    }
+    let mut report = serde_json::Map::new();
+    for (name, bytes) in [("utf8", text.as_bytes().to_vec()), ("cp932", cp932.into_owned())] {
+        let mut samples = Vec::new();
+        for _ in 0..15 {
+            let started = Instant::now();
+            let parsed = gateway_shared::provisioning::parse(&bytes)?;
+            samples.push(started.elapsed().as_secs_f64() * 1e3);
+            if parsed.records.len() != ROWS || !parsed.rejected.is_empty() {
+                return Err(format!(
+                    "{name}: {} records, {} rejected",
+                    parsed.records.len(),
+                    parsed.rejected.len()
+                )
+                .into());
+            }
+        }
+        report.insert(
+            name.into(),
+            json!({"rows": ROWS, "bytes": bytes.len(), "unit": "milliseconds per file", "per_file": summary(&samples)}),
+        );
+    }
+    Ok(Value::Object(report))
+}
+
 /// A function's environment as the running stack built it (the state file's `functions`, which is what
 /// the CDK stack sets in Lambda), without what the benchmark sets itself (region, log level).
 fn function_settings(
@@ -212,7 +260,10 @@ async fn bench_cold_start(state: &StackState, dir: &str) -> Result<Value, BoxErr
     ]
     .map(|(name, value)| (name.to_string(), value));
     // Each provider's function crate is named by its route prefix.
-    let mut functions = vec![("authorizer", function_settings(state, "authorizer")?)];
+    let mut functions = vec![
+        ("authorizer", function_settings(state, "authorizer")?),
+        ("admin-api", function_settings(state, "admin-api")?),
+    ];
     for provider in Provider::ALL {
         functions.push((
             provider.route_prefix(),

@@ -74,7 +74,7 @@ async fn run() -> Result<(), BoxError> {
     let secrets = Secrets::provision(&local, &aws.sdk).await?;
     let mut environments = Environments::default();
     let audit = start_audit_trail(&local, &aws, &mut environments).await?;
-    let identity = start_identity(&local, &aws).await?;
+    let identity = start_identity(&local, &aws, &pool).await?;
     let directory = environments::DirectoryInputs {
         user_pool_id: &pool.user_pool_id,
         department_group_prefix: policy.department_group_prefix(),
@@ -604,13 +604,34 @@ struct Identity {
     mail_from: String,
 }
 
-async fn start_identity(local: &LocalSettings, aws: &Aws) -> Result<Identity, BoxError> {
+async fn start_identity(
+    local: &LocalSettings,
+    aws: &Aws,
+    pool: &UserPool,
+) -> Result<Identity, BoxError> {
     let deployment = &local.deployment;
     let revocation_table = deployment.resource_name("revocations");
     resources::create_revocation_table(&aws_sdk_dynamodb::Client::new(&aws.sdk), &revocation_table)
         .await?;
     let mail_from = format!("{}@example.com", deployment.prefix());
     resources::verify_mail_identity(&aws_sdk_sesv2::Client::new(&aws.sdk), &mail_from).await?;
+    // The first administrator, as the stack's custom resource creates it: invited by mail.
+    if let Some(admin) = &deployment.environment.identity.bootstrap_admin {
+        let password = gateway_shared::mail::temporary_password()
+            .map_err(|_| "no temporary password could be generated")?;
+        resources::create_admin(&aws.cognito(), pool, &admin.username, &admin.email, &password)
+            .await?;
+        gateway_shared::mail::Mailer::new(&aws.sdk, mail_from.clone(), None)
+            .invite(
+                &gateway_shared::mail::Invitee {
+                    username: &admin.username,
+                    name: &admin.username,
+                    email: &admin.email,
+                },
+                &password,
+            )
+            .await?;
+    }
     Ok(Identity {
         revocation_table,
         mail_from,

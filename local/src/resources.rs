@@ -563,3 +563,39 @@ pub async fn verify_mail_identity(
         })?;
     Ok(())
 }
+
+/// The bootstrap administrator: e-mail verified, in `gateway-admins`, with a temporary password the
+/// caller mails.
+pub async fn create_admin(
+    cognito: &Cognito,
+    pool: &UserPool,
+    username: &str,
+    email: &str,
+    password: &gateway_shared::secrets::Secret,
+) -> Result<(), BoxError> {
+    cognito
+        .admin_create_user()
+        .user_pool_id(&pool.user_pool_id)
+        .username(username)
+        .temporary_password(password.expose())
+        .message_action(MessageActionType::Suppress)
+        .user_attributes(AttributeType::builder().name("email").value(email).build()?)
+        .user_attributes(
+            AttributeType::builder()
+                .name("email_verified")
+                .value("true")
+                .build()?,
+        )
+        .send()
+        .await
+        .map_err(sdk_error("create the bootstrap administrator"))?;
+    cognito
+        .admin_add_user_to_group()
+        .user_pool_id(&pool.user_pool_id)
+        .username(username)
+        .group_name("gateway-admins")
+        .send()
+        .await
+        .map_err(sdk_error("add the bootstrap administrator to gateway-admins"))?;
+    Ok(())
+}
