@@ -34,6 +34,23 @@ for env in dev staging prod; do
   ls "cdk.out.$env"/*.template.json
 done
 
+# The shipped environments leave the optional identity features off (no bootstrap administrator, no
+# sign-in domain prefix): synthesize staging once with both on, so cfn-lint sees those resources too.
+step "cdk synth (staging with a bootstrap administrator and a sign-in domain prefix, one region)"
+mkdir -p cdk.out.identity-config
+node -e '
+  const c = JSON.parse(require("fs").readFileSync("../config/gateway.json", "utf8"));
+  Object.assign(c.environments.staging.identity, {
+    cognitoDomainPrefix: "example-gateway-staging",
+    bootstrapAdmin: { username: "first.admin", email: "first.admin@example.com" },
+  });
+  require("fs").writeFileSync("cdk.out.identity-config/gateway.json", JSON.stringify(c));'
+region=$(node -e 'console.log(JSON.parse(require("fs").readFileSync("../config/gateway.json", "utf8")).environments.staging.regions[0])')
+npx cdk synth --no-notices --no-version-reporting -q -c gatewayEnv=staging -c assets="$assets" -c region="$region" \
+  -c configFile=cdk.out.identity-config/gateway.json -o cdk.out.identity 2> .synth-identity.txt || { cat .synth-identity.txt; exit 1; }
+if grep -E '^\[?Error|ERROR' .synth-identity.txt; then exit 1; fi
+ls cdk.out.identity/*.template.json
+
 step "cfn-lint $CFN_LINT_VERSION"
 if [ ! -x .venv-cfn/bin/cfn-lint ] || ! .venv-cfn/bin/cfn-lint --version | grep -q "$CFN_LINT_VERSION"; then
   "$PYTHON" -m venv .venv-cfn

@@ -1,6 +1,7 @@
 // The front door: one API Gateway REST API per provider, so each API's own gateway responses speak that
 // provider's error shape. Every method is the provider's route function behind the REQUEST authorizer,
-// streamed, with the department's usage plan applied through the key the authorizer returns.
+// streamed, with the department's usage plan applied through the key the authorizer returns. A fourth
+// API serves the admin API (`/admin/...`, buffered, admin error shape) behind the same authorizer.
 import {
   Duration, RemovalPolicy, SecretValue, Stack, Token,
   aws_apigateway as apigw,
@@ -16,13 +17,18 @@ import {
 } from 'aws-cdk-lib';
 import { NagSuppressions } from 'cdk-nag';
 import { EnvironmentName, GatewayConfig, PROVIDERS, ProviderName } from './config';
-import { FunctionName } from './functions';
+import { ADMIN_API_TIMEOUT, FunctionName } from './functions';
 import { pascal } from './names';
-import { GATEWAY_ERRORS, gatewayResponse } from './provider-errors';
+import { ADMIN_GATEWAY_ERRORS, GATEWAY_ERRORS, adminGatewayResponse, gatewayResponse } from './provider-errors';
 import { Keys } from './storage';
 
 /** API Gateway's longest integration timeout, allowed only for streamed responses. */
 export const STREAM_INTEGRATION_TIMEOUT = Duration.minutes(15);
+
+/** The admin API's path prefix (and base path under the custom domain). */
+export const ADMIN_API = 'admin';
+/** What a REST API of the stack serves: a provider's route, or the admin API. */
+export type ApiName = ProviderName | typeof ADMIN_API;
 
 /** 5xx answers per API in five minutes that raise its alarm. */
 const SERVER_ERROR_ALARM_THRESHOLD = 10;
@@ -40,6 +46,10 @@ export interface GatewayApis {
   apis: Map<ProviderName, apigw.RestApi>;
   /** The base URL a client gives its SDK for each provider (custom domain, or execute-api + stage + prefix). */
   urls: Map<ProviderName, string>;
+  /** The admin API and its base URL (`https://<domain>/admin`, or execute-api + stage + `/admin`). */
+  admin: apigw.RestApi;
+  adminUrl: string;
+  /** Every API's stage, the providers' first and the admin API's last (WAF associates them all). */
   stages: apigw.Stage[];
   domain: apigw.DomainName | undefined;
   /** `{department: usage-plan key value}`, read by the authorizer. */
@@ -54,7 +64,7 @@ export interface GatewayApis {
  * and how it ended (status, latencies, integration, authorizer, WAF and gateway errors). No header, no
  * query string and no API key value (`$context.identity.apiKey`) is logged, only the key's id.
  */
-export function accessLogFormat(provider: ProviderName): string {
+export function accessLogFormat(provider: ApiName): string {
   return JSON.stringify({
     provider,
     requestId: '$context.requestId',
@@ -120,11 +130,14 @@ export function createApis(stack: Stack, props: ApiProps): GatewayApis {
   const apis = new Map<ProviderName, apigw.RestApi>();
   const urls = new Map<ProviderName, string>();
   const alarms: cw.Alarm[] = [];
-  for (const p of PROVIDERS) {
-    const id = pascal(p);
+
+  /** A REST API with the stack's endpoint type, stage settings and access logs; `responses` its errors. */
+  const restApiFor = (name: ApiName, description: string, responses: { type: string; statusCode: string; responseHeaders: Record<string, string>; template: string }[], usageKeys: boolean) => {
+    // `AdminApi` is the admin-api function's id: the admin REST API's ids start with `AdminRest`.
+    const id = name === ADMIN_API ? 'AdminRest' : pascal(name);
     const restApi = new apigw.RestApi(stack, `${id}Api`, {
-      restApiName: `${prefix}-${p}`,
-      description: `${prefix}: /${p}/ for the provider's stock SDK`,
+      restApiName: `${prefix}-${name}`,
+      description,
       endpointConfiguration: isPrivate
         ? { types: [apigw.EndpointType.PRIVATE], vpcEndpoints }
         : { types: [apigw.EndpointType.REGIONAL] },
@@ -133,13 +146,13 @@ export function createApis(stack: Stack, props: ApiProps): GatewayApis {
       disableExecuteApiEndpoint: domain !== undefined,
       // Bodies reach the functions base64-encoded, byte for byte, whatever their content type.
       binaryMediaTypes: ['*/*'],
-      apiKeySourceType: apigw.ApiKeySourceType.AUTHORIZER,
+      apiKeySourceType: usageKeys ? apigw.ApiKeySourceType.AUTHORIZER : undefined,
       // The account-level role is made once below, not once per API.
       cloudWatchRole: false,
       deployOptions: {
         stageName: api.stageName,
         accessLogDestination: new apigw.LogGroupLogDestination(accessLogs),
-        accessLogFormat: apigw.AccessLogFormat.custom(accessLogFormat(p)),
+        accessLogFormat: apigw.AccessLogFormat.custom(accessLogFormat(name)),
         // Errors only, and never data trace: execution logs at INFO and data traces would record
         // request headers (credentials) and bodies (prompts).
         loggingLevel: apigw.MethodLoggingLevel.ERROR,
@@ -155,35 +168,49 @@ export function createApis(stack: Stack, props: ApiProps): GatewayApis {
     restApi.node.tryRemoveChild('Endpoint');
     // The stage's logging needs the account's CloudWatch role in place first.
     restApi.deploymentStage.node.addDependency(account);
-
-    for (const spec of GATEWAY_ERRORS) {
-      const r = gatewayResponse(p, spec);
-      restApi.addGatewayResponse(spec.type, {
-        type: apigw.ResponseType.of(spec.type),
+    for (const r of responses) {
+      restApi.addGatewayResponse(r.type, {
+        type: apigw.ResponseType.of(r.type),
         statusCode: r.statusCode,
         responseHeaders: Object.keys(r.responseHeaders).length > 0 ? r.responseHeaders : undefined,
         templates: { 'application/json': r.template },
       });
     }
-
     // Clients put the token in one of several places (Authorization, api-key, x-api-key, x-goog-api-key,
     // ?key=): an identity source would make API Gateway answer 401 without calling the authorizer when
     // the listed one is absent, and caching would need one. So: none, and TTL 0 (the function caches
-    // keys and policy itself).
-    const authorizer = new apigw.RequestAuthorizer(stack, `${id}Authorizer`, {
-      authorizerName: `${prefix}-${p}`,
+    // keys and policy itself, and revocations for GATEWAY_REVOCATION_CACHE_SECS).
+    const authorizer = new apigw.RequestAuthorizer(stack, `${pascal(name)}Authorizer`, {
+      authorizerName: `${prefix}-${name}`,
       handler: authorizerFn,
       identitySources: [],
       resultsCacheTtl: Duration.seconds(0),
     });
     (authorizer.node.defaultChild as apigw.CfnAuthorizer).addPropertyDeletionOverride('IdentitySource');
-
-    // The route functions read the provider from event.path. Behind a base-path mapping API Gateway
-    // passes the path with the base path (/<provider>/...), so the proxy sits at the root; on an
-    // execute-api URL it passes the path below the stage, so the proxy sits under /<provider>/, as in
-    // the local stack (local/src/apigw.rs).
-    const parent = domain ? restApi.root : restApi.root.addResource(p);
+    // The functions read the route from event.path. Behind a base-path mapping API Gateway passes the
+    // path with the base path (/<name>/...), so the proxy sits at the root; on an execute-api URL it
+    // passes the path below the stage, so the proxy sits under /<name>/, as in the local stack
+    // (local/src/apigw.rs).
+    const parent = domain ? restApi.root : restApi.root.addResource(name);
     const proxy = parent.addResource('{proxy+}');
+    if (domain) {
+      domain.addBasePathMapping(restApi, { basePath: name, stage: restApi.deploymentStage });
+    }
+    const url = domain ? `https://${api.domain!.name}/${name}` : restApi.urlForPath(`/${name}`);
+    alarms.push(new cw.Alarm(stack, `${id}ApiServerErrors`, {
+      alarmDescription: `${prefix}: the ${name} API answered ${SERVER_ERROR_ALARM_THRESHOLD} or more 5xx in 5 minutes`,
+      metric: restApi.metricServerError({ period: Duration.minutes(5), statistic: 'Sum' }),
+      threshold: SERVER_ERROR_ALARM_THRESHOLD,
+      evaluationPeriods: 1,
+      comparisonOperator: cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
+      treatMissingData: cw.TreatMissingData.NOT_BREACHING,
+    }));
+    return { restApi, authorizer, proxy, url };
+  };
+
+  for (const p of PROVIDERS) {
+    const { restApi, authorizer, proxy, url } = restApiFor(p, `${prefix}: /${p}/ for the provider's stock SDK`,
+      GATEWAY_ERRORS.map((spec) => ({ type: spec.type, ...gatewayResponse(p, spec) })), true);
     const method = proxy.addMethod('ANY', new apigw.LambdaIntegration(functions.get(p)!, {
       proxy: true,
       responseTransferMode: apigw.ResponseTransferMode.STREAM,
@@ -199,28 +226,37 @@ export function createApis(stack: Stack, props: ApiProps): GatewayApis {
       id: 'AwsSolutions-COG4',
       reason: 'the REQUEST authorizer verifies the Cognito access tokens itself (issuer, client, expiry, groups) wherever the stock SDK puts them (Authorization, api-key, x-api-key, x-goog-api-key, ?key=), then applies the scope policy; a Cognito user pool authorizer reads only one header and knows no scopes policy',
     }]);
-
-    if (domain) {
-      domain.addBasePathMapping(restApi, { basePath: p, stage: restApi.deploymentStage });
-      urls.set(p, `https://${api.domain!.name}/${p}`);
-    } else {
-      urls.set(p, restApi.urlForPath(`/${p}`));
-    }
+    urls.set(p, url);
     NagSuppressions.addResourceSuppressions(restApi, [{
       id: 'AwsSolutions-APIG2',
       reason: 'the API relays request bodies byte for byte to the provider (prompts, audio, any content type); the authorizer and the route function classify every request against the provider\'s grammar and refuse anything outside it (404/400 in the provider\'s shape), which a JSON-schema request validator cannot express',
     }]);
-
-    alarms.push(new cw.Alarm(stack, `${id}ApiServerErrors`, {
-      alarmDescription: `${prefix}: the ${p} API answered ${SERVER_ERROR_ALARM_THRESHOLD} or more 5xx in 5 minutes`,
-      metric: restApi.metricServerError({ period: Duration.minutes(5), statistic: 'Sum' }),
-      threshold: SERVER_ERROR_ALARM_THRESHOLD,
-      evaluationPeriods: 1,
-      comparisonOperator: cw.ComparisonOperator.GREATER_THAN_OR_EQUAL_TO_THRESHOLD,
-      treatMissingData: cw.TreatMissingData.NOT_BREACHING,
-    }));
     apis.set(p, restApi);
   }
+
+  // The admin API: `{proxy+}` under /admin (or at the root behind the domain's `admin` base path), ANY
+  // to the admin-api function as a buffered Lambda proxy (29 s, API Gateway's default), the same
+  // authorizer, which requires the admin scopes there. No usage plan: administrators need not be in a
+  // department, and the stage's throttle bounds the API.
+  const admin = restApiFor(ADMIN_API, `${prefix}: /${ADMIN_API}/ user administration (admin-api)`,
+    ADMIN_GATEWAY_ERRORS.map((spec) => ({ type: spec.type, ...adminGatewayResponse(spec) })), false);
+  const adminMethod = admin.proxy.addMethod('ANY', new apigw.LambdaIntegration(functions.get('admin-api')!, {
+    proxy: true,
+    timeout: ADMIN_API_TIMEOUT,
+    allowTestInvoke: false,
+  }), {
+    authorizer: admin.authorizer,
+    authorizationType: apigw.AuthorizationType.CUSTOM,
+    apiKeyRequired: false,
+  });
+  NagSuppressions.addResourceSuppressions(adminMethod, [{
+    id: 'AwsSolutions-COG4',
+    reason: 'the REQUEST authorizer verifies the Cognito access token itself (issuer, client, expiry, groups, revocation) and grants admin:users or admin:users:read from the scope policy\'s groups; a Cognito user pool authorizer knows no scope policy and no revocations',
+  }]);
+  NagSuppressions.addResourceSuppressions(admin.restApi, [{
+    id: 'AwsSolutions-APIG2',
+    reason: 'the admin-api function validates every request itself and answers each failed rule by field (400 with details in the admin error shape), which a JSON-schema request validator cannot express for the CSV and query-parameter rules',
+  }]);
 
   if (domain && api.domain!.hostedZoneId) {
     // Every region of the environment serves the same name: latency-based records, one per region.
@@ -233,11 +269,14 @@ export function createApis(stack: Stack, props: ApiProps): GatewayApis {
     });
   }
 
-  const stages = [...apis.values()].map((a) => a.deploymentStage);
-  const usageKeysSecret = createUsagePlans(stack, props, stages);
+  const providerStages = [...apis.values()].map((a) => a.deploymentStage);
+  const usageKeysSecret = createUsagePlans(stack, props, providerStages);
   authorizerFn.addEnvironment('GATEWAY_USAGE_KEYS_SECRET_ID', usageKeysSecret.secretArn);
   usageKeysSecret.grantRead(authorizerFn);
-  return { apis, urls, stages, domain, usageKeysSecret, alarms };
+  return {
+    apis, urls, admin: admin.restApi, adminUrl: admin.url, stages: [...providerStages, admin.restApi.deploymentStage],
+    domain, usageKeysSecret, alarms,
+  };
 }
 
 /**

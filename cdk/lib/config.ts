@@ -63,6 +63,28 @@ export interface IdentityConfig {
   /** The From address, in the SES identity's domain (or the identity itself when it is an address). */
   sesFromAddress: string | null;
   logoutUrls: string[];
+  /**
+   * How long the authorizer may answer from its cache of revocation records (GATEWAY_REVOCATION_CACHE_SECS):
+   * the longest a disabled or signed-out user's still-valid access token keeps working. 1 to 300.
+   */
+  revocationCacheSeconds: number;
+  /**
+   * Minutes east of UTC where HR dates are meant (GATEWAY_PROVISIONING_UTC_OFFSET_MINUTES; 540 for Japan):
+   * "today" for the provisioner, the admin API and the scheduler's daily user-dates job, which runs at
+   * 00:05 in this offset. -720 to 840.
+   */
+  provisioningUtcOffsetMinutes: number;
+  /**
+   * The first administrator, created by the stack in each region's pool (in group `gateway-admins`,
+   * Cognito mails the temporary password); null: none (README "Build and deploy", step 6).
+   */
+  bootstrapAdmin: BootstrapAdminConfig | null;
+}
+
+export interface BootstrapAdminConfig {
+  /** The Cognito user name (not an e-mail address: the pool signs in by user name or e-mail). */
+  username: string;
+  email: string;
 }
 
 export interface OperationsConfig {
@@ -180,6 +202,8 @@ function isCallbackUrl(s: string): boolean {
 }
 
 const EMAIL = /^[^@\s]+@[a-z0-9.-]+\.[a-z]{2,}$/i;
+/** A user name the pool accepts: with e-mail as a sign-in alias, Cognito refuses names shaped like addresses. */
+const COGNITO_USERNAME = /^[A-Za-z0-9._+-]{1,128}$/;
 const DOMAIN = /^(?=.{1,253}$)([a-z0-9]([a-z0-9-]{0,61}[a-z0-9])?\.)+[a-z]{2,}$/;
 const ACM_ARN = /^arn:aws[a-z-]*:acm:[a-z0-9-]+:\d{12}:certificate\/[0-9a-f-]{36}$/;
 
@@ -263,7 +287,10 @@ export function parseConfig(raw: unknown, source = 'configuration'): GatewayConf
       // The CDK would quietly make one per zone and no more.
       c.fail(`${w}.network.natGateways`, 'must not exceed maxAzs (at most one NAT gateway per zone)');
     }
-    const i = c.obj(e.identity, `${w}.identity`, ['cognitoDomainPrefix', 'sesIdentity', 'sesFromAddress', 'logoutUrls']);
+    const i = c.obj(e.identity, `${w}.identity`, [
+      'cognitoDomainPrefix', 'sesIdentity', 'sesFromAddress', 'logoutUrls', 'revocationCacheSeconds',
+      'provisioningUtcOffsetMinutes', 'bootstrapAdmin',
+    ]);
     if (i.cognitoDomainPrefix !== null && (typeof i.cognitoDomainPrefix !== 'string' || !/^[a-z0-9](-?[a-z0-9])*$/.test(i.cognitoDomainPrefix) || i.cognitoDomainPrefix.length > 63 || /aws|amazon|cognito/.test(i.cognitoDomainPrefix))) {
       c.fail(`${w}.identity.cognitoDomainPrefix`, 'must be null or lower-case letters, digits and single hyphens, without aws, amazon or cognito');
     }
@@ -277,6 +304,16 @@ export function parseConfig(raw: unknown, source = 'configuration'): GatewayConf
       if (!ok) c.fail(`${w}.identity.sesFromAddress`, 'must be an address of the SES identity (the identity itself, or in its domain)');
     }
     c.strings(i.logoutUrls, `${w}.identity.logoutUrls`, isCallbackUrl, 'an https URL (http only for localhost)', false);
+    c.int(i.revocationCacheSeconds, `${w}.identity.revocationCacheSeconds`, 1, 300);
+    // The provisioner's own bounds (functions/provisioner/src/config.rs).
+    c.int(i.provisioningUtcOffsetMinutes, `${w}.identity.provisioningUtcOffsetMinutes`, -720, 840);
+    if (i.bootstrapAdmin !== null && i.bootstrapAdmin !== undefined) {
+      const b = c.obj(i.bootstrapAdmin, `${w}.identity.bootstrapAdmin`, ['username', 'email']);
+      if (typeof b.username !== 'string' || !COGNITO_USERNAME.test(b.username)) {
+        c.fail(`${w}.identity.bootstrapAdmin.username`, 'must be 1 to 128 letters, digits or . _ + - (not an e-mail address: the pool takes e-mail as a sign-in alias)');
+      }
+      if (typeof b.email !== 'string' || !EMAIL.test(b.email)) c.fail(`${w}.identity.bootstrapAdmin.email`, 'must be an e-mail address');
+    }
     const o = c.obj(e.operations, `${w}.operations`, ['alarmEmails', 'cloudTrail', 'cloudTrailDataEvents', 'guardDuty', 'securityHub', 'awsConfig']);
     c.strings(o.alarmEmails, `${w}.operations.alarmEmails`, (s) => EMAIL.test(s), 'an e-mail address', false);
     for (const k of ['cloudTrail', 'cloudTrailDataEvents', 'guardDuty', 'securityHub', 'awsConfig']) c.bool(o[k], `${w}.operations.${k}`);

@@ -1,10 +1,11 @@
-// The seven functions: one role, log group and environment each, built from the configuration; the
-// event sources and the digest schedule that invoke them.
+// The ten functions: one role, log group and environment each, built from the configuration; the
+// event sources and the schedules that invoke them.
 import { existsSync } from 'node:fs';
 import * as path from 'node:path';
 import {
   Annotations, Aws, Duration, RemovalPolicy, Stack,
   aws_cloudwatch as cw,
+  aws_dynamodb as dynamodb,
   aws_ec2 as ec2,
   aws_events as events,
   aws_events_targets as targets,
@@ -23,7 +24,7 @@ import { Buckets, Keys, Queues } from './storage';
 
 export const FUNCTIONS = [
   'authorizer', 'azure-openai', 'bedrock-claude', 'gemini', 'dispatcher', 'audit-writer', 'audit-digest',
-  'scheduler', 'provisioner',
+  'scheduler', 'provisioner', 'admin-api',
 ] as const;
 export type FunctionName = (typeof FUNCTIONS)[number];
 
@@ -36,6 +37,28 @@ export const PROVISIONING_APPLY_PREFIX = 'incoming/';
 export const PROVISIONING_DRY_RUN_PREFIX = 'dry-run/';
 export const PROVISIONING_REPORT_PREFIX = 'reports/provisioning/';
 export const PLACEHOLDER_ASSET = path.join(__dirname, '..', 'assets', 'placeholder');
+/** How long the admin API's presigned upload URLs for HR files stay valid (GATEWAY_UPLOAD_URL_TTL_SECS). */
+export const UPLOAD_URL_TTL_SECS = 300;
+/** The admin API's function timeout: API Gateway's default (and, buffered, longest) integration timeout. */
+export const ADMIN_API_TIMEOUT = Duration.seconds(29);
+/** The scheduler's daily user-dates job: minutes after local midnight (00:05) in the provisioning offset. */
+export const USER_DATES_LOCAL_MINUTE = 5;
+
+/**
+ * The UTC hour and minute of a daily local time (`localMinuteOfDay` after local midnight) in a zone
+ * `utcOffsetMinutes` east of UTC: 00:05 at +540 (Japan) is 15:05 UTC the day before, at -300 05:05, at
+ * +330 18:35. EventBridge cron runs in UTC; a fixed offset has no daylight saving to follow.
+ */
+export function dailyUtcCron(localMinuteOfDay: number, utcOffsetMinutes: number): { hour: number; minute: number } {
+  const day = 24 * 60;
+  const utc = (((localMinuteOfDay - utcOffsetMinutes) % day) + day) % day;
+  return { hour: Math.floor(utc / 60), minute: utc % 60 };
+}
+
+/** The SES identity's ARN in this stack's account and region (what ses:SendEmail is authorized against). */
+export function sesIdentityArn(identity: string): string {
+  return `arn:${Aws.PARTITION}:ses:${Aws.REGION}:${Aws.ACCOUNT_ID}:identity/${identity}`;
+}
 
 /** Where `cargo lambda build` puts `<function>/bootstrap`. */
 export function lambdaOutputDir(): string {
@@ -66,6 +89,8 @@ export interface FunctionsProps {
   buckets: Buckets;
   queues: Queues;
   identity: Identity;
+  /** The revocations table (lib/storage.ts). */
+  revocations: dynamodb.Table;
   /** The dispatcher's VPC placement (lib/network.ts); absent, it runs outside any VPC. */
   dispatcherNetwork?: { vpc: ec2.IVpc; subnets: ec2.SubnetSelection; securityGroup: ec2.ISecurityGroup };
 }
@@ -81,7 +106,7 @@ export interface Functions {
 }
 
 export function createFunctions(stack: Stack, props: FunctionsProps): Functions {
-  const { config, envName, prefix, removal, keys, buckets, queues, identity } = props;
+  const { config, envName, prefix, removal, keys, buckets, queues, identity, revocations } = props;
   const env = config.environments[envName];
   const fns = config.functions;
   const functions = new Map<FunctionName, lambda.Function>();
@@ -203,6 +228,42 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
     return fn;
   };
 
+  // ---- the identity side: revocations, mail, the pool, HR departments (authorizer, provisioner, scheduler,
+  // admin API)
+  const policy = loadScopePolicy();
+  /** The named table actions only (no grantReadData/grantWriteData action groups), with the data key's use. */
+  const useRevocations = (fn: lambda.Function, actions: ('GetItem' | 'PutItem' | 'UpdateItem')[]) => {
+    revocations.grant(fn, ...actions.map((a) => `dynamodb:${a}`));
+    // A table under a customer managed key needs the caller's use of that key as well: the key actions
+    // DynamoDB's grantReadData / grantWriteData would add.
+    const writes = actions.some((a) => a !== 'GetItem');
+    keys.data.grant(fn, 'kms:Decrypt', 'kms:DescribeKey', ...(writes ? ['kms:Encrypt', 'kms:ReEncrypt*', 'kms:GenerateDataKey*'] : []));
+  };
+  const identityEnv = env.identity;
+  /** GATEWAY_MAIL_FROM only with an SES identity, GATEWAY_SIGN_IN_URL only with a configured domain prefix. */
+  const mailEnv: Record<string, string> = {
+    ...(identityEnv.sesFromAddress !== null && { GATEWAY_MAIL_FROM: identityEnv.sesFromAddress }),
+    ...(identity.signInUrl !== undefined && { GATEWAY_SIGN_IN_URL: identity.signInUrl }),
+  };
+  const sendMail = (fn: lambda.Function) => {
+    if (identityEnv.sesIdentity === null) return;
+    fn.addToRolePolicy(new iam.PolicyStatement({
+      actions: ['ses:SendEmail', 'ses:SendRawEmail'],
+      resources: [sesIdentityArn(identityEnv.sesIdentity)],
+    }));
+  };
+  const onPool = (fn: lambda.Function, actions: string[]) => fn.addToRolePolicy(new iam.PolicyStatement({
+    actions: actions.map((a) => `cognito-idp:${a}`),
+    resources: [identity.userPool.userPoolArn],
+  }));
+  const departmentsEnv = {
+    GATEWAY_DEPARTMENT_GROUP_PREFIX: policy.department_group_prefix,
+    // Sorted by id: the same text as the local stack writes (tests/test_deployment_parity.py).
+    GATEWAY_DEPARTMENTS: JSON.stringify(Object.fromEntries(
+      Object.entries(config.departments).sort(([a], [b]) => (a < b ? -1 : 1)).map(([id, d]) => [id, d.names]))),
+    GATEWAY_PROVISIONING_UTC_OFFSET_MINUTES: String(identityEnv.provisioningUtcOffsetMinutes),
+  };
+
   const auditBodiesEnv: Record<string, string> = fns.auditBodies
     ? {
         GATEWAY_AUDIT_BODIES: 'on',
@@ -220,9 +281,12 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
       COGNITO_USER_POOL_ID: identity.userPool.userPoolId,
       COGNITO_APP_CLIENT_IDS: identity.appClient.userPoolClientId,
       GATEWAY_AUDIT_QUEUE_URL: queues.audit.queueUrl,
+      GATEWAY_REVOCATION_TABLE: revocations.tableName,
+      GATEWAY_REVOCATION_CACHE_SECS: String(env.identity.revocationCacheSeconds),
     },
   });
   queues.audit.grantSendMessages(authorizer);
+  useRevocations(authorizer, ['GetItem']);
 
   for (const p of PROVIDERS) {
     const transport = config.providers[p].transport;
@@ -381,14 +445,29 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
     treatMissingData: cw.TreatMissingData.NOT_BREACHING,
   }));
 
-  // ---- scheduler: hourly reply-queue sweep (environments that are gone leave their reply queue behind)
+  // ---- scheduler: hourly reply-queue sweep (environments that are gone leave their reply queue behind),
+  // and the daily user-dates job (starters enabled and invited, leavers disabled and signed out)
   const scheduler = make('scheduler', {
-    description: `${prefix}: scheduled jobs (reply-queue sweep)`,
+    description: `${prefix}: scheduled jobs (reply-queue sweep, daily user dates)`,
     timeout: Duration.minutes(5),
     memoryMb: 256,
     reserved: 1,
-    environment: { GATEWAY_REPLY_QUEUE_PREFIX: REPLY_QUEUE_PREFIX },
+    environment: {
+      GATEWAY_REPLY_QUEUE_PREFIX: REPLY_QUEUE_PREFIX,
+      COGNITO_USER_POOL_ID: identity.userPool.userPoolId,
+      ...departmentsEnv,
+      GATEWAY_REVOCATION_TABLE: revocations.tableName,
+      GATEWAY_AUDIT_QUEUE_URL: queues.audit.queueUrl,
+      ...mailEnv,
+    },
   });
+  onPool(scheduler, [
+    'ListUsers', 'ListUsersInGroup', 'AdminDisableUser', 'AdminEnableUser', 'AdminUserGlobalSignOut',
+    'AdminSetUserPassword', 'AdminGetUser',
+  ]);
+  useRevocations(scheduler, ['PutItem', 'UpdateItem']);
+  sendMail(scheduler);
+  queues.audit.grantSendMessages(scheduler);
   scheduler.addToRolePolicy(new iam.PolicyStatement({
     actions: ['sqs:ListQueueTags', 'sqs:DeleteQueue'],
     resources: [replyQueueArn],
@@ -410,6 +489,16 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
       maxEventAge: Duration.hours(1),
     })],
   });
+  const userDates = dailyUtcCron(USER_DATES_LOCAL_MINUTE, identityEnv.provisioningUtcOffsetMinutes);
+  new events.Rule(stack, 'UserDatesSchedule', {
+    description: `${prefix}: users' start and end dates, daily at 00:05 ${utcOffsetLabel(identityEnv.provisioningUtcOffsetMinutes)}`,
+    schedule: events.Schedule.cron({ minute: String(userDates.minute), hour: String(userDates.hour) }),
+    targets: [new targets.LambdaFunction(scheduler, {
+      event: events.RuleTargetInput.fromObject({ job: 'user-dates' }),
+      retryAttempts: 2,
+      maxEventAge: Duration.hours(1),
+    })],
+  });
   // Its Errors alarm is the operations module's, as for every function.
 
   // ---- provisioner: HR files (age-encrypted) from the provisioning bucket, through EventBridge
@@ -422,7 +511,6 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
     id: 'AwsSolutions-SMG4',
     reason: 'an age identity is rotated by generating a new one (age-keygen) and giving HR its new recipient; Secrets Manager cannot rotate it alone, since files encrypted to the old recipient must still open until HR switches',
   }]);
-  const policy = loadScopePolicy();
   const provisioner = make('provisioner', {
     description: `${prefix}: bulk provisioning from HR files (incoming/ applies, dry-run/ plans)`,
     timeout: Duration.minutes(15),
@@ -434,10 +522,10 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
       GATEWAY_PROVISIONING_BUCKET: buckets.provisioning.bucketName,
       GATEWAY_REPORTS_BUCKET: buckets.reports.bucketName,
       GATEWAY_PROVISIONING_IDENTITY_SECRET_ID: identitySecret.secretArn,
-      GATEWAY_DEPARTMENT_GROUP_PREFIX: policy.department_group_prefix,
-      // Sorted by id: the same text as the local stack writes (tests/test_deployment_parity.py).
-      GATEWAY_DEPARTMENTS: JSON.stringify(Object.fromEntries(
-        Object.entries(config.departments).sort(([a], [b]) => (a < b ? -1 : 1)).map(([id, d]) => [id, d.names]))),
+      ...departmentsEnv,
+      GATEWAY_REVOCATION_TABLE: revocations.tableName,
+      GATEWAY_AUDIT_QUEUE_URL: queues.audit.queueUrl,
+      ...mailEnv,
     },
   });
   identitySecret.grantRead(provisioner);
@@ -445,15 +533,14 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
     buckets.provisioning.grantRead(provisioner, `${p}*`);
   }
   putObjects(buckets.reports, provisioner, `${PROVISIONING_REPORT_PREFIX}*`);
-  provisioner.addToRolePolicy(new iam.PolicyStatement({
-    actions: [
-      'cognito-idp:ListUsers', 'cognito-idp:ListUsersInGroup', 'cognito-idp:AdminCreateUser',
-      'cognito-idp:AdminUpdateUserAttributes', 'cognito-idp:AdminDeleteUserAttributes',
-      'cognito-idp:AdminAddUserToGroup', 'cognito-idp:AdminRemoveUserFromGroup',
-      'cognito-idp:AdminEnableUser', 'cognito-idp:AdminDisableUser', 'cognito-idp:AdminUserGlobalSignOut',
-    ],
-    resources: [identity.userPool.userPoolArn],
-  }));
+  onPool(provisioner, [
+    'ListUsers', 'ListUsersInGroup', 'AdminCreateUser', 'AdminUpdateUserAttributes', 'AdminDeleteUserAttributes',
+    'AdminAddUserToGroup', 'AdminRemoveUserFromGroup', 'AdminEnableUser', 'AdminDisableUser',
+    'AdminUserGlobalSignOut', 'AdminSetUserPassword', 'AdminGetUser',
+  ]);
+  useRevocations(provisioner, ['PutItem', 'UpdateItem']);
+  sendMail(provisioner);
+  queues.audit.grantSendMessages(provisioner);
   new events.Rule(stack, 'ProvisioningFileRule', {
     description: `${prefix}: a new HR file in the provisioning bucket runs the provisioner`,
     eventPattern: {
@@ -467,12 +554,51 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
     targets: [new targets.LambdaFunction(provisioner, { retryAttempts: 2, maxEventAge: Duration.hours(1) })],
   });
 
+  // ---- admin API (lambda_http behind its own REST API, lib/api.ts): users of the pool, HR file uploads
+  // (presigned PUTs under incoming/ and dry-run/), the provisioner's reports
+  const adminApi = make('admin-api', {
+    description: `${prefix}: admin API (users, HR file uploads, provisioning reports)`,
+    timeout: ADMIN_API_TIMEOUT,
+    memoryMb: 256,
+    environment: {
+      COGNITO_USER_POOL_ID: identity.userPool.userPoolId,
+      ...departmentsEnv,
+      GATEWAY_PROVISIONING_BUCKET: buckets.provisioning.bucketName,
+      GATEWAY_REPORTS_BUCKET: buckets.reports.bucketName,
+      GATEWAY_REVOCATION_TABLE: revocations.tableName,
+      GATEWAY_AUDIT_QUEUE_URL: queues.audit.queueUrl,
+      ...mailEnv,
+      GATEWAY_UPLOAD_URL_TTL_SECS: String(UPLOAD_URL_TTL_SECS),
+    },
+  });
+  onPool(adminApi, [
+    'ListUsers', 'ListUsersInGroup', 'AdminGetUser', 'AdminCreateUser', 'AdminUpdateUserAttributes',
+    'AdminDeleteUserAttributes', 'AdminAddUserToGroup', 'AdminRemoveUserFromGroup', 'AdminListGroupsForUser',
+    'AdminDisableUser', 'AdminEnableUser', 'AdminDeleteUser', 'AdminResetUserPassword', 'AdminUserGlobalSignOut',
+    'AdminSetUserPassword', 'DescribeUserPool',
+  ]);
+  // A presigned PUT carries the function's permissions: s3:PutObject under the two prefixes only.
+  for (const p of [PROVISIONING_APPLY_PREFIX, PROVISIONING_DRY_RUN_PREFIX]) putObjects(buckets.provisioning, adminApi, `${p}*`);
+  adminApi.addToRolePolicy(new iam.PolicyStatement({
+    actions: ['s3:ListBucket'],
+    resources: [buckets.reports.bucketArn],
+    conditions: { StringLike: { 's3:prefix': [`${PROVISIONING_REPORT_PREFIX}*`] } },
+  }));
+  adminApi.addToRolePolicy(new iam.PolicyStatement({
+    actions: ['s3:GetObject'],
+    resources: [buckets.reports.arnForObjects(`${PROVISIONING_REPORT_PREFIX}*`)],
+  }));
+  keys.data.grant(adminApi, 'kms:Decrypt');
+  useRevocations(adminApi, ['GetItem', 'PutItem', 'UpdateItem']);
+  sendMail(adminApi);
+  queues.audit.grantSendMessages(adminApi);
+
   // The grant methods' S3/KMS action groups and object ARNs under a bucket: the wildcards cdk-nag
   // reports that are not resource wildcards. A `Resource::*` is never suppressed here.
   for (const fn of functions.values()) {
     NagSuppressions.addResourceSuppressions(fn.role!, [{
       id: 'AwsSolutions-IAM5',
-      reason: 'object-level S3 grants (grantRead, s3:PutObject) name one bucket and, for the audit bucket, one prefix (audit/*, bodies/*, digests/*; the provisioner\'s incoming/*, dry-run/* and reports/provisioning/*); object keys are made per request or per hour at run time. The action groups (s3:GetObject*, s3:GetBucket*, s3:List*, kms:GenerateDataKey*, kms:ReEncrypt*) are those of the CDK grant methods on that bucket and its key only',
+      reason: 'object-level S3 grants (grantRead, s3:PutObject, s3:GetObject) name one bucket and, for the audit bucket, one prefix (audit/*, bodies/*, digests/*; the provisioner\'s and the admin API\'s incoming/*, dry-run/* and reports/provisioning/*); object keys are made per request or per hour at run time. The action groups (s3:GetObject*, s3:GetBucket*, s3:List*, kms:GenerateDataKey*, kms:ReEncrypt*) are those of the CDK grant methods on that bucket, queue or table (the revocations table\'s key actions, as DynamoDB\'s grantWriteData names them) and the data key only',
       appliesTo: [
         { regex: '/^Action::(s3:(GetObject|GetBucket|List)\\*|kms:(GenerateDataKey|ReEncrypt)\\*)$/' },
         { regex: '/^Resource::<(AuditBucket|PayloadBucket|ProvisioningBucket|ReportsBucket)[A-F0-9]{8}\\.Arn>\\/.*\\*$/' },
@@ -490,6 +616,13 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
 export function dispatcherMaxConcurrency(reserved: number | null, queues: number): number | undefined {
   if (reserved === null || queues === 0) return undefined;
   return Math.min(1000, Math.max(2, Math.floor(reserved / queues)));
+}
+
+/** `UTC+09:00` for 540: the offset as people write it, for descriptions. */
+export function utcOffsetLabel(minutes: number): string {
+  const sign = minutes < 0 ? '-' : '+';
+  const abs = Math.abs(minutes);
+  return `UTC${sign}${String(Math.floor(abs / 60)).padStart(2, '0')}:${String(abs % 60).padStart(2, '0')}`;
 }
 
 function assetDir(stack: Stack, name: FunctionName, mode: AssetMode): string {

@@ -10,7 +10,7 @@ import { createIdentity } from './identity';
 import { pascal } from './names';
 import { createNetwork, grantNetworkInterfaces } from './network';
 import { Operations, createOperations } from './operations';
-import { createBuckets, createKeys, createQueues } from './storage';
+import { createBuckets, createKeys, createQueues, createRevocationsTable } from './storage';
 import { createWaf } from './waf';
 
 export { AssetMode, FUNCTIONS, FunctionName, lambdaOutputDir, PLACEHOLDER_ASSET, REPLY_QUEUE_PREFIX } from './functions';
@@ -36,11 +36,12 @@ export class GatewayStack extends Stack {
     const keys = createKeys(this, prefix);
     const buckets = createBuckets(this, config.environments[envName], keys, removal);
     const queues = createQueues(this, config, envName, config.functions, keys);
-    const identity = createIdentity(this, config, envName, prefix);
+    const revocations = createRevocationsTable(this, prefix, keys, removal);
+    const identity = createIdentity(this, config, envName, prefix, { dataKey: keys.data, removal });
     // ---- network: the dispatcher's VPC and endpoints (lib/network.ts); before the functions, which it holds
     const network = createNetwork(this, { config, envName, prefix, removal, keys, buckets, queues });
     const fns = createFunctions(this, {
-      config, envName, assets: props.assets, prefix, removal, keys, buckets, queues, identity,
+      config, envName, assets: props.assets, prefix, removal, keys, buckets, queues, identity, revocations,
       dispatcherNetwork: network,
     });
     this.functions = fns.functions;
@@ -52,6 +53,7 @@ export class GatewayStack extends Stack {
     const waf = createWaf(this, { config, envName, prefix, removal, keys, stages: api.stages });
     this.alarms.push(...api.alarms);
     for (const [provider, url] of api.urls) new CfnOutput(this, `ApiUrl${pascal(provider)}`, { value: url });
+    new CfnOutput(this, 'ApiUrlAdmin', { value: api.adminUrl });
     new CfnOutput(this, 'WebAclArn', { value: waf.webAcl.attrArn });
     if (api.domain) {
       // Point the domain's DNS here when the stack does not (no hostedZoneId): a CNAME or alias per region.
@@ -68,7 +70,8 @@ export class GatewayStack extends Stack {
     // ---- operations: alarm topic, dashboard, CloudTrail, Glue/Athena, account toggles (lib/operations.ts)
     const auditors = createAuditorRole(this, prefix, keys, buckets);
     this.operations = createOperations(this, {
-      config, envName, prefix, removal, buckets, queues, functions: fns.functions, auditors, alarms: this.alarms,
+      config, envName, prefix, removal, buckets, queues, revocations, functions: fns.functions, auditors,
+      alarms: this.alarms,
     });
 
     new CfnOutput(this, 'AuditorRoleArn', { value: auditors.roleArn });
@@ -76,5 +79,6 @@ export class GatewayStack extends Stack {
     new CfnOutput(this, 'AuditDigestKeyArn', { value: keys.auditDigest.keyArn });
     new CfnOutput(this, 'AuditBodiesKeyArn', { value: keys.auditBodies.keyArn });
     new CfnOutput(this, 'AuditQueueUrl', { value: queues.audit.queueUrl });
+    new CfnOutput(this, 'RevocationsTableName', { value: revocations.tableName });
   }
 }

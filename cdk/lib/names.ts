@@ -4,3 +4,11 @@
 export function pascal(s: string): string {
   return s.split('-').map((w) => w[0].toUpperCase() + w.slice(1)).join('');
 }
+
+/**
+ * A resource's name: `<project>-<env>-<what>` (`llm-gateway-prod-revocations`); the local stack names
+ * its own `<project>-local-<what>`.
+ */
+export function resourceName(prefix: string, what: string): string {
+  return `${prefix}-${what}`;
+}

@@ -8,6 +8,7 @@ import {
   aws_cloudwatch as cw,
   aws_cloudwatch_actions as cwActions,
   aws_config as awsconfig,
+  aws_dynamodb as dynamodb,
   aws_events as events,
   aws_events_targets as targets,
   aws_glue as glue,
@@ -64,6 +65,8 @@ export interface OperationsProps {
   removal: RemovalPolicy;
   buckets: Buckets;
   queues: Queues;
+  /** The revocations table: its throttles and system errors alarm (the authorizer reads it per request). */
+  revocations: dynamodb.Table;
   functions: Map<FunctionName, lambda.Function>;
   /** The auditors' role (lib/audit-access.ts): gets the Athena query path. */
   auditors: iam.Role;
@@ -237,6 +240,15 @@ function createAlarms(stack: Stack, props: OperationsProps): { alarms: cw.Alarm[
       queue.metricApproximateAgeOfOldestMessage({ period: fiveMinutes, statistic: 'Maximum' }),
       THRESHOLDS.requestOldestMessageSecs, { periods: 2 });
   }
+
+  // The revocations table: the authorizer reads it on every cache miss, the user jobs and the admin API
+  // write it. On-demand tables still throttle (a hot partition, or a burst past twice the previous peak).
+  const tableOps = [dynamodb.Operation.GET_ITEM, dynamodb.Operation.PUT_ITEM, dynamodb.Operation.UPDATE_ITEM];
+  alarm('RevocationsTableThrottles',
+    'revocations table requests throttled (the authorizer may refuse tokens it cannot check; user changes fail)',
+    props.revocations.metricThrottledRequestsForOperations({ operations: tableOps, period: fiveMinutes }), 1);
+  alarm('RevocationsTableSystemErrors', 'revocations table system errors (DynamoDB answered 500)',
+    props.revocations.metricSystemErrorsForOperations({ operations: tableOps, period: fiveMinutes }), 1);
 
   // The digest job writes an incomplete record for each request whose final never came, and logs how many.
   const digestLogs = functions.get('audit-digest')!.logGroup as logs.ILogGroup;

@@ -199,3 +199,83 @@ export function gatewayResponse(provider: ProviderName, spec: GatewayErrorSpec):
   }
   return { statusCode: String(KIND_STATUS[spec.kind]), responseHeaders, template: JSON.stringify(rendered.body) };
 }
+
+// ---- the admin API's errors (docs: identity contract; functions/admin-api)
+
+/** The admin API's error codes and their statuses (the function's own codes, plus `throttled`). */
+export const ADMIN_CODE_STATUS = {
+  bad_request: 400,
+  unauthorized: 401,
+  forbidden: 403,
+  not_found: 404,
+  payload_too_large: 413,
+  unsupported_media_type: 415,
+  throttled: 429,
+  internal: 500,
+} as const;
+export type AdminErrorCode = keyof typeof ADMIN_CODE_STATUS;
+
+/**
+ * One of API Gateway's responses on the admin API: `{"error": {"code", "message"}}`, the admin API's
+ * shape. The status is the code's, except 502/504 (integration failure, timeout), which keep their own
+ * status with code `internal` ("5xx internal").
+ */
+export interface AdminGatewayErrorSpec {
+  type: string;
+  code: AdminErrorCode;
+  status: number;
+  message: string;
+}
+
+const adminError = (type: string, code: AdminErrorCode, message: string, status: number = ADMIN_CODE_STATUS[code]): AdminGatewayErrorSpec =>
+  ({ type, code, status, message });
+
+const ADMIN_UNAUTHORIZED = 'Unauthorized: the access token is missing, expired, revoked or invalid. Sign in again to get a fresh token.';
+const ADMIN_NOT_FOUND = 'Not found: the admin API serves /admin/users, /admin/users/{id}/... and /admin/system/health';
+const ADMIN_AUTH_FAILED = 'the gateway could not check the token; try again';
+
+/** Every response type of GATEWAY_ERRORS, in the admin shape (test/api.test.ts holds the two lists together). */
+export const ADMIN_GATEWAY_ERRORS: AdminGatewayErrorSpec[] = [
+  adminError('UNAUTHORIZED', 'unauthorized', ADMIN_UNAUTHORIZED),
+  adminError('EXPIRED_TOKEN', 'unauthorized', ADMIN_UNAUTHORIZED),
+  adminError('INVALID_SIGNATURE', 'unauthorized', ADMIN_UNAUTHORIZED),
+  // The authorizer's Deny: reading needs admin:users:read (group gateway-admin-readers), changing admin:users.
+  adminError('ACCESS_DENIED', 'forbidden', 'Forbidden: your account lacks the admin scope this request needs (admin:users:read to read, admin:users to change)'),
+  // No method requires an API key here; kept so every response type has the admin shape.
+  adminError('INVALID_API_KEY', 'forbidden', 'Forbidden: the request was refused'),
+  adminError('WAF_FILTERED', 'forbidden', 'Forbidden: the gateway\'s firewall refused this request (source address not allowed, or a blocked request pattern)'),
+  adminError('MISSING_AUTHENTICATION_TOKEN', 'not_found', ADMIN_NOT_FOUND),
+  adminError('RESOURCE_NOT_FOUND', 'not_found', ADMIN_NOT_FOUND),
+  adminError('THROTTLED', 'throttled', 'Too many requests: the gateway\'s request rate limit was exceeded; retry after a short pause'),
+  adminError('QUOTA_EXCEEDED', 'throttled', 'Too many requests: a request quota is used up; retry later'),
+  adminError('REQUEST_TOO_LARGE', 'payload_too_large', 'request body exceeds API Gateway\'s 10 MB limit (upload HR files with POST /admin/users/csv/upload)'),
+  adminError('BAD_REQUEST_BODY', 'bad_request', 'Bad request: the request body could not be read'),
+  adminError('BAD_REQUEST_PARAMETERS', 'bad_request', 'Bad request: the request parameters could not be read'),
+  adminError('UNSUPPORTED_MEDIA_TYPE', 'unsupported_media_type', 'Unsupported media type: send JSON (application/json)'),
+  adminError('DEFAULT_4XX', 'bad_request', 'Bad request: the gateway refused the request'),
+  adminError('AUTHORIZER_FAILURE', 'internal', ADMIN_AUTH_FAILED),
+  adminError('AUTHORIZER_CONFIGURATION_ERROR', 'internal', ADMIN_AUTH_FAILED),
+  adminError('API_CONFIGURATION_ERROR', 'internal', 'the gateway is misconfigured; try again later or contact the platform team'),
+  adminError('INTEGRATION_FAILURE', 'internal', 'the admin API function could not be reached; try again', 502),
+  adminError('INTEGRATION_TIMEOUT', 'internal', 'the request ran into the admin API\'s 29-second limit', 504),
+  adminError('DEFAULT_5XX', 'internal', 'the gateway failed; try again'),
+];
+
+/** The admin error body; the message ends with the request id, as the providers' gateway responses do. */
+export function renderAdminError(code: AdminErrorCode, message: string, requestId: string): { error: { code: string; message: string } } {
+  return { error: { code, message: withRequestId(message, requestId) } };
+}
+
+/** One gateway response of the admin API: status, no extra header, template. */
+export function adminGatewayResponse(spec: AdminGatewayErrorSpec): {
+  statusCode: string;
+  responseHeaders: Record<string, string>;
+  template: string;
+} {
+  if (spec.message.includes('$')) throw new Error(`${spec.type}: a message cannot contain $`);
+  return {
+    statusCode: String(spec.status),
+    responseHeaders: {},
+    template: JSON.stringify(renderAdminError(spec.code, spec.message, REQUEST_ID_VARIABLE)),
+  };
+}

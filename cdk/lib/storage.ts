@@ -2,13 +2,14 @@
 import {
   Aws, Duration, RemovalPolicy, Stack,
   aws_cloudwatch as cw,
+  aws_dynamodb as dynamodb,
   aws_iam as iam,
   aws_kms as kms,
   aws_s3 as s3,
   aws_sqs as sqs,
 } from 'aws-cdk-lib';
 import { EnvironmentConfig, FunctionsConfig, PROVIDERS, ProviderName, GatewayConfig } from './config';
-import { pascal } from './names';
+import { pascal, resourceName } from './names';
 
 export interface Keys {
   /** Queues, payload and audit buckets, log groups, function environments, secrets. */
@@ -182,4 +183,29 @@ export function createQueues(stack: Stack, config: GatewayConfig, envName: strin
     requests.set(p, queueWithDlq(`RequestQueue${pascal(p)}`, name, Duration.seconds(dispatchVisibilitySecs), fns.dispatchMaxReceives));
   }
   return { audit, requests, dispatchVisibilitySecs, dlqAlarms, dlqs };
+}
+
+/** The revocation table's key and TTL attribute (the contract in docs; shared by authorizer, provisioner,
+ * scheduler and admin API). */
+export const REVOCATION_PARTITION_KEY = 'sub';
+export const REVOCATION_TTL_ATTRIBUTE = 'expires_at';
+
+/**
+ * `<project>-<env>-revocations`: per Cognito `sub`, whether the user is disabled and the time before which
+ * its tokens are refused (`revoked_before`); sign-out records expire through the `expires_at` TTL.
+ * On-demand, point-in-time recovery, encrypted with the data key; in prod retained with deletion
+ * protection, like the other stateful resources.
+ */
+export function createRevocationsTable(stack: Stack, prefix: string, keys: Keys, removal: RemovalPolicy): dynamodb.Table {
+  return new dynamodb.Table(stack, 'RevocationsTable', {
+    tableName: resourceName(prefix, 'revocations'),
+    partitionKey: { name: REVOCATION_PARTITION_KEY, type: dynamodb.AttributeType.STRING },
+    billingMode: dynamodb.BillingMode.PAY_PER_REQUEST,
+    encryption: dynamodb.TableEncryption.CUSTOMER_MANAGED,
+    encryptionKey: keys.data,
+    pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
+    timeToLiveAttribute: REVOCATION_TTL_ATTRIBUTE,
+    deletionProtection: removal === RemovalPolicy.RETAIN,
+    removalPolicy: removal,
+  });
 }

@@ -28,6 +28,7 @@ export const COUNTED_BODY_RULES: Record<string, string[]> = {
 export const CREDENTIAL_HEADERS = ['authorization', 'x-api-key', 'api-key', 'x-goog-api-key', 'cookie'];
 
 export const RATE_LIMITED_BODY_KEY = 'rate-limited';
+export const ADMIN_RATE_LIMITED_BODY_KEY = 'rate-limited-admin';
 
 /**
  * The rate rule's answer. One body for every provider, since the ACL is shared: the keys each SDK reads
@@ -42,6 +43,27 @@ export const RATE_LIMITED_BODY = JSON.stringify({
     status: 'RESOURCE_EXHAUSTED',
   },
 });
+
+/** The admin API's rate-limit answer, in its error shape (`throttled`, lib/provider-errors.ts). */
+export const ADMIN_RATE_LIMITED_BODY = JSON.stringify({
+  error: { code: 'throttled', message: 'Too many requests from your network address; retry after a pause' },
+});
+
+/**
+ * Requests to the admin API, by URI path as WAF sees it: `/admin/...` behind the custom domain,
+ * `/<stage>/admin/...` on the execute-api URL. No provider path starts so.
+ */
+export function adminPathStatement(stageName: string): wafv2.CfnWebACL.StatementProperty {
+  const startsWith = (prefix: string): wafv2.CfnWebACL.StatementProperty => ({
+    byteMatchStatement: {
+      fieldToMatch: { uriPath: {} },
+      positionalConstraint: 'STARTS_WITH',
+      searchString: prefix,
+      textTransformations: [{ priority: 0, type: 'NONE' }],
+    },
+  });
+  return { orStatement: { statements: [startsWith('/admin/'), startsWith(`/${stageName}/admin/`)] } };
+}
 
 export interface WafProps {
   config: GatewayConfig;
@@ -97,26 +119,42 @@ export function createWaf(stack: Stack, props: WafProps): Waf {
     visibilityConfig: visibility(name),
   });
   rules.push(managed('AWSManagedRulesAmazonIpReputationList'));
+  // The provider APIs and the admin API answer a rate limit in their own shapes, so they count apart: the
+  // admin API's requests by their path, everything else (whatever its path) in the providers' rule.
+  const adminPath = adminPathStatement(env.api.stageName);
   rules.push({
     name: 'RatePerClientIp',
     priority: rules.length,
     // 429, which the SDKs retry with backoff; a 403 would end the caller's request for good.
     action: { block: { customResponse: { responseCode: 429, customResponseBodyKey: RATE_LIMITED_BODY_KEY,
       responseHeaders: [{ name: 'x-amzn-ErrorType', value: 'ThrottlingException' }] } } },
-    statement: { rateBasedStatement: { limit: env.api.wafRateLimitPer5Min, evaluationWindowSec: 300, aggregateKeyType: 'IP' } },
+    statement: { rateBasedStatement: {
+      limit: env.api.wafRateLimitPer5Min, evaluationWindowSec: 300, aggregateKeyType: 'IP',
+      scopeDownStatement: { notStatement: { statement: adminPath } },
+    } },
     visibilityConfig: visibility('rate-per-client-ip'),
+  });
+  rules.push({
+    name: 'RatePerClientIpAdmin',
+    priority: rules.length,
+    action: { block: { customResponse: { responseCode: 429, customResponseBodyKey: ADMIN_RATE_LIMITED_BODY_KEY } } },
+    statement: { rateBasedStatement: {
+      limit: env.api.wafRateLimitPer5Min, evaluationWindowSec: 300, aggregateKeyType: 'IP', scopeDownStatement: adminPath,
+    } },
+    visibilityConfig: visibility('rate-per-client-ip-admin'),
   });
   rules.push(managed('AWSManagedRulesKnownBadInputsRuleSet'));
   rules.push(managed('AWSManagedRulesCommonRuleSet'));
 
   const webAcl = new wafv2.CfnWebACL(stack, 'WebAcl', {
     name: `${prefix}-api`,
-    description: `${prefix}: every provider API of the gateway`,
+    description: `${prefix}: every provider API of the gateway and the admin API`,
     scope: 'REGIONAL',
     defaultAction: { allow: {} },
     rules,
     customResponseBodies: {
       [RATE_LIMITED_BODY_KEY]: { contentType: 'APPLICATION_JSON', content: RATE_LIMITED_BODY },
+      [ADMIN_RATE_LIMITED_BODY_KEY]: { contentType: 'APPLICATION_JSON', content: ADMIN_RATE_LIMITED_BODY },
     },
     // Logs and sampled requests (the console shows them) never hold a token, a query-string `key=` or
     // prompt text from rule match details.

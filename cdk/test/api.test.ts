@@ -1,14 +1,15 @@
 import assert from 'node:assert/strict';
-import { readFileSync } from 'node:fs';
+import { existsSync, readFileSync, readdirSync } from 'node:fs';
 import * as path from 'node:path';
 import { describe, test } from 'node:test';
 import { CfnElement } from 'aws-cdk-lib';
 import { Annotations, Match, Template } from 'aws-cdk-lib/assertions';
-import { accessLogFormat, STREAM_INTEGRATION_TIMEOUT } from '../lib/api';
+import { ADMIN_API, ApiName, accessLogFormat, STREAM_INTEGRATION_TIMEOUT } from '../lib/api';
 import { GatewayConfig, PROVIDERS, ProviderName, loadConfig, parseConfig } from '../lib/config';
 import { pascal } from '../lib/names';
 import {
-  ErrorKind, GATEWAY_ERRORS, KIND_STATUS, PROVIDER_ERRORS, REQUEST_ID_VARIABLE, UNAUTHORIZED_MESSAGE, withRequestId,
+  ADMIN_CODE_STATUS, ADMIN_GATEWAY_ERRORS, ErrorKind, GATEWAY_ERRORS, KIND_STATUS, PROVIDER_ERRORS, REQUEST_ID_VARIABLE,
+  UNAUTHORIZED_MESSAGE, withRequestId,
 } from '../lib/provider-errors';
 import { build, envOf, functionId, list, resourcesOf, statementsOf } from './helpers';
 
@@ -35,7 +36,10 @@ const priv = build({ config: privateConfig() });
 
 // ---- template helpers
 
-function apiId(t: Template, p: ProviderName, env = 'dev'): string {
+/** Every API the stack serves: the providers' and the admin API. */
+const APIS: ApiName[] = [...PROVIDERS, ADMIN_API];
+
+function apiId(t: Template, p: ApiName, env = 'dev'): string {
   const found = Object.entries(resourcesOf(t, 'AWS::ApiGateway::RestApi'))
     .filter(([, r]) => r.Properties.Name === `${config.project}-${env}-${p}`);
   assert.equal(found.length, 1, p);
@@ -46,6 +50,12 @@ function ofApi(t: Template, type: string, api: string) {
 }
 function stageIds(t: Template): string[] {
   return Object.keys(resourcesOf(t, 'AWS::ApiGateway::Stage'));
+}
+/** The provider APIs' stages (the usage plans' scope; the admin API has none). */
+function providerStageIds(t: Template): string[] {
+  const providerApis = PROVIDERS.map((p) => apiId(t, p));
+  return Object.entries(resourcesOf(t, 'AWS::ApiGateway::Stage'))
+    .filter(([, s]) => providerApis.includes(s.Properties.RestApiId.Ref)).map(([id]) => id);
 }
 /** Every string in the template, for scans. */
 function strings(v: unknown, out: string[] = []): string[] {
@@ -207,10 +217,132 @@ describe('gateway responses', () => {
   });
 });
 
+describe('admin API gateway responses', () => {
+  const { template } = dev;
+  const requestId = '3f1c2a9e-0000-4000-8000-000000000001';
+  test('the same response types as the provider APIs, each in the admin shape {"error": {"code", "message"}}', () => {
+    assert.deepEqual(ADMIN_GATEWAY_ERRORS.map((s) => s.type).sort(), GATEWAY_ERRORS.map((s) => s.type).sort());
+    const responses = ofApi(template, 'AWS::ApiGateway::GatewayResponse', apiId(template, ADMIN_API)).map(([, r]) => r.Properties);
+    assert.deepEqual(responses.map((r) => r.ResponseType).sort(), GATEWAY_ERRORS.map((s) => s.type).sort());
+    for (const r of responses) {
+      const spec = ADMIN_GATEWAY_ERRORS.find((s) => s.type === r.ResponseType)!;
+      assert.equal(r.StatusCode, String(spec.status), r.ResponseType);
+      assert.equal(r.ResponseParameters, undefined, `${r.ResponseType}: no extra header`);
+      const text = r.ResponseTemplates['application/json'];
+      assert.deepEqual([...new Set([...text.matchAll(/\$[A-Za-z][\w.]*\w/g)].map((m) => m[0]))], [REQUEST_ID_VARIABLE], r.ResponseType);
+      const body = JSON.parse(text.split(REQUEST_ID_VARIABLE).join(requestId));
+      assert.deepEqual(Object.keys(body), ['error'], r.ResponseType);
+      assert.deepEqual(Object.keys(body.error), ['code', 'message'], r.ResponseType);
+      assert.equal(body.error.code, spec.code, r.ResponseType);
+      assert.equal(body.error.message, withRequestId(spec.message, requestId), r.ResponseType);
+    }
+  });
+  test('codes and statuses as the contract has them: 5xx are `internal`; statuses agree with the provider APIs\'', () => {
+    const byType = Object.fromEntries(ADMIN_GATEWAY_ERRORS.map((s) => [s.type, [s.status, s.code]]));
+    assert.deepEqual(byType.UNAUTHORIZED, [401, 'unauthorized']);
+    assert.deepEqual(byType.ACCESS_DENIED, [403, 'forbidden']);
+    assert.deepEqual(byType.WAF_FILTERED, [403, 'forbidden']);
+    assert.deepEqual(byType.THROTTLED, [429, 'throttled']);
+    assert.deepEqual(byType.QUOTA_EXCEEDED, [429, 'throttled']);
+    assert.deepEqual(byType.REQUEST_TOO_LARGE, [413, 'payload_too_large']);
+    assert.deepEqual(byType.DEFAULT_4XX, [400, 'bad_request']);
+    assert.deepEqual(byType.MISSING_AUTHENTICATION_TOKEN, [404, 'not_found']);
+    assert.deepEqual(byType.UNSUPPORTED_MEDIA_TYPE, [415, 'unsupported_media_type']);
+    assert.deepEqual(byType.DEFAULT_5XX, [500, 'internal']);
+    assert.deepEqual(byType.INTEGRATION_TIMEOUT, [504, 'internal']);
+    for (const spec of ADMIN_GATEWAY_ERRORS) {
+      if (spec.status >= 500) assert.equal(spec.code, 'internal', spec.type);
+      else assert.equal(spec.status, ADMIN_CODE_STATUS[spec.code], spec.type);
+      // The provider APIs answer 400 for 415 (no 415 kind there); otherwise the same status.
+      const kind = GATEWAY_ERRORS.find((g) => g.type === spec.type)!.kind;
+      if (spec.type !== 'UNSUPPORTED_MEDIA_TYPE') assert.equal(spec.status, KIND_STATUS[kind], spec.type);
+    }
+  });
+  const adminSources = path.join(__dirname, '..', '..', 'functions', 'admin-api', 'src');
+  test('every code the function answers with is a code of functions/admin-api', { skip: !existsSync(adminSources) && 'functions/admin-api not there yet' }, () => {
+    const source = readdirSync(adminSources, { recursive: true }).map(String).filter((f) => f.endsWith('.rs'))
+      .map((f) => readFileSync(path.join(adminSources, f), 'utf8')).join('\n');
+    // `throttled` is API Gateway's and WAF's alone: the function never throttles.
+    for (const code of Object.keys(ADMIN_CODE_STATUS).filter((c) => c !== 'throttled')) {
+      assert.ok(source.includes(`"${code}"`), code);
+    }
+  });
+});
+
+describe('the admin API', () => {
+  const { template } = dev;
+  const admin = apiId(template, ADMIN_API);
+  test('/admin/{proxy+} on its execute-api URL, as the local stack serves it; nothing else', () => {
+    const resources = ofApi(template, 'AWS::ApiGateway::Resource', admin);
+    assert.deepEqual(resources.map(([, r]) => r.Properties.PathPart).sort(), ['admin', '{proxy+}'].sort());
+    const prefix = resources.find(([, r]) => r.Properties.PathPart === 'admin')!;
+    assert.deepEqual(prefix[1].Properties.ParentId, { 'Fn::GetAtt': [admin, 'RootResourceId'] });
+    const proxy = resources.find(([, r]) => r.Properties.PathPart === '{proxy+}')!;
+    assert.deepEqual(proxy[1].Properties.ParentId, { Ref: prefix[0] });
+    const methods = ofApi(template, 'AWS::ApiGateway::Method', admin);
+    assert.equal(methods.length, 1);
+    assert.deepEqual(methods[0][1].Properties.ResourceId, { Ref: proxy[0] });
+  });
+  test('ANY: a buffered Lambda proxy to admin-api (29 s), the same REQUEST authorizer, no API key', () => {
+    const [[, method]] = ofApi(template, 'AWS::ApiGateway::Method', admin);
+    const m = method.Properties;
+    assert.equal(m.HttpMethod, 'ANY');
+    assert.equal(m.AuthorizationType, 'CUSTOM');
+    assert.notEqual(m.ApiKeyRequired, true);
+    const [[authorizerId, authorizer]] = ofApi(template, 'AWS::ApiGateway::Authorizer', admin);
+    assert.deepEqual(m.AuthorizerId, { Ref: authorizerId });
+    assert.equal(authorizer.Properties.Type, 'REQUEST');
+    assert.equal(authorizer.Properties.AuthorizerResultTtlInSeconds, 0);
+    assert.ok(!('IdentitySource' in authorizer.Properties));
+    assert.ok(JSON.stringify(authorizer.Properties.AuthorizerUri).includes(`"${functionId(template, 'Authorizer')}","Arn"`));
+    assert.equal(m.Integration.Type, 'AWS_PROXY');
+    assert.notEqual(m.Integration.ResponseTransferMode, 'STREAM');
+    assert.equal(m.Integration.TimeoutInMillis, 29_000);
+    const uri = JSON.stringify(m.Integration.Uri);
+    assert.match(uri, /lambda:path\/2015-03-31\/functions\/.*\/invocations/);
+    assert.ok(uri.includes(`"${functionId(template, 'AdminApi')}","Arn"`), uri);
+    const fn = resourcesOf(template, 'AWS::Lambda::Function')[functionId(template, 'AdminApi')].Properties;
+    assert.equal(fn.Timeout, 29);
+    assert.deepEqual(fn.Architectures, ['arm64']);
+  });
+  test('admin-api is invocable by the admin API\'s method only, with no console test-invoke', () => {
+    const permissions = Object.values(resourcesOf(template, 'AWS::Lambda::Permission'))
+      .filter((x) => x.Properties.FunctionName['Fn::GetAtt']?.[0] === functionId(template, 'AdminApi'));
+    assert.equal(permissions.length, 1);
+    const source = JSON.stringify(permissions[0].Properties.SourceArn);
+    assert.ok(source.includes(admin) && !source.includes('test-invoke-stage'), source);
+  });
+  test('no usage plan, bodies passed through as the providers\' are, the stage\'s access log line says admin', () => {
+    const api = resourcesOf(template, 'AWS::ApiGateway::RestApi')[admin].Properties;
+    assert.equal(api.ApiKeySourceType, undefined);
+    assert.deepEqual(api.BinaryMediaTypes, ['*/*']);
+    assert.deepEqual(api.EndpointConfiguration, { Types: ['REGIONAL'] });
+    for (const plan of Object.values(resourcesOf(template, 'AWS::ApiGateway::UsagePlan'))) {
+      assert.ok(!JSON.stringify(plan.Properties.ApiStages).includes(`"${admin}"`));
+    }
+    const stage = Object.values(resourcesOf(template, 'AWS::ApiGateway::Stage')).find((s) => s.Properties.RestApiId.Ref === admin)!;
+    assert.equal(JSON.parse(stage.Properties.AccessLogSetting.Format).provider, 'admin');
+  });
+  test('behind the same web ACL as the provider APIs', () => {
+    const stageId = Object.entries(resourcesOf(template, 'AWS::ApiGateway::Stage')).find(([, s]) => s.Properties.RestApiId.Ref === admin)![0];
+    const associations = Object.values(resourcesOf(template, 'AWS::WAFv2::WebACLAssociation')).map((a) => a.Properties);
+    assert.equal(associations.length, APIS.length);
+    const acls = new Set(associations.map((a) => JSON.stringify(a.WebACLArn)));
+    assert.equal(acls.size, 1);
+    assert.ok(associations.some((a) => JSON.stringify(a.ResourceArn).includes(`"${stageId}"`)), 'the admin stage is associated');
+  });
+  test('its URL: execute-api, the stage and /admin; the domain\'s /admin behind a custom domain', () => {
+    const url = JSON.stringify(template.toJSON().Outputs.ApiUrlAdmin.Value);
+    assert.ok(url.includes(admin) && url.includes('/admin"') && url.includes('.execute-api.'), url);
+    const domain = domainConfig().environments.dev.api.domain!;
+    assert.equal(withDomain.template.toJSON().Outputs.ApiUrlAdmin.Value, `https://${domain.name}/admin`);
+  });
+});
+
 describe('APIs without a custom domain (dev)', () => {
   const { template } = dev;
   test('one regional API per provider: binary pass-through, keys from the authorizer, execute-api open', () => {
-    assert.equal(Object.keys(resourcesOf(template, 'AWS::ApiGateway::RestApi')).length, PROVIDERS.length);
+    assert.equal(Object.keys(resourcesOf(template, 'AWS::ApiGateway::RestApi')).length, APIS.length);
     for (const p of PROVIDERS) {
       const api = resourcesOf(template, 'AWS::ApiGateway::RestApi')[apiId(template, p)].Properties;
       assert.deepEqual(api.EndpointConfiguration, { Types: ['REGIONAL'] });
@@ -256,7 +388,7 @@ describe('APIs without a custom domain (dev)', () => {
   });
   test('the REQUEST authorizer: no identity source, no caching, invocable by each API only', () => {
     const authorizers = resourcesOf(template, 'AWS::ApiGateway::Authorizer');
-    assert.equal(Object.keys(authorizers).length, PROVIDERS.length);
+    assert.equal(Object.keys(authorizers).length, APIS.length);
     const authorizerFn = functionId(template, 'Authorizer');
     for (const a of Object.values(authorizers)) {
       assert.equal(a.Properties.Type, 'REQUEST');
@@ -266,7 +398,7 @@ describe('APIs without a custom domain (dev)', () => {
     }
     const permissions = Object.values(resourcesOf(template, 'AWS::Lambda::Permission'))
       .filter((x) => x.Properties.FunctionName['Fn::GetAtt']?.[0] === authorizerFn);
-    assert.equal(permissions.length, PROVIDERS.length);
+    assert.equal(permissions.length, APIS.length);
     for (const x of permissions) {
       assert.equal(x.Properties.Principal, 'apigateway.amazonaws.com');
       assert.match(JSON.stringify(x.Properties.SourceArn), /\/authorizers\//);
@@ -304,7 +436,7 @@ describe('APIs behind a custom domain', () => {
       SecurityPolicy: 'TLS_1_2',
     });
     const mappings = Object.values(resourcesOf(template, 'AWS::ApiGateway::BasePathMapping')).map((m) => m.Properties);
-    assert.deepEqual(mappings.map((m) => m.BasePath).sort(), [...PROVIDERS].sort());
+    assert.deepEqual(mappings.map((m) => m.BasePath).sort(), [...APIS].sort());
     for (const m of mappings) {
       assert.deepEqual(m.DomainName, { Ref: domainId });
       assert.deepEqual(m.RestApiId, { Ref: apiId(template, m.BasePath) });
@@ -312,7 +444,7 @@ describe('APIs behind a custom domain', () => {
     }
   });
   test('the proxy sits at the root (API Gateway passes the base path in event.path); execute-api is off', () => {
-    for (const p of PROVIDERS) {
+    for (const p of APIS) {
       const api = apiId(template, p);
       const resources = ofApi(template, 'AWS::ApiGateway::Resource', api);
       assert.deepEqual(resources.map(([, r]) => [r.Properties.PathPart, r.Properties.ParentId]),
@@ -332,7 +464,7 @@ describe('APIs behind a custom domain', () => {
   });
   test('the URLs are the domain\'s', () => {
     const outputs = template.toJSON().Outputs;
-    for (const p of PROVIDERS) assert.equal(outputs[`ApiUrl${pascal(p)}`].Value, `https://${domain.name}/${p}`);
+    for (const p of APIS) assert.equal(outputs[`ApiUrl${pascal(p)}`].Value, `https://${domain.name}/${p}`);
     assert.ok(!Object.keys(outputs).some((k) => /Endpoint/.test(k)), 'no execute-api URL output');
   });
   test('staging and prod use their own domain; no alias without a hosted zone', () => {
@@ -353,7 +485,7 @@ describe('APIs behind a custom domain', () => {
 describe('private APIs', () => {
   const { template } = priv;
   test('PRIVATE, reachable through the listed execute-api endpoints only', () => {
-    for (const p of PROVIDERS) {
+    for (const p of APIS) {
       const api = resourcesOf(template, 'AWS::ApiGateway::RestApi')[apiId(template, p)].Properties;
       assert.deepEqual(api.EndpointConfiguration, { Types: ['PRIVATE'], VpcEndpointIds: [VPCE] });
       const statements = api.Policy.Statement;
@@ -377,7 +509,7 @@ describe('stages', () => {
   const api = config.environments.dev.api;
   test('configured name, throttle, metrics, ERROR execution logs without data trace, tracing per environment', () => {
     const stages = Object.values(resourcesOf(template, 'AWS::ApiGateway::Stage'));
-    assert.equal(stages.length, PROVIDERS.length);
+    assert.equal(stages.length, APIS.length);
     for (const s of stages) {
       assert.equal(s.Properties.StageName, api.stageName);
       assert.equal(s.Properties.TracingEnabled, config.environments.dev.tracing);
@@ -394,7 +526,7 @@ describe('stages', () => {
     const [groupId, group] = Object.entries(groups).find(([id]) => id.startsWith('ApiAccessLogs'))!;
     assert.equal(group.Properties.RetentionInDays, 365);
     assert.equal(group.Properties.KmsKeyId['Fn::GetAtt'][0], Object.keys(resourcesOf(template, 'AWS::KMS::Key')).find((k) => k.startsWith('DataKey')));
-    for (const p of PROVIDERS) {
+    for (const p of APIS) {
       const stage = Object.values(resourcesOf(template, 'AWS::ApiGateway::Stage'))
         .find((s) => s.Properties.RestApiId.Ref === apiId(template, p))!;
       // The log group's ARN without the trailing `:*` (feature flag logGroupDestinationArnWithoutWildcard).
@@ -437,7 +569,7 @@ describe('stages', () => {
   });
   test('a 5xx alarm per API, handed to the stack\'s alarm list', () => {
     const alarms = Object.values(resourcesOf(template, 'AWS::CloudWatch::Alarm')).filter((a) => a.Properties.MetricName === '5XXError');
-    assert.deepEqual(alarms.map((a) => a.Properties.Dimensions[0].Value).sort(), PROVIDERS.map((p) => `llm-gateway-dev-${p}`).sort());
+    assert.deepEqual(alarms.map((a) => a.Properties.Dimensions[0].Value).sort(), APIS.map((p) => `llm-gateway-dev-${p}`).sort());
     const ids = new Set(dev.stack.alarms.map((a) => dev.stack.getLogicalId(a.node.defaultChild as CfnElement)));
     for (const [id, a] of Object.entries(resourcesOf(template, 'AWS::CloudWatch::Alarm'))) {
       if (a.Properties.MetricName === '5XXError') assert.ok(ids.has(id), id);
@@ -455,7 +587,7 @@ describe('usage plans', () => {
       const plan = plans.find((p) => p.UsagePlanName === `llm-gateway-dev-${dept}`)!;
       assert.deepEqual(plan.Throttle, { RateLimit: d.rateLimit, BurstLimit: d.burstLimit });
       assert.deepEqual(plan.Quota, { Limit: d.quotaPerDay, Period: 'DAY' });
-      assert.deepEqual(plan.ApiStages.map((s: any) => s.Stage.Ref).sort(), stageIds(template).sort());
+      assert.deepEqual(plan.ApiStages.map((s: any) => s.Stage.Ref).sort(), providerStageIds(template).sort());
     }
     // Callers in no configured department: the stage's throttle, no quota (the authorizer's `default`).
     const fallback = plans.find((p) => p.UsagePlanName === 'llm-gateway-dev-default')!;

@@ -1,7 +1,7 @@
 import assert from 'node:assert/strict';
 import { describe, test } from 'node:test';
 import { GatewayConfig, loadConfig } from '../lib/config';
-import { COUNTED_BODY_RULES, CREDENTIAL_HEADERS, RATE_LIMITED_BODY } from '../lib/waf';
+import { ADMIN_RATE_LIMITED_BODY, COUNTED_BODY_RULES, CREDENTIAL_HEADERS, RATE_LIMITED_BODY } from '../lib/waf';
 import { build, resourcesOf } from './helpers';
 
 const config = loadConfig();
@@ -9,10 +9,21 @@ const { template } = build();
 const acls = Object.values(resourcesOf(template, 'AWS::WAFv2::WebACL'));
 const acl = acls[0].Properties;
 const rule = (name: string) => acl.Rules.find((r: any) => r.Name === name);
+/** The admin API's paths: behind the domain, and below the stage on the execute-api URL. */
+const ADMIN_PATHS = {
+  OrStatement: {
+    Statements: ['/admin/', `/${config.environments.dev.api.stageName}/admin/`].map((prefix) => ({
+      ByteMatchStatement: {
+        FieldToMatch: { UriPath: {} }, PositionalConstraint: 'STARTS_WITH', SearchString: prefix,
+        TextTransformations: [{ Priority: 0, Type: 'NONE' }],
+      },
+    })),
+  },
+};
 const MANAGED = ['AWSManagedRulesCommonRuleSet', 'AWSManagedRulesKnownBadInputsRuleSet', 'AWSManagedRulesAmazonIpReputationList'];
 
 describe('web ACL', () => {
-  test('one regional ACL that allows by default, associated with every provider API\'s stage', () => {
+  test('one regional ACL that allows by default, associated with every API\'s stage (the providers\' and the admin API\'s)', () => {
     assert.equal(acls.length, 1);
     assert.equal(acl.Scope, 'REGIONAL');
     assert.deepEqual(acl.DefaultAction, { Allow: {} });
@@ -61,9 +72,10 @@ describe('web ACL', () => {
     assert.ok(!rules.some((r: any) => r.Statement.NotStatement));
   });
   test('a rate limit per client address answers 429 with JSON every provider\'s SDK reads', () => {
-    const r = acl.Rules.find((x: any) => x.Statement.RateBasedStatement);
+    const r = acl.Rules.find((x: any) => x.Name === 'RatePerClientIp');
     assert.deepEqual(r.Statement.RateBasedStatement, {
       Limit: config.environments.dev.api.wafRateLimitPer5Min, EvaluationWindowSec: 300, AggregateKeyType: 'IP',
+      ScopeDownStatement: { NotStatement: { Statement: ADMIN_PATHS } },
     });
     const response = r.Action.Block.CustomResponse;
     assert.equal(response.ResponseCode, 429);
@@ -78,6 +90,24 @@ describe('web ACL', () => {
     const prod = Object.values(resourcesOf(build({ envName: 'prod' }).template, 'AWS::WAFv2::WebACL'))[0].Properties;
     assert.equal(prod.Rules.find((x: any) => x.Statement.RateBasedStatement).Statement.RateBasedStatement.Limit,
       config.environments.prod.api.wafRateLimitPer5Min);
+  });
+  test('the admin API\'s requests count apart and get 429 in the admin error shape', () => {
+    const r = acl.Rules.find((x: any) => x.Name === 'RatePerClientIpAdmin');
+    assert.deepEqual(r.Statement.RateBasedStatement, {
+      Limit: config.environments.dev.api.wafRateLimitPer5Min, EvaluationWindowSec: 300, AggregateKeyType: 'IP',
+      ScopeDownStatement: ADMIN_PATHS,
+    });
+    assert.equal(r.Priority, acl.Rules.find((x: any) => x.Name === 'RatePerClientIp').Priority + 1);
+    const response = r.Action.Block.CustomResponse;
+    assert.equal(response.ResponseCode, 429);
+    assert.equal(response.ResponseHeaders, undefined);
+    const body = acl.CustomResponseBodies[response.CustomResponseBodyKey];
+    assert.equal(body.ContentType, 'APPLICATION_JSON');
+    assert.equal(body.Content, ADMIN_RATE_LIMITED_BODY);
+    assert.deepEqual(Object.keys(JSON.parse(body.Content).error), ['code', 'message']);
+    assert.equal(JSON.parse(body.Content).error.code, 'throttled');
+    // Every request is counted by exactly one of the two rules: the providers' excludes what the admin's matches.
+    assert.equal(acl.Rules.filter((x: any) => x.Statement.RateBasedStatement).length, 2);
   });
   test('priorities are distinct', () => {
     const priorities = acl.Rules.map((r: any) => r.Priority);
