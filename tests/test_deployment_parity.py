@@ -26,6 +26,8 @@ LOCAL_ONLY = {
     "AWS_REGION": "Lambda sets it in every function's environment itself",
     "COGNITO_JWKS_URL": "moto serves the pool's signing keys; deployed, the authorizer reads the pool's public JWKS (the default)",
     "AWS_ENDPOINT_URL_BEDROCK_RUNTIME": "the bundled Bedrock mock; deployed, the SDK's regional endpoint",
+    "GATEWAY_MAIL_FROM": "the local stack always sends invitations through moto's SES, where tests read them; dev "
+    "configures no SES identity, so deployed Cognito mails its own",
 }
 # Variables only the template sets, and why.
 TEMPLATE_ONLY = {

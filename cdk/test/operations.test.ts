@@ -405,6 +405,7 @@ describe('Glue and Athena', () => {
       if (obj) {
         return `struct<${Object.entries(obj.properties).map(([k, v]) => `${k}:${hive(v, `${where}.${k}`)}`).join(',')}>`;
       }
+      if ([s.type].flat().includes('array')) return `array<${hive(s.items, `${where}[]`)}>`;
       const types = [s.type, ...(s.enum ?? []).map((v: unknown) => (v === null ? 'null' : typeof v === 'number' ? 'integer' : typeof v))]
         .flat().filter((x) => x && x !== 'null');
       if (types.every((x) => x === 'string')) return 'string';

@@ -427,6 +427,9 @@ describe('environment variables the code reads', () => {
     GATEWAY_DISPATCH_FLUSH_MS: 'default 25',
     GATEWAY_BEDROCK_REGION: 'set',
     GATEWAY_REPLY_QUEUE_IDLE_SECS: 'default 3600 (an hour without a heartbeat)',
+    // Set only where configured (dev has no SES identity and no hosted sign-in prefix).
+    GATEWAY_MAIL_FROM: 'optional: unset, Cognito sends its own invitations',
+    GATEWAY_SIGN_IN_URL: 'optional: unset, invitations name no sign-in page',
   };
   const repo = path.join(__dirname, '..', '..');
   const read = (dir: string): string[] => readdirSync(dir).flatMap((n) => {

@@ -46,6 +46,8 @@ pub struct IdentityConfig {
     pub revocation_cache_seconds: Option<u64>,
     /// The first administrator, created with the stack.
     pub bootstrap_admin: Option<BootstrapAdmin>,
+    /// Where HR dates are meant, minutes east of UTC.
+    pub provisioning_utc_offset_minutes: Option<i32>,
 }
 
 #[derive(Debug, Clone, Deserialize)]

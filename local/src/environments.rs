@@ -333,6 +333,16 @@ fn with_directory(
     if let Some(from) = inputs.mail_from {
         env.insert("GATEWAY_MAIL_FROM".into(), from.into());
     }
+    if let Some(offset) = deployment
+        .environment
+        .identity
+        .provisioning_utc_offset_minutes
+    {
+        env.insert(
+            "GATEWAY_PROVISIONING_UTC_OFFSET_MINUTES".into(),
+            offset.to_string(),
+        );
+    }
     let departments: serde_json::Map<String, serde_json::Value> = deployment
         .config
         .departments
@@ -399,8 +409,10 @@ pub fn admin_api(
     directory: &DirectoryInputs<'_>,
     provisioning: &ProvisioningInputs<'_>,
 ) -> Environment {
-    with_provisioning(
+    let mut env = with_provisioning(
         with_directory(base(region, deployment), deployment, directory),
         provisioning,
-    )
+    );
+    env.insert("GATEWAY_UPLOAD_URL_TTL_SECS".into(), "300".into());
+    env
 }
