@@ -439,3 +439,171 @@ def bedrock_runtime_client(state: dict, token: str, monkeypatch, tmp_path: Path)
             read_timeout=HTTP_TIMEOUT,
         ),
     )
+
+
+# --------------------------------------------------------------------------
+# The admin API (schemas/admin-api.openapi.yaml; notes: identity contract, "Admin API")
+# --------------------------------------------------------------------------
+
+ADMIN_DOCUMENT = REPO_ROOT / "schemas" / "admin-api.openapi.yaml"
+# Cognito groups of the admin scopes (policy/scopes.json): admin:users, admin:users:read.
+ADMIN_GROUP = "gateway-admins"
+ADMIN_READER_GROUP = "gateway-admin-readers"
+# Appendix 2's columns: the HR file's header and the CSV download's.
+APPENDIX_2_HEADER = "user_id,name,email,department,job_title,phone,start_date,end_date,status"
+RFC3339_RE = re.compile(r"^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d+)?(Z|[+-]\d{2}:\d{2})$")
+
+
+def admin_url(state: dict) -> str:
+    return state["base_url"].rstrip("/") + "/admin"
+
+
+def admin_call(state: dict, method: str, path: str, token: str | None = None, **kwargs) -> requests.Response:
+    """One admin API request (`path` below /admin), with the bearer token when one is given."""
+    headers = dict(kwargs.pop("headers", None) or {})
+    if token is not None:
+        headers["Authorization"] = f"Bearer {token}"
+    kwargs.setdefault("timeout", HTTP_TIMEOUT)
+    return requests.request(method, admin_url(state) + path, headers=headers, **kwargs)
+
+
+def unique_digits(n: int = 9) -> str:
+    """n random decimal digits: a run's tag for user ids that reruns do not collide with."""
+    return f"{uuid.uuid4().int % 10**n:0{n}d}"
+
+
+def parse_rfc3339(text: str) -> float:
+    """Epoch seconds of an RFC 3339 timestamp (asserting the form)."""
+    from datetime import datetime
+
+    assert isinstance(text, str) and RFC3339_RE.match(text), f"not an RFC 3339 timestamp: {text!r}"
+    return datetime.fromisoformat(text.replace("Z", "+00:00")).timestamp()
+
+
+def sign_in(state: dict, username: str, password: str = STRONG_PASSWORD) -> dict:
+    """Signs an existing, confirmed user in (as create_cognito_user does): {"access_token", "id_token", "sub"}."""
+    idp = aws_client(state, "cognito-idp")
+    pool, client_id = state["user_pool_id"], state["app_client_id"]
+    auth_params = {"USERNAME": username, "PASSWORD": password}
+    app_client = idp.describe_user_pool_client(UserPoolId=pool, ClientId=client_id)
+    client_secret = app_client.get("UserPoolClient", {}).get("ClientSecret")
+    if client_secret:
+        auth_params["SECRET_HASH"] = _secret_hash(username, client_id, client_secret)
+    resp = idp.admin_initiate_auth(
+        UserPoolId=pool, ClientId=client_id, AuthFlow="ADMIN_USER_PASSWORD_AUTH", AuthParameters=auth_params
+    )
+    result = resp.get("AuthenticationResult")
+    assert result, f"admin_initiate_auth returned no tokens (challenge?): {resp.get('ChallengeName')}"
+    return {
+        "access_token": result["AccessToken"],
+        "id_token": result["IdToken"],
+        "sub": unverified_claims(result["AccessToken"])["sub"],
+    }
+
+
+def confirm_cognito_user(state: dict, username: str, password: str = STRONG_PASSWORD) -> None:
+    """What a user's first sign-in with the temporary password does: a permanent password (CONFIRMED)."""
+    aws_client(state, "cognito-idp").admin_set_user_password(
+        UserPoolId=state["user_pool_id"], Username=username, Password=password, Permanent=True
+    )
+
+
+def add_to_groups(state: dict, username: str, groups: Iterable[str]) -> None:
+    idp = aws_client(state, "cognito-idp")
+    for group in groups:
+        idp.admin_add_user_to_group(UserPoolId=state["user_pool_id"], Username=username, GroupName=group)
+
+
+def cognito_user(state: dict, username: str) -> dict | None:
+    """The pool's view of a user: {"enabled", "status", "attributes", "groups"}, or None."""
+    idp = aws_client(state, "cognito-idp")
+    try:
+        found = idp.admin_get_user(UserPoolId=state["user_pool_id"], Username=username)
+    except idp.exceptions.UserNotFoundException:
+        return None
+    groups = idp.admin_list_groups_for_user(UserPoolId=state["user_pool_id"], Username=username)["Groups"]
+    return {
+        "enabled": found["Enabled"],
+        "status": found["UserStatus"],
+        "attributes": {a["Name"]: a["Value"] for a in found["UserAttributes"]},
+        "groups": sorted(g["GroupName"] for g in groups),
+    }
+
+
+def admin_document() -> dict:
+    """The admin API's OpenAPI document."""
+    import yaml
+
+    return yaml.safe_load(ADMIN_DOCUMENT.read_text(encoding="utf-8"))
+
+
+_ADMIN_VALIDATORS: dict[str, Any] = {}
+
+
+def admin_schema_errors(name: str, value: Any) -> list[str]:
+    """Where `value` breaks the admin document's component schema `name` (empty: it conforms)."""
+    import jsonschema
+
+    validator = _ADMIN_VALIDATORS.get(name)
+    if validator is None:
+        schema = {
+            "$schema": "https://json-schema.org/draft/2020-12/schema",
+            "$ref": f"#/components/schemas/{name}",
+            "components": admin_document()["components"],
+        }
+        validator = jsonschema.Draft202012Validator(
+            schema, format_checker=jsonschema.Draft202012Validator.FORMAT_CHECKER
+        )
+        _ADMIN_VALIDATORS[name] = validator
+    return [f"{'/'.join(map(str, e.absolute_path))}: {e.message}" for e in validator.iter_errors(value)]
+
+
+def provisioning_encrypt(state: dict, plaintext: bytes) -> bytes:
+    """An HR file age-encrypted to the stack's provisioning recipient."""
+    import pyrage
+
+    recipient = pyrage.x25519.Recipient.from_str(state["provisioning"]["recipient"])
+    return pyrage.encrypt(plaintext, [recipient])
+
+
+def wait_for_provisioning_report(state: dict, source_key: str, timeout_s: float = 30) -> tuple[str, dict]:
+    """The report key and JSON report of the provisioning run of `source_key` (reports are named
+    `reports/provisioning/<millis>-<the source key's last part>.json`); fails at the timeout."""
+    import pytest
+
+    s3 = aws_client(state, "s3")
+    bucket = state["provisioning"]["reports_bucket"]
+    suffix = "-" + source_key.rsplit("/", 1)[-1] + ".json"
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="reports/provisioning/"):
+            for obj in page.get("Contents", []):
+                if obj["Key"].endswith(suffix):
+                    report = json.loads(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
+                    if report.get("source_key") == source_key:
+                        return obj["Key"], report
+        time.sleep(0.3)
+    pytest.fail(f"no provisioning report for {source_key} within {timeout_s} s")
+
+
+def wait_for_audit(state: dict, found, timeout_s: float = 45) -> tuple[list[dict], bytes]:
+    """The audit bucket's events (and bytes) once `found(events)` is true, or at the timeout."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        events, raw = audit_events(state)
+        if found(events) or time.monotonic() > deadline:
+            return events, raw
+        time.sleep(1)
+
+
+def admin_events(events: list[dict], action: str, target: str | None = None) -> list[dict]:
+    """Final admin audit events of `action` (on `target`, when given)."""
+    return [
+        e
+        for e in events
+        if e.get("provider") == "admin"
+        and is_final(e)
+        and isinstance(e.get("admin"), dict)
+        and e["admin"].get("action") == action
+        and (target is None or e["admin"].get("target") == target)
+    ]
