@@ -189,8 +189,9 @@ async fn bench_authorizer(
 fn bench_provisioning_validation() -> Result<Value, BoxError> {
     const ROWS: usize = 10_000;
     let departments = ["営業部", "人事部", "システム部", "経理部"];
-    let mut text =
-        String::from("user_id,name,email,department,job_title,phone,start_date,end_date,status\r\n");
+    let mut text = String::from(
+        "user_id,name,email,department,job_title,phone,start_date,end_date,status\r\n",
+    );
     for i in 0..ROWS {
         text.push_str(&format!(
             "{i:06},山田 太郎{i},user{i}@example.com,{},主任,03-1234-{:04},2023/4/1,{},{}\r\n",
@@ -205,7 +206,10 @@ fn bench_provisioning_validation() -> Result<Value, BoxError> {
         return Err("the generated file is not CP932-encodable".into());
     }
     let mut report = serde_json::Map::new();
-    for (name, bytes) in [("utf8", text.as_bytes().to_vec()), ("cp932", cp932.into_owned())] {
+    for (name, bytes) in [
+        ("utf8", text.as_bytes().to_vec()),
+        ("cp932", cp932.into_owned()),
+    ] {
         let mut samples = Vec::new();
         for _ in 0..15 {
             let started = Instant::now();

@@ -619,8 +619,14 @@ async fn start_identity(
     if let Some(admin) = &deployment.environment.identity.bootstrap_admin {
         let password = gateway_shared::mail::temporary_password()
             .map_err(|_| "no temporary password could be generated")?;
-        resources::create_admin(&aws.cognito(), pool, &admin.username, &admin.email, &password)
-            .await?;
+        resources::create_admin(
+            &aws.cognito(),
+            pool,
+            &admin.username,
+            &admin.email,
+            &password,
+        )
+        .await?;
         gateway_shared::mail::Mailer::new(&aws.sdk, mail_from.clone(), None)
             .invite(
                 &gateway_shared::mail::Invitee {

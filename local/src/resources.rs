@@ -579,7 +579,12 @@ pub async fn create_admin(
         .username(username)
         .temporary_password(password.expose())
         .message_action(MessageActionType::Suppress)
-        .user_attributes(AttributeType::builder().name("email").value(email).build()?)
+        .user_attributes(
+            AttributeType::builder()
+                .name("email")
+                .value(email)
+                .build()?,
+        )
         .user_attributes(
             AttributeType::builder()
                 .name("email_verified")
@@ -596,6 +601,8 @@ pub async fn create_admin(
         .group_name("gateway-admins")
         .send()
         .await
-        .map_err(sdk_error("add the bootstrap administrator to gateway-admins"))?;
+        .map_err(sdk_error(
+            "add the bootstrap administrator to gateway-admins",
+        ))?;
     Ok(())
 }

@@ -11,6 +11,7 @@
 //! the record's `revoked_before` (a token without `iat` counts as issued at 0).
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
@@ -207,13 +208,31 @@ impl Revocations {
     }
 }
 
-/// The authorizer's view of the table: each user's record (or its absence) is kept for `ttl`, so a
-/// warm authorizer reads DynamoDB at most once per user per `ttl`, and a revocation takes effect
-/// within `ttl` everywhere.
+/// The authorizer's view of the table: each user's record (or its absence) is trusted for `ttl`, so a
+/// revocation takes effect everywhere within `ttl`.
+///
+/// Requests do not wait for DynamoDB while a user keeps calling: once an entry is half its `ttl` old,
+/// the next request starts one refresh in the background and is answered from the entry, which the
+/// refresh replaces well before it expires. A request waits for DynamoDB only for a user not seen
+/// within `ttl` (or whose background refresh failed).
+#[derive(Clone)]
 pub struct RevocationCache {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
     store: Revocations,
     ttl: Duration,
-    entries: RwLock<HashMap<String, (Option<RevocationRecord>, Instant)>>,
+    entries: RwLock<HashMap<String, Entry>>,
+}
+
+#[derive(Clone, Copy)]
+struct Entry {
+    record: Option<RevocationRecord>,
+    fetched: Instant,
+    /// When a background refresh started; one at a time per user (a refresh frozen with its Lambda
+    /// environment for longer than `ttl` counts as abandoned).
+    refreshing: Option<Instant>,
 }
 
 /// More users than this in one execution environment's cache: expired entries are dropped first,
@@ -223,34 +242,88 @@ const MAX_CACHED_USERS: usize = 50_000;
 impl RevocationCache {
     pub fn new(store: Revocations, ttl: Duration) -> Self {
         RevocationCache {
-            store,
-            ttl,
-            entries: RwLock::new(HashMap::new()),
+            inner: Arc::new(Inner {
+                store,
+                ttl,
+                entries: RwLock::new(HashMap::new()),
+            }),
         }
     }
 
     pub fn ttl(&self) -> Duration {
-        self.ttl
+        self.inner.ttl
     }
 
     /// The record of `sub`, at most `ttl` old.
     pub async fn get(&self, sub: &str) -> Result<Option<RevocationRecord>, RevocationError> {
+        let inner = &self.inner;
         let now = Instant::now();
-        if let Some((record, fetched)) = self.entries.read().await.get(sub) {
-            if now.duration_since(*fetched) < self.ttl {
-                return Ok(*record);
+        let cached = inner.entries.read().await.get(sub).copied();
+        if let Some(entry) = cached {
+            let age = now.duration_since(entry.fetched);
+            if age < inner.ttl {
+                if age >= inner.ttl / 2 && self.claim_refresh(sub, now).await {
+                    let cache = self.clone();
+                    let sub = sub.to_string();
+                    tokio::spawn(async move {
+                        if let Err(error) = cache.refresh(&sub).await {
+                            tracing::warn!(%error, "revocation refresh failed; the next request reads again");
+                        }
+                    });
+                }
+                return Ok(entry.record);
             }
         }
-        let record = self.store.get(sub).await?;
-        let mut entries = self.entries.write().await;
-        if entries.len() >= MAX_CACHED_USERS {
-            let ttl = self.ttl;
-            entries.retain(|_, (_, fetched)| now.duration_since(*fetched) < ttl);
+        self.refresh(sub).await
+    }
+
+    /// Marks `sub` as being refreshed unless a live refresh is under way; whether this caller won.
+    async fn claim_refresh(&self, sub: &str, now: Instant) -> bool {
+        let mut entries = self.inner.entries.write().await;
+        match entries.get_mut(sub) {
+            Some(entry)
+                if entry
+                    .refreshing
+                    .is_none_or(|started| now.duration_since(started) >= self.inner.ttl) =>
+            {
+                entry.refreshing = Some(now);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// Reads `sub`'s record and keeps it. A failed read leaves the entry to expire (and clears the
+    /// refresh mark, so the next request tries again).
+    async fn refresh(&self, sub: &str) -> Result<Option<RevocationRecord>, RevocationError> {
+        let inner = &self.inner;
+        let read = inner.store.get(sub).await;
+        let now = Instant::now();
+        let mut entries = inner.entries.write().await;
+        let record = match read {
+            Ok(record) => record,
+            Err(error) => {
+                if let Some(entry) = entries.get_mut(sub) {
+                    entry.refreshing = None;
+                }
+                return Err(error);
+            }
+        };
+        if entries.len() >= MAX_CACHED_USERS && !entries.contains_key(sub) {
+            let ttl = inner.ttl;
+            entries.retain(|_, entry| now.duration_since(entry.fetched) < ttl);
             if entries.len() >= MAX_CACHED_USERS {
                 entries.clear();
             }
         }
-        entries.insert(sub.to_string(), (record, now));
+        entries.insert(
+            sub.to_string(),
+            Entry {
+                record,
+                fetched: now,
+                refreshing: None,
+            },
+        );
         Ok(record)
     }
 }
@@ -258,6 +331,62 @@ impl RevocationCache {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// A cache over a table nobody serves: any read fails, so a passing lookup came from the cache.
+    fn unreachable_cache(ttl: Duration) -> RevocationCache {
+        let config = aws_sdk_dynamodb::Config::builder()
+            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
+            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
+            .endpoint_url("http://127.0.0.1:9")
+            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
+                "test", "test", None, None, "test",
+            ))
+            .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
+            .build();
+        RevocationCache::new(
+            Revocations::new(aws_sdk_dynamodb::Client::from_conf(config), "t".into()),
+            ttl,
+        )
+    }
+
+    async fn seed(
+        cache: &RevocationCache,
+        sub: &str,
+        record: Option<RevocationRecord>,
+        age: Duration,
+    ) {
+        cache.inner.entries.write().await.insert(
+            sub.into(),
+            Entry {
+                record,
+                fetched: Instant::now() - age,
+                refreshing: None,
+            },
+        );
+    }
+
+    #[tokio::test]
+    async fn fresh_and_half_stale_entries_answer_without_waiting_expired_ones_read_again() {
+        let ttl = Duration::from_secs(10);
+        let cache = unreachable_cache(ttl);
+        let disabled = Some(RevocationRecord {
+            enabled: false,
+            revoked_before: 5,
+        });
+        seed(&cache, "fresh", disabled, Duration::from_secs(1)).await;
+        seed(&cache, "half", None, Duration::from_secs(6)).await;
+        seed(&cache, "expired", None, Duration::from_secs(11)).await;
+        assert_eq!(cache.get("fresh").await.unwrap(), disabled);
+        // Answered from the entry; the background refresh (which fails here) is claimed once.
+        assert_eq!(cache.get("half").await.unwrap(), None);
+        assert!(
+            !cache.claim_refresh("half", Instant::now()).await,
+            "one refresh at a time"
+        );
+        // Past the bound the table must be read: an unreachable table is an error, never a pass.
+        assert!(cache.get("expired").await.is_err());
+        assert!(cache.get("unknown").await.is_err());
+    }
 
     #[test]
     fn disabled_accounts_refuse_every_token() {

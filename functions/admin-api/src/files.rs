@@ -12,14 +12,17 @@ use crate::{AdminApi, Answer, ApiError};
 const APPLY_PREFIX: &str = "incoming/";
 const DRY_RUN_PREFIX: &str = "dry-run/";
 const REPORT_PREFIX: &str = "reports/provisioning/";
+/// An upload's file name when the request names none.
+const DEFAULT_UPLOAD_NAME: &str = "hr.csv.age";
 
 /// `POST /users/csv/upload`: a presigned PUT into the provisioning bucket, under `incoming/` (or
 /// `dry-run/`), with a key no other upload has.
-pub async fn upload(api: &AdminApi, body: Value, now: u64) -> Result<Answer, ApiError> {
+/// Answers the ticket and the key it is for.
+pub async fn upload(api: &AdminApi, body: Value, now: u64) -> Result<(Answer, String), ApiError> {
     let Value::Object(fields) = body else {
         return Err(ApiError::bad_request("the body must be a JSON object"));
     };
-    let mut filename = "upload.csv.age".to_string();
+    let mut filename = DEFAULT_UPLOAD_NAME.to_string();
     let mut dry_run = false;
     for (name, value) in fields {
         match (name.as_str(), value) {
@@ -52,8 +55,7 @@ pub async fn upload(api: &AdminApi, body: Value, now: u64) -> Result<Answer, Api
     } else {
         APPLY_PREFIX
     };
-    let id = uuid::Uuid::new_v4().simple().to_string();
-    let key = format!("{prefix}{now}-{}-{safe}", &id[..12]);
+    let key = format!("{prefix}{now}-{}-{safe}", uuid::Uuid::new_v4());
     let ttl = api.config.upload_ttl;
     let presigning = PresigningConfig::expires_in(ttl).map_err(ApiError::internal)?;
     let request = api
@@ -68,7 +70,7 @@ pub async fn upload(api: &AdminApi, body: Value, now: u64) -> Result<Answer, Api
         .headers()
         .map(|(name, value)| (name.to_string(), Value::String(value.to_string())))
         .collect();
-    Ok(Answer::json(
+    let answer = Answer::json(
         201,
         json!({
             "url": request.uri(),
@@ -77,7 +79,8 @@ pub async fn upload(api: &AdminApi, body: Value, now: u64) -> Result<Answer, Api
             "expires_at": gateway_shared::audit::clock::rfc3339_from_millis(now + ttl.as_millis() as u64),
             "headers": headers,
         }),
-    ))
+    );
+    Ok((answer, key))
 }
 
 /// `GET /users/csv/download`: the provisioned users in the Appendix 2 columns, formula-safe, UTF-8

@@ -17,7 +17,7 @@ use gateway_shared::audit::{AdminAction, AuditEvent, AuditSink, Principal};
 use gateway_shared::auth::AuthContext;
 use gateway_shared::config::{self, ConfigError, Settings};
 use gateway_shared::directory::{Directory, DirectoryError, DirectorySettings};
-use gateway_shared::provisioning::plan::{self, Change};
+use gateway_shared::provisioning::plan::{self, Change as Planned};
 use gateway_shared::scopes::{Decision, Policy};
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{json, Value};
@@ -278,6 +278,14 @@ fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, ApiError> {
     Ok(route)
 }
 
+/// One change, for its audit event.
+struct Change<'a> {
+    action: &'static str,
+    target: Option<&'a str>,
+    changed: Vec<String>,
+    source: Option<String>,
+}
+
 /// What one request is about, for its audit event.
 struct Call<'a> {
     request_id: String,
@@ -439,8 +447,18 @@ impl AdminApi {
                 } else {
                     json_body(request)?
                 };
-                let answer = files::upload(self, body, now).await?;
-                self.record(&call, "users.csv-upload", None, vec![], 201, None);
+                let (answer, key) = files::upload(self, body, now).await?;
+                self.record(
+                    &call,
+                    Change {
+                        action: "users.csv-upload",
+                        target: None,
+                        changed: Vec::new(),
+                        source: Some(key),
+                    },
+                    201,
+                    None,
+                );
                 Ok(answer)
             }
             Route::SyncStatus => files::sync_status(self, query("limit").as_deref()).await,
@@ -451,48 +469,39 @@ impl AdminApi {
     fn audited(
         &self,
         call: &Call<'_>,
-        action: &str,
+        action: &'static str,
         target: Option<&str>,
         changed: Vec<String>,
         result: Result<Answer, DirectoryError>,
     ) -> Result<Answer, ApiError> {
+        let change = Change {
+            action,
+            target,
+            changed,
+            source: None,
+        };
         match result {
             Ok(answer) => {
-                self.record(call, action, target, changed, answer.status, None);
+                self.record(call, change, answer.status, None);
                 Ok(answer)
             }
             Err(error) => {
                 let error = ApiError::from(error);
-                self.record(
-                    call,
-                    action,
-                    target,
-                    changed,
-                    error.status,
-                    Some(&error.message),
-                );
+                self.record(call, change, error.status, Some(&error.message));
                 Err(error)
             }
         }
     }
 
-    fn record(
-        &self,
-        call: &Call<'_>,
-        action: &str,
-        target: Option<&str>,
-        changed: Vec<String>,
-        status: u16,
-        reason: Option<&str>,
-    ) {
+    fn record(&self, call: &Call<'_>, change: Change, status: u16, reason: Option<&str>) {
         let mut event = AuditEvent::admin(
             &call.request_id,
             AdminAction {
                 actor: "admin-api".into(),
-                action: action.into(),
-                target: target.map(str::to_string),
-                changed,
-                source: None,
+                action: change.action.into(),
+                target: change.target.map(str::to_string),
+                changed: change.changed,
+                source: change.source,
             },
             status,
         );
@@ -636,13 +645,8 @@ impl AdminApi {
     }
 
     async fn create(&self, call: &Call<'_>, body: Value, now: u64) -> Result<Answer, ApiError> {
-        let new: NewUser = serde_json::from_value(body)
-            .map_err(|e| ApiError::bad_request(format!("the body is not a user: {e}")))?;
-        let record = users::check(&new.cells())?;
-        if let Some(alias) = &new.alias_id {
-            users::check_alias(alias)?;
-        }
-        let department = self.department(&record.department)?;
+        let new = NewUser::from_json(&body)?;
+        let (record, department) = self.validate(&new.cells(), new.alias_id.as_deref())?;
         match self.directory.user(&record.user_id).await {
             Ok(_) => {
                 return Err(ApiError::new(
@@ -656,7 +660,7 @@ impl AdminApi {
         }
         let today = self.config.directory.today(now);
         let planned = plan::plan_row(&record, &department, None, today);
-        let Change::Create {
+        let Planned::Create {
             mut attributes,
             enabled,
             ..
@@ -699,8 +703,7 @@ impl AdminApi {
         body: Value,
         now: u64,
     ) -> Result<Answer, ApiError> {
-        let patch: UserPatch = serde_json::from_value(body)
-            .map_err(|e| ApiError::bad_request(format!("the body is not a user patch: {e}")))?;
+        let patch = UserPatch::from_json(&body)?;
         if patch.is_empty() {
             return Err(ApiError::bad_request(
                 "the patch changes nothing: name at least one field",
@@ -708,15 +711,18 @@ impl AdminApi {
         }
         let user = self.directory.user(id).await?;
         let cells = patch.apply(users::current_cells(&user))?;
-        let record = users::check(&cells)?;
-        let department = self.department(&record.department)?;
+        let alias = match &patch.alias_id {
+            Edit::Set(alias) => Some(alias.as_str()),
+            _ => None,
+        };
+        let (record, department) = self.validate(&cells, alias)?;
         let today = self.config.directory.today(now);
         let before = user.planning();
         let mut planned = plan::plan_row(&record, &department, Some(&before), today);
         let email_changed =
             record.email != user.attributes.get("email").cloned().unwrap_or_default();
         let mut changed = Vec::new();
-        if let Change::Update {
+        if let Planned::Update {
             attributes,
             move_department,
             set_enabled,
@@ -738,7 +744,6 @@ impl AdminApi {
         match &patch.alias_id {
             Edit::Keep => {}
             Edit::Set(alias) => {
-                users::check_alias(alias)?;
                 if result.is_ok() {
                     result = self
                         .directory
@@ -750,6 +755,10 @@ impl AdminApi {
                 }
                 changed.push("custom:alias_id".into());
             }
+            // Cognito refuses to delete an attribute the user does not have.
+            Edit::Clear if !user.attributes.contains_key("custom:alias_id") => {}
+            // Cognito refuses to delete an attribute the user does not have.
+            Edit::Clear if !user.attributes.contains_key("custom:alias_id") => {}
             Edit::Clear => {
                 if result.is_ok() {
                     result = self
@@ -838,17 +847,36 @@ impl AdminApi {
         )
     }
 
-    fn department(&self, name: &str) -> Result<String, ApiError> {
-        self.config
+    /// A user's cells by the file's rules, its department configured, its alias well formed: every
+    /// failure named at once.
+    fn validate(
+        &self,
+        cells: &[String; 9],
+        alias: Option<&str>,
+    ) -> Result<(gateway_shared::provisioning::UserRecord, String), ApiError> {
+        let checked = users::check(cells);
+        let mut details = match &checked {
+            Ok(_) => Vec::new(),
+            Err(error) => error.details.clone(),
+        };
+        let department = self
+            .config
             .directory
-            .department(name)
-            .map(str::to_string)
-            .ok_or_else(|| {
-                ApiError::invalid(vec![(
-                    "department".into(),
-                    format!("department {name:?} is not configured"),
-                )])
-            })
+            .department(&cells[3])
+            .map(str::to_string);
+        if department.is_none() && !details.iter().any(|(field, _)| field == "department") {
+            details.push((
+                "department".into(),
+                format!("department {:?} is not configured", cells[3]),
+            ));
+        }
+        if let Some(Err(error)) = alias.map(users::check_alias) {
+            details.extend(error.details);
+        }
+        match (checked, department) {
+            (Ok(record), Some(department)) if details.is_empty() => Ok((record, department)),
+            _ => Err(ApiError::invalid(details)),
+        }
     }
 }
 

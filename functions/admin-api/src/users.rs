@@ -5,7 +5,6 @@ use std::collections::BTreeMap;
 
 use gateway_shared::directory::UserView;
 use gateway_shared::provisioning::rows::{self, UserRecord};
-use serde::Deserialize;
 use serde_json::{json, Value};
 
 use crate::ApiError;
@@ -34,27 +33,80 @@ pub fn user_json(user: &UserView) -> Value {
 }
 
 /// `POST /users`.
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug)]
 pub struct NewUser {
     pub user_id: String,
     pub name: String,
     pub email: String,
     pub department: String,
-    #[serde(default)]
     pub job_title: Option<String>,
-    #[serde(default)]
     pub phone: Option<String>,
     pub start_date: String,
-    #[serde(default)]
     pub end_date: Option<String>,
-    #[serde(default)]
     pub status: Option<String>,
-    #[serde(default)]
     pub alias_id: Option<String>,
 }
 
+/// A body's fields as strings, nulls as `None`; every problem (unknown field, a required one
+/// missing or null, a value not a string) is named in the error's details at once.
+fn read_fields(
+    body: &Value,
+    required: &[&str],
+    optional: &[&str],
+) -> Result<BTreeMap<String, Option<String>>, ApiError> {
+    let Value::Object(fields) = body else {
+        return Err(ApiError::bad_request("the body must be a JSON object"));
+    };
+    let mut details = Vec::new();
+    let mut read = BTreeMap::new();
+    for (name, value) in fields {
+        if !required.contains(&name.as_str()) && !optional.contains(&name.as_str()) {
+            details.push((name.clone(), format!("{name} is not a field here")));
+            continue;
+        }
+        match value {
+            Value::String(text) => {
+                read.insert(name.clone(), Some(text.clone()));
+            }
+            Value::Null => {
+                read.insert(name.clone(), None);
+            }
+            _ => details.push((name.clone(), format!("{name} must be a string"))),
+        }
+    }
+    for name in required {
+        if !matches!(read.get(*name), Some(Some(_))) && !details.iter().any(|(f, _)| f == name) {
+            details.push((name.to_string(), format!("{name} is required")));
+        }
+    }
+    if details.is_empty() {
+        Ok(read)
+    } else {
+        Err(ApiError::invalid(details))
+    }
+}
+
 impl NewUser {
+    pub fn from_json(body: &Value) -> Result<NewUser, ApiError> {
+        let mut fields = read_fields(
+            body,
+            &["user_id", "name", "email", "department", "start_date"],
+            &["job_title", "phone", "end_date", "status", "alias_id"],
+        )?;
+        let mut take = |name: &str| fields.remove(name).flatten();
+        Ok(NewUser {
+            user_id: take("user_id").unwrap_or_default(),
+            name: take("name").unwrap_or_default(),
+            email: take("email").unwrap_or_default(),
+            department: take("department").unwrap_or_default(),
+            start_date: take("start_date").unwrap_or_default(),
+            job_title: take("job_title"),
+            phone: take("phone"),
+            end_date: take("end_date"),
+            status: take("status"),
+            alias_id: take("alias_id"),
+        })
+    }
     pub fn cells(&self) -> [String; 9] {
         [
             self.user_id.clone(),
@@ -79,40 +131,55 @@ pub enum Edit {
     Set(String),
 }
 
-impl<'de> Deserialize<'de> for Edit {
-    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
-        Ok(match Option::<String>::deserialize(deserializer)? {
-            None => Edit::Clear,
-            Some(value) => Edit::Set(value),
-        })
-    }
-}
-
 /// `PATCH /users/{id}`.
-#[derive(Debug, Deserialize, Default)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 pub struct UserPatch {
-    #[serde(default)]
     pub name: Edit,
-    #[serde(default)]
     pub email: Edit,
-    #[serde(default)]
     pub department: Edit,
-    #[serde(default)]
     pub job_title: Edit,
-    #[serde(default)]
     pub phone: Edit,
-    #[serde(default)]
     pub start_date: Edit,
-    #[serde(default)]
     pub end_date: Edit,
-    #[serde(default)]
     pub status: Edit,
-    #[serde(default)]
     pub alias_id: Edit,
 }
 
 impl UserPatch {
+    pub fn from_json(body: &Value) -> Result<UserPatch, ApiError> {
+        let mut fields = read_fields(
+            body,
+            &[],
+            &[
+                "name",
+                "email",
+                "department",
+                "job_title",
+                "phone",
+                "start_date",
+                "end_date",
+                "status",
+                "alias_id",
+            ],
+        )?;
+        let mut edit = |name: &str| match fields.remove(name) {
+            None => Edit::Keep,
+            Some(None) => Edit::Clear,
+            Some(Some(value)) => Edit::Set(value),
+        };
+        Ok(UserPatch {
+            name: edit("name"),
+            email: edit("email"),
+            department: edit("department"),
+            job_title: edit("job_title"),
+            phone: edit("phone"),
+            start_date: edit("start_date"),
+            end_date: edit("end_date"),
+            status: edit("status"),
+            alias_id: edit("alias_id"),
+        })
+    }
+
     pub fn is_empty(&self) -> bool {
         [
             &self.name,
@@ -283,13 +350,12 @@ mod tests {
             "",
             "active",
         ]);
-        let patch: UserPatch =
-            serde_json::from_value(json!({"name": "B", "job_title": null})).unwrap();
+        let patch = UserPatch::from_json(&json!({"name": "B", "job_title": null})).unwrap();
         let after = patch.apply(current.clone()).unwrap();
         assert_eq!(after[1], "B");
         assert_eq!(after[4], "");
         assert_eq!(after[2], "a@example.com");
-        let patch: UserPatch = serde_json::from_value(json!({"email": null})).unwrap();
+        let patch = UserPatch::from_json(&json!({"email": null})).unwrap();
         assert_eq!(patch.apply(current).unwrap_err().details[0].0, "email");
         assert!(serde_json::from_value::<UserPatch>(json!({"password": "x"})).is_err());
         assert!(serde_json::from_value::<UserPatch>(json!({}))

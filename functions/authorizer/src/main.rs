@@ -1,6 +1,10 @@
 //! The authorizer Lambda: configuration and clients built once, then [`authorizer::handle`] per request;
 //! its audit records leave after each answer (see `gateway_shared::audit::lifecycle`).
 
+// The handler's future nests the DynamoDB client's (the revocation read) inside the runtime's and the
+// extension's; its layout needs more than the default query depth.
+#![recursion_limit = "256"]
+
 use std::sync::Arc;
 
 use authorizer::{handle_event, AuthorizerConfig, State};
