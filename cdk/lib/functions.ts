@@ -20,7 +20,7 @@ import { NagSuppressions } from 'cdk-nag';
 import { EnvironmentName, GatewayConfig, PROVIDERS, ProviderName } from './config';
 import { Identity, loadScopePolicy } from './identity';
 import { pascal } from './names';
-import { Buckets, Keys, Queues } from './storage';
+import { Buckets, Keys, Queues, REVOCATION_UPDATE_INDEX } from './storage';
 
 export const FUNCTIONS = [
   'authorizer', 'azure-openai', 'bedrock-claude', 'gemini', 'dispatcher', 'audit-writer', 'audit-digest',
@@ -232,11 +232,22 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
   // admin API)
   const policy = loadScopePolicy();
   /** The named table actions only (no grantReadData/grantWriteData action groups), with the data key's use. */
-  const useRevocations = (fn: lambda.Function, actions: ('GetItem' | 'PutItem' | 'UpdateItem')[]) => {
-    revocations.grant(fn, ...actions.map((a) => `dynamodb:${a}`));
+  const useRevocations = (fn: lambda.Function, actions: ('GetItem' | 'Query' | 'PutItem' | 'UpdateItem')[]) => {
+    // Exact ARNs: the table for item actions, the one update index for Query (Table.grant would add the
+    // `/index/*` wildcard as soon as the table has an index).
+    const onTable = actions.filter((a) => a !== 'Query');
+    if (onTable.length > 0) {
+      iam.Grant.addToPrincipal({ grantee: fn, actions: onTable.map((a) => `dynamodb:${a}`), resourceArns: [revocations.tableArn] });
+    }
+    if (actions.includes('Query')) {
+      iam.Grant.addToPrincipal({
+        grantee: fn, actions: ['dynamodb:Query'],
+        resourceArns: [`${revocations.tableArn}/index/${REVOCATION_UPDATE_INDEX}`],
+      });
+    }
     // A table under a customer managed key needs the caller's use of that key as well: the key actions
     // DynamoDB's grantReadData / grantWriteData would add.
-    const writes = actions.some((a) => a !== 'GetItem');
+    const writes = actions.some((a) => a !== 'GetItem' && a !== 'Query');
     keys.data.grant(fn, 'kms:Decrypt', 'kms:DescribeKey', ...(writes ? ['kms:Encrypt', 'kms:ReEncrypt*', 'kms:GenerateDataKey*'] : []));
   };
   const identityEnv = env.identity;
@@ -286,7 +297,8 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
     },
   });
   queues.audit.grantSendMessages(authorizer);
-  useRevocations(authorizer, ['GetItem']);
+  // It polls the update index (never a read per request).
+  useRevocations(authorizer, ['Query']);
 
   for (const p of PROVIDERS) {
     const transport = config.providers[p].transport;

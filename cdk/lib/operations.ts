@@ -65,7 +65,7 @@ export interface OperationsProps {
   removal: RemovalPolicy;
   buckets: Buckets;
   queues: Queues;
-  /** The revocations table: its throttles and system errors alarm (the authorizer reads it per request). */
+  /** The revocations table: its throttles and system errors alarm (the authorizer polls it). */
   revocations: dynamodb.Table;
   functions: Map<FunctionName, lambda.Function>;
   /** The auditors' role (lib/audit-access.ts): gets the Athena query path. */
@@ -241,9 +241,10 @@ function createAlarms(stack: Stack, props: OperationsProps): { alarms: cw.Alarm[
       THRESHOLDS.requestOldestMessageSecs, { periods: 2 });
   }
 
-  // The revocations table: the authorizer reads it on every cache miss, the user jobs and the admin API
-  // write it. On-demand tables still throttle (a hot partition, or a burst past twice the previous peak).
-  const tableOps = [dynamodb.Operation.GET_ITEM, dynamodb.Operation.PUT_ITEM, dynamodb.Operation.UPDATE_ITEM];
+  // The revocations table: every authorizer environment polls its update index, the user jobs and the admin
+  // API write it. On-demand tables still throttle (a hot partition, or a burst past twice the previous peak).
+  const tableOps = [dynamodb.Operation.QUERY, dynamodb.Operation.GET_ITEM, dynamodb.Operation.PUT_ITEM,
+    dynamodb.Operation.UPDATE_ITEM];
   alarm('RevocationsTableThrottles',
     'revocations table requests throttled (the authorizer may refuse tokens it cannot check; user changes fail)',
     props.revocations.metricThrottledRequestsForOperations({ operations: tableOps, period: fiveMinutes }), 1);

@@ -196,8 +196,11 @@ export const REVOCATION_TTL_ATTRIBUTE = 'expires_at';
  * On-demand, point-in-time recovery, encrypted with the data key; in prod retained with deletion
  * protection, like the other stateful resources.
  */
+/** The index the authorizer polls (`UPDATE_INDEX` in shared/src/revocation.rs). */
+export const REVOCATION_UPDATE_INDEX = 'by-update';
+
 export function createRevocationsTable(stack: Stack, prefix: string, keys: Keys, removal: RemovalPolicy): dynamodb.Table {
-  return new dynamodb.Table(stack, 'RevocationsTable', {
+  const table = new dynamodb.Table(stack, 'RevocationsTable', {
     tableName: resourceName(prefix, 'revocations'),
     partitionKey: { name: REVOCATION_PARTITION_KEY, type: dynamodb.AttributeType.STRING },
     billingMode: dynamodb.BillingMode.PAY_PER_REQUEST,
@@ -208,4 +211,12 @@ export function createRevocationsTable(stack: Stack, prefix: string, keys: Keys,
     deletionProtection: removal === RemovalPolicy.RETAIN,
     removalPolicy: removal,
   });
+  // The authorizer polls what changed (shared/src/revocation.rs): one partition, sorted by update time.
+  table.addGlobalSecondaryIndex({
+    indexName: REVOCATION_UPDATE_INDEX,
+    partitionKey: { name: 'rev', type: dynamodb.AttributeType.STRING },
+    sortKey: { name: 'updated_ms', type: dynamodb.AttributeType.NUMBER },
+    projectionType: dynamodb.ProjectionType.ALL,
+  });
+  return table;
 }

@@ -46,13 +46,22 @@ const sesArn = (identity: string) => ({
 });
 
 describe('the revocations table', () => {
-  test('key sub (S), on demand, PITR, the data key, TTL on expires_at, the stack\'s name', () => {
+  test('key sub (S), the update index the authorizer polls, on demand, PITR, the data key, TTL on expires_at, the stack\'s name', () => {
     const t = dev.template;
     const table = resourcesOf(t, 'AWS::DynamoDB::Table')[tableId(t)];
     assert.deepEqual(table.Properties, {
       TableName: 'llm-gateway-dev-revocations',
       KeySchema: [{ AttributeName: 'sub', KeyType: 'HASH' }],
-      AttributeDefinitions: [{ AttributeName: 'sub', AttributeType: 'S' }],
+      AttributeDefinitions: [
+        { AttributeName: 'sub', AttributeType: 'S' },
+        { AttributeName: 'rev', AttributeType: 'S' },
+        { AttributeName: 'updated_ms', AttributeType: 'N' },
+      ],
+      GlobalSecondaryIndexes: [{
+        IndexName: 'by-update',
+        KeySchema: [{ AttributeName: 'rev', KeyType: 'HASH' }, { AttributeName: 'updated_ms', KeyType: 'RANGE' }],
+        Projection: { ProjectionType: 'ALL' },
+      }],
       BillingMode: 'PAY_PER_REQUEST',
       PointInTimeRecoverySpecification: { PointInTimeRecoveryEnabled: true },
       SSESpecification: { SSEEnabled: true, SSEType: 'KMS', KMSMasterKeyId: keyArn(t) },
@@ -172,8 +181,9 @@ describe('grants of the identity functions, exactly', () => {
   };
   const auditQueue = (tt: Template) => ({ 'Fn::GetAtt': [idOf(tt, 'AWS::SQS::Queue', 'AuditQueue1'), 'Arn'] });
 
-  test('authorizer: dynamodb:GetItem on the table only; the data key to read it', () => {
-    assert.deepEqual(dynamo(t, 'Authorizer'), [[['dynamodb:GetItem'], table()]]);
+  test('authorizer: dynamodb:Query on the update index only (no item reads); the data key to read it', () => {
+    const index = { 'Fn::Join': ['', [table(), '/index/by-update']] };
+    assert.deepEqual(dynamo(t, 'Authorizer'), [[['dynamodb:Query'], index]]);
     assert.deepEqual(on(t, 'Authorizer', 'cognito-idp'), []);
     const kms = on(t, 'Authorizer', 'kms');
     assert.ok(kms.every((s) => JSON.stringify(s.Resource) === JSON.stringify(keyArn(t))), JSON.stringify(kms));

@@ -165,7 +165,7 @@ describe('alarms', () => {
       assert.equal(a.TreatMissingData, 'notBreaching', id);
       const stats = a.Metrics.filter((m: any) => m.MetricStat).map((m: any) => m.MetricStat);
       assert.deepEqual(stats.map((m: any) => m.Metric.Dimensions.find((d: any) => d.Name === 'Operation').Value).sort(),
-        ['GetItem', 'PutItem', 'UpdateItem'], id);
+        ['GetItem', 'PutItem', 'Query', 'UpdateItem'], id);
       for (const m of stats) {
         assert.deepEqual([m.Metric.Namespace, m.Metric.MetricName, m.Stat, m.Period], ['AWS/DynamoDB', metricName, 'Sum', 300], id);
         assert.deepEqual(m.Metric.Dimensions.find((d: any) => d.Name === 'TableName').Value, table, id);

@@ -493,35 +493,52 @@ pub async fn create_audit_bodies_key(kms: &aws_sdk_kms::Client) -> Result<String
         .to_string())
 }
 
-/// The revocation table as the CDK stack declares it: `sub` its key, `expires_at` its time to live.
+/// The revocation table as the CDK stack declares it: `sub` its key, the `by-update` index the
+/// authorizer polls, `expires_at` its time to live.
 pub async fn create_revocation_table(
     dynamodb: &aws_sdk_dynamodb::Client,
     name: &str,
 ) -> Result<(), BoxError> {
     use aws_sdk_dynamodb::types::{
-        AttributeDefinition, BillingMode, KeySchemaElement, KeyType, ScalarAttributeType,
-        TimeToLiveSpecification,
+        AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
+        Projection, ProjectionType, ScalarAttributeType, TimeToLiveSpecification,
     };
     let failed =
         |what: &'static str| move |e: String| -> BoxError { format!("{what} {name}: {e}").into() };
+    let attribute = |name: &str, kind: ScalarAttributeType| {
+        AttributeDefinition::builder()
+            .attribute_name(name)
+            .attribute_type(kind)
+            .build()
+            .map_err(|e| failed("define table")(e.to_string()))
+    };
+    let key = |name: &str, kind: KeyType| {
+        KeySchemaElement::builder()
+            .attribute_name(name)
+            .key_type(kind)
+            .build()
+            .map_err(|e| failed("define table")(e.to_string()))
+    };
+    let index = GlobalSecondaryIndex::builder()
+        .index_name(gateway_shared::revocation::UPDATE_INDEX)
+        .key_schema(key("rev", KeyType::Hash)?)
+        .key_schema(key("updated_ms", KeyType::Range)?)
+        .projection(
+            Projection::builder()
+                .projection_type(ProjectionType::All)
+                .build(),
+        )
+        .build()
+        .map_err(|e| failed("define table")(e.to_string()))?;
     dynamodb
         .create_table()
         .table_name(name)
         .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(
-            AttributeDefinition::builder()
-                .attribute_name("sub")
-                .attribute_type(ScalarAttributeType::S)
-                .build()
-                .map_err(|e| failed("define table")(e.to_string()))?,
-        )
-        .key_schema(
-            KeySchemaElement::builder()
-                .attribute_name("sub")
-                .key_type(KeyType::Hash)
-                .build()
-                .map_err(|e| failed("define table")(e.to_string()))?,
-        )
+        .attribute_definitions(attribute("sub", ScalarAttributeType::S)?)
+        .attribute_definitions(attribute("rev", ScalarAttributeType::S)?)
+        .attribute_definitions(attribute("updated_ms", ScalarAttributeType::N)?)
+        .key_schema(key("sub", KeyType::Hash)?)
+        .global_secondary_indexes(index)
         .send()
         .await
         .map_err(|e| {

@@ -4,8 +4,13 @@
 //! user or signing them out globally revokes their refresh tokens only. This table keeps, per user
 //! (`sub`, never reused, unlike a user_id a returning employee gets again), whether the account is
 //! enabled and the time before which its tokens are refused. The provisioner, the scheduler and the
-//! admin API write it whenever they disable a user or sign one out; the authorizer reads it through
-//! [`RevocationCache`], whose time to live is the documented staleness bound.
+//! admin API write it whenever they disable a user or sign one out.
+//!
+//! The authorizer never reads it on a request's path: [`RevocationList`] keeps the whole (small) set
+//! of records in memory and polls the table's `by-update` index for what changed, every half of its
+//! `ttl`, in the background. A request is answered from memory; only when the list is older than
+//! `ttl` (an execution environment thawed after a pause, or polls failing) does a request wait for a
+//! poll, and if that fails it is refused (fail closed). `ttl` is the documented staleness bound.
 //!
 //! Invariant: a token is refused when its user's record says disabled, or when it was issued before
 //! the record's `revoked_before` (a token without `iat` counts as issued at 0).
@@ -16,6 +21,12 @@ use std::time::{Duration, Instant};
 
 use aws_sdk_dynamodb::types::AttributeValue;
 use tokio::sync::RwLock;
+
+/// The index by update time, and its one partition (every record; writes are rare).
+pub const UPDATE_INDEX: &str = "by-update";
+const PARTITION: &str = "r";
+/// Polls read this far back again: index updates are eventually consistent, and writers' clocks differ.
+const POLL_OVERLAP_MS: u64 = 60_000;
 
 /// The longest an access token lives in Cognito: a record that only revokes tokens older than itself
 /// is moot after this, so it carries a DynamoDB time to live.
@@ -82,7 +93,7 @@ impl Revocations {
         }
     }
 
-    /// The user's record (a strongly consistent read: the cache in front of it bounds staleness).
+    /// The user's record (a strongly consistent read).
     pub async fn get(&self, sub: &str) -> Result<Option<RevocationRecord>, RevocationError> {
         let item = self
             .client
@@ -90,23 +101,36 @@ impl Revocations {
             .table_name(&self.table)
             .key("sub", AttributeValue::S(sub.to_string()))
             .consistent_read(true)
-            .projection_expression("enabled, revoked_before")
             .send()
             .await
             .map_err(self.failed())?;
-        Ok(item.item.map(|item| RevocationRecord {
-            // A record without the flag was written by a sign-out of an enabled account.
-            enabled: item
-                .get("enabled")
-                .and_then(|v| v.as_bool().ok())
-                .copied()
-                .unwrap_or(true),
-            revoked_before: item
-                .get("revoked_before")
-                .and_then(|v| v.as_n().ok())
-                .and_then(|n| n.parse().ok())
-                .unwrap_or(0),
-        }))
+        Ok(item.item.as_ref().map(|item| listed(item).record))
+    }
+
+    /// Every record updated at or after `since_ms` (epoch milliseconds), through the update index.
+    pub async fn changed_since(&self, since_ms: u64) -> Result<Vec<Listed>, RevocationError> {
+        let mut found = Vec::new();
+        let mut start = None;
+        loop {
+            let page = self
+                .client
+                .query()
+                .table_name(&self.table)
+                .index_name(UPDATE_INDEX)
+                .key_condition_expression("rev = :p AND updated_ms >= :since")
+                .expression_attribute_values(":p", AttributeValue::S(PARTITION.into()))
+                .expression_attribute_values(":since", AttributeValue::N(since_ms.to_string()))
+                .set_exclusive_start_key(start.take())
+                .send()
+                .await
+                .map_err(self.failed())?;
+            found.extend(page.items().iter().map(listed));
+            match page.last_evaluated_key() {
+                Some(key) if !key.is_empty() => start = Some(key.clone()),
+                _ => break,
+            }
+        }
+        Ok(found)
     }
 
     /// Records a disable, an enable or a sign-out of `sub` at `now_secs`; answers the new
@@ -132,13 +156,15 @@ impl Revocations {
                 ":t",
                 AttributeValue::S(crate::audit::clock::rfc3339_now()),
             )
-            .expression_attribute_values(":rb", AttributeValue::N(revoked_before.to_string()));
+            .expression_attribute_values(":rb", AttributeValue::N(revoked_before.to_string()))
+            .expression_attribute_values(":p", AttributeValue::S(PARTITION.into()))
+            .expression_attribute_values(":ms", AttributeValue::N(updated_ms().to_string()));
         let result = match what {
             // No time to live: the account stays refused until enabled, however long that takes.
             Revocation::Disable => {
                 update
                     .update_expression(
-                        "SET enabled = :f, revoked_before = :rb, username = :u, reason = :r, updated_at = :t REMOVE expires_at",
+                        "SET enabled = :f, revoked_before = :rb, username = :u, reason = :r, updated_at = :t, rev = :p, updated_ms = :ms REMOVE expires_at",
                     )
                     .expression_attribute_values(":f", AttributeValue::Bool(false))
                     .expression_attribute_values(":r", AttributeValue::S("disabled".into()))
@@ -149,7 +175,7 @@ impl Revocations {
             Revocation::Enable => {
                 update
                     .update_expression(
-                        "SET enabled = :e, revoked_before = :rb, username = :u, reason = :r, updated_at = :t, expires_at = :x",
+                        "SET enabled = :e, revoked_before = :rb, username = :u, reason = :r, updated_at = :t, expires_at = :x, rev = :p, updated_ms = :ms",
                     )
                     .expression_attribute_values(":e", AttributeValue::Bool(true))
                     .expression_attribute_values(":r", AttributeValue::S("enabled".into()))
@@ -161,7 +187,7 @@ impl Revocations {
             Revocation::SignOut => {
                 update
                     .update_expression(
-                        "SET revoked_before = :rb, username = :u, reason = :r, updated_at = :t, expires_at = :x",
+                        "SET revoked_before = :rb, username = :u, reason = :r, updated_at = :t, expires_at = :x, rev = :p, updated_ms = :ms",
                     )
                     .condition_expression("attribute_not_exists(enabled) OR enabled = :e")
                     .expression_attribute_values(":e", AttributeValue::Bool(true))
@@ -184,7 +210,11 @@ impl Revocations {
                     .update_item()
                     .table_name(&self.table)
                     .key("sub", AttributeValue::S(sub.to_string()))
-                    .update_expression("SET revoked_before = :rb, updated_at = :t")
+                    .update_expression(
+                        "SET revoked_before = :rb, updated_at = :t, rev = :p, updated_ms = :ms",
+                    )
+                    .expression_attribute_values(":p", AttributeValue::S(PARTITION.into()))
+                    .expression_attribute_values(":ms", AttributeValue::N(updated_ms().to_string()))
                     .expression_attribute_values(
                         ":t",
                         AttributeValue::S(crate::audit::clock::rfc3339_now()),
@@ -208,44 +238,80 @@ impl Revocations {
     }
 }
 
-/// The authorizer's view of the table: each user's record (or its absence) is trusted for `ttl`, so a
-/// revocation takes effect everywhere within `ttl`.
-///
-/// Requests do not wait for DynamoDB while a user keeps calling: once an entry is half its `ttl` old,
-/// the next request starts one refresh in the background and is answered from the entry, which the
-/// refresh replaces well before it expires. A request waits for DynamoDB only for a user not seen
-/// within `ttl` (or whose background refresh failed).
+/// One record as the update index lists it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Listed {
+    pub sub: String,
+    pub record: RevocationRecord,
+    /// Epoch seconds after which the record no longer matters (None: kept, a disabled account).
+    pub expires_at: Option<u64>,
+    pub updated_ms: u64,
+}
+
+fn number(item: &HashMap<String, AttributeValue>, name: &str) -> Option<u64> {
+    item.get(name)
+        .and_then(|v| v.as_n().ok())
+        .and_then(|n| n.parse().ok())
+}
+
+fn listed(item: &HashMap<String, AttributeValue>) -> Listed {
+    Listed {
+        sub: item
+            .get("sub")
+            .and_then(|v| v.as_s().ok())
+            .cloned()
+            .unwrap_or_default(),
+        record: RevocationRecord {
+            // A record without the flag was written by a sign-out of an enabled account.
+            enabled: item
+                .get("enabled")
+                .and_then(|v| v.as_bool().ok())
+                .copied()
+                .unwrap_or(true),
+            revoked_before: number(item, "revoked_before").unwrap_or(0),
+        },
+        expires_at: number(item, "expires_at"),
+        updated_ms: number(item, "updated_ms").unwrap_or(0),
+    }
+}
+
+fn updated_ms() -> u64 {
+    crate::audit::clock::now_millis()
+}
+
+/// The authorizer's copy of the table (see the module documentation): answered from memory, polled
+/// for changes in the background every `ttl / 2`, never older than `ttl` when it answers.
 #[derive(Clone)]
-pub struct RevocationCache {
+pub struct RevocationList {
     inner: Arc<Inner>,
 }
 
 struct Inner {
     store: Revocations,
     ttl: Duration,
-    entries: RwLock<HashMap<String, Entry>>,
+    snapshot: RwLock<Snapshot>,
+    /// One poll at a time; a request that finds the list too old waits for the poll under way.
+    polling: tokio::sync::Mutex<()>,
 }
 
-#[derive(Clone, Copy)]
-struct Entry {
-    record: Option<RevocationRecord>,
-    fetched: Instant,
-    /// When a background refresh started; one at a time per user (a refresh frozen with its Lambda
-    /// environment for longer than `ttl` counts as abandoned).
-    refreshing: Option<Instant>,
+#[derive(Default)]
+struct Snapshot {
+    records: HashMap<String, Listed>,
+    /// The latest `updated_ms` seen: the next poll reads from a little before it.
+    high_water_ms: u64,
+    /// When the last successful poll started (None: never polled).
+    polled: Option<Instant>,
 }
 
-/// More users than this in one execution environment's cache: expired entries are dropped first,
-/// everything if that is not enough (memory stays bounded under a flood of distinct subjects).
-const MAX_CACHED_USERS: usize = 50_000;
-
-impl RevocationCache {
+impl RevocationList {
+    /// Loads nothing yet: the first request (or [`Self::start`]) polls.
     pub fn new(store: Revocations, ttl: Duration) -> Self {
-        RevocationCache {
+        RevocationList {
             inner: Arc::new(Inner {
                 store,
                 ttl,
-                entries: RwLock::new(HashMap::new()),
+                snapshot: RwLock::new(Snapshot::default()),
+                polling: tokio::sync::Mutex::new(()),
             }),
         }
     }
@@ -254,86 +320,92 @@ impl RevocationCache {
         self.inner.ttl
     }
 
-    /// The record of `sub`, at most `ttl` old.
+    /// Polls now, then every `ttl / 2` in the background, for the life of the execution environment
+    /// (a frozen environment's timer resumes with it; the age check below covers the gap).
+    pub async fn start(&self) -> Result<(), RevocationError> {
+        let first = self.poll().await;
+        let list = self.clone();
+        tokio::spawn(async move {
+            let mut every = tokio::time::interval(list.inner.ttl / 2);
+            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+            loop {
+                every.tick().await;
+                if let Err(error) = list.poll().await {
+                    tracing::warn!(%error, "revocation poll failed; the list ages until the next one");
+                }
+            }
+        });
+        first
+    }
+
+    /// The record of `sub`, from a list at most `ttl` old.
     pub async fn get(&self, sub: &str) -> Result<Option<RevocationRecord>, RevocationError> {
-        let inner = &self.inner;
-        let now = Instant::now();
-        let cached = inner.entries.read().await.get(sub).copied();
-        if let Some(entry) = cached {
-            let age = now.duration_since(entry.fetched);
-            if age < inner.ttl {
-                if age >= inner.ttl / 2 && self.claim_refresh(sub, now).await {
-                    let cache = self.clone();
-                    let sub = sub.to_string();
-                    tokio::spawn(async move {
-                        if let Err(error) = cache.refresh(&sub).await {
-                            tracing::warn!(%error, "revocation refresh failed; the next request reads again");
-                        }
-                    });
-                }
-                return Ok(entry.record);
-            }
-        }
-        self.refresh(sub).await
-    }
-
-    /// Marks `sub` as being refreshed unless a live refresh is under way; whether this caller won.
-    async fn claim_refresh(&self, sub: &str, now: Instant) -> bool {
-        let mut entries = self.inner.entries.write().await;
-        match entries.get_mut(sub) {
-            Some(entry)
-                if entry
-                    .refreshing
-                    .is_none_or(|started| now.duration_since(started) >= self.inner.ttl) =>
-            {
-                entry.refreshing = Some(now);
-                true
-            }
-            _ => false,
-        }
-    }
-
-    /// Reads `sub`'s record and keeps it. A failed read leaves the entry to expire (and clears the
-    /// refresh mark, so the next request tries again).
-    async fn refresh(&self, sub: &str) -> Result<Option<RevocationRecord>, RevocationError> {
-        let inner = &self.inner;
-        let read = inner.store.get(sub).await;
-        let now = Instant::now();
-        let mut entries = inner.entries.write().await;
-        let record = match read {
-            Ok(record) => record,
-            Err(error) => {
-                if let Some(entry) = entries.get_mut(sub) {
-                    entry.refreshing = None;
-                }
-                return Err(error);
-            }
+        let fresh = |snapshot: &Snapshot| {
+            snapshot
+                .polled
+                .is_some_and(|at| at.elapsed() < self.inner.ttl)
         };
-        if entries.len() >= MAX_CACHED_USERS && !entries.contains_key(sub) {
-            let ttl = inner.ttl;
-            entries.retain(|_, entry| now.duration_since(entry.fetched) < ttl);
-            if entries.len() >= MAX_CACHED_USERS {
-                entries.clear();
+        {
+            let snapshot = self.inner.snapshot.read().await;
+            if fresh(&snapshot) {
+                return Ok(lookup(&snapshot, sub));
             }
         }
-        entries.insert(
-            sub.to_string(),
-            Entry {
-                record,
-                fetched: now,
-                refreshing: None,
-            },
-        );
-        Ok(record)
+        let _turn = self.inner.polling.lock().await;
+        // Another request's poll may have finished while this one waited.
+        if !fresh(&*self.inner.snapshot.read().await) {
+            self.poll_locked().await?;
+        }
+        Ok(lookup(&*self.inner.snapshot.read().await, sub))
     }
+
+    async fn poll(&self) -> Result<(), RevocationError> {
+        let _turn = self.inner.polling.lock().await;
+        self.poll_locked().await
+    }
+
+    /// Reads what changed since the high-water mark (less the overlap) and merges it.
+    async fn poll_locked(&self) -> Result<(), RevocationError> {
+        let started = Instant::now();
+        let since = self
+            .inner
+            .snapshot
+            .read()
+            .await
+            .high_water_ms
+            .saturating_sub(POLL_OVERLAP_MS);
+        let changed = self.inner.store.changed_since(since).await?;
+        let now_secs = crate::audit::clock::now_millis() / 1000;
+        let mut snapshot = self.inner.snapshot.write().await;
+        for listed in changed {
+            snapshot.high_water_ms = snapshot.high_water_ms.max(listed.updated_ms);
+            let newer = snapshot
+                .records
+                .get(&listed.sub)
+                .is_none_or(|known| known.updated_ms <= listed.updated_ms);
+            if newer && !listed.sub.is_empty() {
+                snapshot.records.insert(listed.sub.clone(), listed);
+            }
+        }
+        // Records past their time to live matter no more (DynamoDB deletes them in its own time).
+        snapshot
+            .records
+            .retain(|_, listed| listed.expires_at.is_none_or(|at| at > now_secs));
+        snapshot.polled = Some(started);
+        Ok(())
+    }
+}
+
+fn lookup(snapshot: &Snapshot, sub: &str) -> Option<RevocationRecord> {
+    snapshot.records.get(sub).map(|listed| listed.record)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
 
-    /// A cache over a table nobody serves: any read fails, so a passing lookup came from the cache.
-    fn unreachable_cache(ttl: Duration) -> RevocationCache {
+    /// A list over a table nobody serves: any poll fails, so a passing lookup came from memory.
+    fn unreachable_list(ttl: Duration) -> RevocationList {
         let config = aws_sdk_dynamodb::Config::builder()
             .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
             .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
@@ -343,49 +415,44 @@ mod tests {
             ))
             .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
             .build();
-        RevocationCache::new(
+        RevocationList::new(
             Revocations::new(aws_sdk_dynamodb::Client::from_conf(config), "t".into()),
             ttl,
         )
     }
 
-    async fn seed(
-        cache: &RevocationCache,
-        sub: &str,
-        record: Option<RevocationRecord>,
-        age: Duration,
-    ) {
-        cache.inner.entries.write().await.insert(
-            sub.into(),
-            Entry {
-                record,
-                fetched: Instant::now() - age,
-                refreshing: None,
-            },
-        );
-    }
-
     #[tokio::test]
-    async fn fresh_and_half_stale_entries_answer_without_waiting_expired_ones_read_again() {
+    async fn a_fresh_list_answers_from_memory_an_old_one_must_poll_and_fails_closed() {
         let ttl = Duration::from_secs(10);
-        let cache = unreachable_cache(ttl);
-        let disabled = Some(RevocationRecord {
+        let list = unreachable_list(ttl);
+        let disabled = RevocationRecord {
             enabled: false,
             revoked_before: 5,
-        });
-        seed(&cache, "fresh", disabled, Duration::from_secs(1)).await;
-        seed(&cache, "half", None, Duration::from_secs(6)).await;
-        seed(&cache, "expired", None, Duration::from_secs(11)).await;
-        assert_eq!(cache.get("fresh").await.unwrap(), disabled);
-        // Answered from the entry; the background refresh (which fails here) is claimed once.
-        assert_eq!(cache.get("half").await.unwrap(), None);
+        };
         assert!(
-            !cache.claim_refresh("half", Instant::now()).await,
-            "one refresh at a time"
+            list.get("anyone").await.is_err(),
+            "never polled: nothing is assumed"
         );
-        // Past the bound the table must be read: an unreachable table is an error, never a pass.
-        assert!(cache.get("expired").await.is_err());
-        assert!(cache.get("unknown").await.is_err());
+        {
+            let mut snapshot = list.inner.snapshot.write().await;
+            snapshot.records.insert(
+                "gone".into(),
+                Listed {
+                    sub: "gone".into(),
+                    record: disabled,
+                    expires_at: None,
+                    updated_ms: 1,
+                },
+            );
+            snapshot.polled = Some(Instant::now() - Duration::from_secs(9));
+        }
+        assert_eq!(list.get("gone").await.unwrap(), Some(disabled));
+        assert_eq!(list.get("someone").await.unwrap(), None);
+        list.inner.snapshot.write().await.polled = Some(Instant::now() - Duration::from_secs(11));
+        assert!(
+            list.get("gone").await.is_err(),
+            "past the bound the table must answer"
+        );
     }
 
     #[test]

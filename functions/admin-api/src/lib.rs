@@ -413,13 +413,7 @@ impl AdminApi {
             Route::Enable(id) => self.set_enabled(&call, id, true, now).await,
             Route::PasswordReset(id) => {
                 let result = self.directory.reset_password(id, now / 1000).await;
-                let result = match result {
-                    Ok(()) => Ok(Answer::json(
-                        200,
-                        users::user_json(&self.directory.user(id).await?),
-                    )),
-                    Err(e) => Err(e),
-                };
+                let result = self.then_user(id, result).await;
                 self.audited(
                     &call,
                     "users.password-reset",
@@ -466,6 +460,19 @@ impl AdminApi {
     }
 
     /// Records the change's audit event and turns a directory failure into its answer.
+    /// The user as the change left them, or the change's failure.
+    async fn then_user(
+        &self,
+        id: &str,
+        change: Result<(), DirectoryError>,
+    ) -> Result<Answer, DirectoryError> {
+        change?;
+        Ok(Answer::json(
+            200,
+            users::user_json(&self.directory.user(id).await?),
+        ))
+    }
+
     fn audited(
         &self,
         call: &Call<'_>,
@@ -772,13 +779,7 @@ impl AdminApi {
                 changed.push("custom:alias_id".into());
             }
         }
-        let result = match result {
-            Ok(()) => Ok(Answer::json(
-                200,
-                users::user_json(&self.directory.user(id).await?),
-            )),
-            Err(e) => Err(e),
-        };
+        let result = self.then_user(id, result).await;
         self.audited(call, "users.update", Some(id), changed, result)
     }
 
@@ -831,13 +832,7 @@ impl AdminApi {
         if result.is_ok() && user.enabled != enabled {
             result = self.directory.set_enabled(id, enabled, now / 1000).await;
         }
-        let result = match result {
-            Ok(()) => Ok(Answer::json(
-                200,
-                users::user_json(&self.directory.user(id).await?),
-            )),
-            Err(e) => Err(e),
-        };
+        let result = self.then_user(id, result).await;
         self.audited(
             call,
             action,

@@ -357,10 +357,20 @@ mod tests {
         assert_eq!(after[2], "a@example.com");
         let patch = UserPatch::from_json(&json!({"email": null})).unwrap();
         assert_eq!(patch.apply(current).unwrap_err().details[0].0, "email");
-        assert!(serde_json::from_value::<UserPatch>(json!({"password": "x"})).is_err());
-        assert!(serde_json::from_value::<UserPatch>(json!({}))
-            .unwrap()
-            .is_empty());
+        let error = UserPatch::from_json(&json!({"password": "x", "name": 1})).unwrap_err();
+        let fields: Vec<&str> = error.details.iter().map(|(f, _)| f.as_str()).collect();
+        assert_eq!(fields, ["name", "password"]);
+        assert!(UserPatch::from_json(&json!({})).unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_new_user_names_every_missing_or_mistyped_field() {
+        let error =
+            NewUser::from_json(&json!({"user_id": "1", "name": null, "phone": 3})).unwrap_err();
+        let fields: Vec<&str> = error.details.iter().map(|(f, _)| f.as_str()).collect();
+        for field in ["name", "phone", "email", "department", "start_date"] {
+            assert!(fields.contains(&field), "{field} in {fields:?}");
+        }
     }
 
     #[test]

@@ -25,7 +25,7 @@ use gateway_shared::audit::{
 };
 use gateway_shared::auth::{extract_credential, AuthContext, IssuerConfig, Verifier};
 use gateway_shared::config::{self, ConfigError, Settings};
-use gateway_shared::revocation::{RevocationCache, Revocations};
+use gateway_shared::revocation::{RevocationList, Revocations};
 use gateway_shared::scopes::{BodyModel, Decision, Policy};
 use gateway_shared::secrets::SecretCache;
 use gateway_shared::Provider;
@@ -46,7 +46,7 @@ pub struct AuthorizerConfig {
     pub policy_file: Option<String>,
     /// The DynamoDB table of revoked users (disabled, signed out).
     pub revocation_table: String,
-    /// How long a user's revocation record is trusted: the staleness bound of a revocation.
+    /// How old the authorizer's copy of the revocations may be: the staleness bound of a revocation.
     pub revocation_cache: Duration,
 }
 
@@ -113,7 +113,7 @@ pub struct State {
     usage_keys: Option<UsageKeys>,
     audit: Arc<dyn AuditSink>,
     /// None only in tests without a table.
-    revocations: Option<RevocationCache>,
+    revocations: Option<RevocationList>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -154,8 +154,8 @@ impl State {
         }
     }
 
-    /// Refuses the tokens of disabled and signed-out users, as the table says within the cache's ttl.
-    pub fn with_revocations(mut self, revocations: RevocationCache) -> Self {
+    /// Refuses the tokens of disabled and signed-out users, as the table said at most the list's ttl ago.
+    pub fn with_revocations(mut self, revocations: RevocationList) -> Self {
         self.revocations = Some(revocations);
         self
     }
@@ -186,10 +186,14 @@ impl State {
                 Duration::from_secs(300),
             ))
         });
-        let revocations = RevocationCache::new(
+        let revocations = RevocationList::new(
             Revocations::new(aws_sdk_dynamodb::Client::new(sdk), config.revocation_table),
             config.revocation_cache,
         );
+        // A failed first poll is not fatal: requests poll again, and are refused while it fails.
+        if let Err(error) = revocations.start().await {
+            tracing::warn!(%error, "revocations not loaded at init");
+        }
         Ok(State::new(verifier, policy, usage_keys, audit).with_revocations(revocations))
     }
 }
