@@ -979,6 +979,46 @@ mod tests {
         assert_eq!(route("DELETE", "/users").err().unwrap().status, 405);
     }
 
+    /// The path a route came from, rebuilt: equal to the request's path when the route names exactly
+    /// the user (and action) the path does.
+    fn path_of(route: &Route<'_>) -> String {
+        match route {
+            Route::Health => "/system/health".into(),
+            Route::ListUsers | Route::CreateUser => "/users".into(),
+            Route::Download => "/users/csv/download".into(),
+            Route::Upload => "/users/csv/upload".into(),
+            Route::SyncStatus => "/users/sync/status".into(),
+            Route::GetUser(id) | Route::PatchUser(id) | Route::DeleteUser(id) => {
+                format!("/users/{id}")
+            }
+            Route::Disable(id) => format!("/users/{id}/disable"),
+            Route::Enable(id) => format!("/users/{id}/enable"),
+            Route::PasswordReset(id) => format!("/users/{id}/password-reset"),
+            Route::SignOut(id) => format!("/users/{id}/sign-out"),
+        }
+    }
+
+    proptest::proptest! {
+        /// Whatever the path, a route is either refused or names exactly what the path names: no
+        /// encoding, dot segment, doubled slash or trailing junk reaches another user or action.
+        #[test]
+        fn a_route_names_exactly_what_its_path_names(
+            method in proptest::sample::select(vec!["GET", "POST", "PUT", "PATCH", "DELETE"]),
+            path in "(/(users|system|health|csv|upload|download|sync|status|disable|enable|sign-out|password-reset|\\.|\\.\\.|%2[fF]|%2e|[A-Za-z0-9._%-]{0,8})){0,4}/?",
+        ) {
+            if let Ok(route) = route(method, &path) {
+                proptest::prop_assert_eq!(path_of(&route), path.clone());
+                if let Route::GetUser(id) | Route::PatchUser(id) | Route::DeleteUser(id)
+                    | Route::Disable(id) | Route::Enable(id) | Route::PasswordReset(id)
+                    | Route::SignOut(id) = route
+                {
+                    proptest::prop_assert!(user_segment(id).is_some());
+                    proptest::prop_assert!(!id.contains('%') && id != "." && id != "..");
+                }
+            }
+        }
+    }
+
     #[test]
     fn cursors_round_trip_and_refuse_forgeries() {
         assert_eq!(
