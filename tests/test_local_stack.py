@@ -403,3 +403,34 @@ def test_the_state_file_has_exactly_its_typed_shape(state):
     wrong_type["upstream_response_timeout_ms"] = "6000"
     with pytest.raises(stack_state.StateShapeError, match="integer"):
         stack_state.check(wrong_type)
+
+
+def test_the_first_administrator_comes_from_the_configuration(tmp_path):
+    """`identity.bootstrapAdmin` makes a fresh stack administrable: the account exists in gateway-admins
+    with its e-mail verified, and its invitation (the temporary password) went out by mail."""
+    import json
+
+    from helpers import aws_client
+
+    config = json.loads((REPO_ROOT / "config" / "gateway.json").read_text(encoding="utf-8"))
+    config["environments"]["dev"]["identity"]["bootstrapAdmin"] = {
+        "username": "first-admin", "email": "first-admin@example.com"}
+    path = tmp_path / "gateway.json"
+    path.write_text(json.dumps(config), encoding="utf-8")
+    stack = SecondStack(tmp_path / "stack", GATEWAY_LOCAL_CONFIG_FILE=str(path))
+    try:
+        stack.wait_ready()
+        state = json.loads(stack.state_file.read_text(encoding="utf-8"))
+        idp = aws_client(state, "cognito-idp")
+        user = idp.admin_get_user(UserPoolId=state["user_pool_id"], Username="first-admin")
+        attributes = {a["Name"]: a["Value"] for a in user["UserAttributes"]}
+        assert user["UserStatus"] == "FORCE_CHANGE_PASSWORD" and user["Enabled"]
+        assert attributes["email"] == "first-admin@example.com" and attributes["email_verified"] == "true"
+        groups = idp.admin_list_groups_for_user(UserPoolId=state["user_pool_id"], Username="first-admin")
+        assert [g["GroupName"] for g in groups["Groups"]] == ["gateway-admins"]
+        sent = requests.get(state["identity"]["mail_messages_url"], timeout=HTTP_TIMEOUT).json()
+        invitations = [m for m in sent.get("ses", {}).get("Message", [])
+                       if m["destinations"].get("ToAddresses") == ["first-admin@example.com"]]
+        assert len(invitations) == 1 and "first-admin" in invitations[0]["body"]
+    finally:
+        stack.stop()

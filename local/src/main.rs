@@ -619,7 +619,7 @@ async fn start_identity(
     if let Some(admin) = &deployment.environment.identity.bootstrap_admin {
         let password = gateway_shared::mail::temporary_password()
             .map_err(|_| "no temporary password could be generated")?;
-        resources::create_admin(
+        let created = resources::create_admin(
             &aws.cognito(),
             pool,
             &admin.username,
@@ -627,16 +627,18 @@ async fn start_identity(
             &password,
         )
         .await?;
-        gateway_shared::mail::Mailer::new(&aws.sdk, mail_from.clone(), None)
-            .invite(
-                &gateway_shared::mail::Invitee {
-                    username: &admin.username,
-                    name: &admin.username,
-                    email: &admin.email,
-                },
-                &password,
-            )
-            .await?;
+        if created {
+            gateway_shared::mail::Mailer::new(&aws.sdk, mail_from.clone(), None)
+                .invite(
+                    &gateway_shared::mail::Invitee {
+                        username: &admin.username,
+                        name: &admin.username,
+                        email: &admin.email,
+                    },
+                    &password,
+                )
+                .await?;
+        }
     }
     Ok(Identity {
         revocation_table,

@@ -530,7 +530,7 @@ pub async fn create_revocation_table(
         )
         .build()
         .map_err(|e| failed("define table")(e.to_string()))?;
-    dynamodb
+    let created = dynamodb
         .create_table()
         .table_name(name)
         .billing_mode(BillingMode::PayPerRequest)
@@ -540,10 +540,22 @@ pub async fn create_revocation_table(
         .key_schema(key("sub", KeyType::Hash)?)
         .global_secondary_indexes(index)
         .send()
-        .await
-        .map_err(|e| {
-            failed("create table")(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
-        })?;
+        .await;
+    match created {
+        Ok(_) => {}
+        // A stack restarted against the same moto (AWS_ENDPOINT_URL) finds its table as it left it.
+        Err(e)
+            if e.as_service_error()
+                .is_some_and(|s| s.is_resource_in_use_exception()) =>
+        {
+            return Ok(());
+        }
+        Err(e) => {
+            return Err(failed("create table")(
+                aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string(),
+            ));
+        }
+    }
     dynamodb
         .update_time_to_live()
         .table_name(name)
@@ -567,30 +579,40 @@ pub async fn verify_mail_identity(
     ses: &aws_sdk_sesv2::Client,
     address: &str,
 ) -> Result<(), BoxError> {
-    ses.create_email_identity()
+    let created = ses
+        .create_email_identity()
         .email_identity(address)
         .send()
-        .await
-        .map_err(|e| -> BoxError {
-            format!(
-                "create SES identity {address}: {}",
-                aws_sdk_sesv2::error::DisplayErrorContext(e)
-            )
-            .into()
-        })?;
+        .await;
+    if created
+        .as_ref()
+        .err()
+        .and_then(|e| e.as_service_error())
+        .is_some_and(|e| e.is_already_exists_exception())
+    {
+        return Ok(());
+    }
+    created.map_err(|e| -> BoxError {
+        format!(
+            "create SES identity {address}: {}",
+            aws_sdk_sesv2::error::DisplayErrorContext(e)
+        )
+        .into()
+    })?;
     Ok(())
 }
 
 /// The bootstrap administrator: e-mail verified, in `gateway-admins`, with a temporary password the
-/// caller mails.
+/// caller mails. Answers false when the user exists already (a stack restarted against the same moto):
+/// nothing is changed then, as the stack's custom resource changes nothing after its creation.
 pub async fn create_admin(
     cognito: &Cognito,
     pool: &UserPool,
     username: &str,
     email: &str,
     password: &gateway_shared::secrets::Secret,
-) -> Result<(), BoxError> {
-    cognito
+) -> Result<bool, BoxError> {
+    let created = cognito
         .admin_create_user()
         .user_pool_id(&pool.user_pool_id)
         .username(username)
@@ -609,8 +631,16 @@ pub async fn create_admin(
                 .build()?,
         )
         .send()
-        .await
-        .map_err(sdk_error("create the bootstrap administrator"))?;
+        .await;
+    if created
+        .as_ref()
+        .err()
+        .and_then(|e| e.as_service_error())
+        .is_some_and(|e| e.is_username_exists_exception())
+    {
+        return Ok(false);
+    }
+    created.map_err(sdk_error("create the bootstrap administrator"))?;
     cognito
         .admin_add_user_to_group()
         .user_pool_id(&pool.user_pool_id)
@@ -621,5 +651,5 @@ pub async fn create_admin(
         .map_err(sdk_error(
             "add the bootstrap administrator to gateway-admins",
         ))?;
-    Ok(())
+    Ok(true)
 }
