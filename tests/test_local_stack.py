@@ -417,6 +417,10 @@ def test_the_first_administrator_comes_from_the_configuration(tmp_path):
         "username": "first-admin", "email": "first-admin@example.com"}
     path = tmp_path / "gateway.json"
     path.write_text(json.dumps(config), encoding="utf-8")
+    # A previous test's killed stack takes its moto down asynchronously: wait for the port.
+    deadline = time.monotonic() + MOTO_GONE_WITHIN
+    while listening(SECOND_MOTO_PORT) and time.monotonic() < deadline:
+        time.sleep(0.1)
     stack = SecondStack(tmp_path / "stack", GATEWAY_LOCAL_CONFIG_FILE=str(path))
     try:
         stack.wait_ready()
@@ -434,3 +438,6 @@ def test_the_first_administrator_comes_from_the_configuration(tmp_path):
         assert len(invitations) == 1 and "first-admin" in invitations[0]["body"]
     finally:
         stack.stop()
+        deadline = time.monotonic() + MOTO_GONE_WITHIN
+        while listening(SECOND_MOTO_PORT) and time.monotonic() < deadline:
+            time.sleep(0.1)
