@@ -430,6 +430,7 @@ describe('environment variables the code reads', () => {
     // Set only where configured (dev has no SES identity and no hosted sign-in prefix).
     GATEWAY_MAIL_FROM: 'optional: unset, Cognito sends its own invitations',
     GATEWAY_SIGN_IN_URL: 'optional: unset, invitations name no sign-in page',
+    GATEWAY_PRICE_FILE: 'optional: the price table built into the audit writer (config/prices.json)',
   };
   const repo = path.join(__dirname, '..', '..');
   const read = (dir: string): string[] => readdirSync(dir).flatMap((n) => {

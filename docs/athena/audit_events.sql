@@ -32,6 +32,7 @@ CREATE EXTERNAL TABLE IF NOT EXISTS llm_gateway_audit_events (
   latency           struct<total_ms:bigint, upstream_ms:bigint, first_byte_ms:bigint>,
   usage             struct<input_tokens:bigint, output_tokens:bigint, total_tokens:bigint, estimated:boolean>,
   cost_usd          double,
+  cost_status       string,   -- priced | unknown_model | no_model | no_usage (requests' outcomes only)
   source_ip         string,
   user_agent        string,
   request_sha256    string,

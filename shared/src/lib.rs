@@ -24,6 +24,7 @@ pub mod headers;
 #[cfg(feature = "identity")]
 pub mod mail;
 pub mod paths;
+pub mod pricing;
 pub mod providers;
 pub mod provisioning;
 pub mod proxy;

@@ -330,7 +330,7 @@ impl Policy {
 /// `*` matches any run of characters but `/`; everything else matches itself. So an allow-list entry
 /// for a family of model ids never admits a path (`anthropic.claude-*` does not match
 /// `anthropic.claude-x/../amazon.nova`).
-fn glob_match(pattern: &str, text: &str) -> bool {
+pub(crate) fn glob_match(pattern: &str, text: &str) -> bool {
     let pattern_slashes = pattern.matches('/').count();
     if text.matches('/').count() != pattern_slashes {
         return false;

@@ -19,15 +19,19 @@ use flate2::write::GzEncoder;
 use gateway_shared::audit::clock::Hour;
 use gateway_shared::audit::{sha256_hex, AuditEvent};
 use gateway_shared::config::{self, ConfigError, Settings};
+use gateway_shared::pricing::PriceTable;
 
 #[derive(Debug, Clone)]
 pub struct WriterConfig {
     pub bucket: String,
     pub prefix: String,
+    /// Prices each request's outcome as it is written (`cost_usd`, `cost_status`).
+    pub prices: PriceTable,
 }
 
 impl WriterConfig {
-    /// `GATEWAY_AUDIT_BUCKET` (required), `GATEWAY_AUDIT_PREFIX` (default `audit/`).
+    /// `GATEWAY_AUDIT_BUCKET` (required), `GATEWAY_AUDIT_PREFIX` (default `audit/`),
+    /// `GATEWAY_PRICE_FILE` (optional: a price table replacing the built-in `config/prices.json`).
     pub fn from_settings(settings: &dyn Settings) -> Result<Self, ConfigError> {
         let mut prefix = settings
             .get("GATEWAY_AUDIT_PREFIX")
@@ -35,9 +39,23 @@ impl WriterConfig {
         if !prefix.ends_with('/') {
             prefix.push('/');
         }
+        let invalid = |reason: String| ConfigError::Invalid {
+            name: "GATEWAY_PRICE_FILE",
+            reason,
+        };
+        let prices = match settings.get("GATEWAY_PRICE_FILE") {
+            None => {
+                PriceTable::built_in().map_err(|e| invalid(format!("the built-in table: {e}")))?
+            }
+            Some(path) => PriceTable::from_json(
+                &std::fs::read_to_string(&path).map_err(|e| invalid(format!("{path}: {e}")))?,
+            )
+            .map_err(|e| invalid(format!("{path}: {e}")))?,
+        };
         Ok(WriterConfig {
             bucket: config::required(settings, "GATEWAY_AUDIT_BUCKET")?,
             prefix,
+            prices,
         })
     }
 }
@@ -67,6 +85,7 @@ pub fn batch_objects(
     event: &SqsEvent,
     prefix: &str,
     written_in: Hour,
+    prices: &PriceTable,
 ) -> Result<(Option<AuditObject>, Vec<String>), BatchError> {
     let mut lines: Vec<(String, String)> = Vec::new();
     let mut rejected = Vec::new();
@@ -76,11 +95,12 @@ pub fn batch_objects(
             .body
             .as_deref()
             .and_then(|body| serde_json::from_str::<AuditEvent>(body).ok());
-        let Some(audit) = parsed else {
+        let Some(mut audit) = parsed else {
             tracing::error!(message_id = %id, "record is not an audit event; it will be retried, then dead-lettered");
             rejected.push(id);
             continue;
         };
+        prices.apply(&mut audit);
         // Re-serialized from the typed event: one canonical JSON line, nothing the schema does not know.
         match serde_json::to_string(&audit) {
             Ok(line) => lines.push((id, line)),
@@ -122,15 +142,16 @@ impl Writer {
         // The hour is taken once, as the write starts; a put that ends after the hour is still within the
         // writer's timeout, which the digest's grace period exceeds.
         let written_in = Hour::now();
-        let (object, rejected) = match batch_objects(&event, &self.config.prefix, written_in) {
-            Ok(batch) => batch,
-            Err(error) => {
-                tracing::error!(%error, "batch could not be encoded; retrying all of it");
-                let all = event.records.iter().filter_map(|r| r.message_id.clone());
-                response.set_failures(all);
-                return response;
-            }
-        };
+        let (object, rejected) =
+            match batch_objects(&event, &self.config.prefix, written_in, &self.config.prices) {
+                Ok(batch) => batch,
+                Err(error) => {
+                    tracing::error!(%error, "batch could not be encoded; retrying all of it");
+                    let all = event.records.iter().filter_map(|r| r.message_id.clone());
+                    response.set_failures(all);
+                    return response;
+                }
+            };
         for id in rejected {
             response.add_failure(id);
         }
@@ -200,7 +221,13 @@ mod tests {
             record("m4", "{not json"),
             record("m5", r#"{"some":"other message"}"#),
         ];
-        let (object, rejected) = batch_objects(&sqs, "audit/", hour("2026-11-25T04")).unwrap();
+        let (object, rejected) = batch_objects(
+            &sqs,
+            "audit/",
+            hour("2026-11-25T04"),
+            &PriceTable::built_in().unwrap(),
+        )
+        .unwrap();
         let object = object.unwrap();
         assert_eq!(rejected, ["m4", "m5"]);
         assert!(object
@@ -230,7 +257,13 @@ mod tests {
     fn a_batch_of_non_events_writes_nothing() {
         let mut sqs = SqsEvent::default();
         sqs.records = vec![record("m1", "{not json")];
-        let (object, rejected) = batch_objects(&sqs, "audit/", hour("2026-11-25T04")).unwrap();
+        let (object, rejected) = batch_objects(
+            &sqs,
+            "audit/",
+            hour("2026-11-25T04"),
+            &PriceTable::built_in().unwrap(),
+        )
+        .unwrap();
         assert!(object.is_none());
         assert_eq!(rejected, ["m1"]);
     }
@@ -243,9 +276,11 @@ mod tests {
             record("m2", &event_at("2026-11-25T03:11:00.000Z", "r2")),
         ];
         let at = hour("2026-11-25T03");
-        let (first, _) = batch_objects(&sqs, "audit/", at).unwrap();
+        let (first, _) =
+            batch_objects(&sqs, "audit/", at, &PriceTable::built_in().unwrap()).unwrap();
         sqs.records.reverse();
-        let (again, _) = batch_objects(&sqs, "audit/", at).unwrap();
+        let (again, _) =
+            batch_objects(&sqs, "audit/", at, &PriceTable::built_in().unwrap()).unwrap();
         assert_eq!(first.unwrap().key, again.unwrap().key);
     }
 }
@@ -259,11 +294,28 @@ mod fixture_tests {
         let text = include_str!("../../../events/audit-writer.json");
         let event: SqsEvent = serde_json::from_str(text).unwrap();
         let written_in = Hour::parse("2026-11-25T04").unwrap();
-        let (object, rejected) = batch_objects(&event, "audit/", written_in).unwrap();
+        let (object, rejected) = batch_objects(
+            &event,
+            "audit/",
+            written_in,
+            &PriceTable::built_in().unwrap(),
+        )
+        .unwrap();
         assert!(rejected.is_empty());
+        let object = object.unwrap();
         assert!(object
-            .unwrap()
             .key
             .starts_with("audit/year=2026/month=11/day=25/hour=04/"));
+        // The sample's gpt-4o-mini request (1 input, 6 output tokens) is priced as it is written.
+        let mut text = String::new();
+        std::io::Read::read_to_string(
+            &mut flate2::read::GzDecoder::new(&object.body[..]),
+            &mut text,
+        )
+        .unwrap();
+        let written: AuditEvent = serde_json::from_str(text.trim()).unwrap();
+        assert_eq!(written.cost_status.as_deref(), Some("priced"));
+        let expected = (0.15 + 6.0 * 0.60) / 1_000_000.0;
+        assert!((written.cost_usd.unwrap() - expected).abs() < 1e-15);
     }
 }

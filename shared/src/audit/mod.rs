@@ -137,8 +137,13 @@ pub struct AuditEvent {
     pub bytes_out: u64,
     pub latency: Latency,
     pub usage: Option<Usage>,
-    /// Cost in USD, once a price table is configured; `None` until then.
+    /// Cost in USD of the request's usage at the price table's rates on its day (set by the audit
+    /// writer, `crate::pricing`); `None` when it cannot be priced, and `cost_status` says why.
     pub cost_usd: Option<f64>,
+    /// `priced`, `unknown_model`, `no_model` or `no_usage`: set on requests' outcomes, so an
+    /// unpriced request is flagged, never silently free.
+    #[serde(default)]
+    pub cost_status: Option<String>,
     pub source_ip: Option<String>,
     pub user_agent: Option<String>,
     pub request_sha256: Option<String>,
@@ -231,6 +236,7 @@ impl AuditEvent {
             latency: Latency::default(),
             usage: None,
             cost_usd: None,
+            cost_status: None,
             source_ip: None,
             user_agent: None,
             request_sha256: None,

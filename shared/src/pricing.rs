@@ -1,0 +1,368 @@
+//! What a request cost: a price table as data (`config/prices.json`, built in; `GATEWAY_PRICE_FILE`
+//! replaces it) and the cost of an audit event's usage on the day it happened.
+//!
+//! Rules: an entry applies to its provider's models matching its pattern (`*` matches any run of
+//! characters, as in the scope policy's model patterns), from its `effective_from` day (UTC) on. Of
+//! the entries in force, the most specific pattern wins (most literal characters), then the latest
+//! `effective_from`. A model no entry prices is never free: its event keeps `cost_usd` empty and says
+//! why in `cost_status`, so chargeback can flag it.
+
+use serde::Deserialize;
+
+use crate::audit::{AuditEvent, Decision, Record};
+use crate::provisioning::rows::Date;
+use crate::Provider;
+
+pub const DEFAULT_PRICES_JSON: &str = include_str!("../../config/prices.json");
+
+#[derive(Debug, thiserror::Error, PartialEq)]
+pub enum PriceError {
+    #[error("the price table is not JSON of the expected shape: {0}")]
+    Shape(String),
+    #[error("price entry {index}: {reason}")]
+    Entry { index: usize, reason: String },
+}
+
+#[derive(Debug, Clone, PartialEq)]
+pub struct Price {
+    pub provider: Provider,
+    pub pattern: String,
+    pub effective_from: Date,
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+    pub per_request: f64,
+}
+
+impl Price {
+    /// USD for the tokens and the request.
+    pub fn cost(&self, input_tokens: u64, output_tokens: u64) -> f64 {
+        (input_tokens as f64 * self.input_per_mtok + output_tokens as f64 * self.output_per_mtok)
+            / 1_000_000.0
+            + self.per_request
+    }
+
+    fn specificity(&self) -> usize {
+        self.pattern.chars().filter(|c| *c != '*').count()
+    }
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PriceFile {
+    #[allow(
+        dead_code,
+        reason = "the file's format version, checked by serde's presence only"
+    )]
+    version: u32,
+    currency: String,
+    #[serde(default)]
+    #[allow(dead_code, reason = "documentation inside the data file")]
+    note: Option<String>,
+    prices: Vec<PriceEntry>,
+}
+
+#[derive(Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PriceEntry {
+    provider: String,
+    model: String,
+    effective_from: String,
+    input_per_mtok: f64,
+    output_per_mtok: f64,
+    #[serde(default)]
+    per_request: f64,
+}
+
+/// Why an event has the cost it has (`cost_status` in the audit event).
+pub const PRICED: &str = "priced";
+pub const UNKNOWN_MODEL: &str = "unknown_model";
+pub const NO_MODEL: &str = "no_model";
+pub const NO_USAGE: &str = "no_usage";
+
+#[derive(Debug, Clone)]
+pub struct PriceTable {
+    prices: Vec<Price>,
+}
+
+impl PriceTable {
+    pub fn from_json(text: &str) -> Result<PriceTable, PriceError> {
+        let file: PriceFile =
+            serde_json::from_str(text).map_err(|e| PriceError::Shape(e.to_string()))?;
+        if file.currency != "USD" {
+            return Err(PriceError::Shape(format!(
+                "currency {:?}: audit events carry cost_usd, so prices are in USD",
+                file.currency
+            )));
+        }
+        let mut prices = Vec::new();
+        for (index, entry) in file.prices.into_iter().enumerate() {
+            let bad = |reason: String| PriceError::Entry { index, reason };
+            let provider = Provider::ALL
+                .into_iter()
+                .find(|p| p.route_prefix() == entry.provider)
+                .ok_or_else(|| {
+                    bad(format!(
+                        "provider {:?} is not a gateway route",
+                        entry.provider
+                    ))
+                })?;
+            let effective_from = Date::parse(&entry.effective_from).ok_or_else(|| {
+                bad(format!(
+                    "effective_from {:?} is not a date",
+                    entry.effective_from
+                ))
+            })?;
+            for (name, value) in [
+                ("input_per_mtok", entry.input_per_mtok),
+                ("output_per_mtok", entry.output_per_mtok),
+                ("per_request", entry.per_request),
+            ] {
+                if !value.is_finite() || value < 0.0 {
+                    return Err(bad(format!("{name} {value} is not a price")));
+                }
+            }
+            if entry.model.is_empty() || entry.model.chars().all(|c| c == '*') {
+                return Err(bad("a model pattern names at least one character".into()));
+            }
+            let price = Price {
+                provider,
+                pattern: entry.model,
+                effective_from,
+                input_per_mtok: entry.input_per_mtok,
+                output_per_mtok: entry.output_per_mtok,
+                per_request: entry.per_request,
+            };
+            if prices.iter().any(|p: &Price| {
+                p.provider == price.provider
+                    && p.pattern == price.pattern
+                    && p.effective_from == price.effective_from
+            }) {
+                return Err(bad(format!(
+                    "{} {} from {} is priced twice",
+                    price.provider.route_prefix(),
+                    price.pattern,
+                    price.effective_from
+                )));
+            }
+            prices.push(price);
+        }
+        Ok(PriceTable { prices })
+    }
+
+    pub fn built_in() -> Result<PriceTable, PriceError> {
+        PriceTable::from_json(DEFAULT_PRICES_JSON)
+    }
+
+    /// The price of `model` on `provider` on `day`.
+    pub fn price(&self, provider: Provider, model: &str, day: Date) -> Option<&Price> {
+        self.prices
+            .iter()
+            .filter(|p| p.provider == provider && p.effective_from <= day)
+            .filter(|p| crate::scopes::glob_match(&p.pattern, model))
+            .max_by_key(|p| (p.specificity(), p.effective_from))
+    }
+
+    /// Sets `cost_usd` and `cost_status` on a request's outcome (final and incomplete records of a
+    /// provider route); leaves other records (authorized, accepted, directory changes) alone.
+    pub fn apply(&self, event: &mut AuditEvent) {
+        if !matches!(event.record, Record::Final | Record::Incomplete) {
+            return;
+        }
+        let Some(provider) = event
+            .provider
+            .as_deref()
+            .and_then(|p| Provider::ALL.into_iter().find(|x| x.route_prefix() == p))
+        else {
+            return;
+        };
+        if event.decision != Decision::Allow && event.usage.is_none() {
+            // Refused without reaching the provider: nothing to price.
+            return;
+        }
+        let (cost, status) = match (&event.usage, event.model.as_deref()) {
+            (None, _) => (None, NO_USAGE),
+            (Some(_), None) => (None, NO_MODEL),
+            (Some(usage), Some(model)) => {
+                match event_day(&event.time).and_then(|day| self.price(provider, model, day)) {
+                    Some(price) => (
+                        Some(price.cost(usage.input_tokens, usage.output_tokens)),
+                        PRICED,
+                    ),
+                    None => (None, UNKNOWN_MODEL),
+                }
+            }
+        };
+        event.cost_usd = cost;
+        event.cost_status = Some(status.to_string());
+    }
+}
+
+/// The UTC day of an event's RFC 3339 time.
+fn event_day(time: &str) -> Option<Date> {
+    Date::parse(time.get(..10)?)
+}
+
+#[cfg(test)]
+mod tests {
+    #![allow(
+        clippy::unwrap_used,
+        reason = "test code: a panic is the failure report"
+    )]
+
+    use proptest::prelude::*;
+
+    use super::*;
+    use crate::audit::Usage;
+
+    fn table(prices: &str) -> Result<PriceTable, PriceError> {
+        PriceTable::from_json(&format!(
+            r#"{{"version": 1, "currency": "USD", "prices": [{prices}]}}"#
+        ))
+    }
+
+    fn day(text: &str) -> Date {
+        Date::parse(text).unwrap()
+    }
+
+    #[test]
+    fn the_built_in_table_reads_and_prices_the_models_the_gateway_serves() {
+        let prices = PriceTable::built_in().unwrap();
+        let on = day("2026-11-25");
+        let mini = prices
+            .price(Provider::AzureOpenAi, "gpt-4o-mini", on)
+            .unwrap();
+        assert_eq!(
+            mini.input_per_mtok, 0.15,
+            "the more specific pattern wins over gpt-4o*"
+        );
+        assert!(prices
+            .price(
+                Provider::BedrockClaude,
+                "us.anthropic.claude-3-5-sonnet-20240620-v1:0",
+                on
+            )
+            .is_some());
+        assert!(prices
+            .price(Provider::Gemini, "gemini-2.0-flash", on)
+            .is_some());
+        assert!(
+            prices.price(Provider::Gemini, "gpt-4o-mini", on).is_none(),
+            "per provider"
+        );
+    }
+
+    #[test]
+    fn the_latest_entry_in_force_applies_and_none_before_the_first() {
+        let prices = table(
+            r#"{"provider": "gemini", "model": "m*", "effective_from": "2025-01-01", "input_per_mtok": 1, "output_per_mtok": 2},
+               {"provider": "gemini", "model": "m*", "effective_from": "2025-06-01", "input_per_mtok": 3, "output_per_mtok": 4}"#,
+        )
+        .unwrap();
+        assert!(prices
+            .price(Provider::Gemini, "m1", day("2024-12-31"))
+            .is_none());
+        assert_eq!(
+            prices
+                .price(Provider::Gemini, "m1", day("2025-05-31"))
+                .unwrap()
+                .input_per_mtok,
+            1.0
+        );
+        assert_eq!(
+            prices
+                .price(Provider::Gemini, "m1", day("2025-06-01"))
+                .unwrap()
+                .input_per_mtok,
+            3.0
+        );
+    }
+
+    #[test]
+    fn bad_tables_are_refused_naming_the_entry() {
+        let entry = |field: &str| {
+            table(&format!(
+                r#"{{"provider": "gemini", "model": "m", "effective_from": "2025-01-01", "input_per_mtok": 1, "output_per_mtok": 1, {field}}}"#
+            ))
+        };
+        assert!(matches!(
+            entry(r#""per_request": -1"#),
+            Err(PriceError::Entry { index: 0, .. })
+        ));
+        assert!(matches!(entry(r#""extra": 1"#), Err(PriceError::Shape(_))));
+        assert!(table(r#"{"provider": "openai", "model": "m", "effective_from": "2025-01-01", "input_per_mtok": 1, "output_per_mtok": 1}"#).is_err());
+        assert!(table(r#"{"provider": "gemini", "model": "*", "effective_from": "2025-01-01", "input_per_mtok": 1, "output_per_mtok": 1}"#).is_err());
+        let twice = r#"{"provider": "gemini", "model": "m", "effective_from": "2025-01-01", "input_per_mtok": 1, "output_per_mtok": 1}"#;
+        assert!(table(&format!("{twice},{twice}")).is_err());
+        assert!(
+            PriceTable::from_json(r#"{"version": 1, "currency": "JPY", "prices": []}"#).is_err()
+        );
+    }
+
+    fn final_event(provider: &str, model: Option<&str>, usage: Option<(u64, u64)>) -> AuditEvent {
+        let mut event = AuditEvent::new("r", Decision::Allow, 200);
+        event.time = "2026-11-25T03:00:00.000Z".into();
+        event.provider = Some(provider.into());
+        event.model = model.map(str::to_string);
+        event.usage = usage.map(|(input, output)| Usage {
+            input_tokens: input,
+            output_tokens: output,
+            total_tokens: input + output,
+            estimated: false,
+        });
+        event
+    }
+
+    #[test]
+    fn events_are_priced_or_say_why_not_never_silently_free() {
+        let prices = PriceTable::built_in().unwrap();
+        let mut priced = final_event(
+            "azure-openai",
+            Some("gpt-4o-mini"),
+            Some((1_000_000, 1_000_000)),
+        );
+        prices.apply(&mut priced);
+        assert_eq!(priced.cost_status.as_deref(), Some(PRICED));
+        assert!((priced.cost_usd.unwrap() - 0.75).abs() < 1e-9);
+
+        let mut unknown = final_event("azure-openai", Some("mystery-model"), Some((10, 10)));
+        prices.apply(&mut unknown);
+        assert_eq!(
+            (unknown.cost_usd, unknown.cost_status.as_deref()),
+            (None, Some(UNKNOWN_MODEL))
+        );
+
+        let mut no_usage = final_event("gemini", Some("gemini-2.0-flash"), None);
+        prices.apply(&mut no_usage);
+        assert_eq!(
+            (no_usage.cost_usd, no_usage.cost_status.as_deref()),
+            (None, Some(NO_USAGE))
+        );
+
+        let mut authorized = final_event("gemini", Some("gemini-2.0-flash"), Some((1, 1)));
+        authorized.record = Record::Authorized;
+        prices.apply(&mut authorized);
+        assert_eq!(authorized.cost_status, None);
+
+        let mut admin = final_event("admin", None, None);
+        prices.apply(&mut admin);
+        assert_eq!(admin.cost_status, None);
+    }
+
+    proptest! {
+        /// More tokens never cost less, and a priced request never costs less than its request fee.
+        #[test]
+        fn cost_is_monotonic_in_tokens(a in 0u64..10_000_000, b in 0u64..10_000_000, extra in 0u64..1_000_000) {
+            let price = Price {
+                provider: Provider::Gemini,
+                pattern: "m".into(),
+                effective_from: day("2025-01-01"),
+                input_per_mtok: 0.1,
+                output_per_mtok: 0.4,
+                per_request: 0.001,
+            };
+            prop_assert!(price.cost(a + extra, b) >= price.cost(a, b));
+            prop_assert!(price.cost(a, b + extra) >= price.cost(a, b));
+            prop_assert!(price.cost(a, b) >= price.per_request);
+        }
+    }
+}
