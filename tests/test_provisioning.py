@@ -13,7 +13,7 @@ import uuid
 import pyrage
 import pytest
 
-from helpers import aws_client
+from helpers import aws_client, cognito_user
 
 REPORT_WITHIN = 30  # seconds: the bucket is watched twice a second, a run takes well under a second
 
@@ -57,21 +57,6 @@ def report_csv(state: dict, report_key_suffix: str) -> str:
     return s3.get_object(Bucket=state["provisioning"]["reports_bucket"], Key=key)["Body"].read().decode("utf-8-sig")
 
 
-def user(state: dict, username: str) -> dict | None:
-    idp = aws_client(state, "cognito-idp")
-    try:
-        found = idp.admin_get_user(UserPoolId=state["user_pool_id"], Username=username)
-    except idp.exceptions.UserNotFoundException:
-        return None
-    groups = idp.admin_list_groups_for_user(UserPoolId=state["user_pool_id"], Username=username)["Groups"]
-    return {
-        "enabled": found["Enabled"],
-        "status": found["UserStatus"],
-        "attributes": {a["Name"]: a["Value"] for a in found["UserAttributes"]},
-        "groups": sorted(g["GroupName"] for g in groups),
-    }
-
-
 @pytest.fixture(scope="module")
 def appendix_2_applied(state) -> dict:
     return drop(state, "incoming/", encrypt(state, APPENDIX_2.encode("utf-8")))
@@ -83,7 +68,7 @@ def test_appendix_2_yields_four_enabled_users_and_one_disabled(state, appendix_2
     assert report["counts"] == {"created": 5, "updated": 0, "unchanged": 0, "rejected": 0, "failed": 0}, report
     assert [r["line"] for r in sorted(report["rows"], key=lambda r: r["line"])] == [2, 3, 4, 5, 6]
     for user_id, department in EXPECTED_DEPARTMENT.items():
-        found = user(state, user_id)
+        found = cognito_user(state, user_id)
         assert found is not None, user_id
         assert found["enabled"] is (user_id != "004"), (user_id, found)
         assert found["groups"] == [f"dept-{department}"], (user_id, found)
@@ -92,10 +77,10 @@ def test_appendix_2_yields_four_enabled_users_and_one_disabled(state, appendix_2
         assert attributes["custom:department"] == department
         assert attributes["custom:start_date"] == "2023-04-01"
         assert attributes["custom:status"] == ("inactive" if user_id == "004" else "active")
-    yamada = user(state, "001")["attributes"]
+    yamada = cognito_user(state, "001")["attributes"]
     assert (yamada["name"], yamada["email"], yamada["custom:job_title"], yamada["custom:phone"]) == (
         "山田太郎", "taro.yamada@example.com", "主任", "03-1234-5678")
-    assert user(state, "004")["attributes"]["custom:end_date"] == "2023-06-30"
+    assert cognito_user(state, "004")["attributes"]["custom:end_date"] == "2023-06-30"
 
 
 def test_the_same_file_again_changes_nothing(state, appendix_2_applied):
@@ -133,10 +118,10 @@ def test_bad_rows_are_reported_with_their_line_and_good_rows_applied(state):
     assert "before start_date" in by_line[5]["detail"]
     assert "not configured" in by_line[6]["detail"]
     assert "repeats row 2" in by_line[7]["detail"]
-    assert user(state, f"g{tag}1")["enabled"] is True
-    assert user(state, f"g{tag}5")["enabled"] is False, "a future starter is created disabled"
+    assert cognito_user(state, f"g{tag}1")["enabled"] is True
+    assert cognito_user(state, f"g{tag}5")["enabled"] is False, "a future starter is created disabled"
     for absent in (f"g{tag}2", f"g{tag}3", f"g{tag}4"):
-        assert user(state, absent) is None
+        assert cognito_user(state, absent) is None
     # The CSV report is formula-safe: the rejected user_id is written as text.
     csv_report = report_csv(state, report["source_key"].rsplit("/", 1)[1] + ".csv")
     assert "'=cmd" in csv_report and "\n=cmd" not in csv_report
@@ -151,7 +136,7 @@ def test_a_dry_run_reports_the_plan_and_applies_nothing(state):
     report = drop(state, "dry-run/", encrypt(state, rows.encode("utf-8")))
     assert report["dry_run"] is True
     assert report["counts"]["created"] == 1, report
-    assert user(state, user_id) is None, "a dry run created the user"
+    assert cognito_user(state, user_id) is None, "a dry run created the user"
 
 
 @pytest.mark.parametrize("case", ["plaintext", "another key", "truncated"])
@@ -172,4 +157,4 @@ def test_files_that_cannot_be_read_are_refused_whole(state, case):
                 "truncated": "damaged or truncated"}[case]
     assert report["file_error"] and expected in report["file_error"], report
     assert report["rows"] == [] and report["encoding"] is None
-    assert user(state, user_id) is None
+    assert cognito_user(state, user_id) is None

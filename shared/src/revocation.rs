@@ -316,10 +316,6 @@ impl RevocationList {
         }
     }
 
-    pub fn ttl(&self) -> Duration {
-        self.inner.ttl
-    }
-
     /// Polls now, then every `ttl / 2` in the background, for the life of the execution environment
     /// (a frozen environment's timer resumes with it; the age check below covers the gap).
     pub async fn start(&self) -> Result<(), RevocationError> {

@@ -104,27 +104,15 @@ pub async fn download(api: &AdminApi, encoding: Option<&str>) -> Result<Answer, 
     let mut text = export::line(&COLUMNS);
     for user in users.values() {
         // Accounts provisioning does not manage (no start_date) are not HR rows.
-        let attribute = |name: &str| user.attributes.get(name).cloned().unwrap_or_default();
-        if attribute("custom:start_date").is_empty() {
+        let mut cells = crate::users::current_cells(user);
+        if cells[6].is_empty() {
             continue;
         }
-        let slashed = |name: &str| attribute(name).replace('-', "/");
-        text.push_str(&export::line(&[
-            user.username.clone(),
-            attribute("name"),
-            attribute("email"),
-            user.department
-                .clone()
-                .unwrap_or_else(|| attribute("custom:department")),
-            attribute("custom:job_title"),
-            attribute("custom:phone"),
-            slashed("custom:start_date"),
-            slashed("custom:end_date"),
-            user.attributes
-                .get("custom:status")
-                .cloned()
-                .unwrap_or_else(|| "active".into()),
-        ]));
+        // Dates go out as HR files write them (YYYY/MM/DD); the directory keeps them ISO.
+        for date in &mut cells[6..8] {
+            *date = date.replace('-', "/");
+        }
+        text.push_str(&export::line(&cells));
     }
     let (body, content_type) = if cp932 {
         let (bytes, _, unmappable) = encoding_rs::SHIFT_JIS.encode(&text);
