@@ -44,6 +44,7 @@ class Provisioning(TypedDict):
 
 class Identity(TypedDict):
     revocation_table: str
+    apikey_table: str
     mail_from: str
     mail_messages_url: str
 

@@ -43,7 +43,7 @@ from helpers import (
 BAD_TOKEN_KINDS = ["junk", "expired", "foreign_key", "alg_none", "id_token"]
 # The gateway answers every authentication failure with the same words, so a caller probing with forged
 # tokens learns nothing about which check failed.
-UNAUTHORIZED = "Unauthorized: the gateway token is missing, expired or invalid."
+UNAUTHORIZED = "Unauthorized: the gateway token or API key is missing, expired or invalid."
 CHUNK_GAP_S = 0.3  # the mocks' pause between `mock-slow` stream chunks
 
 

@@ -185,6 +185,11 @@ impl Resolved {
         format!("{}-{LOCAL_ENVIRONMENT}", self.config.project)
     }
 
+    /// The API key table (the authorizer, the admin API and the audit writer use it).
+    pub fn apikey_table_name(&self) -> String {
+        self.resource_name("apikeys")
+    }
+
     pub fn audit_queue_name(&self) -> String {
         self.resource_name("audit")
     }

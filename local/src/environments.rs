@@ -239,12 +239,24 @@ pub struct AuthorizerInputs<'a> {
     pub revocation_table: &'a str,
 }
 
+/// Every function that reads or writes API keys names the one table.
+fn with_apikey_table(mut env: Environment, deployment: &Resolved) -> Environment {
+    env.insert(
+        "GATEWAY_APIKEY_TABLE".into(),
+        deployment.apikey_table_name(),
+    );
+    env
+}
+
 pub fn authorizer(
     region: &str,
     deployment: &Resolved,
     inputs: AuthorizerInputs<'_>,
 ) -> Environment {
-    let mut env = with_audit_queue(base(region, deployment), inputs.audit_queue_url);
+    let mut env = with_apikey_table(
+        with_audit_queue(base(region, deployment), inputs.audit_queue_url),
+        deployment,
+    );
     env.insert("COGNITO_USER_POOL_ID".into(), inputs.user_pool_id.into());
     env.insert("COGNITO_APP_CLIENT_IDS".into(), inputs.app_client_id.into());
     env.insert("COGNITO_JWKS_URL".into(), inputs.jwks_url.into());
@@ -267,7 +279,7 @@ pub fn authorizer(
 }
 
 pub fn audit_writer(region: &str, deployment: &Resolved, audit_bucket: &str) -> Environment {
-    let mut env = base(region, deployment);
+    let mut env = with_apikey_table(base(region, deployment), deployment);
     env.insert("GATEWAY_AUDIT_BUCKET".into(), audit_bucket.into());
     env.insert("GATEWAY_AUDIT_PREFIX".into(), AUDIT_PREFIX.into());
     env
@@ -409,9 +421,12 @@ pub fn admin_api(
     directory: &DirectoryInputs<'_>,
     provisioning: &ProvisioningInputs<'_>,
 ) -> Environment {
-    let mut env = with_provisioning(
-        with_directory(base(region, deployment), deployment, directory),
-        provisioning,
+    let mut env = with_apikey_table(
+        with_provisioning(
+            with_directory(base(region, deployment), deployment, directory),
+            provisioning,
+        ),
+        deployment,
     );
     env.insert("GATEWAY_UPLOAD_URL_TTL_SECS".into(), "300".into());
     env

@@ -194,6 +194,7 @@ async fn run() -> Result<(), BoxError> {
         provisioning,
         identity: gateway_local::state::Identity {
             revocation_table: identity.revocation_table.clone(),
+            apikey_table: identity.apikey_table.clone(),
             mail_from: identity.mail_from.clone(),
             mail_messages_url: format!("{}/moto-api/data.json", aws.endpoint),
         },
@@ -601,6 +602,7 @@ fn build_admin_api(
 /// identity the invitations come from (moto keeps the messages: `identity.mail_messages_url`).
 struct Identity {
     revocation_table: String,
+    apikey_table: String,
     mail_from: String,
 }
 
@@ -610,9 +612,13 @@ async fn start_identity(
     pool: &UserPool,
 ) -> Result<Identity, BoxError> {
     let deployment = &local.deployment;
+    let dynamodb = aws_sdk_dynamodb::Client::new(&aws.sdk);
     let revocation_table = deployment.resource_name("revocations");
-    resources::create_revocation_table(&aws_sdk_dynamodb::Client::new(&aws.sdk), &revocation_table)
+    resources::create_mirrored_table(&dynamodb, &revocation_table, "sub", Some("expires_at"))
         .await?;
+    // Keys keep their records past `expires_at` (no time to live): listed, and named in refusals.
+    let apikey_table = deployment.apikey_table_name();
+    resources::create_mirrored_table(&dynamodb, &apikey_table, "key_id", None).await?;
     let mail_from = format!("{}@example.com", deployment.prefix());
     resources::verify_mail_identity(&aws_sdk_sesv2::Client::new(&aws.sdk), &mail_from).await?;
     // The first administrator, as the stack's custom resource creates it: invited by mail.
@@ -642,6 +648,7 @@ async fn start_identity(
     }
     Ok(Identity {
         revocation_table,
+        apikey_table,
         mail_from,
     })
 }

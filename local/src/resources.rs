@@ -493,11 +493,13 @@ pub async fn create_audit_bodies_key(kms: &aws_sdk_kms::Client) -> Result<String
         .to_string())
 }
 
-/// The revocation table as the CDK stack declares it: `sub` its key, the `by-update` index the
-/// authorizer polls, `expires_at` its time to live.
-pub async fn create_revocation_table(
+/// A table the authorizer mirrors (revocations, API keys) as the CDK stack declares it: `key` its
+/// partition key, the `by-update` index the authorizer polls, and `ttl` its time-to-live attribute.
+pub async fn create_mirrored_table(
     dynamodb: &aws_sdk_dynamodb::Client,
     name: &str,
+    key_attribute: &str,
+    ttl: Option<&str>,
 ) -> Result<(), BoxError> {
     use aws_sdk_dynamodb::types::{
         AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
@@ -520,9 +522,15 @@ pub async fn create_revocation_table(
             .map_err(|e| failed("define table")(e.to_string()))
     };
     let index = GlobalSecondaryIndex::builder()
-        .index_name(gateway_shared::revocation::UPDATE_INDEX)
-        .key_schema(key("rev", KeyType::Hash)?)
-        .key_schema(key("updated_ms", KeyType::Range)?)
+        .index_name(gateway_shared::mirror::UPDATE_INDEX)
+        .key_schema(key(
+            gateway_shared::mirror::UPDATE_PARTITION_ATTRIBUTE,
+            KeyType::Hash,
+        )?)
+        .key_schema(key(
+            gateway_shared::mirror::UPDATED_MS_ATTRIBUTE,
+            KeyType::Range,
+        )?)
         .projection(
             Projection::builder()
                 .projection_type(ProjectionType::All)
@@ -534,10 +542,10 @@ pub async fn create_revocation_table(
         .create_table()
         .table_name(name)
         .billing_mode(BillingMode::PayPerRequest)
-        .attribute_definitions(attribute("sub", ScalarAttributeType::S)?)
+        .attribute_definitions(attribute(key_attribute, ScalarAttributeType::S)?)
         .attribute_definitions(attribute("rev", ScalarAttributeType::S)?)
         .attribute_definitions(attribute("updated_ms", ScalarAttributeType::N)?)
-        .key_schema(key("sub", KeyType::Hash)?)
+        .key_schema(key(key_attribute, KeyType::Hash)?)
         .global_secondary_indexes(index)
         .send()
         .await;
@@ -556,12 +564,15 @@ pub async fn create_revocation_table(
             ));
         }
     }
+    let Some(ttl) = ttl else {
+        return Ok(());
+    };
     dynamodb
         .update_time_to_live()
         .table_name(name)
         .time_to_live_specification(
             TimeToLiveSpecification::builder()
-                .attribute_name("expires_at")
+                .attribute_name(ttl)
                 .enabled(true)
                 .build()
                 .map_err(|e| failed("define time to live")(e.to_string()))?,

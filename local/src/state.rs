@@ -93,6 +93,8 @@ pub struct Keys {
 pub struct Identity {
     /// The DynamoDB table of revoked users the authorizer reads.
     pub revocation_table: String,
+    /// The DynamoDB table of API keys (hashes only).
+    pub apikey_table: String,
     /// The SES identity invitations come from.
     pub mail_from: String,
     /// Where moto lists what was sent (`ses.Message` entries of its model data).
@@ -268,6 +270,7 @@ mod tests {
             },
             identity: Identity {
                 revocation_table: "t".into(),
+                apikey_table: "k".into(),
                 mail_from: "m@example.com".into(),
                 mail_messages_url: "http://127.0.0.1:1/moto-api/data.json".into(),
             },

@@ -55,7 +55,7 @@ impl GatewayError {
     pub fn unauthorized() -> Self {
         GatewayError::new(
             ErrorKind::Unauthorized,
-            "Unauthorized: the gateway token is missing, expired or invalid. Sign in again to get a fresh token.",
+            "Unauthorized: the gateway token or API key is missing, expired or invalid. Sign in again for a fresh token, or ask an administrator for a new key.",
         )
     }
 }

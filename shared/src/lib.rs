@@ -10,9 +10,13 @@
 //! - [`transport`]: how a request reaches the provider (`direct` now; `queue` slots in behind the same trait).
 //! - [`proxy`]: the route handler every provider Lambda runs: authorize again, rewrite, relay, render errors.
 //! - [`secrets`], [`upstream_auth`]: upstream credentials, cached per execution environment, never logged.
+//! - `revocation`, `apikeys` (features): the tables the authorizer checks on every request, read
+//!   through an in-memory `mirror` so no request waits on DynamoDB.
 //! - [`audit`]: one audit event per request (decision, principal, usage, sizes, latency), to SQS.
 //! - [`config`], [`telemetry`], [`error`]: typed configuration, JSON tracing, the gateway's own errors.
 
+#[cfg(feature = "apikeys")]
+pub mod apikeys;
 pub mod audit;
 pub mod auth;
 pub mod config;
@@ -23,6 +27,8 @@ pub mod eventstream;
 pub mod headers;
 #[cfg(feature = "identity")]
 pub mod mail;
+#[cfg(any(feature = "revocation", feature = "apikeys"))]
+pub mod mirror;
 pub mod paths;
 pub mod pricing;
 pub mod providers;

@@ -6,27 +6,18 @@
 //! enabled and the time before which its tokens are refused. The provisioner, the scheduler and the
 //! admin API write it whenever they disable a user or sign one out.
 //!
-//! The authorizer never reads it on a request's path: [`RevocationList`] keeps the whole (small) set
-//! of records in memory and polls the table's `by-update` index for what changed, every half of its
-//! `ttl`, in the background. A request is answered from memory; only when the list is older than
-//! `ttl` (an execution environment thawed after a pause, or polls failing) does a request wait for a
-//! poll, and if that fails it is refused (fail closed). `ttl` is the documented staleness bound.
+//! The authorizer never reads it on a request's path: [`RevocationList`] is a [`Mirror`] of the table,
+//! answered from memory and never older than its `ttl`, the documented staleness bound (fail closed).
 //!
 //! Invariant: a token is refused when its user's record says disabled, or when it was issued before
 //! the record's `revoked_before` (a token without `iat` counts as issued at 0).
 
-use std::collections::HashMap;
-use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use aws_sdk_dynamodb::types::AttributeValue;
-use tokio::sync::RwLock;
 
-/// The index by update time, and its one partition (every record; writes are rare).
-pub const UPDATE_INDEX: &str = "by-update";
-const PARTITION: &str = "r";
-/// Polls read this far back again: index updates are eventually consistent, and writers' clocks differ.
-const POLL_OVERLAP_MS: u64 = 60_000;
+pub use crate::mirror::UPDATE_INDEX;
+use crate::mirror::{self, Entry, Item, Mirror, UPDATE_PARTITION as PARTITION};
 
 /// The longest an access token lives in Cognito: a record that only revokes tokens older than itself
 /// is moot after this, so it carries a DynamoDB time to live.
@@ -108,29 +99,14 @@ impl Revocations {
     }
 
     /// Every record updated at or after `since_ms` (epoch milliseconds), through the update index.
-    pub async fn changed_since(&self, since_ms: u64) -> Result<Vec<Listed>, RevocationError> {
-        let mut found = Vec::new();
-        let mut start = None;
-        loop {
-            let page = self
-                .client
-                .query()
-                .table_name(&self.table)
-                .index_name(UPDATE_INDEX)
-                .key_condition_expression("rev = :p AND updated_ms >= :since")
-                .expression_attribute_values(":p", AttributeValue::S(PARTITION.into()))
-                .expression_attribute_values(":since", AttributeValue::N(since_ms.to_string()))
-                .set_exclusive_start_key(start.take())
-                .send()
-                .await
-                .map_err(self.failed())?;
-            found.extend(page.items().iter().map(listed));
-            match page.last_evaluated_key() {
-                Some(key) if !key.is_empty() => start = Some(key.clone()),
-                _ => break,
-            }
-        }
-        Ok(found)
+    pub async fn changed_since(
+        &self,
+        since_ms: u64,
+    ) -> Result<Vec<Entry<RevocationRecord>>, RevocationError> {
+        let items = mirror::query_changed_since(&self.client, &self.table, since_ms)
+            .await
+            .map_err(self.failed())?;
+        Ok(items.iter().map(listed).collect())
     }
 
     /// Records a disable, an enable or a sign-out of `sub` at `now_secs`; answers the new
@@ -238,29 +214,9 @@ impl Revocations {
     }
 }
 
-/// One record as the update index lists it.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Listed {
-    pub sub: String,
-    pub record: RevocationRecord,
-    /// Epoch seconds after which the record no longer matters (None: kept, a disabled account).
-    pub expires_at: Option<u64>,
-    pub updated_ms: u64,
-}
-
-fn number(item: &HashMap<String, AttributeValue>, name: &str) -> Option<u64> {
-    item.get(name)
-        .and_then(|v| v.as_n().ok())
-        .and_then(|n| n.parse().ok())
-}
-
-fn listed(item: &HashMap<String, AttributeValue>) -> Listed {
-    Listed {
-        sub: item
-            .get("sub")
-            .and_then(|v| v.as_s().ok())
-            .cloned()
-            .unwrap_or_default(),
+fn listed(item: &Item) -> Entry<RevocationRecord> {
+    Entry {
+        key: mirror::text(item, "sub").unwrap_or_default(),
         record: RevocationRecord {
             // A record without the flag was written by a sign-out of an enabled account.
             enabled: item
@@ -268,10 +224,10 @@ fn listed(item: &HashMap<String, AttributeValue>) -> Listed {
                 .and_then(|v| v.as_bool().ok())
                 .copied()
                 .unwrap_or(true),
-            revoked_before: number(item, "revoked_before").unwrap_or(0),
+            revoked_before: mirror::number(item, "revoked_before").unwrap_or(0),
         },
-        expires_at: number(item, "expires_at"),
-        updated_ms: number(item, "updated_ms").unwrap_or(0),
+        expires_at: mirror::number(item, "expires_at"),
+        updated_ms: mirror::number(item, "updated_ms").unwrap_or(0),
     }
 }
 
@@ -279,177 +235,23 @@ fn updated_ms() -> u64 {
     crate::audit::clock::now_millis()
 }
 
-/// The authorizer's copy of the table (see the module documentation): answered from memory, polled
-/// for changes in the background every `ttl / 2`, never older than `ttl` when it answers.
-#[derive(Clone)]
-pub struct RevocationList {
-    inner: Arc<Inner>,
-}
+/// The authorizer's copy of the table (see the module documentation and [`Mirror`]).
+pub type RevocationList = Mirror<Revocations>;
 
-struct Inner {
-    store: Revocations,
-    ttl: Duration,
-    snapshot: RwLock<Snapshot>,
-    /// One poll at a time; a request that finds the list too old waits for the poll under way.
-    polling: tokio::sync::Mutex<()>,
-}
-
-#[derive(Default)]
-struct Snapshot {
-    records: HashMap<String, Listed>,
-    /// The latest `updated_ms` seen: the next poll reads from a little before it.
-    high_water_ms: u64,
-    /// When the last successful poll started (None: never polled).
-    polled: Option<Instant>,
-}
-
-impl RevocationList {
-    /// Loads nothing yet: the first request (or [`Self::start`]) polls.
-    pub fn new(store: Revocations, ttl: Duration) -> Self {
-        RevocationList {
-            inner: Arc::new(Inner {
-                store,
-                ttl,
-                snapshot: RwLock::new(Snapshot::default()),
-                polling: tokio::sync::Mutex::new(()),
-            }),
-        }
+impl mirror::Source for Revocations {
+    type Record = RevocationRecord;
+    type Error = RevocationError;
+    async fn changed_since(
+        &self,
+        since_ms: u64,
+    ) -> Result<Vec<Entry<RevocationRecord>>, RevocationError> {
+        Revocations::changed_since(self, since_ms).await
     }
-
-    /// Polls now, then every `ttl / 2` in the background, for the life of the execution environment
-    /// (a frozen environment's timer resumes with it; the age check below covers the gap).
-    pub async fn start(&self) -> Result<(), RevocationError> {
-        let first = self.poll().await;
-        let list = self.clone();
-        tokio::spawn(async move {
-            let mut every = tokio::time::interval(list.inner.ttl / 2);
-            every.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            loop {
-                every.tick().await;
-                if let Err(error) = list.poll().await {
-                    tracing::warn!(%error, "revocation poll failed; the list ages until the next one");
-                }
-            }
-        });
-        first
-    }
-
-    /// The record of `sub`, from a list at most `ttl` old.
-    pub async fn get(&self, sub: &str) -> Result<Option<RevocationRecord>, RevocationError> {
-        let fresh = |snapshot: &Snapshot| {
-            snapshot
-                .polled
-                .is_some_and(|at| at.elapsed() < self.inner.ttl)
-        };
-        {
-            let snapshot = self.inner.snapshot.read().await;
-            if fresh(&snapshot) {
-                return Ok(lookup(&snapshot, sub));
-            }
-        }
-        let _turn = self.inner.polling.lock().await;
-        // Another request's poll may have finished while this one waited.
-        if !fresh(&*self.inner.snapshot.read().await) {
-            self.poll_locked().await?;
-        }
-        Ok(lookup(&*self.inner.snapshot.read().await, sub))
-    }
-
-    async fn poll(&self) -> Result<(), RevocationError> {
-        let _turn = self.inner.polling.lock().await;
-        self.poll_locked().await
-    }
-
-    /// Reads what changed since the high-water mark (less the overlap) and merges it.
-    async fn poll_locked(&self) -> Result<(), RevocationError> {
-        let started = Instant::now();
-        let since = self
-            .inner
-            .snapshot
-            .read()
-            .await
-            .high_water_ms
-            .saturating_sub(POLL_OVERLAP_MS);
-        let changed = self.inner.store.changed_since(since).await?;
-        let now_secs = crate::audit::clock::now_millis() / 1000;
-        let mut snapshot = self.inner.snapshot.write().await;
-        for listed in changed {
-            snapshot.high_water_ms = snapshot.high_water_ms.max(listed.updated_ms);
-            let newer = snapshot
-                .records
-                .get(&listed.sub)
-                .is_none_or(|known| known.updated_ms <= listed.updated_ms);
-            if newer && !listed.sub.is_empty() {
-                snapshot.records.insert(listed.sub.clone(), listed);
-            }
-        }
-        // Records past their time to live matter no more (DynamoDB deletes them in its own time).
-        snapshot
-            .records
-            .retain(|_, listed| listed.expires_at.is_none_or(|at| at > now_secs));
-        snapshot.polled = Some(started);
-        Ok(())
-    }
-}
-
-fn lookup(snapshot: &Snapshot, sub: &str) -> Option<RevocationRecord> {
-    snapshot.records.get(sub).map(|listed| listed.record)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A list over a table nobody serves: any poll fails, so a passing lookup came from memory.
-    fn unreachable_list(ttl: Duration) -> RevocationList {
-        let config = aws_sdk_dynamodb::Config::builder()
-            .behavior_version(aws_sdk_dynamodb::config::BehaviorVersion::latest())
-            .region(aws_sdk_dynamodb::config::Region::new("us-east-1"))
-            .endpoint_url("http://127.0.0.1:9")
-            .credentials_provider(aws_sdk_dynamodb::config::Credentials::new(
-                "test", "test", None, None, "test",
-            ))
-            .retry_config(aws_sdk_dynamodb::config::retry::RetryConfig::disabled())
-            .build();
-        RevocationList::new(
-            Revocations::new(aws_sdk_dynamodb::Client::from_conf(config), "t".into()),
-            ttl,
-        )
-    }
-
-    #[tokio::test]
-    async fn a_fresh_list_answers_from_memory_an_old_one_must_poll_and_fails_closed() {
-        let ttl = Duration::from_secs(10);
-        let list = unreachable_list(ttl);
-        let disabled = RevocationRecord {
-            enabled: false,
-            revoked_before: 5,
-        };
-        assert!(
-            list.get("anyone").await.is_err(),
-            "never polled: nothing is assumed"
-        );
-        {
-            let mut snapshot = list.inner.snapshot.write().await;
-            snapshot.records.insert(
-                "gone".into(),
-                Listed {
-                    sub: "gone".into(),
-                    record: disabled,
-                    expires_at: None,
-                    updated_ms: 1,
-                },
-            );
-            snapshot.polled = Some(Instant::now() - Duration::from_secs(9));
-        }
-        assert_eq!(list.get("gone").await.unwrap(), Some(disabled));
-        assert_eq!(list.get("someone").await.unwrap(), None);
-        list.inner.snapshot.write().await.polled = Some(Instant::now() - Duration::from_secs(11));
-        assert!(
-            list.get("gone").await.is_err(),
-            "past the bound the table must answer"
-        );
-    }
 
     #[test]
     fn disabled_accounts_refuse_every_token() {

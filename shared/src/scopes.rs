@@ -69,10 +69,34 @@ pub fn admin_path(path: &str) -> Option<&str> {
     (rest.is_empty() || rest.starts_with('/')).then_some(rest)
 }
 
-/// Changing users through the admin API.
+/// Changing users through the admin API (and its health check).
 pub const ADMIN_WRITE_SCOPE: &str = "admin:users";
 /// Reading users through the admin API.
 pub const ADMIN_READ_SCOPE: &str = "admin:users:read";
+/// Issuing, rotating and revoking API keys; reading them.
+pub const ADMIN_APIKEYS_SCOPE: &str = "admin:apikeys";
+pub const ADMIN_APIKEYS_READ_SCOPE: &str = "admin:apikeys:read";
+/// Departments' budgets, usage plans and contacts, usage and chargeback; reading them.
+pub const ADMIN_BILLING_SCOPE: &str = "admin:billing";
+pub const ADMIN_BILLING_READ_SCOPE: &str = "admin:billing:read";
+/// Every admin scope starts so: none may be given to an API key.
+pub const ADMIN_SCOPE_PREFIX: &str = "admin";
+
+/// The (write, read) scopes of the admin resource a path below the admin route names, by its first
+/// segment; a path naming no known resource falls under users' (the admin API answers it 404).
+pub fn admin_resource_scopes(path: &str) -> (&'static str, &'static str) {
+    let first = path.trim_start_matches('/').split('/').next().unwrap_or("");
+    match first {
+        "apikeys" => (ADMIN_APIKEYS_SCOPE, ADMIN_APIKEYS_READ_SCOPE),
+        "departments" | "reports" => (ADMIN_BILLING_SCOPE, ADMIN_BILLING_READ_SCOPE),
+        _ => (ADMIN_WRITE_SCOPE, ADMIN_READ_SCOPE),
+    }
+}
+
+/// Whether a scope is an admin one (`admin`, `admin:...`).
+pub fn is_admin_scope(scope: &str) -> bool {
+    scope == ADMIN_SCOPE_PREFIX || scope.starts_with("admin:")
+}
 
 #[derive(Debug)]
 pub struct Policy {
@@ -202,18 +226,20 @@ impl Policy {
             .map(String::as_str)
     }
 
-    /// The admin API's rule, the same in the authorizer and in the admin API: reading (GET, HEAD)
-    /// needs [`ADMIN_READ_SCOPE`] (which [`ADMIN_WRITE_SCOPE`] includes), anything else
-    /// [`ADMIN_WRITE_SCOPE`].
+    /// The admin API's rule, the same in the authorizer and in the admin API: the resource the path
+    /// (below the admin route) names picks the scope pair ([`admin_resource_scopes`]); reading (GET,
+    /// HEAD) needs its read scope (which the write scope includes), anything else the write scope.
     pub fn decide_admin<'a>(
         &self,
         method: &str,
+        path: &str,
         granted: impl IntoIterator<Item = &'a str> + Clone,
     ) -> Decision {
+        let (write, read) = admin_resource_scopes(path);
         let required = if matches!(method, "GET" | "HEAD") {
-            ADMIN_READ_SCOPE
+            read
         } else {
-            ADMIN_WRITE_SCOPE
+            write
         };
         if !self.known.contains(required) {
             return Decision::Deny {
@@ -232,6 +258,16 @@ impl Policy {
         Decision::Allow {
             required_scope: required.to_string(),
         }
+    }
+
+    /// Whether the policy defines `scope`.
+    pub fn knows(&self, scope: &str) -> bool {
+        self.known.contains(scope)
+    }
+
+    /// Every scope the policy defines.
+    pub fn scopes(&self) -> impl Iterator<Item = &str> {
+        self.known.iter().map(String::as_str)
     }
 
     /// Whether holding `granted` covers `required`: the scope itself or any ancestor of it.

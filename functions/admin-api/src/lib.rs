@@ -1,18 +1,21 @@
-//! The user admin API: one Lambda function behind the gateway's authorizer, one router
-//! (`schemas/admin-api.openapi.yaml` describes every route).
+//! The admin API: one Lambda function behind the gateway's authorizer, one router
+//! (`schemas/admin-api.openapi.yaml` describes every route): users, API keys.
 //!
-//! The authorizer lets a request through only with the admin scope its method needs (reads
-//! `admin:users:read`, writes `admin:users`); this function checks the same rule again on the
-//! principal API Gateway hands over, so a misrouted request fails closed. Paths are matched segment
+//! The authorizer lets a request through only with the admin scope its resource and method need
+//! (`admin:users[:read]`, `admin:apikeys[:read]`; `gateway_shared::scopes::admin_resource_scopes`);
+//! this function checks the same rule again on the principal API Gateway hands over, so a misrouted
+//! request fails closed. Paths are matched segment
 //! by segment; a user id segment is the provisioning rules' user_id alphabet only, so no path can name
 //! one user and change another. Every change is audited with the acting administrator.
 
+pub mod apikeys;
 pub mod files;
 pub mod users;
 
 use std::sync::Arc;
 use std::time::Duration;
 
+use gateway_shared::apikeys::ApiKeys;
 use gateway_shared::audit::{AdminAction, AuditEvent, AuditSink, Principal};
 use gateway_shared::auth::AuthContext;
 use gateway_shared::config::{self, ConfigError, Settings};
@@ -32,11 +35,14 @@ pub struct AdminConfig {
     /// How long an upload URL stays valid.
     pub upload_ttl: Duration,
     pub policy_file: Option<String>,
+    /// The DynamoDB table of API keys.
+    pub apikey_table: String,
 }
 
 impl AdminConfig {
     /// [`DirectorySettings`], `GATEWAY_PROVISIONING_BUCKET`, `GATEWAY_REPORTS_BUCKET` (required),
-    /// `GATEWAY_UPLOAD_URL_TTL_SECS` (300, 60 to 3600), `GATEWAY_SCOPE_POLICY_FILE` (optional).
+    /// `GATEWAY_UPLOAD_URL_TTL_SECS` (300, 60 to 3600), `GATEWAY_SCOPE_POLICY_FILE` (optional),
+    /// `GATEWAY_APIKEY_TABLE` (required).
     pub fn from_settings(settings: &dyn Settings) -> Result<Self, ConfigError> {
         let upload_ttl = config::duration_secs(
             settings,
@@ -55,6 +61,7 @@ impl AdminConfig {
             reports_bucket: config::required(settings, "GATEWAY_REPORTS_BUCKET")?,
             upload_ttl,
             policy_file: settings.get("GATEWAY_SCOPE_POLICY_FILE"),
+            apikey_table: config::required(settings, "GATEWAY_APIKEY_TABLE")?,
         })
     }
 }
@@ -98,11 +105,11 @@ impl ApiError {
         ApiError::new(400, "bad_request", message)
     }
 
-    fn not_found(message: impl Into<String>) -> Self {
+    pub(crate) fn not_found(message: impl Into<String>) -> Self {
         ApiError::new(404, "not_found", message)
     }
 
-    fn internal(error: impl std::fmt::Display) -> Self {
+    pub(crate) fn internal(error: impl std::fmt::Display) -> Self {
         tracing::error!(%error, "admin request failed");
         ApiError::new(
             500,
@@ -186,6 +193,7 @@ pub struct AdminApi {
     config: AdminConfig,
     directory: Directory,
     s3: aws_sdk_s3::Client,
+    api_keys: ApiKeys,
     policy: Arc<Policy>,
     audit: Arc<dyn AuditSink>,
 }
@@ -205,6 +213,11 @@ enum Route<'a> {
     Enable(&'a str),
     PasswordReset(&'a str),
     SignOut(&'a str),
+    ListKeys,
+    IssueKey,
+    GetKey(&'a str),
+    RevokeKey(&'a str),
+    RotateKey(&'a str),
 }
 
 /// A user id in a path: the provisioning rules' user_id alphabet, at most 32 characters, and not a
@@ -217,6 +230,11 @@ fn user_segment(segment: &str) -> Option<&str> {
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         && !segment.bytes().all(|b| b == b'.');
     ok.then_some(segment)
+}
+
+/// An API key id in a path: exactly a key id's 16 lowercase hex digits.
+fn key_segment(segment: &str) -> Option<&str> {
+    gateway_shared::apikeys::valid_id(segment).then_some(segment)
 }
 
 fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, ApiError> {
@@ -273,6 +291,27 @@ fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, ApiError> {
                 _ => return Err(not_found()),
             }
         }
+        ["apikeys"] => match method {
+            "GET" => Route::ListKeys,
+            "POST" => Route::IssueKey,
+            _ => return Err(wrong_method()),
+        },
+        ["apikeys", id] => {
+            let id = key_segment(id).ok_or_else(not_found)?;
+            match method {
+                "GET" => Route::GetKey(id),
+                _ => return Err(wrong_method()),
+            }
+        }
+        ["apikeys", id, action] => {
+            let id = key_segment(id).ok_or_else(not_found)?;
+            match (method, action) {
+                ("POST", "revoke") => Route::RevokeKey(id),
+                ("POST", "rotate") => Route::RotateKey(id),
+                (_, "revoke" | "rotate") => return Err(wrong_method()),
+                _ => return Err(not_found()),
+            }
+        }
         _ => return Err(not_found()),
     };
     Ok(route)
@@ -306,6 +345,7 @@ impl AdminApi {
         Ok(AdminApi {
             directory: config.directory.directory(sdk),
             s3: aws_sdk_s3::Client::new(sdk),
+            api_keys: ApiKeys::from_sdk(sdk, config.apikey_table.clone()),
             policy,
             audit,
             config,
@@ -349,16 +389,6 @@ impl AdminApi {
         let principal = AuthContext::from_fields(&fields)
             .ok_or_else(|| ApiError::new(401, "unauthorized", "Unauthorized"))?;
         let method = request.method().as_str();
-        if let Decision::Deny { reason } = self
-            .policy
-            .decide_admin(method, principal.scopes.iter().map(String::as_str))
-        {
-            return Err(ApiError::new(
-                403,
-                "forbidden",
-                format!("Forbidden: {reason}"),
-            ));
-        }
         // The `{proxy+}` value is the path below the admin route whatever stage or base path the
         // client's URL had (the authorizer decided on the same request).
         let proxy = request
@@ -368,6 +398,25 @@ impl AdminApi {
             .to_string();
         let path = format!("/{proxy}");
         let path = path.as_str();
+        let refused = if principal.auth_method == gateway_shared::apikeys::AUTH_METHOD {
+            Some("an API key cannot call the admin API; sign in as an administrator".to_string())
+        } else {
+            match self.policy.decide_admin(
+                method,
+                path,
+                principal.scopes.iter().map(String::as_str),
+            ) {
+                Decision::Deny { reason } => Some(reason),
+                Decision::Allow { .. } => None,
+            }
+        };
+        if let Some(reason) = refused {
+            return Err(ApiError::new(
+                403,
+                "forbidden",
+                format!("Forbidden: {reason}"),
+            ));
+        }
         let call = Call {
             request_id: request_id.to_string(),
             principal: &principal,
@@ -456,7 +505,151 @@ impl AdminApi {
                 Ok(answer)
             }
             Route::SyncStatus => files::sync_status(self, query("limit").as_deref()).await,
+            Route::ListKeys => {
+                let keys = self.api_keys.list().await?;
+                let keys = apikeys::filter(
+                    keys,
+                    query("department").as_deref(),
+                    query("status").as_deref(),
+                    now / 1000,
+                )?;
+                let views: Vec<Value> = keys.iter().map(|k| apikeys::view(k, now / 1000)).collect();
+                Ok(Answer::json(200, json!({ "api_keys": views })))
+            }
+            Route::GetKey(id) => Ok(Answer::json(
+                200,
+                apikeys::view(&self.api_keys.get(id).await?, now / 1000),
+            )),
+            Route::IssueKey => {
+                let new =
+                    apikeys::new_key(&json_body(request)?, &self.departments(), &self.policy)?;
+                let result = self.issue_key(&call, &new, now, None).await;
+                let (id, changed) = match &result {
+                    Ok((record, _)) => (Some(record.id.clone()), key_fields()),
+                    Err(_) => (None, Vec::new()),
+                };
+                self.audited(
+                    &call,
+                    "apikeys.issue",
+                    id.as_deref(),
+                    changed,
+                    result.map(|(_, answer)| answer),
+                )
+            }
+            Route::RevokeKey(id) => {
+                let result = self
+                    .api_keys
+                    .revoke(
+                        id,
+                        &actor_name(call.principal),
+                        &gateway_shared::audit::clock::rfc3339_from_millis(now),
+                    )
+                    .await
+                    .map(|record| Answer::json(200, apikeys::view(&record, now / 1000)));
+                self.audited(
+                    &call,
+                    "apikeys.revoke",
+                    Some(id),
+                    vec!["revoked_at".into()],
+                    result,
+                )
+            }
+            Route::RotateKey(id) => {
+                let body = if request.body().is_empty() {
+                    json!({})
+                } else {
+                    json_body(request)?
+                };
+                let grace = apikeys::grace_secs(&body)?;
+                let result = self.rotate_key(&call, id, grace, now).await;
+                self.audited(
+                    &call,
+                    "apikeys.rotate",
+                    Some(id),
+                    vec!["replaced_by".into(), "expires_at".into()],
+                    result,
+                )
+            }
         }
+    }
+
+    /// The configured department ids.
+    fn departments(&self) -> std::collections::BTreeSet<String> {
+        self.config
+            .directory
+            .departments
+            .values()
+            .cloned()
+            .collect()
+    }
+
+    /// Stores a new key; answers its record and the 201 that shows the key once.
+    async fn issue_key(
+        &self,
+        call: &Call<'_>,
+        new: &apikeys::NewKey,
+        now: u64,
+        rotated_from: Option<&str>,
+    ) -> Result<(gateway_shared::apikeys::ApiKeyRecord, Answer), ApiError> {
+        let (record, key) = apikeys::issue(new, &actor_name(call.principal), now, rotated_from)?;
+        self.api_keys.create(&record).await?;
+        let answer = Answer::json(201, apikeys::issued(&record, &key, now / 1000));
+        Ok((record, answer))
+    }
+
+    /// A successor with the same name, department and scopes and a fresh lifetime; the old key keeps
+    /// working for `grace` seconds (or until it expires, if sooner). The successor is stored first:
+    /// if marking the old key fails, the successor is revoked again, so no second live key is left.
+    async fn rotate_key(
+        &self,
+        call: &Call<'_>,
+        id: &str,
+        grace: u64,
+        now: u64,
+    ) -> Result<Answer, ApiError> {
+        let old = self.api_keys.get(id).await?;
+        let now_secs = now / 1000;
+        if old.status(now_secs) != gateway_shared::apikeys::Status::Active
+            || old.replaced_by.is_some()
+        {
+            let state = if old.replaced_by.is_some() {
+                "already rotated"
+            } else {
+                old.status(now_secs).as_str()
+            };
+            return Err(gateway_shared::apikeys::ApiKeyError::NotActive(id.into(), state).into());
+        }
+        let new = apikeys::NewKey {
+            name: old.name.clone(),
+            department: old.department.clone(),
+            scopes: old.scopes.clone(),
+            lifetime_days: apikeys::DEFAULT_LIFETIME_DAYS,
+        };
+        let (record, answer) = self.issue_key(call, &new, now, Some(id)).await?;
+        let until = old.expires_at.min(now_secs + grace);
+        if let Err(error) = self.api_keys.replace(id, &record.id, until, now_secs).await {
+            let stamp = gateway_shared::audit::clock::rfc3339_from_millis(now);
+            if let Err(undo) = self
+                .api_keys
+                .revoke(&record.id, "admin-api (rotation failed)", &stamp)
+                .await
+            {
+                tracing::error!(error = %undo, successor = %record.id, "a failed rotation's successor could not be revoked");
+            }
+            return Err(error.into());
+        }
+        self.record(
+            call,
+            Change {
+                action: "apikeys.issue",
+                target: Some(&record.id),
+                changed: key_fields(),
+                source: Some(format!("rotation of {id}")),
+            },
+            201,
+            None,
+        );
+        Ok(answer)
     }
 
     /// Records the change's audit event and turns a directory failure into its answer.
@@ -473,13 +666,13 @@ impl AdminApi {
         ))
     }
 
-    fn audited(
+    fn audited<E: Into<ApiError>>(
         &self,
         call: &Call<'_>,
         action: &'static str,
         target: Option<&str>,
         changed: Vec<String>,
-        result: Result<Answer, DirectoryError>,
+        result: Result<Answer, E>,
     ) -> Result<Answer, ApiError> {
         let change = Change {
             action,
@@ -493,7 +686,7 @@ impl AdminApi {
                 Ok(answer)
             }
             Err(error) => {
-                let error = ApiError::from(error);
+                let error: ApiError = error.into();
                 self.record(call, change, error.status, Some(&error.message));
                 Err(error)
             }
@@ -521,8 +714,11 @@ impl AdminApi {
     }
 
     async fn health(&self) -> Result<Answer, ApiError> {
-        let (directory, revocations) =
-            tokio::join!(self.directory.check(), self.directory.revocations().check());
+        let (directory, revocations, api_keys) = tokio::join!(
+            self.directory.check(),
+            self.directory.revocations().check(),
+            self.api_keys.check()
+        );
         let verdict = |r: Result<(), String>| match r {
             Ok(()) => "ok".to_string(),
             Err(e) => {
@@ -532,12 +728,13 @@ impl AdminApi {
         };
         let directory = verdict(directory.map_err(|e| e.to_string()));
         let revocations = verdict(revocations.map_err(|e| e.to_string()));
-        let ok = directory == "ok" && revocations == "ok";
+        let api_keys = verdict(api_keys.map_err(|e| e.to_string()));
+        let ok = directory == "ok" && revocations == "ok" && api_keys == "ok";
         Ok(Answer::json(
             if ok { 200 } else { 503 },
             json!({
                 "status": if ok { "ok" } else { "degraded" },
-                "checks": {"directory": directory, "revocations": revocations},
+                "checks": {"directory": directory, "revocations": revocations, "api_keys": api_keys},
                 "time": gateway_shared::audit::clock::rfc3339_now(),
             }),
         ))
@@ -875,6 +1072,21 @@ impl AdminApi {
     }
 }
 
+/// The attributes an issued key sets, for its audit event (never their values).
+fn key_fields() -> Vec<String> {
+    ["name", "department", "scopes", "expires_at"]
+        .map(String::from)
+        .to_vec()
+}
+
+/// Who did it, as a key's `created_by` and `revoked_by` name them: the user name, else the subject.
+fn actor_name(principal: &AuthContext) -> String {
+    principal
+        .username
+        .clone()
+        .unwrap_or_else(|| principal.subject.clone())
+}
+
 fn json_body(request: &Request) -> Result<Value, ApiError> {
     let is_json = request
         .headers()
@@ -995,6 +1207,10 @@ mod tests {
             Route::Enable(id) => format!("/users/{id}/enable"),
             Route::PasswordReset(id) => format!("/users/{id}/password-reset"),
             Route::SignOut(id) => format!("/users/{id}/sign-out"),
+            Route::ListKeys | Route::IssueKey => "/apikeys".into(),
+            Route::GetKey(id) => format!("/apikeys/{id}"),
+            Route::RevokeKey(id) => format!("/apikeys/{id}/revoke"),
+            Route::RotateKey(id) => format!("/apikeys/{id}/rotate"),
         }
     }
 
@@ -1004,7 +1220,7 @@ mod tests {
         #[test]
         fn a_route_names_exactly_what_its_path_names(
             method in proptest::sample::select(vec!["GET", "POST", "PUT", "PATCH", "DELETE"]),
-            path in "(/(users|system|health|csv|upload|download|sync|status|disable|enable|sign-out|password-reset|\\.|\\.\\.|%2[fF]|%2e|[A-Za-z0-9._%-]{0,8})){0,4}/?",
+            path in "(/(users|system|health|csv|upload|download|sync|status|disable|enable|sign-out|password-reset|apikeys|revoke|rotate|0123456789abcdef|\\.|\\.\\.|%2[fF]|%2e|[A-Za-z0-9._%-]{0,8})){0,4}/?",
         ) {
             if let Ok(route) = route(method, &path) {
                 proptest::prop_assert_eq!(path_of(&route), path.clone());
@@ -1014,6 +1230,9 @@ mod tests {
                 {
                     proptest::prop_assert!(user_segment(id).is_some());
                     proptest::prop_assert!(!id.contains('%') && id != "." && id != "..");
+                }
+                if let Route::GetKey(id) | Route::RevokeKey(id) | Route::RotateKey(id) = route {
+                    proptest::prop_assert!(gateway_shared::apikeys::valid_id(id));
                 }
             }
         }

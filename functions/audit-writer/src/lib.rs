@@ -11,13 +11,19 @@
 //! finally moves it to the dead-letter queue; a failed S3 write fails exactly the records of that object.
 //! Object keys derive from the message ids, so a retried batch overwrites its own object instead of
 //! duplicating it.
+//!
+//! It also records when each API key was last used (`last_used_at` in the key table), from the
+//! events of requests the authorizer let through: off the request path, one conditional write per
+//! key per batch, which only ever moves the time forward (so a retried batch changes nothing).
 
+use std::collections::BTreeMap;
 use std::io::Write;
 
 use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use flate2::write::GzEncoder;
+use gateway_shared::apikeys::ApiKeys;
 use gateway_shared::audit::clock::Hour;
-use gateway_shared::audit::{sha256_hex, AuditEvent};
+use gateway_shared::audit::{sha256_hex, AuditEvent, Record};
 use gateway_shared::config::{self, ConfigError, Settings};
 use gateway_shared::pricing::PriceTable;
 
@@ -27,11 +33,14 @@ pub struct WriterConfig {
     pub prefix: String,
     /// Prices each request's outcome as it is written (`cost_usd`, `cost_status`).
     pub prices: PriceTable,
+    /// The API key table whose `last_used_at` the writer keeps (None: not recorded).
+    pub apikey_table: Option<String>,
 }
 
 impl WriterConfig {
     /// `GATEWAY_AUDIT_BUCKET` (required), `GATEWAY_AUDIT_PREFIX` (default `audit/`),
-    /// `GATEWAY_PRICE_FILE` (optional: a price table replacing the built-in `config/prices.json`).
+    /// `GATEWAY_PRICE_FILE` (optional: a price table replacing the built-in `config/prices.json`),
+    /// `GATEWAY_APIKEY_TABLE` (optional: where keys' last use is recorded).
     pub fn from_settings(settings: &dyn Settings) -> Result<Self, ConfigError> {
         let mut prefix = settings
             .get("GATEWAY_AUDIT_PREFIX")
@@ -56,12 +65,14 @@ impl WriterConfig {
             bucket: config::required(settings, "GATEWAY_AUDIT_BUCKET")?,
             prefix,
             prices,
+            apikey_table: settings.get("GATEWAY_APIKEY_TABLE"),
         })
     }
 }
 
 pub struct Writer {
     s3: aws_sdk_s3::Client,
+    api_keys: Option<ApiKeys>,
     config: WriterConfig,
 }
 
@@ -79,16 +90,28 @@ pub enum BatchError {
     Gzip(#[from] std::io::Error),
 }
 
-/// The batch's valid events as one gzip JSONL object in the partition of `written_in` (none if no
-/// record is valid), and the ids of the records that are not audit events.
+/// What one SQS batch comes to.
+#[derive(Debug, Default)]
+pub struct Batch {
+    /// The valid events as one object (none if no record is valid).
+    pub object: Option<AuditObject>,
+    /// The ids of the records that are not audit events.
+    pub rejected: Vec<String>,
+    /// API key id -> the latest time (epoch ms) the authorizer let one of its requests through.
+    pub key_uses: BTreeMap<String, u64>,
+}
+
+/// The batch's valid events as one gzip JSONL object in the partition of `written_in`, the records
+/// that are not audit events, and the API keys' uses.
 pub fn batch_objects(
     event: &SqsEvent,
     prefix: &str,
     written_in: Hour,
     prices: &PriceTable,
-) -> Result<(Option<AuditObject>, Vec<String>), BatchError> {
+) -> Result<Batch, BatchError> {
     let mut lines: Vec<(String, String)> = Vec::new();
     let mut rejected = Vec::new();
+    let mut key_uses = BTreeMap::new();
     for record in &event.records {
         let id = record.message_id.clone().unwrap_or_default();
         let parsed = record
@@ -101,6 +124,10 @@ pub fn batch_objects(
             continue;
         };
         prices.apply(&mut audit);
+        if let Some((key, at)) = key_use(&audit) {
+            let latest = key_uses.entry(key).or_insert(at);
+            *latest = (*latest).max(at);
+        }
         // Re-serialized from the typed event: one canonical JSON line, nothing the schema does not know.
         match serde_json::to_string(&audit) {
             Ok(line) => lines.push((id, line)),
@@ -108,7 +135,11 @@ pub fn batch_objects(
         }
     }
     if lines.is_empty() {
-        return Ok((None, rejected));
+        return Ok(Batch {
+            object: None,
+            rejected,
+            key_uses,
+        });
     }
     let mut ids: Vec<String> = lines.iter().map(|(id, _)| id.clone()).collect();
     let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::default());
@@ -124,16 +155,45 @@ pub fn batch_objects(
         body,
         message_ids: ids,
     };
-    Ok((Some(object), rejected))
+    Ok(Batch {
+        object: Some(object),
+        rejected,
+        key_uses,
+    })
+}
+
+/// The key and time of an API key's use: a request the authorizer let through with the key.
+fn key_use(event: &AuditEvent) -> Option<(String, u64)> {
+    if event.record != Record::Authorized {
+        return None;
+    }
+    let principal = event.principal.as_ref()?;
+    if principal.auth_method.as_deref() != Some(gateway_shared::apikeys::AUTH_METHOD) {
+        return None;
+    }
+    let id = principal
+        .subject
+        .strip_prefix(gateway_shared::apikeys::SUBJECT_PREFIX)
+        .filter(|id| gateway_shared::apikeys::valid_id(id))?;
+    let at = gateway_shared::audit::clock::millis_from_rfc3339(&event.time)?;
+    Some((id.to_string(), at))
 }
 
 impl Writer {
-    pub fn new(s3: aws_sdk_s3::Client, config: WriterConfig) -> Self {
-        Writer { s3, config }
+    pub fn new(s3: aws_sdk_s3::Client, api_keys: Option<ApiKeys>, config: WriterConfig) -> Self {
+        Writer {
+            s3,
+            api_keys,
+            config,
+        }
     }
 
     pub fn from_config(config: WriterConfig, sdk: &aws_config::SdkConfig) -> Self {
-        Writer::new(aws_sdk_s3::Client::new(sdk), config)
+        let api_keys = config
+            .apikey_table
+            .clone()
+            .map(|table| ApiKeys::from_sdk(sdk, table));
+        Writer::new(aws_sdk_s3::Client::new(sdk), api_keys, config)
     }
 
     /// Writes one SQS batch; the response lists the records to retry.
@@ -142,19 +202,23 @@ impl Writer {
         // The hour is taken once, as the write starts; a put that ends after the hour is still within the
         // writer's timeout, which the digest's grace period exceeds.
         let written_in = Hour::now();
-        let (object, rejected) =
-            match batch_objects(&event, &self.config.prefix, written_in, &self.config.prices) {
-                Ok(batch) => batch,
-                Err(error) => {
-                    tracing::error!(%error, "batch could not be encoded; retrying all of it");
-                    let all = event.records.iter().filter_map(|r| r.message_id.clone());
-                    response.set_failures(all);
-                    return response;
-                }
-            };
+        let Batch {
+            object,
+            rejected,
+            key_uses,
+        } = match batch_objects(&event, &self.config.prefix, written_in, &self.config.prices) {
+            Ok(batch) => batch,
+            Err(error) => {
+                tracing::error!(%error, "batch could not be encoded; retrying all of it");
+                let all = event.records.iter().filter_map(|r| r.message_id.clone());
+                response.set_failures(all);
+                return response;
+            }
+        };
         for id in rejected {
             response.add_failure(id);
         }
+        self.record_key_uses(key_uses).await;
         if let Some(object) = object {
             let put = self
                 .s3
@@ -182,6 +246,24 @@ impl Writer {
             }
         }
         response
+    }
+
+    /// Last use is bookkeeping, not evidence (the audit events are): a failed write is logged and
+    /// the batch still succeeds, so the events are not written twice for it.
+    async fn record_key_uses(&self, uses: BTreeMap<String, u64>) {
+        let Some(keys) = &self.api_keys else {
+            return;
+        };
+        let writes = uses.iter().map(|(id, at)| keys.touch(id, *at));
+        for (result, id) in futures_util::future::join_all(writes)
+            .await
+            .into_iter()
+            .zip(uses.keys())
+        {
+            if let Err(error) = result {
+                tracing::warn!(key_id = %id, %error, "API key last use not recorded");
+            }
+        }
     }
 }
 
@@ -221,7 +303,9 @@ mod tests {
             record("m4", "{not json"),
             record("m5", r#"{"some":"other message"}"#),
         ];
-        let (object, rejected) = batch_objects(
+        let Batch {
+            object, rejected, ..
+        } = batch_objects(
             &sqs,
             "audit/",
             hour("2026-11-25T04"),
@@ -257,7 +341,9 @@ mod tests {
     fn a_batch_of_non_events_writes_nothing() {
         let mut sqs = SqsEvent::default();
         sqs.records = vec![record("m1", "{not json")];
-        let (object, rejected) = batch_objects(
+        let Batch {
+            object, rejected, ..
+        } = batch_objects(
             &sqs,
             "audit/",
             hour("2026-11-25T04"),
@@ -269,6 +355,93 @@ mod tests {
     }
 
     #[test]
+    fn an_api_keys_latest_allowed_request_is_its_last_use() {
+        let principal = |subject: &str, method: &str| gateway_shared::audit::Principal {
+            subject: subject.into(),
+            username: None,
+            department: None,
+            client_id: None,
+            auth_method: Some(method.into()),
+        };
+        let event = |time: &str, record: Record, subject: &str, method: &str| {
+            let mut e = AuditEvent::new("r", Decision::Allow, 0);
+            e.time = time.into();
+            e.record = record;
+            e.principal = Some(principal(subject, method));
+            serde_json::to_string(&e).unwrap()
+        };
+        let key = "apikey:0123456789abcdef";
+        let mut sqs = SqsEvent::default();
+        sqs.records = vec![
+            record(
+                "m1",
+                &event(
+                    "2026-11-25T03:10:00.000Z",
+                    Record::Authorized,
+                    key,
+                    "api-key",
+                ),
+            ),
+            record(
+                "m2",
+                &event(
+                    "2026-11-25T03:12:00.000Z",
+                    Record::Authorized,
+                    key,
+                    "api-key",
+                ),
+            ),
+            record(
+                "m3",
+                &event(
+                    "2026-11-25T03:11:00.000Z",
+                    Record::Authorized,
+                    key,
+                    "api-key",
+                ),
+            ),
+            // A final record, a user's token, a subject that only looks like a key: none counts.
+            record(
+                "m4",
+                &event("2026-11-25T03:20:00.000Z", Record::Final, key, "api-key"),
+            ),
+            record(
+                "m5",
+                &event(
+                    "2026-11-25T03:20:00.000Z",
+                    Record::Authorized,
+                    "apikey:0123456789abcdee",
+                    "cognito",
+                ),
+            ),
+            record(
+                "m6",
+                &event(
+                    "2026-11-25T03:20:00.000Z",
+                    Record::Authorized,
+                    "apikey:../x",
+                    "api-key",
+                ),
+            ),
+        ];
+        let batch = batch_objects(
+            &sqs,
+            "audit/",
+            hour("2026-11-25T03"),
+            &PriceTable::built_in().unwrap(),
+        )
+        .unwrap();
+        assert_eq!(
+            batch.key_uses.into_iter().collect::<Vec<_>>(),
+            vec![(
+                "0123456789abcdef".to_string(),
+                gateway_shared::audit::clock::millis_from_rfc3339("2026-11-25T03:12:00.000Z")
+                    .unwrap()
+            )]
+        );
+    }
+
+    #[test]
     fn keys_are_stable_for_a_retried_batch() {
         let mut sqs = SqsEvent::default();
         sqs.records = vec![
@@ -276,10 +449,10 @@ mod tests {
             record("m2", &event_at("2026-11-25T03:11:00.000Z", "r2")),
         ];
         let at = hour("2026-11-25T03");
-        let (first, _) =
+        let Batch { object: first, .. } =
             batch_objects(&sqs, "audit/", at, &PriceTable::built_in().unwrap()).unwrap();
         sqs.records.reverse();
-        let (again, _) =
+        let Batch { object: again, .. } =
             batch_objects(&sqs, "audit/", at, &PriceTable::built_in().unwrap()).unwrap();
         assert_eq!(first.unwrap().key, again.unwrap().key);
     }
@@ -294,7 +467,9 @@ mod fixture_tests {
         let text = include_str!("../../../events/audit-writer.json");
         let event: SqsEvent = serde_json::from_str(text).unwrap();
         let written_in = Hour::parse("2026-11-25T04").unwrap();
-        let (object, rejected) = batch_objects(
+        let Batch {
+            object, rejected, ..
+        } = batch_objects(
             &event,
             "audit/",
             written_in,

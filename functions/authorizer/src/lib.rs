@@ -1,7 +1,9 @@
 //! API Gateway REST REQUEST authorizer.
 //!
-//! Finds the gateway token wherever the stock SDK put it, verifies it, resolves the principal's scopes and
-//! department through the scope policy, and decides the route:
+//! Finds the gateway credential wherever the stock SDK put it: a `gwk_` API key (checked against the
+//! key table's in-memory mirror, see `gateway_shared::apikeys`) or else a JWT (verified, then checked
+//! against revocations). It resolves the principal's scopes and department (a key's are stored with
+//! it; a token's come from its groups through the scope policy), and decides the route:
 //! - no credential or a bad one: the error `Unauthorized` (API Gateway answers 401);
 //! - valid but not allowed: a Deny policy with the reason in the context (API Gateway answers 403);
 //! - allowed: an Allow policy, the principal in the context, and the department's usage-plan key.
@@ -19,11 +21,12 @@ use aws_lambda_events::apigw::{
     ApiGatewayCustomAuthorizerResponse,
 };
 use aws_lambda_events::iam::{IamPolicyEffect, IamPolicyStatement};
+use gateway_shared::apikeys::{self, ApiKeyList, ApiKeys, Refusal};
 use gateway_shared::audit::{
     AuditEvent, AuditSink, Decision as AuditDecision, Outcome as AuditOutcome, Principal,
     Record as AuditRecord,
 };
-use gateway_shared::auth::{extract_credential, AuthContext, IssuerConfig, Verifier};
+use gateway_shared::auth::{extract_credential, AuthContext, Credential, IssuerConfig, Verifier};
 use gateway_shared::config::{self, ConfigError, Settings};
 use gateway_shared::revocation::{RevocationList, Revocations};
 use gateway_shared::scopes::{BodyModel, Decision, Policy};
@@ -46,8 +49,11 @@ pub struct AuthorizerConfig {
     pub policy_file: Option<String>,
     /// The DynamoDB table of revoked users (disabled, signed out).
     pub revocation_table: String,
-    /// How old the authorizer's copy of the revocations may be: the staleness bound of a revocation.
+    /// How old the authorizer's copy of the revocations may be: the staleness bound of a revocation
+    /// (of a user's tokens or of an API key).
     pub revocation_cache: Duration,
+    /// The DynamoDB table of API keys.
+    pub apikey_table: String,
 }
 
 /// The default staleness bound of a revocation; environments set theirs (config/gateway.json).
@@ -59,7 +65,8 @@ impl AuthorizerConfig {
     /// `COGNITO_USER_POOL_ID`, `COGNITO_APP_CLIENT_IDS` (comma-separated), `COGNITO_REGION` (default
     /// `AWS_REGION`), `COGNITO_JWKS_URL` (default the pool's public JWKS), `GATEWAY_USAGE_KEYS_SECRET_ID`
     /// (optional: JSON `{department: api key value}`), `GATEWAY_SCOPE_POLICY_FILE` (optional),
-    /// `GATEWAY_REVOCATION_TABLE` (required), `GATEWAY_REVOCATION_CACHE_SECS` (30, at most 300).
+    /// `GATEWAY_REVOCATION_TABLE` (required), `GATEWAY_REVOCATION_CACHE_SECS` (30, at most 300),
+    /// `GATEWAY_APIKEY_TABLE` (required).
     pub fn from_settings(settings: &dyn Settings) -> Result<Self, ConfigError> {
         let pool = config::required(settings, "COGNITO_USER_POOL_ID")?;
         let region = settings
@@ -103,6 +110,7 @@ impl AuthorizerConfig {
             policy_file: settings.get("GATEWAY_SCOPE_POLICY_FILE"),
             revocation_table: config::required(settings, "GATEWAY_REVOCATION_TABLE")?,
             revocation_cache,
+            apikey_table: config::required(settings, "GATEWAY_APIKEY_TABLE")?,
         })
     }
 }
@@ -114,6 +122,8 @@ pub struct State {
     audit: Arc<dyn AuditSink>,
     /// None only in tests without a table.
     revocations: Option<RevocationList>,
+    /// None only in tests without a table: then every API key is refused as unknown.
+    api_keys: Option<ApiKeyList>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -151,7 +161,14 @@ impl State {
             usage_keys,
             audit,
             revocations: None,
+            api_keys: None,
         }
+    }
+
+    /// Accepts the API keys of this table, as it said at most the list's ttl ago.
+    pub fn with_api_keys(mut self, api_keys: ApiKeyList) -> Self {
+        self.api_keys = Some(api_keys);
+        self
     }
 
     /// Refuses the tokens of disabled and signed-out users, as the table said at most the list's ttl ago.
@@ -186,15 +203,27 @@ impl State {
                 Duration::from_secs(300),
             ))
         });
+        let dynamodb = aws_sdk_dynamodb::Client::new(sdk);
         let revocations = RevocationList::new(
-            Revocations::new(aws_sdk_dynamodb::Client::new(sdk), config.revocation_table),
+            Revocations::new(dynamodb.clone(), config.revocation_table),
+            config.revocation_cache,
+        );
+        let api_keys = ApiKeyList::new(
+            ApiKeys::new(dynamodb, config.apikey_table),
             config.revocation_cache,
         );
         // A failed first poll is not fatal: requests poll again, and are refused while it fails.
-        if let Err(error) = revocations.start().await {
+        let (revocations_loaded, keys_loaded) =
+            tokio::join!(revocations.start("revocations"), api_keys.start("api keys"));
+        if let Err(error) = revocations_loaded {
             tracing::warn!(%error, "revocations not loaded at init");
         }
-        Ok(State::new(verifier, policy, usage_keys, audit).with_revocations(revocations))
+        if let Err(error) = keys_loaded {
+            tracing::warn!(%error, "API keys not loaded at init");
+        }
+        Ok(State::new(verifier, policy, usage_keys, audit)
+            .with_revocations(revocations)
+            .with_api_keys(api_keys))
     }
 }
 
@@ -257,81 +286,32 @@ pub async fn handle(state: &State, request: Request) -> Result<Response, Authori
         }
     };
     event.credential_source = Some(credential.source.as_str().to_string());
-    let token = match state.verifier.verify(credential.token.expose()).await {
-        Ok(token) => token,
-        Err(error) if error.is_internal() => {
-            tracing::error!(request_id, %error, "token could not be checked");
-            event.decision = AuditDecision::Error;
-            event.status = 500;
-            event.reason = Some(error.to_string());
-            state.audit.record(event);
-            return Err(AuthorizerError::Internal(error.to_string()));
-        }
-        Err(error) => {
-            tracing::info!(request_id, %error, source = credential.source.as_str(), decision = "unauthorized", "token refused");
-            event.reason = Some(error.to_string());
-            state.audit.record(event);
-            return Err(AuthorizerError::Unauthorized);
-        }
+    let principal = if apikeys::is_api_key(credential.token.expose()) {
+        key_principal(state, &request_id, &credential, &mut event).await?
+    } else {
+        token_principal(state, &request_id, &credential, &mut event).await?
     };
-
-    if let Some(revocations) = &state.revocations {
-        match revocations.get(&token.subject).await {
-            Ok(record) => {
-                if let Some(why) = record.and_then(|r| r.refusal(token.issued_at)) {
-                    tracing::info!(request_id, subject = %token.subject, why, decision = "unauthorized", "token revoked");
-                    event.reason = Some(why.to_string());
-                    event.principal = Some(Principal {
-                        subject: token.subject.clone(),
-                        username: token.username.clone(),
-                        client_id: token.client_id.clone(),
-                        auth_method: Some(token.auth_method.clone()),
-                        department: None,
-                    });
-                    state.audit.record(event);
-                    return Err(AuthorizerError::Unauthorized);
-                }
-            }
-            // Fails closed: a token that cannot be checked against revocations is not let through.
-            Err(error) => {
-                tracing::error!(request_id, %error, "revocations could not be read");
-                event.decision = AuditDecision::Error;
-                event.status = 500;
-                event.reason = Some(error.to_string());
-                state.audit.record(event);
-                return Err(AuthorizerError::Internal(error.to_string()));
-            }
-        }
-    }
-
-    let scopes = state.policy.granted_scopes(
-        token.scopes.iter().map(String::as_str),
-        token.groups.iter().map(String::as_str),
-    );
-    let principal = AuthContext {
-        subject: token.subject.clone(),
-        username: token.username.clone(),
-        department: state
-            .policy
-            .department(token.groups.iter().map(String::as_str)),
-        scopes: scopes.into_iter().collect(),
-        auth_method: token.auth_method.clone(),
-        client_id: token.client_id.clone(),
-        credential_source: Some(credential.source.as_str().to_string()),
-    };
+    let by_key = principal.auth_method == apikeys::AUTH_METHOD;
 
     // The same grammar and the same policy the route applies again; the body (and a model named
     // there) is the route's to check.
     let admin = gateway_shared::scopes::admin_path(&path).is_some();
     let decision = match Provider::from_path(&path) {
-        // The admin API: one rule by method; the admin API checks the same rule again.
+        // An API key is a program's credential for the provider routes; administering the
+        // gateway takes a person's sign-in (and a key never holds an admin scope anyway).
+        _ if admin && by_key => Decision::Deny {
+            reason: "an API key cannot call the admin API; sign in as an administrator".into(),
+        },
+        // The admin API: one rule by resource and method; the admin API checks the same rule again.
         _ if admin => match request.http_method.as_ref() {
             None => Decision::Deny {
                 reason: "the request has no method".into(),
             },
-            Some(method) => state
-                .policy
-                .decide_admin(method.as_str(), principal.scopes.iter().map(String::as_str)),
+            Some(method) => state.policy.decide_admin(
+                method.as_str(),
+                gateway_shared::scopes::admin_path(&path).unwrap_or_default(),
+                principal.scopes.iter().map(String::as_str),
+            ),
         },
         None => Decision::Deny {
             reason: format!("{path} is not a gateway route"),
@@ -405,6 +385,130 @@ pub async fn handle(state: &State, request: Request) -> Result<Response, Authori
     response.context = context;
     response.usage_identifier_key = usage_key;
     Ok(response)
+}
+
+/// The principal of a JWT: verified, not revoked; scopes and department from its groups.
+async fn token_principal(
+    state: &State,
+    request_id: &str,
+    credential: &Credential,
+    event: &mut AuditEvent,
+) -> Result<AuthContext, AuthorizerError> {
+    let token = match state.verifier.verify(credential.token.expose()).await {
+        Ok(token) => token,
+        Err(error) if error.is_internal() => {
+            tracing::error!(request_id, %error, "token could not be checked");
+            return Err(refuse_internal(state, event, error.to_string()));
+        }
+        Err(error) => {
+            tracing::info!(request_id, %error, source = credential.source.as_str(), decision = "unauthorized", "token refused");
+            return Err(refuse(state, event, error.to_string()));
+        }
+    };
+
+    if let Some(revocations) = &state.revocations {
+        match revocations.get(&token.subject).await {
+            Ok(record) => {
+                if let Some(why) = record.and_then(|r| r.refusal(token.issued_at)) {
+                    tracing::info!(request_id, subject = %token.subject, why, decision = "unauthorized", "token revoked");
+                    event.principal = Some(Principal {
+                        subject: token.subject.clone(),
+                        username: token.username.clone(),
+                        client_id: token.client_id.clone(),
+                        auth_method: Some(token.auth_method.clone()),
+                        department: None,
+                    });
+                    return Err(refuse(state, event, why.to_string()));
+                }
+            }
+            // Fails closed: a token that cannot be checked against revocations is not let through.
+            Err(error) => {
+                tracing::error!(request_id, %error, "revocations could not be read");
+                return Err(refuse_internal(state, event, error.to_string()));
+            }
+        }
+    }
+
+    let scopes = state.policy.granted_scopes(
+        token.scopes.iter().map(String::as_str),
+        token.groups.iter().map(String::as_str),
+    );
+    Ok(AuthContext {
+        subject: token.subject.clone(),
+        username: token.username.clone(),
+        department: state
+            .policy
+            .department(token.groups.iter().map(String::as_str)),
+        scopes: scopes.into_iter().collect(),
+        auth_method: token.auth_method.clone(),
+        client_id: token.client_id.clone(),
+        credential_source: Some(credential.source.as_str().to_string()),
+    })
+}
+
+/// The principal of an API key: its stored department and scopes (admin scopes and scopes the
+/// policy no longer defines are dropped), audited as `apikey:<id>`.
+async fn key_principal(
+    state: &State,
+    request_id: &str,
+    credential: &Credential,
+    event: &mut AuditEvent,
+) -> Result<AuthContext, AuthorizerError> {
+    let now_secs = gateway_shared::audit::clock::now_millis() / 1000;
+    let Some(keys) = &state.api_keys else {
+        return Err(refuse(state, event, Refusal::Unknown.to_string()));
+    };
+    let record = match apikeys::authenticate(keys, credential.token.expose(), now_secs).await {
+        Ok(record) => record,
+        Err(error @ Refusal::Unavailable(_)) => {
+            tracing::error!(request_id, %error, "API keys could not be read");
+            return Err(refuse_internal(state, event, error.to_string()));
+        }
+        Err(refusal) => {
+            // The id of a well-formed key names what was refused; a malformed one names nothing.
+            if let Some(id) = apikeys::parse(credential.token.expose()) {
+                event.principal = Some(Principal {
+                    subject: format!("{}{id}", apikeys::SUBJECT_PREFIX),
+                    username: None,
+                    client_id: None,
+                    auth_method: Some(apikeys::AUTH_METHOD.into()),
+                    department: None,
+                });
+            }
+            tracing::info!(request_id, %refusal, source = credential.source.as_str(), decision = "unauthorized", "API key refused");
+            return Err(refuse(state, event, refusal.to_string()));
+        }
+    };
+    Ok(AuthContext {
+        subject: record.subject(),
+        username: Some(record.name.clone()),
+        department: Some(record.department.clone()),
+        scopes: record
+            .scopes
+            .iter()
+            .filter(|s| state.policy.knows(s) && !gateway_shared::scopes::is_admin_scope(s))
+            .cloned()
+            .collect(),
+        auth_method: apikeys::AUTH_METHOD.into(),
+        client_id: None,
+        credential_source: Some(credential.source.as_str().to_string()),
+    })
+}
+
+/// Records the 401 and answers it.
+fn refuse(state: &State, event: &mut AuditEvent, reason: String) -> AuthorizerError {
+    event.reason = Some(reason);
+    state.audit.record(event.clone());
+    AuthorizerError::Unauthorized
+}
+
+/// Records the 500 (the credential could not be checked) and answers it.
+fn refuse_internal(state: &State, event: &mut AuditEvent, reason: String) -> AuthorizerError {
+    event.decision = AuditDecision::Error;
+    event.status = 500;
+    event.reason = Some(reason.clone());
+    state.audit.record(event.clone());
+    AuthorizerError::Internal(reason)
 }
 
 /// The audit event of a refused request, with what is known before the credential is checked.

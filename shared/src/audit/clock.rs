@@ -44,6 +44,61 @@ pub fn rfc3339_from_millis(millis: u64) -> String {
     )
 }
 
+/// Milliseconds since the epoch of a UTC time as [`rfc3339_from_millis`] writes it
+/// (`YYYY-MM-DDTHH:MM:SS[.fff]Z`, a fraction of any length); None for anything else.
+pub fn millis_from_rfc3339(text: &str) -> Option<u64> {
+    let (date, rest) = text.strip_suffix('Z')?.split_once('T')?;
+    let (clock, fraction) = rest.split_once('.').unwrap_or((rest, ""));
+    let number = |part: &str, len: usize| -> Option<u32> {
+        (part.len() == len && part.bytes().all(|b| b.is_ascii_digit()))
+            .then(|| part.parse().ok())
+            .flatten()
+    };
+    let mut d = date.split('-');
+    let (year, month, day) = (
+        number(d.next()?, 4)?,
+        number(d.next()?, 2)?,
+        number(d.next()?, 2)?,
+    );
+    let mut c = clock.split(':');
+    let (hour, minute, second) = (
+        number(c.next()?, 2)?,
+        number(c.next()?, 2)?,
+        number(c.next()?, 2)?,
+    );
+    if d.next().is_some() || c.next().is_some() || !fraction.bytes().all(|b| b.is_ascii_digit()) {
+        return None;
+    }
+    let leap = |y: u32| (y % 4 == 0 && y % 100 != 0) || y % 400 == 0;
+    let month_days = [
+        31,
+        if leap(year) { 29 } else { 28 },
+        31,
+        30,
+        31,
+        30,
+        31,
+        31,
+        30,
+        31,
+        30,
+        31,
+    ];
+    if !(1..=12).contains(&month)
+        || day == 0
+        || day > month_days[month as usize - 1]
+        || hour > 23
+        || minute > 59
+        || second > 59
+    {
+        return None;
+    }
+    let millis_part: u64 = format!("{fraction:0<3}").get(..3)?.parse().ok()?;
+    let days = days_from_civil(i64::from(year), month, day);
+    let secs = days * 86_400 + i64::from(hour * 3600 + minute * 60 + second);
+    u64::try_from(secs).ok().map(|s| s * 1000 + millis_part)
+}
+
 pub fn now_millis() -> u64 {
     SystemTime::now()
         .duration_since(UNIX_EPOCH)
@@ -225,6 +280,35 @@ impl<'de> serde::Deserialize<'de> for Hour {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_round_trips_and_refuses_other_shapes() {
+        for millis in [0, 1_764_124_800_123, 951_782_400_000, 4_102_444_799_999] {
+            assert_eq!(
+                millis_from_rfc3339(&rfc3339_from_millis(millis)),
+                Some(millis)
+            );
+        }
+        assert_eq!(
+            millis_from_rfc3339("2026-11-26T01:02:03Z"),
+            Some(1_795_654_923_000)
+        );
+        assert_eq!(
+            millis_from_rfc3339("2026-11-26T01:02:03.5Z"),
+            Some(1_795_654_923_500)
+        );
+        for bad in [
+            "",
+            "2026-02-29T00:00:00Z",
+            "2026-11-26T24:00:00Z",
+            "2026-11-26 01:02:03Z",
+            "2026-11-26T01:02:03+09:00",
+            "2026-11-26T01:02:03.x1Z",
+            "2026-1-26T01:02:03Z",
+        ] {
+            assert_eq!(millis_from_rfc3339(bad), None, "{bad}");
+        }
+    }
 
     #[test]
     fn hours_parse_print_and_lay_out() {
