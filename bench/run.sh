@@ -79,8 +79,10 @@ PY
 }
 
 # One run per transport; each prints a JSON report, combined into bench/results/latest.json.
+# Usage plans off: thousands of requests a second would be throttled, and the benchmark measures the
+# gateway's own added time (LiteLLM runs without limits too).
 for transport in direct queue; do
-  GATEWAY_TRANSPORT=$transport start_stack "$CARGO_TARGET_DIR/release/gateway-local"
+  GATEWAY_LOCAL_USAGE_PLANS=off GATEWAY_TRANSPORT=$transport start_stack "$CARGO_TARGET_DIR/release/gateway-local"
   compare_env=()
   if $compare; then
     start_litellm

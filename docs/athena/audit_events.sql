@@ -43,7 +43,10 @@ CREATE EXTERNAL TABLE IF NOT EXISTS llm_gateway_audit_events (
                            response:struct<bytes:bigint, truncated:boolean>, error:string>,
   -- Directory changes (provider 'admin', schema_version 3): who changed which user how; the acting
   -- administrator is `principal`. Attribute names only, never values.
-  admin             struct<actor:string, action:string, target:string, changed:array<string>, source:string>
+  admin             struct<actor:string, action:string, target:string, changed:array<string>, source:string>,
+  -- Requests under a budget (schema_version 4): the usage counters their worst case was reserved on
+  -- before forwarding, in tokens and micro-dollars; the audit writer settles it to the real usage.
+  budget            struct<counters:array<string>, tokens:bigint, cost_micros:bigint>
 )
 PARTITIONED BY (year string, month string, day string, hour string)
 ROW FORMAT SERDE 'org.openx.data.jsonserde.JsonSerDe'

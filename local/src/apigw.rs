@@ -35,6 +35,8 @@ pub struct Gateway {
     pub routes: HashMap<Provider, Function<Route>>,
     /// The admin API (`/admin/{proxy+}`, its own REST API in the stack), behind the same authorizer.
     pub admin: Function<admin_api::AdminApi>,
+    /// The provider routes' usage plans, selected by the authorizer's usage-plan key.
+    pub usage_plans: crate::usage_plans::UsagePlans,
 }
 
 /// What a path reaches: a provider's route or the admin API; each answers errors in its own shape.
@@ -208,6 +210,22 @@ impl Gateway {
                 GatewayError::new(ErrorKind::Forbidden, format!("Forbidden: {reason}")),
                 request_id,
             );
+        }
+
+        if let Target::Provider(_) = target {
+            use crate::usage_plans::Verdict;
+            let refusal = match self
+                .usage_plans
+                .admit(answer.usage_identifier_key.as_deref())
+            {
+                Verdict::Admitted => None,
+                Verdict::Throttled => Some(GatewayError::throttled()),
+                Verdict::QuotaExceeded => Some(GatewayError::quota_exceeded()),
+                Verdict::NoPlan => Some(GatewayError::no_usage_plan()),
+            };
+            if let Some(error) = refusal {
+                return target.error(error, request_id);
+            }
         }
 
         let mut authorizer_context: Map<String, Value> = answer.context;

@@ -37,6 +37,21 @@ pub struct EnvironmentConfig {
     pub payload_expiry_days: u16,
     #[serde(default)]
     pub identity: IdentityConfig,
+    pub api: ApiConfig,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ApiConfig {
+    /// The stage's throttle: the `default` usage plan's limits.
+    pub throttle: Throttle,
+}
+
+#[derive(Debug, Clone, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct Throttle {
+    pub rate_limit: u32,
+    pub burst_limit: u32,
 }
 
 #[derive(Debug, Clone, Deserialize, Default)]
@@ -188,6 +203,16 @@ impl Resolved {
     /// The API key table (the authorizer, the admin API and the audit writer use it).
     pub fn apikey_table_name(&self) -> String {
         self.resource_name("apikeys")
+    }
+
+    /// The departments' budget settings (the routes, the admin API).
+    pub fn department_table_name(&self) -> String {
+        self.resource_name("departments")
+    }
+
+    /// The usage counters (the routes reserve, the audit writer settles, the admin API reads).
+    pub fn usage_table_name(&self) -> String {
+        self.resource_name("usage")
     }
 
     pub fn audit_queue_name(&self) -> String {

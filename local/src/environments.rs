@@ -152,7 +152,14 @@ pub fn route(
     provider: Provider,
     inputs: RouteInputs<'_>,
 ) -> Environment {
-    let mut env = with_audit_queue(base(region, deployment), inputs.audit_queue_url);
+    let mut env = with_budget_tables(
+        with_audit_queue(base(region, deployment), inputs.audit_queue_url),
+        deployment,
+    );
+    // A changed budget applies within the same bound as a revocation.
+    if let Some(secs) = deployment.environment.identity.revocation_cache_seconds {
+        env.insert("GATEWAY_SETTINGS_CACHE_SECS".into(), secs.to_string());
+    }
     env.insert(
         TransportKind::SETTING.into(),
         inputs.transport.as_str().into(),
@@ -239,6 +246,16 @@ pub struct AuthorizerInputs<'a> {
     pub revocation_table: &'a str,
 }
 
+/// The budget tables: the routes reserve (and read settings), the admin API reads and writes.
+fn with_budget_tables(mut env: Environment, deployment: &Resolved) -> Environment {
+    env.insert("GATEWAY_USAGE_TABLE".into(), deployment.usage_table_name());
+    env.insert(
+        "GATEWAY_DEPARTMENT_TABLE".into(),
+        deployment.department_table_name(),
+    );
+    env
+}
+
 /// Every function that reads or writes API keys names the one table.
 fn with_apikey_table(mut env: Environment, deployment: &Resolved) -> Environment {
     env.insert(
@@ -280,6 +297,7 @@ pub fn authorizer(
 
 pub fn audit_writer(region: &str, deployment: &Resolved, audit_bucket: &str) -> Environment {
     let mut env = with_apikey_table(base(region, deployment), deployment);
+    env.insert("GATEWAY_USAGE_TABLE".into(), deployment.usage_table_name());
     env.insert("GATEWAY_AUDIT_BUCKET".into(), audit_bucket.into());
     env.insert("GATEWAY_AUDIT_PREFIX".into(), AUDIT_PREFIX.into());
     env
@@ -421,10 +439,13 @@ pub fn admin_api(
     directory: &DirectoryInputs<'_>,
     provisioning: &ProvisioningInputs<'_>,
 ) -> Environment {
-    let mut env = with_apikey_table(
-        with_provisioning(
-            with_directory(base(region, deployment), deployment, directory),
-            provisioning,
+    let mut env = with_budget_tables(
+        with_apikey_table(
+            with_provisioning(
+                with_directory(base(region, deployment), deployment, directory),
+                provisioning,
+            ),
+            deployment,
         ),
         deployment,
     );

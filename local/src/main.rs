@@ -21,6 +21,7 @@ mod resources;
 mod schedule;
 mod settings;
 mod tls;
+mod usage_plans;
 
 use std::collections::{BTreeMap, HashMap};
 use std::net::SocketAddr;
@@ -136,6 +137,7 @@ async fn run() -> Result<(), BoxError> {
             authorizer,
             routes,
             admin,
+            usage_plans: secrets.usage_plans(&local),
         },
     )?;
     let (demo_user, token) = sign_in_demo_user(&aws, &pool, &policy).await?;
@@ -319,6 +321,8 @@ impl Aws {
 /// The upstream keys (given, or random for the mocks) stored in Secrets Manager, and the departments'
 /// usage-plan keys.
 struct Secrets {
+    /// Department (or `default`) -> its usage-plan key value, as the authorizer's secret holds them.
+    usage_keys: BTreeMap<String, String>,
     /// Per key-taking provider: the secret's id and the key the mock expects.
     upstream_keys: BTreeMap<Provider, (String, String)>,
     usage_keys_secret: String,
@@ -346,7 +350,7 @@ impl Secrets {
                     .await?;
             upstream_keys.insert(provider, (secret_id, key));
         }
-        let usage_keys: serde_json::Map<String, serde_json::Value> = local
+        let usage_keys: BTreeMap<String, String> = local
             .deployment
             .config
             .departments
@@ -357,20 +361,50 @@ impl Secrets {
             .map(|d| {
                 (
                     d.to_string(),
-                    format!("usage-key-{d}-{}", uuid::Uuid::new_v4().simple()).into(),
+                    format!("usage-key-{d}-{}", uuid::Uuid::new_v4().simple()),
                 )
             })
             .collect();
         let usage_keys_secret = resources::put_secret(
             &client,
             "llm-gateway/local/department-usage-keys",
-            &serde_json::Value::Object(usage_keys).to_string(),
+            &serde_json::to_string(&usage_keys)?,
         )
         .await?;
         Ok(Secrets {
+            usage_keys,
             upstream_keys,
             usage_keys_secret,
         })
+    }
+
+    /// The usage plans the stack declares: one per department, and `default` (the stage's throttle).
+    fn usage_plans(&self, local: &LocalSettings) -> usage_plans::UsagePlans {
+        if !local.usage_plans {
+            return usage_plans::UsagePlans::off();
+        }
+        let deployment = &local.deployment;
+        let limits = |department: &str| match deployment.config.departments.get(department) {
+            Some(d) => usage_plans::Limits {
+                rate_per_sec: f64::from(d.rate_limit),
+                burst: d.burst_limit,
+                quota_per_day: Some(d.quota_per_day),
+            },
+            None => {
+                let stage = &deployment.environment.api.throttle;
+                usage_plans::Limits {
+                    rate_per_sec: f64::from(stage.rate_limit),
+                    burst: stage.burst_limit,
+                    quota_per_day: None,
+                }
+            }
+        };
+        usage_plans::UsagePlans::new(
+            self.usage_keys
+                .iter()
+                .map(|(department, key)| (key.clone(), limits(department))),
+            std::time::Instant::now(),
+        )
     }
 
     fn secret_id(&self, provider: Provider) -> Option<String> {
@@ -614,11 +648,34 @@ async fn start_identity(
     let deployment = &local.deployment;
     let dynamodb = aws_sdk_dynamodb::Client::new(&aws.sdk);
     let revocation_table = deployment.resource_name("revocations");
-    resources::create_mirrored_table(&dynamodb, &revocation_table, "sub", Some("expires_at"))
-        .await?;
+    resources::create_table(
+        &dynamodb,
+        &revocation_table,
+        "sub",
+        Some("expires_at"),
+        true,
+    )
+    .await?;
     // Keys keep their records past `expires_at` (no time to live): listed, and named in refusals.
     let apikey_table = deployment.apikey_table_name();
-    resources::create_mirrored_table(&dynamodb, &apikey_table, "key_id", None).await?;
+    resources::create_table(&dynamodb, &apikey_table, "key_id", None, true).await?;
+    // Budgets: the departments' settings (mirrored by the routes) and the usage counters.
+    resources::create_table(
+        &dynamodb,
+        &deployment.department_table_name(),
+        "department",
+        None,
+        true,
+    )
+    .await?;
+    resources::create_table(
+        &dynamodb,
+        &deployment.usage_table_name(),
+        "counter",
+        Some("expires_at"),
+        false,
+    )
+    .await?;
     let mail_from = format!("{}@example.com", deployment.prefix());
     resources::verify_mail_identity(&aws_sdk_sesv2::Client::new(&aws.sdk), &mail_from).await?;
     // The first administrator, as the stack's custom resource creates it: invited by mail.
@@ -923,6 +980,7 @@ async fn build_routes(
         let config = RouteConfig::from_settings(provider, env)?;
         let invocations = audit.route_function(&config.audit_bodies);
         let route = Route::from_config(&config, &aws.sdk, Arc::new(invocations.buffer().clone()))?;
+        let route = gateway_shared::proxy::with_budgets(route, env, &aws.sdk).await?;
         route.prepare().await;
         bodies = Some(config.audit_bodies.clone());
         routes.insert(

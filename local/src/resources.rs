@@ -493,13 +493,15 @@ pub async fn create_audit_bodies_key(kms: &aws_sdk_kms::Client) -> Result<String
         .to_string())
 }
 
-/// A table the authorizer mirrors (revocations, API keys) as the CDK stack declares it: `key` its
-/// partition key, the `by-update` index the authorizer polls, and `ttl` its time-to-live attribute.
-pub async fn create_mirrored_table(
+/// A table as the CDK stack declares it: `key` its partition key, `ttl` its time-to-live
+/// attribute, and, for a table functions keep in memory (revocations, API keys, department
+/// settings), the `by-update` index they poll.
+pub async fn create_table(
     dynamodb: &aws_sdk_dynamodb::Client,
     name: &str,
     key_attribute: &str,
     ttl: Option<&str>,
+    update_index: bool,
 ) -> Result<(), BoxError> {
     use aws_sdk_dynamodb::types::{
         AttributeDefinition, BillingMode, GlobalSecondaryIndex, KeySchemaElement, KeyType,
@@ -538,17 +540,25 @@ pub async fn create_mirrored_table(
         )
         .build()
         .map_err(|e| failed("define table")(e.to_string()))?;
-    let created = dynamodb
+    let mut create = dynamodb
         .create_table()
         .table_name(name)
         .billing_mode(BillingMode::PayPerRequest)
         .attribute_definitions(attribute(key_attribute, ScalarAttributeType::S)?)
-        .attribute_definitions(attribute("rev", ScalarAttributeType::S)?)
-        .attribute_definitions(attribute("updated_ms", ScalarAttributeType::N)?)
-        .key_schema(key(key_attribute, KeyType::Hash)?)
-        .global_secondary_indexes(index)
-        .send()
-        .await;
+        .key_schema(key(key_attribute, KeyType::Hash)?);
+    if update_index {
+        create = create
+            .attribute_definitions(attribute(
+                gateway_shared::mirror::UPDATE_PARTITION_ATTRIBUTE,
+                ScalarAttributeType::S,
+            )?)
+            .attribute_definitions(attribute(
+                gateway_shared::mirror::UPDATED_MS_ATTRIBUTE,
+                ScalarAttributeType::N,
+            )?)
+            .global_secondary_indexes(index);
+    }
+    let created = create.send().await;
     match created {
         Ok(_) => {}
         // A stack restarted against the same moto (AWS_ENDPOINT_URL) finds its table as it left it.

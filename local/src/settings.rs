@@ -51,6 +51,9 @@ pub struct LocalSettings {
     /// The audit bucket's Object Lock default retention, COMPLIANCE mode
     /// (`GATEWAY_LOCAL_AUDIT_RETENTION_DAYS`, default the `dev` environment's `auditRetentionDays`).
     pub audit_retention_days: u16,
+    /// Whether the usage plans are emulated (`GATEWAY_LOCAL_USAGE_PLANS`, `on` or `off`; default on).
+    /// Benchmarks turn them off: they measure the gateway's time, not a plan's limits.
+    pub usage_plans: bool,
 }
 
 /// What the local stack alone knows about a provider (where it is and how it authenticates is the
@@ -161,6 +164,13 @@ impl LocalSettings {
             )? {
                 0 => return Err("GATEWAY_LOCAL_AUDIT_RETENTION_DAYS must be at least 1".into()),
                 days => days,
+            },
+            usage_plans: match var("GATEWAY_LOCAL_USAGE_PLANS").as_deref() {
+                None | Some("on") => true,
+                Some("off") => false,
+                Some(other) => {
+                    return Err(format!("GATEWAY_LOCAL_USAGE_PLANS={other:?}: on or off").into())
+                }
             },
             deployment,
         })

@@ -50,6 +50,31 @@ impl GatewayError {
         }
     }
 
+    /// API Gateway's THROTTLED (a usage plan's or the stage's rate); the words of the CDK stack's
+    /// gateway response (cdk/lib/provider-errors.ts).
+    pub fn throttled() -> Self {
+        GatewayError::new(
+            ErrorKind::RateLimited,
+            "Too many requests: your department's or the gateway's request rate limit was exceeded; retry after a short pause",
+        )
+    }
+
+    /// API Gateway's QUOTA_EXCEEDED (a usage plan's daily quota).
+    pub fn quota_exceeded() -> Self {
+        GatewayError::new(
+            ErrorKind::RateLimited,
+            "Too many requests: your department's daily request quota is used up; it resets at 00:00 UTC",
+        )
+    }
+
+    /// API Gateway's INVALID_API_KEY: no usage-plan key came back for the caller.
+    pub fn no_usage_plan() -> Self {
+        GatewayError::new(
+            ErrorKind::Forbidden,
+            "Forbidden: your account has no department with a usage plan on this gateway; ask the platform team to add you to a department group",
+        )
+    }
+
     /// The one message used for every authentication failure: the precise reason goes to the logs only,
     /// so a caller probing with forged tokens learns nothing about which check failed.
     pub fn unauthorized() -> Self {

@@ -19,6 +19,8 @@
 pub mod apikeys;
 pub mod audit;
 pub mod auth;
+#[cfg(feature = "budgets")]
+pub mod budgets;
 pub mod config;
 #[cfg(feature = "identity")]
 pub mod directory;
@@ -27,7 +29,7 @@ pub mod eventstream;
 pub mod headers;
 #[cfg(feature = "identity")]
 pub mod mail;
-#[cfg(any(feature = "revocation", feature = "apikeys"))]
+#[cfg(any(feature = "revocation", feature = "apikeys", feature = "budgets"))]
 pub mod mirror;
 pub mod paths;
 pub mod pricing;

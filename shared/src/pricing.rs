@@ -31,6 +31,8 @@ pub struct Price {
     pub input_per_mtok: f64,
     pub output_per_mtok: f64,
     pub per_request: f64,
+    /// The model's default cap on output tokens: what a budget reserves when a request sets none.
+    pub max_output_tokens: Option<u64>,
 }
 
 impl Price {
@@ -71,6 +73,8 @@ struct PriceEntry {
     output_per_mtok: f64,
     #[serde(default)]
     per_request: f64,
+    #[serde(default)]
+    max_output_tokens: Option<u64>,
 }
 
 /// Why an event has the cost it has (`cost_status` in the audit event).
@@ -131,6 +135,7 @@ impl PriceTable {
                 input_per_mtok: entry.input_per_mtok,
                 output_per_mtok: entry.output_per_mtok,
                 per_request: entry.per_request,
+                max_output_tokens: entry.max_output_tokens,
             };
             if prices.iter().any(|p: &Price| {
                 p.provider == price.provider
@@ -151,6 +156,24 @@ impl PriceTable {
 
     pub fn built_in() -> Result<PriceTable, PriceError> {
         PriceTable::from_json(DEFAULT_PRICES_JSON)
+    }
+
+    /// `GATEWAY_PRICE_FILE` (a price table replacing the built-in `config/prices.json`), or the
+    /// built-in table.
+    pub fn from_settings(
+        settings: &dyn crate::config::Settings,
+    ) -> Result<PriceTable, crate::config::ConfigError> {
+        let invalid = |reason: String| crate::config::ConfigError::Invalid {
+            name: "GATEWAY_PRICE_FILE",
+            reason,
+        };
+        match settings.get("GATEWAY_PRICE_FILE") {
+            None => PriceTable::built_in().map_err(|e| invalid(format!("the built-in table: {e}"))),
+            Some(path) => PriceTable::from_json(
+                &std::fs::read_to_string(&path).map_err(|e| invalid(format!("{path}: {e}")))?,
+            )
+            .map_err(|e| invalid(format!("{path}: {e}"))),
+        }
     }
 
     /// The price of `model` on `provider` on `day`.
@@ -359,6 +382,7 @@ mod tests {
                 input_per_mtok: 0.1,
                 output_per_mtok: 0.4,
                 per_request: 0.001,
+                max_output_tokens: None,
             };
             prop_assert!(price.cost(a + extra, b) >= price.cost(a, b));
             prop_assert!(price.cost(a, b + extra) >= price.cost(a, b));

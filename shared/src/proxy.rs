@@ -141,7 +141,30 @@ pub fn load_policy(file: Option<&str>) -> Result<Policy, ConfigError> {
     }
 }
 
+/// What one request asks of a route's admission check, after it passed the scope policy.
+pub struct AdmissionRequest<'a> {
+    pub provider: Provider,
+    pub operation: &'a str,
+    pub model: Option<&'a str>,
+    pub principal: &'a AuthContext,
+    pub body: &'a [u8],
+}
+
+/// A check a request must pass before it is forwarded, beside the scope policy: the budgets
+/// (`crate::budgets::Gate`). It answers what it reserved for the request, or the error to answer
+/// (in the provider's shape) instead of forwarding.
+pub trait Admission: Send + Sync {
+    fn admit<'a>(
+        &'a self,
+        request: AdmissionRequest<'a>,
+    ) -> futures_util::future::BoxFuture<
+        'a,
+        Result<Option<crate::audit::BudgetReservation>, GatewayError>,
+    >;
+}
+
 pub struct Route {
+    admission: Option<Arc<dyn Admission>>,
     provider: Provider,
     policy: Arc<Policy>,
     transport: Arc<dyn Transport>,
@@ -163,6 +186,7 @@ impl Route {
         audit: Arc<dyn AuditSink>,
     ) -> Self {
         Route {
+            admission: None,
             provider,
             policy,
             transport: transport.0,
@@ -178,6 +202,12 @@ impl Route {
     /// [`RouteConfig::stream_cut_margin`]).
     pub fn with_stream_cut_margin(mut self, margin: Duration) -> Self {
         self.stream_cut_margin = margin;
+        self
+    }
+
+    /// Checks every request with `admission` (the budgets) before forwarding it.
+    pub fn with_admission(mut self, admission: Arc<dyn Admission>) -> Self {
+        self.admission = Some(admission);
         self
     }
 
@@ -290,7 +320,8 @@ impl Route {
                 tracing::warn!(request_id, provider = self.provider.route_prefix(), kind = ?error.kind, message = %error.message, "gateway error");
                 event.decision = match error.kind {
                     ErrorKind::Unauthorized => Decision::Unauthorized,
-                    ErrorKind::Forbidden => Decision::Deny,
+                    // A budget's refusal is a decision of the gateway's rules, like the policy's.
+                    ErrorKind::Forbidden | ErrorKind::RateLimited => Decision::Deny,
                     _ => Decision::Error,
                 };
                 event.status = error.kind.status().as_u16();
@@ -385,6 +416,17 @@ impl Route {
             body_model,
         ) {
             return Err(GatewayError::new(ErrorKind::Forbidden, reason));
+        }
+        if let Some(admission) = &self.admission {
+            event.budget = admission
+                .admit(AdmissionRequest {
+                    provider: self.provider,
+                    operation: operation.name,
+                    model: operation.model.as_deref(),
+                    principal: &principal,
+                    body: &body,
+                })
+                .await?;
         }
 
         let query = upstream_query(&query);
@@ -561,6 +603,21 @@ impl futures_util::Stream for GuardedStream {
     }
 }
 
+/// The route with the budget check its settings ask for (`crate::budgets::Gate::from_settings`).
+#[cfg(feature = "budgets")]
+pub async fn with_budgets(
+    route: Route,
+    settings: &dyn Settings,
+    sdk: &aws_config::SdkConfig,
+) -> Result<Route, ConfigError> {
+    Ok(
+        match crate::budgets::Gate::from_settings(settings, sdk).await? {
+            Some(gate) => route.with_admission(Arc::new(gate)),
+            None => route,
+        },
+    )
+}
+
 /// Reads configuration from the environment, builds the route and runs it: the whole `main` of a route
 /// function.
 pub async fn run_from_env(provider: Provider) -> Result<(), lambda_runtime::Error> {
@@ -573,6 +630,8 @@ pub async fn run_from_env(provider: Provider) -> Result<(), lambda_runtime::Erro
     );
     let invocations = Invocations::new(AuditBuffer::new(delivery));
     let route = Route::from_config(&config, &sdk, Arc::new(invocations.buffer().clone()))?;
+    #[cfg(feature = "budgets")]
+    let route = with_budgets(route, &config::Env, &sdk).await?;
     route.prepare().await;
     run(route, invocations).await
 }

@@ -135,7 +135,7 @@ class AzureOpenAIAdapter(Adapter):
     own_group = "gateway-openai"
     lacking_group = "gateway-gemini"
     operations = {"call": "chat.completions", "stream": "chat.completions"}
-    gateway_error_codes = {401: "Unauthorized", 403: "PermissionDenied", 404: "NotFound", 504: "Timeout"}
+    gateway_error_codes = {401: "Unauthorized", 403: "PermissionDenied", 404: "NotFound", 429: "RateLimitExceeded", 504: "Timeout"}
     upstream_error_codes = {429: "429", 500: "500"}
     cases = {
         "call": RUN,

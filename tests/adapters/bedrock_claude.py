@@ -203,6 +203,7 @@ class BedrockClaudeAdapter(Adapter):
         401: "UnrecognizedClientException",
         403: "AccessDeniedException",
         404: "ResourceNotFoundException",
+        429: "ThrottlingException",
         504: "ModelTimeoutException",
     }
     upstream_error_codes = {429: "ThrottlingException", 500: "InternalServerException"}

@@ -183,7 +183,7 @@ class GeminiAdapter(Adapter):
     own_group = "gateway-gemini"
     lacking_group = "gateway-openai"
     operations = {"call": "generateContent", "stream": "streamGenerateContent"}
-    gateway_error_codes = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 504: "DEADLINE_EXCEEDED"}
+    gateway_error_codes = {401: "UNAUTHENTICATED", 403: "PERMISSION_DENIED", 404: "NOT_FOUND", 429: "RESOURCE_EXHAUSTED", 504: "DEADLINE_EXCEEDED"}
     upstream_error_codes = {429: "RESOURCE_EXHAUSTED", 500: "INTERNAL"}
     cases = {
         "call": RUN,

@@ -9,6 +9,7 @@
 //! one user and change another. Every change is audited with the acting administrator.
 
 pub mod apikeys;
+pub mod departments;
 pub mod files;
 pub mod users;
 
@@ -37,12 +38,15 @@ pub struct AdminConfig {
     pub policy_file: Option<String>,
     /// The DynamoDB table of API keys.
     pub apikey_table: String,
+    /// The departments' budget settings and the usage counters.
+    pub department_table: String,
+    pub usage_table: String,
 }
 
 impl AdminConfig {
     /// [`DirectorySettings`], `GATEWAY_PROVISIONING_BUCKET`, `GATEWAY_REPORTS_BUCKET` (required),
     /// `GATEWAY_UPLOAD_URL_TTL_SECS` (300, 60 to 3600), `GATEWAY_SCOPE_POLICY_FILE` (optional),
-    /// `GATEWAY_APIKEY_TABLE` (required).
+    /// `GATEWAY_APIKEY_TABLE`, `GATEWAY_DEPARTMENT_TABLE`, `GATEWAY_USAGE_TABLE` (required).
     pub fn from_settings(settings: &dyn Settings) -> Result<Self, ConfigError> {
         let upload_ttl = config::duration_secs(
             settings,
@@ -62,6 +66,8 @@ impl AdminConfig {
             upload_ttl,
             policy_file: settings.get("GATEWAY_SCOPE_POLICY_FILE"),
             apikey_table: config::required(settings, "GATEWAY_APIKEY_TABLE")?,
+            department_table: config::required(settings, "GATEWAY_DEPARTMENT_TABLE")?,
+            usage_table: config::required(settings, "GATEWAY_USAGE_TABLE")?,
         })
     }
 }
@@ -194,6 +200,8 @@ pub struct AdminApi {
     directory: Directory,
     s3: aws_sdk_s3::Client,
     api_keys: ApiKeys,
+    department_settings: gateway_shared::budgets::SettingsStore,
+    usage: gateway_shared::budgets::UsageCounters,
     policy: Arc<Policy>,
     audit: Arc<dyn AuditSink>,
 }
@@ -218,6 +226,11 @@ enum Route<'a> {
     GetKey(&'a str),
     RevokeKey(&'a str),
     RotateKey(&'a str),
+    KeyUsage(&'a str),
+    ListDepartments,
+    GetDepartment(&'a str),
+    PutDepartment(&'a str),
+    DepartmentUsage(&'a str),
 }
 
 /// A user id in a path: the provisioning rules' user_id alphabet, at most 32 characters, and not a
@@ -229,6 +242,17 @@ fn user_segment(segment: &str) -> Option<&str> {
             .bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'_' | b'.'))
         && !segment.bytes().all(|b| b == b'.');
+    ok.then_some(segment)
+}
+
+/// A department id in a path: lowercase letters, digits and `-` (whether it is configured is the
+/// handler's to say).
+fn department_segment(segment: &str) -> Option<&str> {
+    let ok = !segment.is_empty()
+        && segment.len() <= 64
+        && segment
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || matches!(b, b'-' | b'_'));
     ok.then_some(segment)
 }
 
@@ -308,8 +332,28 @@ fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, ApiError> {
             match (method, action) {
                 ("POST", "revoke") => Route::RevokeKey(id),
                 ("POST", "rotate") => Route::RotateKey(id),
-                (_, "revoke" | "rotate") => return Err(wrong_method()),
+                ("GET", "usage") => Route::KeyUsage(id),
+                (_, "revoke" | "rotate" | "usage") => return Err(wrong_method()),
                 _ => return Err(not_found()),
+            }
+        }
+        ["departments"] => match method {
+            "GET" => Route::ListDepartments,
+            _ => return Err(wrong_method()),
+        },
+        ["departments", id] => {
+            let id = department_segment(id).ok_or_else(not_found)?;
+            match method {
+                "GET" => Route::GetDepartment(id),
+                "PUT" => Route::PutDepartment(id),
+                _ => return Err(wrong_method()),
+            }
+        }
+        ["departments", id, "usage"] => {
+            let id = department_segment(id).ok_or_else(not_found)?;
+            match method {
+                "GET" => Route::DepartmentUsage(id),
+                _ => return Err(wrong_method()),
             }
         }
         _ => return Err(not_found()),
@@ -346,6 +390,14 @@ impl AdminApi {
             directory: config.directory.directory(sdk),
             s3: aws_sdk_s3::Client::new(sdk),
             api_keys: ApiKeys::from_sdk(sdk, config.apikey_table.clone()),
+            department_settings: gateway_shared::budgets::SettingsStore::from_sdk(
+                sdk,
+                config.department_table.clone(),
+            ),
+            usage: gateway_shared::budgets::UsageCounters::from_sdk(
+                sdk,
+                config.usage_table.clone(),
+            ),
             policy,
             audit,
             config,
@@ -570,6 +622,78 @@ impl AdminApi {
                     result,
                 )
             }
+            Route::KeyUsage(id) => {
+                let key = self.api_keys.get(id).await?;
+                let month = departments::month(query("month"), now)?;
+                let mut usage =
+                    departments::usage(&self.usage, "u", &key.subject(), &month, None).await?;
+                usage["id"] = json!(key.id);
+                usage["department"] = json!(key.department);
+                usage["last_used_at"] = json!(key.last_used_at);
+                Ok(Answer::json(200, usage))
+            }
+            Route::ListDepartments => {
+                let stored = self.department_settings.list().await?;
+                let views: Vec<Value> = self
+                    .departments()
+                    .iter()
+                    .map(|d| {
+                        let settings = stored.iter().find(|s| &s.department == d).cloned();
+                        departments::view(d, settings)
+                    })
+                    .collect();
+                Ok(Answer::json(200, json!({ "departments": views })))
+            }
+            Route::GetDepartment(id) => {
+                let id = self.department(id)?;
+                Ok(Answer::json(
+                    200,
+                    departments::view(id, self.department_settings.get(id).await?),
+                ))
+            }
+            Route::PutDepartment(id) => {
+                let id = self.department(id)?;
+                let update = departments::update(json_body(request)?)?;
+                let settings = update.into_settings(
+                    id,
+                    &actor_name(call.principal),
+                    &gateway_shared::audit::clock::rfc3339_from_millis(now),
+                );
+                let result = self
+                    .department_settings
+                    .put(&settings)
+                    .await
+                    .map(|()| Answer::json(200, departments::view(id, Some(settings))));
+                self.audited(
+                    &call,
+                    "departments.update",
+                    Some(id),
+                    [
+                        "budget",
+                        "user_budget",
+                        "alert_thresholds_percent",
+                        "contacts",
+                    ]
+                    .map(String::from)
+                    .to_vec(),
+                    result,
+                )
+            }
+            Route::DepartmentUsage(id) => {
+                let id = self.department(id)?;
+                let month = departments::month(query("month"), now)?;
+                let settings = self.department_settings.get(id).await?;
+                let mut usage = departments::usage(
+                    &self.usage,
+                    "d",
+                    id,
+                    &month,
+                    settings.as_ref().map(|s| &s.budget),
+                )
+                .await?;
+                usage["department"] = json!(id);
+                Ok(Answer::json(200, usage))
+            }
         }
     }
 
@@ -581,6 +705,17 @@ impl AdminApi {
             .values()
             .cloned()
             .collect()
+    }
+
+    /// A configured department, or 404.
+    fn department<'a>(&self, id: &'a str) -> Result<&'a str, ApiError> {
+        if self.departments().contains(id) {
+            Ok(id)
+        } else {
+            Err(ApiError::not_found(format!(
+                "department {id} is not configured"
+            )))
+        }
     }
 
     /// Stores a new key; answers its record and the 201 that shows the key once.
@@ -1211,6 +1346,10 @@ mod tests {
             Route::GetKey(id) => format!("/apikeys/{id}"),
             Route::RevokeKey(id) => format!("/apikeys/{id}/revoke"),
             Route::RotateKey(id) => format!("/apikeys/{id}/rotate"),
+            Route::KeyUsage(id) => format!("/apikeys/{id}/usage"),
+            Route::ListDepartments => "/departments".into(),
+            Route::GetDepartment(id) | Route::PutDepartment(id) => format!("/departments/{id}"),
+            Route::DepartmentUsage(id) => format!("/departments/{id}/usage"),
         }
     }
 
@@ -1220,7 +1359,7 @@ mod tests {
         #[test]
         fn a_route_names_exactly_what_its_path_names(
             method in proptest::sample::select(vec!["GET", "POST", "PUT", "PATCH", "DELETE"]),
-            path in "(/(users|system|health|csv|upload|download|sync|status|disable|enable|sign-out|password-reset|apikeys|revoke|rotate|0123456789abcdef|\\.|\\.\\.|%2[fF]|%2e|[A-Za-z0-9._%-]{0,8})){0,4}/?",
+            path in "(/(users|system|health|csv|upload|download|sync|status|disable|enable|sign-out|password-reset|apikeys|revoke|rotate|usage|departments|sales|0123456789abcdef|\\.|\\.\\.|%2[fF]|%2e|[A-Za-z0-9._%-]{0,8})){0,4}/?",
         ) {
             if let Ok(route) = route(method, &path) {
                 proptest::prop_assert_eq!(path_of(&route), path.clone());

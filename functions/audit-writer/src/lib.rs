@@ -23,7 +23,8 @@ use aws_lambda_events::sqs::{SqsBatchResponse, SqsEvent};
 use flate2::write::GzEncoder;
 use gateway_shared::apikeys::ApiKeys;
 use gateway_shared::audit::clock::Hour;
-use gateway_shared::audit::{sha256_hex, AuditEvent, Record};
+use gateway_shared::audit::{sha256_hex, AuditEvent, BudgetReservation, Decision, Record};
+use gateway_shared::budgets::{self, UsageCounters};
 use gateway_shared::config::{self, ConfigError, Settings};
 use gateway_shared::pricing::PriceTable;
 
@@ -35,12 +36,15 @@ pub struct WriterConfig {
     pub prices: PriceTable,
     /// The API key table whose `last_used_at` the writer keeps (None: not recorded).
     pub apikey_table: Option<String>,
+    /// The usage counters the writer settles requests on (None: no budgets).
+    pub usage_table: Option<String>,
 }
 
 impl WriterConfig {
     /// `GATEWAY_AUDIT_BUCKET` (required), `GATEWAY_AUDIT_PREFIX` (default `audit/`),
     /// `GATEWAY_PRICE_FILE` (optional: a price table replacing the built-in `config/prices.json`),
-    /// `GATEWAY_APIKEY_TABLE` (optional: where keys' last use is recorded).
+    /// `GATEWAY_APIKEY_TABLE` (optional: where keys' last use is recorded), `GATEWAY_USAGE_TABLE`
+    /// (optional: the usage counters requests are settled on).
     pub fn from_settings(settings: &dyn Settings) -> Result<Self, ConfigError> {
         let mut prefix = settings
             .get("GATEWAY_AUDIT_PREFIX")
@@ -48,24 +52,13 @@ impl WriterConfig {
         if !prefix.ends_with('/') {
             prefix.push('/');
         }
-        let invalid = |reason: String| ConfigError::Invalid {
-            name: "GATEWAY_PRICE_FILE",
-            reason,
-        };
-        let prices = match settings.get("GATEWAY_PRICE_FILE") {
-            None => {
-                PriceTable::built_in().map_err(|e| invalid(format!("the built-in table: {e}")))?
-            }
-            Some(path) => PriceTable::from_json(
-                &std::fs::read_to_string(&path).map_err(|e| invalid(format!("{path}: {e}")))?,
-            )
-            .map_err(|e| invalid(format!("{path}: {e}")))?,
-        };
+        let prices = PriceTable::from_settings(settings)?;
         Ok(WriterConfig {
             bucket: config::required(settings, "GATEWAY_AUDIT_BUCKET")?,
             prefix,
             prices,
             apikey_table: settings.get("GATEWAY_APIKEY_TABLE"),
+            usage_table: settings.get("GATEWAY_USAGE_TABLE"),
         })
     }
 }
@@ -73,6 +66,7 @@ impl WriterConfig {
 pub struct Writer {
     s3: aws_sdk_s3::Client,
     api_keys: Option<ApiKeys>,
+    counters: Option<UsageCounters>,
     config: WriterConfig,
 }
 
@@ -101,37 +95,52 @@ pub struct Batch {
     pub key_uses: BTreeMap<String, u64>,
 }
 
-/// The batch's valid events as one gzip JSONL object in the partition of `written_in`, the records
-/// that are not audit events, and the API keys' uses.
-pub fn batch_objects(
+/// The batch's audit events (priced), by message id, and the ids of the records that are not
+/// audit events.
+pub fn parse_batch(
     event: &SqsEvent,
-    prefix: &str,
-    written_in: Hour,
     prices: &PriceTable,
-) -> Result<Batch, BatchError> {
-    let mut lines: Vec<(String, String)> = Vec::new();
+) -> (Vec<(String, AuditEvent)>, Vec<String>) {
+    let mut events = Vec::new();
     let mut rejected = Vec::new();
-    let mut key_uses = BTreeMap::new();
     for record in &event.records {
         let id = record.message_id.clone().unwrap_or_default();
         let parsed = record
             .body
             .as_deref()
             .and_then(|body| serde_json::from_str::<AuditEvent>(body).ok());
-        let Some(mut audit) = parsed else {
-            tracing::error!(message_id = %id, "record is not an audit event; it will be retried, then dead-lettered");
-            rejected.push(id);
-            continue;
-        };
-        prices.apply(&mut audit);
-        if let Some((key, at)) = key_use(&audit) {
+        match parsed {
+            Some(mut audit) => {
+                prices.apply(&mut audit);
+                events.push((id, audit));
+            }
+            None => {
+                tracing::error!(message_id = %id, "record is not an audit event; it will be retried, then dead-lettered");
+                rejected.push(id);
+            }
+        }
+    }
+    (events, rejected)
+}
+
+/// The events as one gzip JSONL object in the partition of `written_in`, and the API keys' uses.
+pub fn assemble(
+    events: &[(String, AuditEvent)],
+    mut rejected: Vec<String>,
+    prefix: &str,
+    written_in: Hour,
+) -> Result<Batch, BatchError> {
+    let mut lines: Vec<(&str, String)> = Vec::new();
+    let mut key_uses = BTreeMap::new();
+    for (id, audit) in events {
+        if let Some((key, at)) = key_use(audit) {
             let latest = key_uses.entry(key).or_insert(at);
             *latest = (*latest).max(at);
         }
         // Re-serialized from the typed event: one canonical JSON line, nothing the schema does not know.
-        match serde_json::to_string(&audit) {
+        match serde_json::to_string(audit) {
             Ok(line) => lines.push((id, line)),
-            Err(_) => rejected.push(id),
+            Err(_) => rejected.push(id.clone()),
         }
     }
     if lines.is_empty() {
@@ -141,7 +150,7 @@ pub fn batch_objects(
             key_uses,
         });
     }
-    let mut ids: Vec<String> = lines.iter().map(|(id, _)| id.clone()).collect();
+    let mut ids: Vec<String> = lines.iter().map(|(id, _)| id.to_string()).collect();
     let mut gz = GzEncoder::new(Vec::new(), flate2::Compression::default());
     for (_, line) in &lines {
         gz.write_all(line.as_bytes())?;
@@ -159,6 +168,93 @@ pub fn batch_objects(
         object: Some(object),
         rejected,
         key_uses,
+    })
+}
+
+/// [`parse_batch`] then [`assemble`]: the whole batch as one object.
+pub fn batch_objects(
+    event: &SqsEvent,
+    prefix: &str,
+    written_in: Hour,
+    prices: &PriceTable,
+) -> Result<Batch, BatchError> {
+    let (events, rejected) = parse_batch(event, prices);
+    assemble(&events, rejected, prefix, written_in)
+}
+
+/// What settling one request's usage writes (see `gateway_shared::budgets`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Settlement {
+    pub request_id: String,
+    pub reservation: Option<BudgetReservation>,
+    /// The month counters its usage goes to besides those it reserved on.
+    pub also: Vec<String>,
+    pub tokens: u64,
+    pub cost_micros: u64,
+}
+
+/// The settlement of a request's final record on a provider route, if it had a principal. What it
+/// used: the reported (or estimated) usage and its cost; a request that got no answer from the
+/// provider used nothing; one whose usage is unknown keeps what it reserved.
+pub fn settlement(event: &AuditEvent) -> Option<Settlement> {
+    if event.record != Record::Final || event.admin.is_some() {
+        return None;
+    }
+    let provider = event.provider.as_deref()?;
+    if !gateway_shared::Provider::ALL
+        .iter()
+        .any(|p| p.route_prefix() == provider)
+    {
+        return None;
+    }
+    let principal = event.principal.as_ref()?;
+    let reserved = event.budget.as_ref();
+    let (tokens, cost_micros) = match &event.usage {
+        Some(usage) => (
+            usage
+                .total_tokens
+                .max(usage.input_tokens + usage.output_tokens),
+            event
+                .cost_usd
+                .map(budgets::micros)
+                .or(reserved.map(|r| r.cost_micros))
+                .unwrap_or(0),
+        ),
+        None if event.status >= 400 || event.decision != Decision::Allow => (0, 0),
+        None => reserved.map_or((0, 0), |r| (r.tokens, r.cost_micros)),
+    };
+    if reserved.is_none() && tokens == 0 && cost_micros == 0 {
+        return None;
+    }
+    // The request's start: its reservation's month, so a request across midnight of the 1st is
+    // counted in one month only.
+    let time = gateway_shared::audit::clock::millis_from_rfc3339(&event.time)?;
+    let started = time.saturating_sub(event.latency.total_ms);
+    let reserved_scopes: Vec<&str> = reserved
+        .map(|r| {
+            r.counters
+                .iter()
+                .filter_map(|c| c.split_once("#m#").map(|(scope, _)| scope))
+                .collect()
+        })
+        .unwrap_or_default();
+    let also = budgets::counters::month_counters(
+        principal.department.as_deref(),
+        &principal.subject,
+        started,
+    )
+    .into_iter()
+    .filter(|key| {
+        key.split_once("#m#")
+            .is_none_or(|(scope, _)| !reserved_scopes.contains(&scope))
+    })
+    .collect();
+    Some(Settlement {
+        request_id: event.request_id.clone(),
+        reservation: reserved.cloned(),
+        also,
+        tokens,
+        cost_micros,
     })
 }
 
@@ -184,6 +280,7 @@ impl Writer {
         Writer {
             s3,
             api_keys,
+            counters: None,
             config,
         }
     }
@@ -193,7 +290,13 @@ impl Writer {
             .apikey_table
             .clone()
             .map(|table| ApiKeys::from_sdk(sdk, table));
-        Writer::new(aws_sdk_s3::Client::new(sdk), api_keys, config)
+        let counters = config
+            .usage_table
+            .clone()
+            .map(|table| UsageCounters::from_sdk(sdk, table));
+        let mut writer = Writer::new(aws_sdk_s3::Client::new(sdk), api_keys, config);
+        writer.counters = counters;
+        writer
     }
 
     /// Writes one SQS batch; the response lists the records to retry.
@@ -202,11 +305,19 @@ impl Writer {
         // The hour is taken once, as the write starts; a put that ends after the hour is still within the
         // writer's timeout, which the digest's grace period exceeds.
         let written_in = Hour::now();
+        let (mut events, rejected) = parse_batch(&event, &self.config.prices);
+        // Settled before they are written: an event whose settlement failed is retried with it, so
+        // the trail never holds an event twice and no usage goes uncounted.
+        let unsettled = self.settle(&events).await;
+        events.retain(|(id, _)| !unsettled.contains(id));
+        for id in unsettled {
+            response.add_failure(id);
+        }
         let Batch {
             object,
             rejected,
             key_uses,
-        } = match batch_objects(&event, &self.config.prefix, written_in, &self.config.prices) {
+        } = match assemble(&events, rejected, &self.config.prefix, written_in) {
             Ok(batch) => batch,
             Err(error) => {
                 tracing::error!(%error, "batch could not be encoded; retrying all of it");
@@ -246,6 +357,38 @@ impl Writer {
             }
         }
         response
+    }
+
+    /// Settles the batch's requests; answers the message ids whose settlement failed.
+    async fn settle(&self, events: &[(String, AuditEvent)]) -> Vec<String> {
+        let Some(counters) = &self.counters else {
+            return Vec::new();
+        };
+        let now = gateway_shared::audit::clock::now_millis();
+        let settling = events.iter().filter_map(|(id, event)| {
+            let settlement = settlement(event)?;
+            Some(async move {
+                let result = counters
+                    .settle(
+                        &settlement.request_id,
+                        settlement.reservation.as_ref(),
+                        &settlement.also,
+                        settlement.tokens,
+                        settlement.cost_micros,
+                        now,
+                    )
+                    .await;
+                (id, result)
+            })
+        });
+        let mut failed = Vec::new();
+        for (id, result) in futures_util::future::join_all(settling).await {
+            if let Err(error) = result {
+                tracing::error!(message_id = %id, %error, "usage not settled; the event will be retried");
+                failed.push(id.clone());
+            }
+        }
+        failed
     }
 
     /// Last use is bookkeeping, not evidence (the audit events are): a failed write is logged and
@@ -439,6 +582,64 @@ mod tests {
                     .unwrap()
             )]
         );
+    }
+
+    fn final_event(usage: Option<(u64, u64)>, budget: Option<BudgetReservation>) -> AuditEvent {
+        let mut e = AuditEvent::new("req-1", Decision::Allow, 200);
+        e.record = Record::Final;
+        e.time = "2026-12-01T00:00:01.000Z".into();
+        e.latency.total_ms = 2_000;
+        e.provider = Some("azure-openai".into());
+        e.model = Some("gpt-4o-mini".into());
+        e.principal = Some(gateway_shared::audit::Principal {
+            subject: "sub-1".into(),
+            username: None,
+            department: Some("sales".into()),
+            client_id: None,
+            auth_method: Some("cognito".into()),
+        });
+        e.usage = usage.map(|(i, o)| gateway_shared::audit::Usage {
+            input_tokens: i,
+            output_tokens: o,
+            total_tokens: i + o,
+            estimated: false,
+        });
+        e.budget = budget;
+        PriceTable::built_in().unwrap().apply(&mut e);
+        e
+    }
+
+    #[test]
+    fn a_requests_usage_goes_to_its_start_months_counters_once() {
+        // Started in November, ended in December: counted in November only.
+        let plain = settlement(&final_event(Some((10, 5)), None)).unwrap();
+        assert_eq!(plain.also, ["d#sales#m#2026-11", "u#sub-1#m#2026-11"]);
+        assert_eq!(plain.tokens, 15);
+        assert!(plain.cost_micros > 0);
+        let reservation = BudgetReservation {
+            counters: vec!["d#sales#m#2026-11".into(), "d#sales#t#29435678".into()],
+            tokens: 500,
+            cost_micros: 900,
+        };
+        let reserved = settlement(&final_event(Some((10, 5)), Some(reservation.clone()))).unwrap();
+        assert_eq!(
+            reserved.also,
+            ["u#sub-1#m#2026-11"],
+            "the reserved month counter is not added to twice"
+        );
+        assert_eq!(reserved.reservation, Some(reservation.clone()));
+        // No usage reported on a success: the reservation stands; on a refusal: nothing was used.
+        let unknown = settlement(&final_event(None, Some(reservation.clone()))).unwrap();
+        assert_eq!((unknown.tokens, unknown.cost_micros), (500, 900));
+        let mut refused = final_event(None, Some(reservation));
+        refused.status = 502;
+        let refused = settlement(&refused).unwrap();
+        assert_eq!((refused.tokens, refused.cost_micros), (0, 0));
+        // Nothing to settle: a request without usage or reservation, and records other than finals.
+        assert_eq!(settlement(&final_event(None, None)), None);
+        let mut accepted = final_event(Some((1, 1)), None);
+        accepted.record = Record::Accepted;
+        assert_eq!(settlement(&accepted), None);
     }
 
     #[test]

@@ -28,7 +28,7 @@ pub use usage::{Usage, UsageScanner};
 
 /// 2: events carry `record` (authorized, accepted, final, incomplete). 3: directory changes carry
 /// `admin` (who changed which user how).
-pub const SCHEMA_VERSION: u32 = 3;
+pub const SCHEMA_VERSION: u32 = 4;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -157,6 +157,19 @@ pub struct AuditEvent {
     /// Directory changes (provisioning, the date job, the admin API): what was done to whom.
     #[serde(default)]
     pub admin: Option<AdminAction>,
+    /// What the request reserved under its budgets before it was forwarded (accepted and final
+    /// records; the audit writer settles it to the real usage, `crate::budgets`).
+    #[serde(default)]
+    pub budget: Option<BudgetReservation>,
+}
+
+/// A request's reservation: the usage counters it was added to, and its worst case.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct BudgetReservation {
+    pub counters: Vec<String>,
+    pub tokens: u64,
+    /// Micro-dollars.
+    pub cost_micros: u64,
 }
 
 /// One change to a user: by whom (`actor`: the function; the acting administrator is the event's
@@ -243,6 +256,7 @@ impl AuditEvent {
             bodies: None,
             captured: None,
             admin: None,
+            budget: None,
         }
     }
 }

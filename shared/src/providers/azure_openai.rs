@@ -281,6 +281,15 @@ impl ProviderApi for AzureOpenAi {
         }
     }
 
+    // Chat (`max_completion_tokens`, the older `max_tokens`) and the Responses API.
+    fn output_limit_fields(&self) -> &'static [&'static str] {
+        &[
+            "/max_completion_tokens",
+            "/max_tokens",
+            "/max_output_tokens",
+        ]
+    }
+
     fn usage_shapes(&self) -> &'static [UsageShape] {
         &[UsageShape {
             path: &["usage"],

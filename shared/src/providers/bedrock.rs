@@ -149,6 +149,11 @@ impl ProviderApi for Bedrock {
         }
     }
 
+    // InvokeModel's Anthropic body, and Converse's inference configuration.
+    fn output_limit_fields(&self) -> &'static [&'static str] {
+        &["/max_tokens", "/inferenceConfig/maxTokens"]
+    }
+
     fn usage_shapes(&self) -> &'static [UsageShape] {
         &[
             // InvokeModel body (Anthropic messages) and the stream's message_delta.

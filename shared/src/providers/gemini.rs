@@ -150,6 +150,14 @@ impl ProviderApi for Gemini {
         }
     }
 
+    // The REST API's camelCase; protobuf JSON parsers accept the snake_case name too.
+    fn output_limit_fields(&self) -> &'static [&'static str] {
+        &[
+            "/generationConfig/maxOutputTokens",
+            "/generation_config/max_output_tokens",
+        ]
+    }
+
     fn usage_shapes(&self) -> &'static [UsageShape] {
         &[UsageShape {
             path: &["usageMetadata"],

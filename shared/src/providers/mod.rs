@@ -95,6 +95,10 @@ pub trait ProviderApi: Sync {
     /// Where responses report token usage (JSON bodies and stream events alike).
     fn usage_shapes(&self) -> &'static [UsageShape];
 
+    /// Where a request body caps the output tokens (JSON pointers, first present wins): what a
+    /// budget reserves for the answer. None present: the model's default limit.
+    fn output_limit_fields(&self) -> &'static [&'static str];
+
     /// Where the API is, the credential it takes, the transport its route uses by default.
     fn upstream(&self) -> &'static UpstreamSpec;
 
@@ -183,6 +187,10 @@ impl Provider {
 
     pub fn usage_shapes(self) -> &'static [UsageShape] {
         self.api().usage_shapes()
+    }
+
+    pub fn output_limit_fields(self) -> &'static [&'static str] {
+        self.api().output_limit_fields()
     }
 
     /// See [`ProviderApi::stream_cut`].

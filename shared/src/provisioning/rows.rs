@@ -346,6 +346,11 @@ fn phone_ok(phone: &str) -> bool {
             .all(|b| b.is_ascii_digit() || matches!(b, b'-' | b' ' | b'(' | b')'))
 }
 
+/// An e-mail address as the HR file's rules accept one (at most 64 characters).
+pub fn is_email(email: &str) -> bool {
+    email.len() <= MAX_EMAIL_CHARS && email_ok(email)
+}
+
 fn email_ok(email: &str) -> bool {
     let Some((local, domain)) = email.rsplit_once('@') else {
         return false;

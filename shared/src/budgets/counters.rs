@@ -1,0 +1,443 @@
+//! The `usage` table: one item per counter, keyed `counter`:
+//! - `d#<department>#m#<YYYY-MM>`, `u#<subject>#m#<YYYY-MM>`: a month's tokens, cost and requests;
+//! - `d#<department>#t#<minute>`, `u#<subject>#t#<minute>`: one minute's tokens (minutes since the
+//!   epoch), kept two hours;
+//! - `s#<request id>`: the marker of a settled request, kept two weeks.
+//!
+//! Each counter holds settled usage plus open reservations, so one conditional `ADD` both checks a
+//! limit and takes the request's share atomically; a transaction over every counter a limit applies
+//! to takes all shares or none (see the module documentation of [`super`]).
+
+use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+
+use super::demand::Demand;
+use super::settings::{DepartmentSettings, Limits};
+
+const MONTH_KEEP_SECS: u64 = 400 * 86_400;
+const MINUTE_KEEP_SECS: u64 = 2 * 3600;
+const MARKER_KEEP_SECS: u64 = 14 * 86_400;
+
+/// What a request reserved, carried in its audit records so the audit writer can settle it.
+pub use crate::audit::BudgetReservation as Reservation;
+
+/// Why a request is refused, in words for the caller.
+#[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
+pub enum Refused {
+    /// A limit would be passed: 429, the caller may retry later.
+    #[error("{0}")]
+    OverBudget(String),
+    /// A cost budget applies and the model has no price: 403, retrying does not help.
+    #[error("{0}")]
+    Unpriced(String),
+}
+
+#[derive(Debug, thiserror::Error)]
+pub enum CounterError {
+    #[error(transparent)]
+    Refused(#[from] Refused),
+    #[error("usage counters: {0}")]
+    Store(String),
+}
+
+fn store_error<E: std::error::Error + 'static>(e: E) -> CounterError {
+    CounterError::Store(aws_sdk_dynamodb::error::DisplayErrorContext(e).to_string())
+}
+
+/// One counter a limit applies to, for one request.
+struct Counter {
+    key: String,
+    /// Words for a refusal: "department sales's monthly", "your per-minute".
+    whose: String,
+    span: Span,
+    tokens: Option<u64>,
+    cost_micros: Option<u64>,
+    keep_secs: u64,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Span {
+    Month,
+    Minute,
+}
+
+/// `YYYY-MM` and the minute since the epoch of a time.
+fn periods(now_ms: u64) -> (String, u64) {
+    let hour = crate::audit::clock::Hour::containing_millis(now_ms as i64);
+    let partition = hour.month_partition();
+    // `year=2026/month=11/`
+    let digits: String = partition.chars().filter(char::is_ascii_digit).collect();
+    let month = format!("{}-{}", &digits[..4], &digits[4..6]);
+    (month, now_ms / 60_000)
+}
+
+pub fn month_key(scope: &str, id: &str, month: &str) -> String {
+    format!("{scope}#{id}#m#{month}")
+}
+
+fn counters(settings: &DepartmentSettings, subject: &str, now_ms: u64) -> Vec<Counter> {
+    let (month, minute) = periods(now_ms);
+    let mut found = Vec::new();
+    let department = &settings.department;
+    let mut add = |scope: &str, id: &str, whose: String, limits: &Limits| {
+        if limits.monthly_tokens.is_some() || limits.monthly_cost_usd.is_some() {
+            found.push(Counter {
+                key: month_key(scope, id, &month),
+                whose: format!("{whose} monthly"),
+                span: Span::Month,
+                tokens: limits.monthly_tokens,
+                cost_micros: limits.monthly_cost_usd.map(super::micros),
+                keep_secs: MONTH_KEEP_SECS,
+            });
+        }
+        if let Some(tpm) = limits.tokens_per_minute {
+            found.push(Counter {
+                key: format!("{scope}#{id}#t#{minute}"),
+                whose: format!("{whose} per-minute"),
+                span: Span::Minute,
+                tokens: Some(tpm),
+                cost_micros: None,
+                keep_secs: MINUTE_KEEP_SECS,
+            });
+        }
+    };
+    add(
+        "d",
+        department,
+        format!("department {department}'s"),
+        &settings.budget,
+    );
+    add(
+        "u",
+        subject,
+        format!("your (in department {department})"),
+        &settings.user_budget,
+    );
+    found
+}
+
+impl Counter {
+    fn refusal(&self, demand: &Demand) -> String {
+        let limit = match (self.tokens, self.cost_micros) {
+            (Some(tokens), _) if demand.tokens > 0 => format!("{tokens} tokens"),
+            (_, Some(cost)) => format!("{:.2} USD", super::usd(cost)),
+            (Some(tokens), None) => format!("{tokens} tokens"),
+            (None, None) => "limit".into(),
+        };
+        let when = match self.span {
+            Span::Month => "it resets on the 1st of next month (UTC); ask the department's budget owner to raise it",
+            Span::Minute => "retry in the next minute",
+        };
+        format!(
+            "Too many tokens: this request (up to {} tokens{}) would pass {} budget of {limit}; {when}",
+            demand.tokens,
+            demand
+                .cost_micros
+                .map(|c| format!(", {:.4} USD", super::usd(c)))
+                .unwrap_or_default(),
+            self.whose,
+        )
+    }
+}
+
+/// The table, for the route functions (reserve) and the audit writer (settle).
+#[derive(Clone)]
+pub struct UsageCounters {
+    client: aws_sdk_dynamodb::Client,
+    table: String,
+}
+
+impl UsageCounters {
+    pub fn new(client: aws_sdk_dynamodb::Client, table: String) -> Self {
+        UsageCounters { client, table }
+    }
+
+    pub fn from_sdk(sdk: &aws_config::SdkConfig, table: String) -> Self {
+        UsageCounters::new(aws_sdk_dynamodb::Client::new(sdk), table)
+    }
+
+    /// Reserves `demand` on every counter of `settings` that has a limit for this department and
+    /// `subject`, or refuses: `Ok(None)` when no limit applies (and no table is touched).
+    pub async fn reserve(
+        &self,
+        settings: &DepartmentSettings,
+        subject: &str,
+        demand: Demand,
+        now_ms: u64,
+    ) -> Result<Option<Reservation>, CounterError> {
+        let counters = counters(settings, subject, now_ms);
+        if counters.is_empty() {
+            return Ok(None);
+        }
+        let cost_limited = counters.iter().any(|c| c.cost_micros.is_some());
+        let cost = match demand.cost_micros {
+            Some(cost) => cost,
+            None if cost_limited => {
+                return Err(Refused::Unpriced(format!(
+                    "Forbidden: department {}'s cost budget cannot be enforced for this model, which the gateway's price table does not price; ask the platform team to add its price",
+                    settings.department
+                ))
+                .into())
+            }
+            None => 0,
+        };
+        // A request larger than a whole limit is refused without asking the table.
+        if let Some(counter) = counters.iter().find(|c| {
+            c.tokens.is_some_and(|t| demand.tokens > t) || c.cost_micros.is_some_and(|m| cost > m)
+        }) {
+            return Err(Refused::OverBudget(counter.refusal(&demand)).into());
+        }
+        let now_secs = now_ms / 1000;
+        let mut transaction = self.client.transact_write_items();
+        for counter in &counters {
+            let mut conditions = Vec::new();
+            let mut update = Update::builder()
+                .table_name(&self.table)
+                .key("counter", AttributeValue::S(counter.key.clone()))
+                .update_expression(
+                    "ADD tokens :t, cost_micros :c, requests :one SET expires_at = if_not_exists(expires_at, :x)",
+                )
+                .expression_attribute_values(":t", number(demand.tokens))
+                .expression_attribute_values(":c", number(cost))
+                .expression_attribute_values(":one", number(1))
+                .expression_attribute_values(":x", number(now_secs + counter.keep_secs));
+            if let Some(limit) = counter.tokens {
+                conditions.push("(attribute_not_exists(tokens) OR tokens <= :tmax)");
+                update = update.expression_attribute_values(":tmax", number(limit - demand.tokens));
+            }
+            if let Some(limit) = counter.cost_micros {
+                conditions.push("(attribute_not_exists(cost_micros) OR cost_micros <= :cmax)");
+                update = update.expression_attribute_values(":cmax", number(limit - cost));
+            }
+            let update = update
+                .condition_expression(conditions.join(" AND "))
+                .build()
+                .map_err(store_error)?;
+            transaction =
+                transaction.transact_items(TransactWriteItem::builder().update(update).build());
+        }
+        match transaction.send().await {
+            Ok(_) => Ok(Some(Reservation {
+                counters: counters.into_iter().map(|c| c.key).collect(),
+                tokens: demand.tokens,
+                cost_micros: cost,
+            })),
+            Err(error) => {
+                let reasons = error
+                    .as_service_error()
+                    .filter(|e| e.is_transaction_canceled_exception())
+                    .map(|e| match e {
+                        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => {
+                            c.cancellation_reasons().to_vec()
+                        }
+                        _ => Vec::new(),
+                    });
+                match reasons {
+                    Some(reasons) => {
+                        let failed = reasons
+                            .iter()
+                            .position(|r| r.code() == Some("ConditionalCheckFailed"))
+                            .and_then(|i| counters.get(i));
+                        match failed {
+                            Some(counter) => {
+                                Err(Refused::OverBudget(counter.refusal(&demand)).into())
+                            }
+                            // Canceled for another reason (a conflicting transaction on the same
+                            // counter): not a verdict on the budget, so the caller may retry.
+                            None => Err(CounterError::Store(format!(
+                                "the reservation was canceled ({}); retry",
+                                reasons
+                                    .iter()
+                                    .filter_map(|r| r.code())
+                                    .collect::<Vec<_>>()
+                                    .join(", ")
+                            ))),
+                        }
+                    }
+                    None => Err(store_error(error)),
+                }
+            }
+        }
+    }
+
+    /// Settles one request once: adds `used - reserved` to each counter it reserved on, and `used`
+    /// to each of `also` it did not (the month's counters of its department and subject, so usage is
+    /// counted even while no limit applies). `Ok(false)`: settled before (a retried batch).
+    pub async fn settle(
+        &self,
+        request_id: &str,
+        reservation: Option<&Reservation>,
+        also: &[String],
+        used_tokens: u64,
+        used_cost_micros: u64,
+        now_ms: u64,
+    ) -> Result<bool, CounterError> {
+        let now_secs = now_ms / 1000;
+        let marker = Put::builder()
+            .table_name(&self.table)
+            .item("counter", AttributeValue::S(format!("s#{request_id}")))
+            .item("expires_at", number(now_secs + MARKER_KEEP_SECS))
+            .condition_expression("attribute_not_exists(#k)")
+            .expression_attribute_names("#k", "counter")
+            .build()
+            .map_err(store_error)?;
+        let mut transaction = self
+            .client
+            .transact_write_items()
+            .transact_items(TransactWriteItem::builder().put(marker).build());
+        let reserved: &[String] = reservation.map(|r| r.counters.as_slice()).unwrap_or(&[]);
+        let (reserved_tokens, reserved_cost) =
+            reservation.map_or((0, 0), |r| (r.tokens, r.cost_micros));
+        let mut keys: Vec<(&String, bool)> = reserved.iter().map(|k| (k, true)).collect();
+        keys.extend(
+            also.iter()
+                .filter(|k| !reserved.contains(k))
+                .map(|k| (k, false)),
+        );
+        for (key, was_reserved) in keys {
+            let (dt, dc, requests) = if was_reserved {
+                (
+                    used_tokens as i128 - reserved_tokens as i128,
+                    used_cost_micros as i128 - reserved_cost as i128,
+                    0,
+                )
+            } else {
+                (used_tokens as i128, used_cost_micros as i128, 1)
+            };
+            let keep = if key.contains("#t#") {
+                MINUTE_KEEP_SECS
+            } else {
+                MONTH_KEEP_SECS
+            };
+            let update = Update::builder()
+                .table_name(&self.table)
+                .key("counter", AttributeValue::S(key.clone()))
+                .update_expression(
+                    "ADD tokens :t, cost_micros :c, requests :r SET expires_at = if_not_exists(expires_at, :x)",
+                )
+                .expression_attribute_values(":t", AttributeValue::N(dt.to_string()))
+                .expression_attribute_values(":c", AttributeValue::N(dc.to_string()))
+                .expression_attribute_values(":r", number(requests))
+                .expression_attribute_values(":x", number(now_secs + keep))
+                .build()
+                .map_err(store_error)?;
+            transaction =
+                transaction.transact_items(TransactWriteItem::builder().update(update).build());
+        }
+        match transaction.send().await {
+            Ok(_) => Ok(true),
+            Err(error) => {
+                let already = error
+                    .as_service_error()
+                    .and_then(|e| match e {
+                        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => {
+                            c.cancellation_reasons().first().and_then(|r| r.code()).map(|c| c == "ConditionalCheckFailed")
+                        }
+                        _ => None,
+                    })
+                    .unwrap_or(false);
+                if already {
+                    Ok(false)
+                } else {
+                    Err(store_error(error))
+                }
+            }
+        }
+    }
+
+    /// A counter's (tokens, cost in micro-dollars, requests); zeros when it was never written.
+    pub async fn read(&self, key: &str) -> Result<(i64, i64, i64), CounterError> {
+        let item = self
+            .client
+            .get_item()
+            .table_name(&self.table)
+            .key("counter", AttributeValue::S(key.to_string()))
+            .consistent_read(true)
+            .send()
+            .await
+            .map_err(store_error)?;
+        let field = |name: &str| {
+            item.item()
+                .and_then(|i| i.get(name))
+                .and_then(|v| v.as_n().ok())
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0)
+        };
+        Ok((field("tokens"), field("cost_micros"), field("requests")))
+    }
+}
+
+fn number(n: u64) -> AttributeValue {
+    AttributeValue::N(n.to_string())
+}
+
+/// The month counters a request's usage always goes to: its department's (if any) and its subject's.
+pub fn month_counters(department: Option<&str>, subject: &str, at_ms: u64) -> Vec<String> {
+    let (month, _) = periods(at_ms);
+    department
+        .map(|d| month_key("d", d, &month))
+        .into_iter()
+        .chain([month_key("u", subject, &month)])
+        .collect()
+}
+
+/// `YYYY-MM` of a time.
+pub fn month_of(at_ms: u64) -> String {
+    periods(at_ms).0
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings() -> DepartmentSettings {
+        DepartmentSettings {
+            department: "sales".into(),
+            budget: Limits {
+                tokens_per_minute: Some(1000),
+                monthly_tokens: None,
+                monthly_cost_usd: Some(5.0),
+            },
+            user_budget: Limits::default(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn only_limited_counters_are_reserved_on_with_their_periods() {
+        let at = crate::audit::clock::millis_from_rfc3339("2026-11-26T03:04:05Z").unwrap();
+        let found = counters(&settings(), "sub-1", at);
+        let keys: Vec<&str> = found.iter().map(|c| c.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "d#sales#m#2026-11".to_string(),
+                format!("d#sales#t#{}", at / 60_000)
+            ]
+        );
+        assert_eq!(found[0].cost_micros, Some(5_000_000));
+        assert!(counters(&DepartmentSettings::default(), "s", at).is_empty());
+        assert_eq!(
+            month_counters(Some("sales"), "sub-1", at),
+            ["d#sales#m#2026-11", "u#sub-1#m#2026-11"]
+        );
+    }
+
+    #[test]
+    fn refusals_say_whose_budget_and_when_it_recovers() {
+        let found = counters(&settings(), "sub-1", 0);
+        let demand = Demand {
+            tokens: 2000,
+            cost_micros: Some(10),
+        };
+        let minute = found
+            .iter()
+            .find(|c| c.span == Span::Minute)
+            .unwrap()
+            .refusal(&demand);
+        assert!(
+            minute.contains("department sales's per-minute budget of 1000 tokens"),
+            "{minute}"
+        );
+        assert!(minute.contains("next minute"));
+    }
+}
