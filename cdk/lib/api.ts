@@ -251,7 +251,7 @@ export function createApis(stack: Stack, props: ApiProps): GatewayApis {
   });
   NagSuppressions.addResourceSuppressions(adminMethod, [{
     id: 'AwsSolutions-COG4',
-    reason: 'the REQUEST authorizer verifies the Cognito access token itself (issuer, client, expiry, groups, revocation) and grants admin:users or admin:users:read from the scope policy\'s groups; a Cognito user pool authorizer knows no scope policy and no revocations',
+    reason: 'the REQUEST authorizer verifies the Cognito access token itself (issuer, client, expiry, groups, revocation) and grants the admin scope the request\'s resource and method need (admin:<resource> to change, admin:<resource>:read to read: admin:users, admin:apikeys, admin:billing) from the scope policy\'s groups; a Cognito user pool authorizer knows no scope policy and no revocations',
   }]);
   NagSuppressions.addResourceSuppressions(admin.restApi, [{
     id: 'AwsSolutions-APIG2',

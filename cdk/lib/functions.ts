@@ -20,7 +20,7 @@ import { NagSuppressions } from 'cdk-nag';
 import { EnvironmentName, GatewayConfig, PROVIDERS, ProviderName } from './config';
 import { Identity, loadScopePolicy } from './identity';
 import { pascal } from './names';
-import { Buckets, Keys, Queues, REVOCATION_UPDATE_INDEX } from './storage';
+import { Buckets, Keys, Queues, Tables, UPDATE_INDEX } from './storage';
 
 export const FUNCTIONS = [
   'authorizer', 'azure-openai', 'bedrock-claude', 'gemini', 'dispatcher', 'audit-writer', 'audit-digest',
@@ -89,8 +89,8 @@ export interface FunctionsProps {
   buckets: Buckets;
   queues: Queues;
   identity: Identity;
-  /** The revocations table (lib/storage.ts). */
-  revocations: dynamodb.Table;
+  /** The revocations and API key tables (lib/storage.ts). */
+  tables: Tables;
   /** The dispatcher's VPC placement (lib/network.ts); absent, it runs outside any VPC. */
   dispatcherNetwork?: { vpc: ec2.IVpc; subnets: ec2.SubnetSelection; securityGroup: ec2.ISecurityGroup };
 }
@@ -106,7 +106,7 @@ export interface Functions {
 }
 
 export function createFunctions(stack: Stack, props: FunctionsProps): Functions {
-  const { config, envName, prefix, removal, keys, buckets, queues, identity, revocations } = props;
+  const { config, envName, prefix, removal, keys, buckets, queues, identity, tables } = props;
   const env = config.environments[envName];
   const fns = config.functions;
   const functions = new Map<FunctionName, lambda.Function>();
@@ -228,21 +228,21 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
     return fn;
   };
 
-  // ---- the identity side: revocations, mail, the pool, HR departments (authorizer, provisioner, scheduler,
-  // admin API)
+  // ---- the identity side: revocations, API keys, mail, the pool, HR departments (authorizer, provisioner,
+  // scheduler, admin API, audit writer)
   const policy = loadScopePolicy();
   /** The named table actions only (no grantReadData/grantWriteData action groups), with the data key's use. */
-  const useRevocations = (fn: lambda.Function, actions: ('GetItem' | 'Query' | 'PutItem' | 'UpdateItem')[]) => {
+  const useTable = (table: dynamodb.Table, fn: lambda.Function, actions: ('GetItem' | 'Query' | 'PutItem' | 'UpdateItem')[]) => {
     // Exact ARNs: the table for item actions, the one update index for Query (Table.grant would add the
     // `/index/*` wildcard as soon as the table has an index).
     const onTable = actions.filter((a) => a !== 'Query');
     if (onTable.length > 0) {
-      iam.Grant.addToPrincipal({ grantee: fn, actions: onTable.map((a) => `dynamodb:${a}`), resourceArns: [revocations.tableArn] });
+      iam.Grant.addToPrincipal({ grantee: fn, actions: onTable.map((a) => `dynamodb:${a}`), resourceArns: [table.tableArn] });
     }
     if (actions.includes('Query')) {
       iam.Grant.addToPrincipal({
         grantee: fn, actions: ['dynamodb:Query'],
-        resourceArns: [`${revocations.tableArn}/index/${REVOCATION_UPDATE_INDEX}`],
+        resourceArns: [`${table.tableArn}/index/${UPDATE_INDEX}`],
       });
     }
     // A table under a customer managed key needs the caller's use of that key as well: the key actions
@@ -292,13 +292,15 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
       COGNITO_USER_POOL_ID: identity.userPool.userPoolId,
       COGNITO_APP_CLIENT_IDS: identity.appClient.userPoolClientId,
       GATEWAY_AUDIT_QUEUE_URL: queues.audit.queueUrl,
-      GATEWAY_REVOCATION_TABLE: revocations.tableName,
+      GATEWAY_REVOCATION_TABLE: tables.revocations.tableName,
       GATEWAY_REVOCATION_CACHE_SECS: String(env.identity.revocationCacheSeconds),
+      GATEWAY_APIKEY_TABLE: tables.apiKeys.tableName,
     },
   });
   queues.audit.grantSendMessages(authorizer);
-  // It polls the update index (never a read per request).
-  useRevocations(authorizer, ['Query']);
+  // It polls the tables' update indexes (never a read per request).
+  useTable(tables.revocations, authorizer, ['Query']);
+  useTable(tables.apiKeys, authorizer, ['Query']);
 
   for (const p of PROVIDERS) {
     const transport = config.providers[p].transport;
@@ -409,8 +411,11 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
     environment: {
       GATEWAY_AUDIT_BUCKET: buckets.audit.bucketName,
       GATEWAY_AUDIT_PREFIX: AUDIT_PREFIX,
+      GATEWAY_APIKEY_TABLE: tables.apiKeys.tableName,
     },
   });
+  // A key's last use is recorded off the request path, from its audit events.
+  useTable(tables.apiKeys, writer, ['UpdateItem']);
   writer.addEventSource(new sources.SqsEventSource(queues.audit, {
     batchSize: 100,
     maxBatchingWindow: Duration.seconds(5),
@@ -468,7 +473,7 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
       GATEWAY_REPLY_QUEUE_PREFIX: REPLY_QUEUE_PREFIX,
       COGNITO_USER_POOL_ID: identity.userPool.userPoolId,
       ...departmentsEnv,
-      GATEWAY_REVOCATION_TABLE: revocations.tableName,
+      GATEWAY_REVOCATION_TABLE: tables.revocations.tableName,
       GATEWAY_AUDIT_QUEUE_URL: queues.audit.queueUrl,
       ...mailEnv,
     },
@@ -477,7 +482,7 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
     'ListUsers', 'ListUsersInGroup', 'AdminDisableUser', 'AdminEnableUser', 'AdminUserGlobalSignOut',
     'AdminSetUserPassword', 'AdminGetUser',
   ]);
-  useRevocations(scheduler, ['PutItem', 'UpdateItem']);
+  useTable(tables.revocations, scheduler, ['PutItem', 'UpdateItem']);
   sendMail(scheduler);
   queues.audit.grantSendMessages(scheduler);
   scheduler.addToRolePolicy(new iam.PolicyStatement({
@@ -535,7 +540,7 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
       GATEWAY_REPORTS_BUCKET: buckets.reports.bucketName,
       GATEWAY_PROVISIONING_IDENTITY_SECRET_ID: identitySecret.secretArn,
       ...departmentsEnv,
-      GATEWAY_REVOCATION_TABLE: revocations.tableName,
+      GATEWAY_REVOCATION_TABLE: tables.revocations.tableName,
       GATEWAY_AUDIT_QUEUE_URL: queues.audit.queueUrl,
       ...mailEnv,
     },
@@ -550,7 +555,7 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
     'AdminAddUserToGroup', 'AdminRemoveUserFromGroup', 'AdminEnableUser', 'AdminDisableUser',
     'AdminUserGlobalSignOut', 'AdminSetUserPassword', 'AdminGetUser',
   ]);
-  useRevocations(provisioner, ['PutItem', 'UpdateItem']);
+  useTable(tables.revocations, provisioner, ['PutItem', 'UpdateItem']);
   sendMail(provisioner);
   queues.audit.grantSendMessages(provisioner);
   new events.Rule(stack, 'ProvisioningFileRule', {
@@ -567,9 +572,9 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
   });
 
   // ---- admin API (lambda_http behind its own REST API, lib/api.ts): users of the pool, HR file uploads
-  // (presigned PUTs under incoming/ and dry-run/), the provisioner's reports
+  // (presigned PUTs under incoming/ and dry-run/), the provisioner's reports, API keys
   const adminApi = make('admin-api', {
-    description: `${prefix}: admin API (users, HR file uploads, provisioning reports)`,
+    description: `${prefix}: admin API (users, HR file uploads, provisioning reports, API keys)`,
     timeout: ADMIN_API_TIMEOUT,
     memoryMb: 256,
     environment: {
@@ -577,7 +582,8 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
       ...departmentsEnv,
       GATEWAY_PROVISIONING_BUCKET: buckets.provisioning.bucketName,
       GATEWAY_REPORTS_BUCKET: buckets.reports.bucketName,
-      GATEWAY_REVOCATION_TABLE: revocations.tableName,
+      GATEWAY_REVOCATION_TABLE: tables.revocations.tableName,
+      GATEWAY_APIKEY_TABLE: tables.apiKeys.tableName,
       GATEWAY_AUDIT_QUEUE_URL: queues.audit.queueUrl,
       ...mailEnv,
       GATEWAY_UPLOAD_URL_TTL_SECS: String(UPLOAD_URL_TTL_SECS),
@@ -601,7 +607,9 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
     resources: [buckets.reports.arnForObjects(`${PROVISIONING_REPORT_PREFIX}*`)],
   }));
   keys.data.grant(adminApi, 'kms:Decrypt');
-  useRevocations(adminApi, ['GetItem', 'PutItem', 'UpdateItem']);
+  useTable(tables.revocations, adminApi, ['GetItem', 'PutItem', 'UpdateItem']);
+  // Listing keys reads the update index; one key is read, issued, rotated and revoked by its id.
+  useTable(tables.apiKeys, adminApi, ['GetItem', 'PutItem', 'UpdateItem', 'Query']);
   sendMail(adminApi);
   queues.audit.grantSendMessages(adminApi);
 
@@ -610,7 +618,7 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
   for (const fn of functions.values()) {
     NagSuppressions.addResourceSuppressions(fn.role!, [{
       id: 'AwsSolutions-IAM5',
-      reason: 'object-level S3 grants (grantRead, s3:PutObject, s3:GetObject) name one bucket and, for the audit bucket, one prefix (audit/*, bodies/*, digests/*; the provisioner\'s and the admin API\'s incoming/*, dry-run/* and reports/provisioning/*); object keys are made per request or per hour at run time. The action groups (s3:GetObject*, s3:GetBucket*, s3:List*, kms:GenerateDataKey*, kms:ReEncrypt*) are those of the CDK grant methods on that bucket, queue or table (the revocations table\'s key actions, as DynamoDB\'s grantWriteData names them) and the data key only',
+      reason: 'object-level S3 grants (grantRead, s3:PutObject, s3:GetObject) name one bucket and, for the audit bucket, one prefix (audit/*, bodies/*, digests/*; the provisioner\'s and the admin API\'s incoming/*, dry-run/* and reports/provisioning/*); object keys are made per request or per hour at run time. The action groups (s3:GetObject*, s3:GetBucket*, s3:List*, kms:GenerateDataKey*, kms:ReEncrypt*) are those of the CDK grant methods on that bucket, queue or table (the revocations and API key tables\' key actions, as DynamoDB\'s grantWriteData names them) and the data key only',
       appliesTo: [
         { regex: '/^Action::(s3:(GetObject|GetBucket|List)\\*|kms:(GenerateDataKey|ReEncrypt)\\*)$/' },
         { regex: '/^Resource::<(AuditBucket|PayloadBucket|ProvisioningBucket|ReportsBucket)[A-F0-9]{8}\\.Arn>\\/.*\\*$/' },

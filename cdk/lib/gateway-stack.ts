@@ -10,7 +10,7 @@ import { createIdentity } from './identity';
 import { pascal } from './names';
 import { createNetwork, grantNetworkInterfaces } from './network';
 import { Operations, createOperations } from './operations';
-import { createBuckets, createKeys, createQueues, createRevocationsTable } from './storage';
+import { createBuckets, createKeys, createQueues, createTables } from './storage';
 import { createWaf } from './waf';
 
 export { AssetMode, FUNCTIONS, FunctionName, lambdaOutputDir, PLACEHOLDER_ASSET, REPLY_QUEUE_PREFIX } from './functions';
@@ -36,12 +36,12 @@ export class GatewayStack extends Stack {
     const keys = createKeys(this, prefix);
     const buckets = createBuckets(this, config.environments[envName], keys, removal);
     const queues = createQueues(this, config, envName, config.functions, keys);
-    const revocations = createRevocationsTable(this, prefix, keys, removal);
+    const tables = createTables(this, prefix, keys, removal);
     const identity = createIdentity(this, config, envName, prefix, { dataKey: keys.data, removal });
     // ---- network: the dispatcher's VPC and endpoints (lib/network.ts); before the functions, which it holds
     const network = createNetwork(this, { config, envName, prefix, removal, keys, buckets, queues });
     const fns = createFunctions(this, {
-      config, envName, assets: props.assets, prefix, removal, keys, buckets, queues, identity, revocations,
+      config, envName, assets: props.assets, prefix, removal, keys, buckets, queues, identity, tables,
       dispatcherNetwork: network,
     });
     this.functions = fns.functions;
@@ -70,7 +70,7 @@ export class GatewayStack extends Stack {
     // ---- operations: alarm topic, dashboard, CloudTrail, Glue/Athena, account toggles (lib/operations.ts)
     const auditors = createAuditorRole(this, prefix, keys, buckets);
     this.operations = createOperations(this, {
-      config, envName, prefix, removal, buckets, queues, revocations, functions: fns.functions, auditors,
+      config, envName, prefix, removal, buckets, queues, tables, functions: fns.functions, auditors,
       alarms: this.alarms,
     });
 
@@ -79,6 +79,7 @@ export class GatewayStack extends Stack {
     new CfnOutput(this, 'AuditDigestKeyArn', { value: keys.auditDigest.keyArn });
     new CfnOutput(this, 'AuditBodiesKeyArn', { value: keys.auditBodies.keyArn });
     new CfnOutput(this, 'AuditQueueUrl', { value: queues.audit.queueUrl });
-    new CfnOutput(this, 'RevocationsTableName', { value: revocations.tableName });
+    new CfnOutput(this, 'RevocationsTableName', { value: tables.revocations.tableName });
+    new CfnOutput(this, 'ApiKeysTableName', { value: tables.apiKeys.tableName });
   }
 }

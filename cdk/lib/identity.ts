@@ -36,7 +36,7 @@ export function groupNames(policy: ScopePolicy, config: GatewayConfig): string[]
   ];
 }
 
-/** The group whose members may change users through the admin API (scope `admin:users`). */
+/** The group whose members may change what the admin API serves (the admin scopes, `admin:users` and the rest). */
 export const ADMIN_GROUP = 'gateway-admins';
 
 export interface Identity {

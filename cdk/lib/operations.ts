@@ -28,7 +28,7 @@ import { auditEventsTable } from './athena-table';
 import { EnvironmentName, GatewayConfig, PROVIDERS } from './config';
 import { FunctionName } from './functions';
 import { pascal } from './names';
-import { Buckets, Queues, privateBucket } from './storage';
+import { Buckets, Queues, Tables, privateBucket } from './storage';
 
 /** What the audit-digest job logs when it writes incomplete records (functions/audit-digest/src/lib.rs). */
 export const INCOMPLETE_LOG_MESSAGE = 'incomplete requests reported';
@@ -65,8 +65,8 @@ export interface OperationsProps {
   removal: RemovalPolicy;
   buckets: Buckets;
   queues: Queues;
-  /** The revocations table: its throttles and system errors alarm (the authorizer polls it). */
-  revocations: dynamodb.Table;
+  /** The tables the authorizer polls: each has its throttles and system errors alarm. */
+  tables: Tables;
   functions: Map<FunctionName, lambda.Function>;
   /** The auditors' role (lib/audit-access.ts): gets the Athena query path. */
   auditors: iam.Role;
@@ -182,6 +182,18 @@ export function addAlarmActions(stack: Stack, topic: sns.ITopic) {
 
 const ROUTES: readonly FunctionName[] = PROVIDERS;
 
+/** What each table's alarms call it, and what its throttling costs. */
+const TABLE_ALARMS: Record<keyof Tables, { what: string; throttled: string }> = {
+  revocations: {
+    what: 'revocations table',
+    throttled: 'the authorizer may refuse tokens it cannot check; user changes fail',
+  },
+  apiKeys: {
+    what: 'API key table',
+    throttled: 'the authorizer may refuse API keys it cannot check; keys cannot be issued, rotated or revoked; last uses go unrecorded',
+  },
+};
+
 function createAlarms(stack: Stack, props: OperationsProps): { alarms: cw.Alarm[]; incompleteRequests: cw.Metric } {
   const { config, prefix, queues, functions } = props;
   const alarms: cw.Alarm[] = [];
@@ -241,15 +253,18 @@ function createAlarms(stack: Stack, props: OperationsProps): { alarms: cw.Alarm[
       THRESHOLDS.requestOldestMessageSecs, { periods: 2 });
   }
 
-  // The revocations table: every authorizer environment polls its update index, the user jobs and the admin
-  // API write it. On-demand tables still throttle (a hot partition, or a burst past twice the previous peak).
+  // The tables: every authorizer environment polls their update indexes, the user jobs, the admin API and the
+  // audit writer write them. On-demand tables still throttle (a hot partition, or a burst past twice the
+  // previous peak).
   const tableOps = [dynamodb.Operation.QUERY, dynamodb.Operation.GET_ITEM, dynamodb.Operation.PUT_ITEM,
     dynamodb.Operation.UPDATE_ITEM];
-  alarm('RevocationsTableThrottles',
-    'revocations table requests throttled (the authorizer may refuse tokens it cannot check; user changes fail)',
-    props.revocations.metricThrottledRequestsForOperations({ operations: tableOps, period: fiveMinutes }), 1);
-  alarm('RevocationsTableSystemErrors', 'revocations table system errors (DynamoDB answered 500)',
-    props.revocations.metricSystemErrorsForOperations({ operations: tableOps, period: fiveMinutes }), 1);
+  for (const [name, table] of Object.entries(props.tables) as [keyof Tables, dynamodb.Table][]) {
+    const { what, throttled } = TABLE_ALARMS[name];
+    alarm(`${table.node.id}Throttles`, `${what} requests throttled (${throttled})`,
+      table.metricThrottledRequestsForOperations({ operations: tableOps, period: fiveMinutes }), 1);
+    alarm(`${table.node.id}SystemErrors`, `${what} system errors (DynamoDB answered 500)`,
+      table.metricSystemErrorsForOperations({ operations: tableOps, period: fiveMinutes }), 1);
+  }
 
   // The digest job writes an incomplete record for each request whose final never came, and logs how many.
   const digestLogs = functions.get('audit-digest')!.logGroup as logs.ILogGroup;

@@ -25,7 +25,7 @@ export const KIND_STATUS: Record<ErrorKind, number> = {
 
 /** The one message for every authentication failure (`GatewayError::unauthorized`). */
 export const UNAUTHORIZED_MESSAGE =
-  'Unauthorized: the gateway token is missing, expired or invalid. Sign in again to get a fresh token.';
+  'Unauthorized: the gateway token or API key is missing, expired or invalid. Sign in again for a fresh token, or ask an administrator for a new key.';
 
 /** `with_request_id` in shared/src/providers/mod.rs: the message a client sees. */
 export function withRequestId(message: string, requestId: string): string {
@@ -231,7 +231,7 @@ const adminError = (type: string, code: AdminErrorCode, message: string, status:
   ({ type, code, status, message });
 
 const ADMIN_UNAUTHORIZED = 'Unauthorized: the access token is missing, expired, revoked or invalid. Sign in again to get a fresh token.';
-const ADMIN_NOT_FOUND = 'Not found: the admin API serves /admin/users, /admin/users/{id}/... and /admin/system/health';
+const ADMIN_NOT_FOUND = 'Not found: the admin API serves /admin/users, /admin/users/{id}/..., /admin/apikeys, /admin/apikeys/{id}/... and /admin/system/health';
 const ADMIN_AUTH_FAILED = 'the gateway could not check the token; try again';
 
 /** Every response type of GATEWAY_ERRORS, in the admin shape (test/api.test.ts holds the two lists together). */
@@ -239,8 +239,9 @@ export const ADMIN_GATEWAY_ERRORS: AdminGatewayErrorSpec[] = [
   adminError('UNAUTHORIZED', 'unauthorized', ADMIN_UNAUTHORIZED),
   adminError('EXPIRED_TOKEN', 'unauthorized', ADMIN_UNAUTHORIZED),
   adminError('INVALID_SIGNATURE', 'unauthorized', ADMIN_UNAUTHORIZED),
-  // The authorizer's Deny: reading needs admin:users:read (group gateway-admin-readers), changing admin:users.
-  adminError('ACCESS_DENIED', 'forbidden', 'Forbidden: your account lacks the admin scope this request needs (admin:users:read to read, admin:users to change)'),
+  // The authorizer's Deny: each admin resource has its scope pair (admin:users, admin:apikeys, admin:billing);
+  // reading needs its :read scope (group gateway-admin-readers), changing the scope itself (gateway-admins).
+  adminError('ACCESS_DENIED', 'forbidden', 'Forbidden: your account lacks the admin scope this request needs (the resource\'s read scope to read, e.g. admin:apikeys:read; its scope to change it, e.g. admin:apikeys)'),
   // No method requires an API key here; kept so every response type has the admin shape.
   adminError('INVALID_API_KEY', 'forbidden', 'Forbidden: the request was refused'),
   adminError('WAF_FILTERED', 'forbidden', 'Forbidden: the gateway\'s firewall refused this request (source address not allowed, or a blocked request pattern)'),

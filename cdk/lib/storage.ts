@@ -189,34 +189,62 @@ export function createQueues(stack: Stack, config: GatewayConfig, envName: strin
  * scheduler and admin API). */
 export const REVOCATION_PARTITION_KEY = 'sub';
 export const REVOCATION_TTL_ATTRIBUTE = 'expires_at';
+/** The API key table's key (`gateway_shared::apikeys`; authorizer, admin API and audit writer). */
+export const APIKEY_PARTITION_KEY = 'key_id';
+
+/** The index the authorizer polls on every mirrored table (`UPDATE_INDEX` in shared/src/mirror.rs). */
+export const UPDATE_INDEX = 'by-update';
+
+/** The DynamoDB tables of the stack: the ones the authorizer mirrors in memory (shared/src/mirror.rs). */
+export interface Tables {
+  /**
+   * `<project>-<env>-revocations`: per Cognito `sub`, whether the user is disabled and the time before which
+   * its tokens are refused (`revoked_before`); sign-out records expire through the `expires_at` TTL.
+   */
+  revocations: dynamodb.Table;
+  /**
+   * `<project>-<env>-apikeys`: per key id, a department's or application's API key (its hash, scopes,
+   * expiry, revocation, last use). No TTL: expired and revoked keys stay listed, and the authorizer names
+   * why it refuses one (a TTL on the key's `expires_at` would delete the record it names).
+   */
+  apiKeys: dynamodb.Table;
+}
 
 /**
- * `<project>-<env>-revocations`: per Cognito `sub`, whether the user is disabled and the time before which
- * its tokens are refused (`revoked_before`); sign-out records expire through the `expires_at` TTL.
- * On-demand, point-in-time recovery, encrypted with the data key; in prod retained with deletion
- * protection, like the other stateful resources.
+ * A table the authorizer mirrors: a string partition key, and the `by-update` index it polls for changes
+ * (one partition `rev`, sorted by `updated_ms`), so that no request waits on DynamoDB. On-demand,
+ * point-in-time recovery, encrypted with the data key; in prod retained with deletion protection, like
+ * the other stateful resources.
  */
-/** The index the authorizer polls (`UPDATE_INDEX` in shared/src/revocation.rs). */
-export const REVOCATION_UPDATE_INDEX = 'by-update';
-
-export function createRevocationsTable(stack: Stack, prefix: string, keys: Keys, removal: RemovalPolicy): dynamodb.Table {
-  const table = new dynamodb.Table(stack, 'RevocationsTable', {
-    tableName: resourceName(prefix, 'revocations'),
-    partitionKey: { name: REVOCATION_PARTITION_KEY, type: dynamodb.AttributeType.STRING },
+export function createMirroredTable(
+  stack: Stack, id: string, tableName: string, partitionKey: string, ttlAttribute: string | undefined,
+  keys: Keys, removal: RemovalPolicy,
+): dynamodb.Table {
+  const table = new dynamodb.Table(stack, id, {
+    tableName,
+    partitionKey: { name: partitionKey, type: dynamodb.AttributeType.STRING },
     billingMode: dynamodb.BillingMode.PAY_PER_REQUEST,
     encryption: dynamodb.TableEncryption.CUSTOMER_MANAGED,
     encryptionKey: keys.data,
     pointInTimeRecoverySpecification: { pointInTimeRecoveryEnabled: true },
-    timeToLiveAttribute: REVOCATION_TTL_ATTRIBUTE,
+    timeToLiveAttribute: ttlAttribute,
     deletionProtection: removal === RemovalPolicy.RETAIN,
     removalPolicy: removal,
   });
-  // The authorizer polls what changed (shared/src/revocation.rs): one partition, sorted by update time.
   table.addGlobalSecondaryIndex({
-    indexName: REVOCATION_UPDATE_INDEX,
+    indexName: UPDATE_INDEX,
     partitionKey: { name: 'rev', type: dynamodb.AttributeType.STRING },
     sortKey: { name: 'updated_ms', type: dynamodb.AttributeType.NUMBER },
     projectionType: dynamodb.ProjectionType.ALL,
   });
   return table;
+}
+
+export function createTables(stack: Stack, prefix: string, keys: Keys, removal: RemovalPolicy): Tables {
+  return {
+    revocations: createMirroredTable(stack, 'RevocationsTable', resourceName(prefix, 'revocations'),
+      REVOCATION_PARTITION_KEY, REVOCATION_TTL_ATTRIBUTE, keys, removal),
+    apiKeys: createMirroredTable(stack, 'ApiKeysTable', resourceName(prefix, 'apikeys'),
+      APIKEY_PARTITION_KEY, undefined, keys, removal),
+  };
 }

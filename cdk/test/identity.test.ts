@@ -1,6 +1,6 @@
-// The identity slice: the revocations table, the new environment of the authorizer, provisioner, scheduler
-// and admin-api with their exact grants, the daily user-dates rule, the admin scopes and groups, the
-// bootstrap administrator (docs: the identity contract).
+// The identity slice: the revocations and API key tables, the new environment of the authorizer,
+// provisioner, scheduler, admin-api and audit writer with their exact grants, the daily user-dates rule, the
+// admin scopes and groups, the bootstrap administrator (docs: the identity contract).
 import assert from 'node:assert/strict';
 import { readFileSync } from 'node:fs';
 import * as path from 'node:path';
@@ -36,6 +36,7 @@ const only = <T>(xs: T[], what: string): T => {
 const idOf = (t: Template, type: string, prefix: string) =>
   only(Object.keys(resourcesOf(t, type)).filter((id) => id.startsWith(prefix)), prefix);
 const tableId = (t: Template) => idOf(t, 'AWS::DynamoDB::Table', 'RevocationsTable');
+const apiKeysId = (t: Template) => idOf(t, 'AWS::DynamoDB::Table', 'ApiKeysTable');
 const poolArn = (t: Template) => ({ 'Fn::GetAtt': [idOf(t, 'AWS::Cognito::UserPool', 'UserPool'), 'Arn'] });
 const keyArn = (t: Template) => ({ 'Fn::GetAtt': [idOf(t, 'AWS::KMS::Key', 'DataKey'), 'Arn'] });
 /** The statements of a function's role whose actions start with `service:`. */
@@ -45,42 +46,53 @@ const sesArn = (identity: string) => ({
   'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':ses:', { Ref: 'AWS::Region' }, ':', { Ref: 'AWS::AccountId' }, `:identity/${identity}`]],
 });
 
-describe('the revocations table', () => {
-  test('key sub (S), the update index the authorizer polls, on demand, PITR, the data key, TTL on expires_at, the stack\'s name', () => {
-    const t = dev.template;
-    const table = resourcesOf(t, 'AWS::DynamoDB::Table')[tableId(t)];
-    assert.deepEqual(table.Properties, {
-      TableName: 'llm-gateway-dev-revocations',
-      KeySchema: [{ AttributeName: 'sub', KeyType: 'HASH' }],
-      AttributeDefinitions: [
-        { AttributeName: 'sub', AttributeType: 'S' },
-        { AttributeName: 'rev', AttributeType: 'S' },
-        { AttributeName: 'updated_ms', AttributeType: 'N' },
-      ],
-      GlobalSecondaryIndexes: [{
-        IndexName: 'by-update',
-        KeySchema: [{ AttributeName: 'rev', KeyType: 'HASH' }, { AttributeName: 'updated_ms', KeyType: 'RANGE' }],
-        Projection: { ProjectionType: 'ALL' },
-      }],
-      BillingMode: 'PAY_PER_REQUEST',
-      PointInTimeRecoverySpecification: { PointInTimeRecoveryEnabled: true },
-      SSESpecification: { SSEEnabled: true, SSEType: 'KMS', KMSMasterKeyId: keyArn(t) },
-      TimeToLiveSpecification: { AttributeName: 'expires_at', Enabled: true },
-      DeletionProtectionEnabled: false,
+/**
+ * The two tables the authorizer mirrors: one shape (createMirroredTable in lib/storage.ts) but for the key
+ * and the TTL. The API key table has none: expired and revoked keys stay listed, and the authorizer says
+ * why it refuses one.
+ */
+const MIRRORED = [
+  { what: 'revocations', id: tableId, key: 'sub', ttl: 'expires_at', output: 'RevocationsTableName' },
+  { what: 'apikeys', id: apiKeysId, key: 'key_id', ttl: undefined, output: 'ApiKeysTableName' },
+];
+for (const spec of MIRRORED) {
+  describe(`the ${spec.what} table`, () => {
+    test(`key ${spec.key} (S), the update index the authorizer polls, on demand, PITR, the data key, TTL ${spec.ttl ?? 'none'}, the stack's name`, () => {
+      const t = dev.template;
+      const table = resourcesOf(t, 'AWS::DynamoDB::Table')[spec.id(t)];
+      assert.deepEqual(table.Properties, {
+        TableName: `llm-gateway-dev-${spec.what}`,
+        KeySchema: [{ AttributeName: spec.key, KeyType: 'HASH' }],
+        AttributeDefinitions: [
+          { AttributeName: spec.key, AttributeType: 'S' },
+          { AttributeName: 'rev', AttributeType: 'S' },
+          { AttributeName: 'updated_ms', AttributeType: 'N' },
+        ],
+        GlobalSecondaryIndexes: [{
+          IndexName: 'by-update',
+          KeySchema: [{ AttributeName: 'rev', KeyType: 'HASH' }, { AttributeName: 'updated_ms', KeyType: 'RANGE' }],
+          Projection: { ProjectionType: 'ALL' },
+        }],
+        BillingMode: 'PAY_PER_REQUEST',
+        PointInTimeRecoverySpecification: { PointInTimeRecoveryEnabled: true },
+        SSESpecification: { SSEEnabled: true, SSEType: 'KMS', KMSMasterKeyId: keyArn(t) },
+        ...(spec.ttl !== undefined && { TimeToLiveSpecification: { AttributeName: spec.ttl, Enabled: true } }),
+        DeletionProtectionEnabled: false,
+      });
+      assert.equal(table.DeletionPolicy, 'Delete');
+      assert.deepEqual(Object.keys(resourcesOf(t, 'AWS::DynamoDB::Table')).sort(), MIRRORED.map((m) => m.id(t)).sort());
     });
-    assert.equal(table.DeletionPolicy, 'Delete');
-    assert.equal(Object.keys(resourcesOf(t, 'AWS::DynamoDB::Table')).length, 1);
+    test('prod keeps it: retained, with deletion protection', () => {
+      const table = resourcesOf(prod.template, 'AWS::DynamoDB::Table')[spec.id(prod.template)];
+      assert.equal(table.DeletionPolicy, 'Retain');
+      assert.equal(table.Properties.DeletionProtectionEnabled, true);
+      assert.equal(table.Properties.TableName, `llm-gateway-prod-${spec.what}`);
+    });
+    test('its name is an output', () => {
+      assert.deepEqual(dev.template.toJSON().Outputs[spec.output].Value, { Ref: spec.id(dev.template) });
+    });
   });
-  test('prod keeps it: retained, with deletion protection', () => {
-    const table = resourcesOf(prod.template, 'AWS::DynamoDB::Table')[tableId(prod.template)];
-    assert.equal(table.DeletionPolicy, 'Retain');
-    assert.equal(table.Properties.DeletionProtectionEnabled, true);
-    assert.equal(table.Properties.TableName, 'llm-gateway-prod-revocations');
-  });
-  test('its name is an output', () => {
-    assert.deepEqual(dev.template.toJSON().Outputs.RevocationsTableName.Value, { Ref: tableId(dev.template) });
-  });
-});
+}
 
 describe('environment of the identity functions', () => {
   const t = dev.template;
@@ -98,9 +110,19 @@ describe('environment of the identity functions', () => {
     assert.equal(envOf(staging.template, 'Authorizer').GATEWAY_REVOCATION_CACHE_SECS, '15');
     assert.equal(envOf(prod.template, 'Authorizer').GATEWAY_REVOCATION_CACHE_SECS, '30');
     assert.deepEqual(Object.keys(env).sort(), [
-      'COGNITO_APP_CLIENT_IDS', 'COGNITO_USER_POOL_ID', 'GATEWAY_AUDIT_QUEUE_URL', 'GATEWAY_REVOCATION_CACHE_SECS',
-      'GATEWAY_REVOCATION_TABLE', 'GATEWAY_USAGE_KEYS_SECRET_ID', 'RUST_LOG',
+      'COGNITO_APP_CLIENT_IDS', 'COGNITO_USER_POOL_ID', 'GATEWAY_APIKEY_TABLE', 'GATEWAY_AUDIT_QUEUE_URL',
+      'GATEWAY_REVOCATION_CACHE_SECS', 'GATEWAY_REVOCATION_TABLE', 'GATEWAY_USAGE_KEYS_SECRET_ID', 'RUST_LOG',
     ]);
+  });
+  test('GATEWAY_APIKEY_TABLE on the authorizer, the admin API and the audit writer, and no other function (as the local stack sets it)', () => {
+    for (const tt of [dev.template, staging.template, prod.template]) {
+      const holders = Object.entries(resourcesOf(tt, 'AWS::Lambda::Function'))
+        .filter(([, fn]) => fn.Properties.Environment?.Variables?.GATEWAY_APIKEY_TABLE !== undefined).map(([id]) => id).sort();
+      assert.deepEqual(holders, ['Authorizer', 'AdminApi', 'AuditWriter'].map((fn) => functionId(tt, fn)).sort());
+      for (const fn of ['Authorizer', 'AdminApi', 'AuditWriter']) {
+        assert.deepEqual(envOf(tt, fn).GATEWAY_APIKEY_TABLE, { Ref: apiKeysId(tt) }, fn);
+      }
+    }
   });
   test('provisioner (dev: no SES identity, no domain prefix, so no mail-from and no sign-in URL)', () => {
     const env = envOf(t, 'Provisioner');
@@ -126,7 +148,7 @@ describe('environment of the identity functions', () => {
       GATEWAY_AUDIT_QUEUE_URL: queue,
     });
   });
-  test('admin-api: the pool, departments, offset, buckets, table, audit queue, upload URL lifetime', () => {
+  test('admin-api: the pool, departments, offset, buckets, tables, audit queue, upload URL lifetime', () => {
     const env = envOf(t, 'AdminApi');
     assert.deepEqual(env, {
       RUST_LOG: config.environments.dev.logLevel,
@@ -137,6 +159,7 @@ describe('environment of the identity functions', () => {
       GATEWAY_PROVISIONING_BUCKET: { Ref: idOf(t, 'AWS::S3::Bucket', 'ProvisioningBucket') },
       GATEWAY_REPORTS_BUCKET: { Ref: idOf(t, 'AWS::S3::Bucket', 'ReportsBucket') },
       GATEWAY_REVOCATION_TABLE: table(),
+      GATEWAY_APIKEY_TABLE: { Ref: apiKeysId(t) },
       GATEWAY_AUDIT_QUEUE_URL: queue,
       GATEWAY_UPLOAD_URL_TTL_SECS: String(UPLOAD_URL_TTL_SECS),
     });
@@ -172,7 +195,22 @@ describe('environment of the identity functions', () => {
 describe('grants of the identity functions, exactly', () => {
   const t = dev.template;
   const table = () => ({ 'Fn::GetAtt': [tableId(t), 'Arn'] });
-  const dynamo = (tt: Template, fn: string) => on(tt, fn, 'dynamodb').map((s) => [list<string>(s.Action).sort(), s.Resource]);
+  const apiKeys = () => ({ 'Fn::GetAtt': [apiKeysId(t), 'Arn'] });
+  const indexOf = (tableArn: object) => ({ 'Fn::Join': ['', [tableArn, '/index/by-update']] });
+  /**
+   * A role's DynamoDB grants as sorted `[resource, actions]` pairs, one per resource: the IAM policy
+   * minimization merges statements of the same actions, so statements alone do not say who may do what.
+   */
+  const grants = (pairs: [object, string[]][]) => {
+    const by = new Map<string, Set<string>>();
+    for (const [r, actions] of pairs) {
+      const k = JSON.stringify(r);
+      by.set(k, new Set([...(by.get(k) ?? []), ...actions]));
+    }
+    return [...by].map(([r, a]) => [r, [...a].sort()]).sort(([a], [b]) => (a < b ? -1 : 1));
+  };
+  const dynamo = (tt: Template, fn: string) => grants(on(tt, fn, 'dynamodb')
+    .flatMap((s) => list<object>(s.Resource).map((r): [object, string[]] => [r, list<string>(s.Action)])));
   const cognito = (tt: Template, fn: string) => {
     const st = on(tt, fn, 'cognito-idp');
     assert.equal(st.length, 1, fn);
@@ -181,9 +219,11 @@ describe('grants of the identity functions, exactly', () => {
   };
   const auditQueue = (tt: Template) => ({ 'Fn::GetAtt': [idOf(tt, 'AWS::SQS::Queue', 'AuditQueue1'), 'Arn'] });
 
-  test('authorizer: dynamodb:Query on the update index only (no item reads); the data key to read it', () => {
-    const index = { 'Fn::Join': ['', [table(), '/index/by-update']] };
-    assert.deepEqual(dynamo(t, 'Authorizer'), [[['dynamodb:Query'], index]]);
+  test('authorizer: dynamodb:Query on the two tables\' update indexes only (no item reads); the data key to read them', () => {
+    assert.deepEqual(dynamo(t, 'Authorizer'), grants([
+      [indexOf(table()), ['dynamodb:Query']],
+      [indexOf(apiKeys()), ['dynamodb:Query']],
+    ]));
     assert.deepEqual(on(t, 'Authorizer', 'cognito-idp'), []);
     const kms = on(t, 'Authorizer', 'kms');
     assert.ok(kms.every((s) => JSON.stringify(s.Resource) === JSON.stringify(keyArn(t))), JSON.stringify(kms));
@@ -195,7 +235,7 @@ describe('grants of the identity functions, exactly', () => {
       'AdminGetUser', 'AdminRemoveUserFromGroup', 'AdminSetUserPassword', 'AdminUpdateUserAttributes',
       'AdminUserGlobalSignOut', 'ListUsers', 'ListUsersInGroup',
     ]);
-    assert.deepEqual(dynamo(t, 'Provisioner'), [[['dynamodb:PutItem', 'dynamodb:UpdateItem'], table()]]);
+    assert.deepEqual(dynamo(t, 'Provisioner'), grants([[table(), ['dynamodb:PutItem', 'dynamodb:UpdateItem']]]));
     const sends = on(t, 'Provisioner', 'sqs');
     assert.deepEqual(sends.map((s) => s.Resource), [auditQueue(t)]);
     assert.ok(list(sends[0].Action).includes('sqs:SendMessage'));
@@ -205,11 +245,11 @@ describe('grants of the identity functions, exactly', () => {
       'AdminDisableUser', 'AdminEnableUser', 'AdminGetUser', 'AdminSetUserPassword', 'AdminUserGlobalSignOut',
       'ListUsers', 'ListUsersInGroup',
     ]);
-    assert.deepEqual(dynamo(t, 'Scheduler'), [[['dynamodb:PutItem', 'dynamodb:UpdateItem'], table()]]);
+    assert.deepEqual(dynamo(t, 'Scheduler'), grants([[table(), ['dynamodb:PutItem', 'dynamodb:UpdateItem']]]));
     assert.ok(on(t, 'Scheduler', 'sqs').some((s) => JSON.stringify(s.Resource) === JSON.stringify(auditQueue(t))
       && list(s.Action).includes('sqs:SendMessage')));
   });
-  test('admin-api: the pool, uploads under incoming/ and dry-run/, provisioning reports, the table, the audit queue', () => {
+  test('admin-api: the pool, uploads under incoming/ and dry-run/, provisioning reports, the tables, the audit queue', () => {
     assert.deepEqual(cognito(t, 'AdminApi'), [
       'AdminAddUserToGroup', 'AdminCreateUser', 'AdminDeleteUser', 'AdminDeleteUserAttributes', 'AdminDisableUser',
       'AdminEnableUser', 'AdminGetUser', 'AdminListGroupsForUser', 'AdminRemoveUserFromGroup', 'AdminResetUserPassword',
@@ -231,10 +271,45 @@ describe('grants of the identity functions, exactly', () => {
     });
     assert.deepEqual(s3.find((s) => s.Action === 's3:GetObject'),
       { Action: 's3:GetObject', Resource: objects(reports, 'reports/provisioning/'), Condition: undefined });
-    assert.deepEqual(dynamo(t, 'AdminApi'), [[['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem'], table()]]);
+    // Keys are listed through the update index, and read, issued, rotated and revoked by id.
+    assert.deepEqual(dynamo(t, 'AdminApi'), grants([
+      [table(), ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem']],
+      [apiKeys(), ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem']],
+      [indexOf(apiKeys()), ['dynamodb:Query']],
+    ]));
     // The buckets' (and the table's and queue's) key is the data key: no other key.
     for (const s of on(t, 'AdminApi', 'kms')) assert.deepEqual(s.Resource, keyArn(t));
     assert.ok(on(t, 'AdminApi', 'sqs').some((s) => JSON.stringify(s.Resource) === JSON.stringify(auditQueue(t))));
+  });
+  test('audit writer: UpdateItem on the API key table only (last use); the data key to write it', () => {
+    assert.deepEqual(dynamo(t, 'AuditWriter'), grants([[apiKeys(), ['dynamodb:UpdateItem']]]));
+    const kms = on(t, 'AuditWriter', 'kms').flatMap((s) => {
+      assert.deepEqual(s.Resource, keyArn(t));
+      return list<string>(s.Action);
+    });
+    for (const a of ['kms:Decrypt', 'kms:DescribeKey', 'kms:Encrypt', 'kms:GenerateDataKey*', 'kms:ReEncrypt*']) {
+      assert.ok(kms.includes(a), `${a} in ${kms}`);
+    }
+  });
+  test('the API key table: only the authorizer, the admin API and the audit writer; nobody has /index/*, a * resource or dynamodb:*', () => {
+    for (const tt of [dev.template, staging.template, prod.template]) {
+      const keyTable = JSON.stringify({ 'Fn::GetAtt': [apiKeysId(tt), 'Arn'] });
+      const users = new Set<string>();
+      for (const [id, policy] of Object.entries(resourcesOf(tt, 'AWS::IAM::Policy'))) {
+        for (const s of policy.Properties.PolicyDocument.Statement) {
+          const actions = list<string>(s.Action);
+          if (!actions.some((a) => a.startsWith('dynamodb:'))) continue;
+          assert.ok(!actions.includes('dynamodb:*'), id);
+          for (const r of list<unknown>(s.Resource)) {
+            const text = JSON.stringify(r);
+            assert.ok(r !== '*' && !text.includes('/index/*') && !text.includes('"*"'), `${id}: ${text}`);
+            if (text.includes(keyTable)) users.add(policy.Properties.Roles[0].Ref);
+          }
+        }
+      }
+      const roleOf = (fn: string) => resourcesOf(tt, 'AWS::Lambda::Function')[functionId(tt, fn)].Properties.Role['Fn::GetAtt'][0];
+      assert.deepEqual([...users].sort(), ['Authorizer', 'AdminApi', 'AuditWriter'].map(roleOf).sort());
+    }
   });
   test('SES: send on the configured identity only, and nothing without one', () => {
     for (const fn of ['Provisioner', 'Scheduler', 'AdminApi', 'Authorizer']) {
@@ -248,8 +323,8 @@ describe('grants of the identity functions, exactly', () => {
         [[['ses:SendEmail', 'ses:SendRawEmail'], sesArn(config.environments.staging.identity.sesIdentity!)]], fn);
     }
   });
-  test('no role of these four has a * resource beyond X-Ray (tracing on in staging)', () => {
-    for (const fn of ['Authorizer', 'Provisioner', 'Scheduler', 'AdminApi']) {
+  test('no role of these five has a * resource beyond X-Ray (tracing on in staging)', () => {
+    for (const fn of ['Authorizer', 'Provisioner', 'Scheduler', 'AdminApi', 'AuditWriter']) {
       for (const s of statementsOf(staging.template, fn).filter((x) => list(x.Resource).includes('*'))) {
         for (const a of list<string>(s.Action)) assert.ok(/^xray:/.test(a) || (fn === 'Scheduler' && a === 'sqs:ListQueues'), `${fn}: ${a}`);
       }
@@ -300,19 +375,25 @@ describe('the daily user-dates job', () => {
 
 describe('admin scopes and groups', () => {
   const policy = JSON.parse(readFileSync(path.join(__dirname, '..', '..', 'policy', 'scopes.json'), 'utf8'));
-  test('admin:users includes admin:users:read; neither is under "all"', () => {
-    assert.deepEqual(policy.scopes['admin:users'], ['admin:users:read']);
+  const ADMIN_SCOPES = ['admin:users', 'admin:apikeys', 'admin:billing'];
+  const READ_SCOPES = ADMIN_SCOPES.map((sc) => `${sc}:read`);
+  test('each admin scope (users, API keys, billing) includes its :read scope; none is under "all"', () => {
+    for (const sc of ADMIN_SCOPES) assert.deepEqual(policy.scopes[sc], [`${sc}:read`], sc);
     const under = (scope: string): string[] => (policy.scopes[scope] ?? []).flatMap((c: string) => [c, ...under(c)]);
     assert.ok(!under('all').some((sc) => sc.startsWith('admin:')), JSON.stringify(under('all')));
-    assert.deepEqual(policy.groups['gateway-admins'], ['admin:users']);
-    assert.deepEqual(policy.groups['gateway-admin-readers'], ['admin:users:read']);
+    assert.deepEqual(policy.groups['gateway-admins'], ADMIN_SCOPES);
+    assert.deepEqual(policy.groups['gateway-admin-readers'], READ_SCOPES);
   });
-  test('the pool has both groups, and the resource server both scopes', () => {
+  test('the pool has both groups; the resource server and the app client every admin scope', () => {
     const groups = Object.values(resourcesOf(dev.template, 'AWS::Cognito::UserPoolGroup')).map((g) => g.Properties.GroupName);
     for (const g of ['gateway-admins', 'gateway-admin-readers']) assert.ok(groups.includes(g), g);
     const server = Object.values(resourcesOf(dev.template, 'AWS::Cognito::UserPoolResourceServer'))[0];
     const scopes = server.Properties.Scopes.map((s: any) => s.ScopeName);
-    for (const sc of ['admin:users', 'admin:users:read']) assert.ok(scopes.includes(sc), sc);
+    const client = JSON.stringify(Object.values(resourcesOf(dev.template, 'AWS::Cognito::UserPoolClient'))[0].Properties.AllowedOAuthScopes);
+    for (const sc of [...ADMIN_SCOPES, ...READ_SCOPES]) {
+      assert.ok(scopes.includes(sc), sc);
+      assert.ok(client.includes(`"/${sc}"`), `${sc} in ${client}`);
+    }
   });
 });
 

@@ -156,26 +156,33 @@ describe('alarms', () => {
     assert.equal(on('Errors', fn).length, 1);
   });
 
-  test('the revocations table: throttled requests and system errors of its three operations, at 1 in 5 minutes', () => {
-    const table = { Ref: idOf(dev, 'AWS::DynamoDB::Table', 'RevocationsTable') };
-    for (const [id, metricName] of [['RevocationsTableThrottles', 'ThrottledRequests'], ['RevocationsTableSystemErrors', 'SystemErrors']]) {
-      const a = byId(dev, 'AWS::CloudWatch::Alarm', id).Properties;
-      assert.equal(a.Threshold, 1, id);
-      assert.equal(a.ComparisonOperator, 'GreaterThanOrEqualToThreshold', id);
-      assert.equal(a.TreatMissingData, 'notBreaching', id);
-      const stats = a.Metrics.filter((m: any) => m.MetricStat).map((m: any) => m.MetricStat);
-      assert.deepEqual(stats.map((m: any) => m.Metric.Dimensions.find((d: any) => d.Name === 'Operation').Value).sort(),
-        ['GetItem', 'PutItem', 'Query', 'UpdateItem'], id);
-      for (const m of stats) {
-        assert.deepEqual([m.Metric.Namespace, m.Metric.MetricName, m.Stat, m.Period], ['AWS/DynamoDB', metricName, 'Sum', 300], id);
-        assert.deepEqual(m.Metric.Dimensions.find((d: any) => d.Name === 'TableName').Value, table, id);
-      }
-      // The expression sums them and is what the alarm compares.
-      const returned = a.Metrics.filter((m: any) => m.ReturnData !== false);
-      assert.equal(returned.length, 1, id);
-      assert.equal(returned[0].Expression, stats.map((_: any, i: number) => a.Metrics.filter((m: any) => m.MetricStat)[i].Id).join(' + '), id);
-    }
+  // Every table of the stack, each through the same alarm code (lib/operations.ts).
+  const tables = ['ApiKeysTable', 'RevocationsTable'];
+  test('the stack\'s tables are these', () => {
+    assert.deepEqual(ofType(dev, 'AWS::DynamoDB::Table').map(([id]) => id.replace(/[0-9A-F]{8}$/, '')).sort(), tables);
   });
+  for (const tableId of tables) {
+    test(`${tableId}: throttled requests and system errors of its four operations, at 1 in 5 minutes`, () => {
+      const table = { Ref: idOf(dev, 'AWS::DynamoDB::Table', tableId) };
+      for (const [id, metricName] of [[`${tableId}Throttles`, 'ThrottledRequests'], [`${tableId}SystemErrors`, 'SystemErrors']]) {
+        const a = byId(dev, 'AWS::CloudWatch::Alarm', id).Properties;
+        assert.equal(a.Threshold, 1, id);
+        assert.equal(a.ComparisonOperator, 'GreaterThanOrEqualToThreshold', id);
+        assert.equal(a.TreatMissingData, 'notBreaching', id);
+        const stats = a.Metrics.filter((m: any) => m.MetricStat).map((m: any) => m.MetricStat);
+        assert.deepEqual(stats.map((m: any) => m.Metric.Dimensions.find((d: any) => d.Name === 'Operation').Value).sort(),
+          ['GetItem', 'PutItem', 'Query', 'UpdateItem'], id);
+        for (const m of stats) {
+          assert.deepEqual([m.Metric.Namespace, m.Metric.MetricName, m.Stat, m.Period], ['AWS/DynamoDB', metricName, 'Sum', 300], id);
+          assert.deepEqual(m.Metric.Dimensions.find((d: any) => d.Name === 'TableName').Value, table, id);
+        }
+        // The expression sums them and is what the alarm compares.
+        const returned = a.Metrics.filter((m: any) => m.ReturnData !== false);
+        assert.equal(returned.length, 1, id);
+        assert.equal(returned[0].Expression, stats.map((_: any, i: number) => a.Metrics.filter((m: any) => m.MetricStat)[i].Id).join(' + '), id);
+      }
+    });
+  }
 
   test('incomplete audit outcomes: a metric filter on the digest job\'s log group, alarm at 1 in an hour', () => {
     const [, filter] = ofType(dev, 'AWS::Logs::MetricFilter')[0];
