@@ -446,7 +446,8 @@ def bedrock_runtime_client(state: dict, token: str, monkeypatch, tmp_path: Path)
 # --------------------------------------------------------------------------
 
 ADMIN_DOCUMENT = REPO_ROOT / "schemas" / "admin-api.openapi.yaml"
-# Cognito groups of the admin scopes (policy/scopes.json): admin:users, admin:users:read.
+# Cognito groups of the admin scopes (policy/scopes.json): the write scopes (admin:users, admin:apikeys,
+# admin:billing) and their read scopes.
 ADMIN_GROUP = "gateway-admins"
 ADMIN_READER_GROUP = "gateway-admin-readers"
 # Appendix 2's columns: the HR file's header and the CSV download's.

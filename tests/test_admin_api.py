@@ -165,7 +165,7 @@ def assert_not_created(state, admin, user_id: str) -> None:
 def test_health_answers_ok_to_administrators_and_readers(state, admin, reader):
     for caller in (admin, reader):
         body = expect_json(admin_call(state, "GET", "/system/health", caller["access_token"]), 200, "Health")
-        assert body["status"] == "ok" and body["checks"] == {"directory": "ok", "revocations": "ok"}, body
+        assert body["status"] == "ok" and body["checks"] == {"directory": "ok", "revocations": "ok", "api_keys": "ok"}, body
         assert abs(parse_rfc3339(body["time"]) - time.time()) < 300, body
 
 
