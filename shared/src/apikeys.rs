@@ -365,6 +365,26 @@ impl ApiKeys {
         }
     }
 
+    /// Undoes [`Self::replace`] after the successor could not be stored.
+    pub async fn unreplace(&self, id: &str, expires_at: u64) -> Result<(), ApiKeyError> {
+        let [(p_name, p_value), (u_name, u_value)] = mirror::update_marks();
+        self.client
+            .update_item()
+            .table_name(&self.table)
+            .key("key_id", AttributeValue::S(id.to_string()))
+            .update_expression(format!(
+                "SET expires_at = :x, {p_name} = :p, {u_name} = :u REMOVE replaced_by"
+            ))
+            .condition_expression("attribute_exists(key_id)")
+            .expression_attribute_values(":x", AttributeValue::N(expires_at.to_string()))
+            .expression_attribute_values(":p", p_value)
+            .expression_attribute_values(":u", u_value)
+            .send()
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
     /// Records a use of the key at `at_ms`, unless a later one is recorded. Not an update of the
     /// index: the authorizer does not need it, so its mirror does not read the key again.
     pub async fn touch(&self, id: &str, at_ms: u64) -> Result<(), ApiKeyError> {

@@ -558,6 +558,11 @@ impl AdminApi {
             }
             Route::SyncStatus => files::sync_status(self, query("limit").as_deref()).await,
             Route::ListKeys => {
+                if let Some(department) = query("department") {
+                    self.department(&department).map_err(|_| {
+                        ApiError::bad_request(format!("department {department} is not configured"))
+                    })?;
+                }
                 let keys = self.api_keys.list().await?;
                 let keys = apikeys::filter(
                     keys,
@@ -575,7 +580,7 @@ impl AdminApi {
             Route::IssueKey => {
                 let new =
                     apikeys::new_key(&json_body(request)?, &self.departments(), &self.policy)?;
-                let result = self.issue_key(&call, &new, now, None).await;
+                let result = self.issue_key(&call, &new, now).await;
                 let (id, changed) = match &result {
                     Ok((record, _)) => (Some(record.id.clone()), key_fields()),
                     Err(_) => (None, Vec::new()),
@@ -724,17 +729,17 @@ impl AdminApi {
         call: &Call<'_>,
         new: &apikeys::NewKey,
         now: u64,
-        rotated_from: Option<&str>,
     ) -> Result<(gateway_shared::apikeys::ApiKeyRecord, Answer), ApiError> {
-        let (record, key) = apikeys::issue(new, &actor_name(call.principal), now, rotated_from)?;
+        let (record, key) = apikeys::issue(new, &actor_name(call.principal), now, None)?;
         self.api_keys.create(&record).await?;
         let answer = Answer::json(201, apikeys::issued(&record, &key, now / 1000));
         Ok((record, answer))
     }
 
     /// A successor with the same name, department and scopes and a fresh lifetime; the old key keeps
-    /// working for `grace` seconds (or until it expires, if sooner). The successor is stored first:
-    /// if marking the old key fails, the successor is revoked again, so no second live key is left.
+    /// working for `grace` seconds (or until it expires, if sooner). The old key is marked replaced
+    /// first (a conditional write: of concurrent rotations one wins, the others store nothing); if
+    /// storing the successor then fails, the mark is undone, so the key can be rotated again.
     async fn rotate_key(
         &self,
         call: &Call<'_>,
@@ -760,19 +765,18 @@ impl AdminApi {
             scopes: old.scopes.clone(),
             lifetime_days: apikeys::DEFAULT_LIFETIME_DAYS,
         };
-        let (record, answer) = self.issue_key(call, &new, now, Some(id)).await?;
+        let (record, key) = apikeys::issue(&new, &actor_name(call.principal), now, Some(id))?;
         let until = old.expires_at.min(now_secs + grace);
-        if let Err(error) = self.api_keys.replace(id, &record.id, until, now_secs).await {
-            let stamp = gateway_shared::audit::clock::rfc3339_from_millis(now);
-            if let Err(undo) = self
-                .api_keys
-                .revoke(&record.id, "admin-api (rotation failed)", &stamp)
-                .await
-            {
-                tracing::error!(error = %undo, successor = %record.id, "a failed rotation's successor could not be revoked");
+        self.api_keys
+            .replace(id, &record.id, until, now_secs)
+            .await?;
+        if let Err(error) = self.api_keys.create(&record).await {
+            if let Err(undo) = self.api_keys.unreplace(id, old.expires_at).await {
+                tracing::error!(error = %undo, key_id = %id, "a failed rotation could not be undone; the key stays marked replaced");
             }
             return Err(error.into());
         }
+        let answer = Answer::json(201, apikeys::issued(&record, &key, now_secs));
         self.record(
             call,
             Change {

@@ -354,9 +354,19 @@ pub async fn handle(state: &State, request: Request) -> Result<Response, Authori
             authorized.outcome = AuditOutcome::Pending;
             authorized.principal = Some(Principal::from(&principal));
             state.audit.record(authorized);
-            let key = match (&state.usage_keys, &principal.department) {
-                (Some(keys), Some(department)) => keys.for_department(department).await,
-                _ => None,
+            // A caller in no department falls under the `default` plan (the stage's throttle):
+            // without a key API Gateway would refuse it outright.
+            let key = match &state.usage_keys {
+                Some(keys) => {
+                    keys.for_department(
+                        principal
+                            .department
+                            .as_deref()
+                            .unwrap_or(usage_keys::DEFAULT_PLAN),
+                    )
+                    .await
+                }
+                None => None,
             };
             (IamPolicyEffect::Allow, key)
         }

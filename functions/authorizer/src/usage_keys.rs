@@ -4,6 +4,9 @@
 
 use gateway_shared::secrets::SecretCache;
 
+/// The plan of callers in no configured department (and in none at all).
+pub const DEFAULT_PLAN: &str = "default";
+
 pub struct UsageKeys {
     secret: SecretCache,
 }
@@ -26,7 +29,7 @@ impl UsageKeys {
         let map: serde_json::Map<String, serde_json::Value> =
             serde_json::from_str(secret.expose()).ok()?;
         map.get(department)
-            .or_else(|| map.get("default"))
+            .or_else(|| map.get(DEFAULT_PLAN))
             .and_then(|v| v.as_str())
             .map(str::to_string)
     }
