@@ -89,7 +89,7 @@ export interface FunctionsProps {
   buckets: Buckets;
   queues: Queues;
   identity: Identity;
-  /** The revocations and API key tables (lib/storage.ts). */
+  /** The revocations, API key, department settings and usage tables (lib/storage.ts). */
   tables: Tables;
   /** The dispatcher's VPC placement (lib/network.ts); absent, it runs outside any VPC. */
   dispatcherNetwork?: { vpc: ec2.IVpc; subnets: ec2.SubnetSelection; securityGroup: ec2.ISecurityGroup };
@@ -229,7 +229,7 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
   };
 
   // ---- the identity side: revocations, API keys, mail, the pool, HR departments (authorizer, provisioner,
-  // scheduler, admin API, audit writer)
+  // scheduler, admin API, audit writer); and the budgets' tables (routes, audit writer, admin API)
   const policy = loadScopePolicy();
   /** The named table actions only (no grantReadData/grantWriteData action groups), with the data key's use. */
   const useTable = (table: dynamodb.Table, fn: lambda.Function, actions: ('GetItem' | 'Query' | 'PutItem' | 'UpdateItem')[]) => {
@@ -267,6 +267,12 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
     actions: actions.map((a) => `cognito-idp:${a}`),
     resources: [identity.userPool.userPoolArn],
   }));
+  // The routes reserve on the usage counters against the settings they mirror; the admin API reads and writes
+  // both. The same names as the local stack's (`with_budget_tables` in local/src/environments.rs).
+  const budgetTablesEnv = {
+    GATEWAY_USAGE_TABLE: tables.usage.tableName,
+    GATEWAY_DEPARTMENT_TABLE: tables.departments.tableName,
+  };
   const departmentsEnv = {
     GATEWAY_DEPARTMENT_GROUP_PREFIX: policy.department_group_prefix,
     // Sorted by id: the same text as the local stack writes (tests/test_deployment_parity.py).
@@ -310,6 +316,9 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
       // A direct route's calls, or how long a queued route waits for its reply.
       ...upstreamTimeouts,
       ...auditBodiesEnv,
+      ...budgetTablesEnv,
+      // A changed budget applies within the same bound as a revocation.
+      GATEWAY_SETTINGS_CACHE_SECS: String(identityEnv.revocationCacheSeconds),
     };
     if (transport === 'direct') {
       Object.assign(environment, upstreamEnv(p));
@@ -328,6 +337,11 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
       environment,
     });
     queues.audit.grantSendMessages(fn);
+    // The settings through the update index only (never a read per request). A reservation is one
+    // TransactWriteItems of conditional Updates: IAM authorizes each as dynamodb:UpdateItem on its table, and
+    // TransactWriteItems is no IAM action of its own.
+    useTable(tables.departments, fn, ['Query']);
+    useTable(tables.usage, fn, ['UpdateItem']);
     if (fns.auditBodies) {
       putObjects(buckets.audit, fn, `${BODIES_PREFIX}*`);
       // Only data keys bound to the bodies' encryption context (shared/src/audit/bodies.rs).
@@ -412,10 +426,14 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
       GATEWAY_AUDIT_BUCKET: buckets.audit.bucketName,
       GATEWAY_AUDIT_PREFIX: AUDIT_PREFIX,
       GATEWAY_APIKEY_TABLE: tables.apiKeys.tableName,
+      GATEWAY_USAGE_TABLE: tables.usage.tableName,
     },
   });
   // A key's last use is recorded off the request path, from its audit events.
   useTable(tables.apiKeys, writer, ['UpdateItem']);
+  // Settling a request is one transaction: the marker Put (conditional, so a retried batch settles nothing
+  // twice) and an Update per counter.
+  useTable(tables.usage, writer, ['PutItem', 'UpdateItem']);
   writer.addEventSource(new sources.SqsEventSource(queues.audit, {
     batchSize: 100,
     maxBatchingWindow: Duration.seconds(5),
@@ -572,9 +590,9 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
   });
 
   // ---- admin API (lambda_http behind its own REST API, lib/api.ts): users of the pool, HR file uploads
-  // (presigned PUTs under incoming/ and dry-run/), the provisioner's reports, API keys
+  // (presigned PUTs under incoming/ and dry-run/), the provisioner's reports, API keys, department budgets
   const adminApi = make('admin-api', {
-    description: `${prefix}: admin API (users, HR file uploads, provisioning reports, API keys)`,
+    description: `${prefix}: admin API (users, HR file uploads, provisioning reports, API keys, budgets)`,
     timeout: ADMIN_API_TIMEOUT,
     memoryMb: 256,
     environment: {
@@ -584,6 +602,7 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
       GATEWAY_REPORTS_BUCKET: buckets.reports.bucketName,
       GATEWAY_REVOCATION_TABLE: tables.revocations.tableName,
       GATEWAY_APIKEY_TABLE: tables.apiKeys.tableName,
+      ...budgetTablesEnv,
       GATEWAY_AUDIT_QUEUE_URL: queues.audit.queueUrl,
       ...mailEnv,
       GATEWAY_UPLOAD_URL_TTL_SECS: String(UPLOAD_URL_TTL_SECS),
@@ -610,6 +629,9 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
   useTable(tables.revocations, adminApi, ['GetItem', 'PutItem', 'UpdateItem']);
   // Listing keys reads the update index; one key is read, issued, rotated and revoked by its id.
   useTable(tables.apiKeys, adminApi, ['GetItem', 'PutItem', 'UpdateItem', 'Query']);
+  // Settings are read and replaced by department, listed through the update index; usage is read by counter.
+  useTable(tables.departments, adminApi, ['GetItem', 'PutItem', 'Query']);
+  useTable(tables.usage, adminApi, ['GetItem']);
   sendMail(adminApi);
   queues.audit.grantSendMessages(adminApi);
 
@@ -618,7 +640,7 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
   for (const fn of functions.values()) {
     NagSuppressions.addResourceSuppressions(fn.role!, [{
       id: 'AwsSolutions-IAM5',
-      reason: 'object-level S3 grants (grantRead, s3:PutObject, s3:GetObject) name one bucket and, for the audit bucket, one prefix (audit/*, bodies/*, digests/*; the provisioner\'s and the admin API\'s incoming/*, dry-run/* and reports/provisioning/*); object keys are made per request or per hour at run time. The action groups (s3:GetObject*, s3:GetBucket*, s3:List*, kms:GenerateDataKey*, kms:ReEncrypt*) are those of the CDK grant methods on that bucket, queue or table (the revocations and API key tables\' key actions, as DynamoDB\'s grantWriteData names them) and the data key only',
+      reason: 'object-level S3 grants (grantRead, s3:PutObject, s3:GetObject) name one bucket and, for the audit bucket, one prefix (audit/*, bodies/*, digests/*; the provisioner\'s and the admin API\'s incoming/*, dry-run/* and reports/provisioning/*); object keys are made per request or per hour at run time. The action groups (s3:GetObject*, s3:GetBucket*, s3:List*, kms:GenerateDataKey*, kms:ReEncrypt*) are those of the CDK grant methods on that bucket, queue or table (the tables\' key actions, as DynamoDB\'s grantWriteData names them) and the data key only',
       appliesTo: [
         { regex: '/^Action::(s3:(GetObject|GetBucket|List)\\*|kms:(GenerateDataKey|ReEncrypt)\\*)$/' },
         { regex: '/^Resource::<(AuditBucket|PayloadBucket|ProvisioningBucket|ReportsBucket)[A-F0-9]{8}\\.Arn>\\/.*\\*$/' },

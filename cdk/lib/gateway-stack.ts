@@ -81,5 +81,7 @@ export class GatewayStack extends Stack {
     new CfnOutput(this, 'AuditQueueUrl', { value: queues.audit.queueUrl });
     new CfnOutput(this, 'RevocationsTableName', { value: tables.revocations.tableName });
     new CfnOutput(this, 'ApiKeysTableName', { value: tables.apiKeys.tableName });
+    new CfnOutput(this, 'DepartmentsTableName', { value: tables.departments.tableName });
+    new CfnOutput(this, 'UsageTableName', { value: tables.usage.tableName });
   }
 }

@@ -40,6 +40,18 @@ export const INCOMPLETE_COUNT_FIELD = 'requests';
  */
 export const INCOMPLETE_FILTER_PATTERN = `{ $.fields.message = "${INCOMPLETE_LOG_MESSAGE}" }`;
 export const INCOMPLETE_METRIC_VALUE = `$.fields.${INCOMPLETE_COUNT_FIELD}`;
+/**
+ * The routes log every error they answer with one line (shared/src/proxy.rs) whose `kind` field is the error's
+ * kind; in the deployed routes only a budget's refusal is `RateLimited` (API Gateway answers its own throttling
+ * before a route runs). The filter names the kind alone: that line also carries a `message` field of its own
+ * (the error's text), so its `fields` object has the key `message` twice, and which one a JSON reader keeps
+ * is not something to count on.
+ */
+export const BUDGET_REFUSAL_KIND = 'RateLimited';
+export const BUDGET_REFUSAL_FILTER_PATTERN = `{ $.fields.kind = "${BUDGET_REFUSAL_KIND}" }`;
+/** What the audit writer logs when a request's usage could not be settled (functions/audit-writer/src/lib.rs). */
+export const UNSETTLED_LOG_MESSAGE = 'usage not settled; the event will be retried';
+export const UNSETTLED_FILTER_PATTERN = `{ $.fields.message = "${UNSETTLED_LOG_MESSAGE}" }`;
 
 /** Alarm thresholds, with what each stands for. */
 export const THRESHOLDS = {
@@ -51,6 +63,11 @@ export const THRESHOLDS = {
   requestOldestMessageSecs: 60,
   /** p99 duration as a share of the function timeout: above it, requests are being cut at the deadline. */
   durationShareOfTimeout: 0.8,
+  /**
+   * Budget refusals in 5 minutes. A per-minute budget refuses a burst now and then, as meant; more than this is
+   * a department or user at its budget, its people refused until it recovers or is raised (informational).
+   */
+  budgetRefusals: 50,
 };
 /** Bytes one Athena query may scan before Athena cancels it (a day of audit records is far smaller). */
 export const ATHENA_BYTES_SCANNED_CUTOFF = 10 * 1024 ** 3;
@@ -65,7 +82,7 @@ export interface OperationsProps {
   removal: RemovalPolicy;
   buckets: Buckets;
   queues: Queues;
-  /** The tables the authorizer polls: each has its throttles and system errors alarm. */
+  /** The stack's tables: each has its throttles and system errors alarm. */
   tables: Tables;
   functions: Map<FunctionName, lambda.Function>;
   /** The auditors' role (lib/audit-access.ts): gets the Athena query path. */
@@ -182,8 +199,16 @@ export function addAlarmActions(stack: Stack, topic: sns.ITopic) {
 
 const ROUTES: readonly FunctionName[] = PROVIDERS;
 
-/** What each table's alarms call it, and what its throttling costs. */
-const TABLE_ALARMS: Record<keyof Tables, { what: string; throttled: string }> = {
+/** The item and index operations every table's alarms sum. */
+const TABLE_OPERATIONS = [dynamodb.Operation.QUERY, dynamodb.Operation.GET_ITEM, dynamodb.Operation.PUT_ITEM,
+  dynamodb.Operation.UPDATE_ITEM];
+
+/**
+ * What each table's alarms call it, what its throttling costs, and the operations its callers use beyond
+ * TABLE_OPERATIONS (DynamoDB reports a transaction's throttles and errors under TransactWriteItems, not under
+ * the Puts and Updates in it).
+ */
+const TABLE_ALARMS: Record<keyof Tables, { what: string; throttled: string; operations?: dynamodb.Operation[] }> = {
   revocations: {
     what: 'revocations table',
     throttled: 'the authorizer may refuse tokens it cannot check; user changes fail',
@@ -191,6 +216,15 @@ const TABLE_ALARMS: Record<keyof Tables, { what: string; throttled: string }> = 
   apiKeys: {
     what: 'API key table',
     throttled: 'the authorizer may refuse API keys it cannot check; keys cannot be issued, rotated or revoked; last uses go unrecorded',
+  },
+  departments: {
+    what: 'department settings table',
+    throttled: 'routes whose copy of the budget settings grows too old answer 500 to department members; budgets cannot be read or changed',
+  },
+  usage: {
+    what: 'usage table',
+    throttled: 'requests under a budget fail (reservations fail closed); the audit writer settles late, retrying its events',
+    operations: [dynamodb.Operation.TRANSACT_WRITE_ITEMS],
   },
 };
 
@@ -253,33 +287,51 @@ function createAlarms(stack: Stack, props: OperationsProps): { alarms: cw.Alarm[
       THRESHOLDS.requestOldestMessageSecs, { periods: 2 });
   }
 
-  // The tables: every authorizer environment polls their update indexes, the user jobs, the admin API and the
-  // audit writer write them. On-demand tables still throttle (a hot partition, or a burst past twice the
-  // previous peak).
-  const tableOps = [dynamodb.Operation.QUERY, dynamodb.Operation.GET_ITEM, dynamodb.Operation.PUT_ITEM,
-    dynamodb.Operation.UPDATE_ITEM];
+  // The tables: the authorizer and the routes poll the mirrored ones' update indexes, the user jobs, the admin
+  // API and the audit writer write them, the routes and the audit writer count usage. On-demand tables still
+  // throttle (a hot partition, or a burst past twice the previous peak).
   for (const [name, table] of Object.entries(props.tables) as [keyof Tables, dynamodb.Table][]) {
-    const { what, throttled } = TABLE_ALARMS[name];
+    const { what, throttled, operations = [] } = TABLE_ALARMS[name];
+    const tableOps = [...TABLE_OPERATIONS, ...operations];
     alarm(`${table.node.id}Throttles`, `${what} requests throttled (${throttled})`,
       table.metricThrottledRequestsForOperations({ operations: tableOps, period: fiveMinutes }), 1);
     alarm(`${table.node.id}SystemErrors`, `${what} system errors (DynamoDB answered 500)`,
       table.metricSystemErrorsForOperations({ operations: tableOps, period: fiveMinutes }), 1);
   }
 
+  // Counts (or `value`s) of the functions' log lines that match `pattern`, summed into one metric: a filter per
+  // log group, all publishing to the same name.
+  const namespace = `LlmGateway/${prefix}`;
+  const logMetric = (metricName: string, names: FunctionName[], pattern: string, period: Duration, value?: string) => {
+    for (const name of names) {
+      new logs.MetricFilter(stack, names.length === 1 ? `${metricName}Filter` : `${metricName}Filter${pascal(name)}`, {
+        logGroup: functions.get(name)!.logGroup as logs.ILogGroup,
+        filterPattern: logs.FilterPattern.literal(pattern),
+        metricNamespace: namespace,
+        metricName,
+        metricValue: value,
+        unit: cw.Unit.COUNT,
+      });
+    }
+    return new cw.Metric({ namespace, metricName, period, statistic: 'Sum' });
+  };
+
   // The digest job writes an incomplete record for each request whose final never came, and logs how many.
-  const digestLogs = functions.get('audit-digest')!.logGroup as logs.ILogGroup;
-  const filter = new logs.MetricFilter(stack, 'IncompleteRequestsFilter', {
-    logGroup: digestLogs,
-    filterPattern: logs.FilterPattern.literal(INCOMPLETE_FILTER_PATTERN),
-    metricNamespace: `LlmGateway/${prefix}`,
-    metricName: 'IncompleteRequests',
-    metricValue: INCOMPLETE_METRIC_VALUE,
-    unit: cw.Unit.COUNT,
-  });
-  const incompleteRequests = filter.metric({ period: Duration.hours(1), statistic: 'Sum' });
+  const incompleteRequests = logMetric('IncompleteRequests', ['audit-digest'], INCOMPLETE_FILTER_PATTERN,
+    Duration.hours(1), INCOMPLETE_METRIC_VALUE);
   alarm('IncompleteRequests',
     'requests without a final audit record (incomplete records written by the hourly digest job: sandbox died mid-request, or the final event was lost)',
     incompleteRequests, 1);
+
+  alarm('BudgetRefusals',
+    `more than ${THRESHOLDS.budgetRefusals} requests refused by a budget in 5 minutes (informational: a department or user at its budget; GET /admin/departments/{id}/usage shows where it stands)`,
+    logMetric('BudgetRefusals', [...ROUTES], BUDGET_REFUSAL_FILTER_PATTERN, fiveMinutes),
+    THRESHOLDS.budgetRefusals, { operator: cw.ComparisonOperator.GREATER_THAN_THRESHOLD });
+  // A failed settlement leaves the request's worst case on its counters, and its audit event in the queue,
+  // until a retry settles it.
+  alarm('UsageNotSettled',
+    'the audit writer could not settle requests\' usage on the usage counters (DynamoDB failing or throttled; the events are retried, their reservations counted until then)',
+    logMetric('UsageNotSettled', ['audit-writer'], UNSETTLED_FILTER_PATTERN, fiveMinutes), 1);
 
   return { alarms, incompleteRequests };
 }

@@ -191,11 +191,16 @@ export const REVOCATION_PARTITION_KEY = 'sub';
 export const REVOCATION_TTL_ATTRIBUTE = 'expires_at';
 /** The API key table's key (`gateway_shared::apikeys`; authorizer, admin API and audit writer). */
 export const APIKEY_PARTITION_KEY = 'key_id';
+/** The department settings table's key (`gateway_shared::budgets::settings`; routes and admin API). */
+export const DEPARTMENT_PARTITION_KEY = 'department';
+/** The usage table's key and TTL attribute (`gateway_shared::budgets::counters`; routes, audit writer, admin API). */
+export const USAGE_PARTITION_KEY = 'counter';
+export const USAGE_TTL_ATTRIBUTE = 'expires_at';
 
-/** The index the authorizer polls on every mirrored table (`UPDATE_INDEX` in shared/src/mirror.rs). */
+/** The index functions poll on every mirrored table (`UPDATE_INDEX` in shared/src/mirror.rs). */
 export const UPDATE_INDEX = 'by-update';
 
-/** The DynamoDB tables of the stack: the ones the authorizer mirrors in memory (shared/src/mirror.rs). */
+/** The DynamoDB tables of the stack: three that functions mirror in memory (shared/src/mirror.rs), and the usage counters. */
 export interface Tables {
   /**
    * `<project>-<env>-revocations`: per Cognito `sub`, whether the user is disabled and the time before which
@@ -208,19 +213,28 @@ export interface Tables {
    * why it refuses one (a TTL on the key's `expires_at` would delete the record it names).
    */
   apiKeys: dynamodb.Table;
+  /**
+   * `<project>-<env>-departments`: per department, its budget settings (limits, alert thresholds, contacts),
+   * mirrored by the routes. No TTL: settings stay until an administrator changes them.
+   */
+  departments: dynamodb.Table;
+  /**
+   * `<project>-<env>-usage`: the budget counters (a month's or a minute's usage per department and user, plus
+   * open reservations) and the markers of settled requests, each expiring through `expires_at`. Read and
+   * written by key only, so no index: nothing mirrors it.
+   */
+  usage: dynamodb.Table;
 }
 
 /**
- * A table the authorizer mirrors: a string partition key, and the `by-update` index it polls for changes
- * (one partition `rev`, sorted by `updated_ms`), so that no request waits on DynamoDB. On-demand,
- * point-in-time recovery, encrypted with the data key; in prod retained with deletion protection, like
- * the other stateful resources.
+ * A table of the stack: a string partition key, on demand, point-in-time recovery, encrypted with the data
+ * key; in prod retained with deletion protection, like the other stateful resources.
  */
-export function createMirroredTable(
+export function createTable(
   stack: Stack, id: string, tableName: string, partitionKey: string, ttlAttribute: string | undefined,
   keys: Keys, removal: RemovalPolicy,
 ): dynamodb.Table {
-  const table = new dynamodb.Table(stack, id, {
+  return new dynamodb.Table(stack, id, {
     tableName,
     partitionKey: { name: partitionKey, type: dynamodb.AttributeType.STRING },
     billingMode: dynamodb.BillingMode.PAY_PER_REQUEST,
@@ -231,6 +245,17 @@ export function createMirroredTable(
     deletionProtection: removal === RemovalPolicy.RETAIN,
     removalPolicy: removal,
   });
+}
+
+/**
+ * A table functions mirror in memory: `createTable`'s, plus the `by-update` index they poll for changes
+ * (one partition `rev`, sorted by `updated_ms`), so that no request waits on DynamoDB.
+ */
+export function createMirroredTable(
+  stack: Stack, id: string, tableName: string, partitionKey: string, ttlAttribute: string | undefined,
+  keys: Keys, removal: RemovalPolicy,
+): dynamodb.Table {
+  const table = createTable(stack, id, tableName, partitionKey, ttlAttribute, keys, removal);
   table.addGlobalSecondaryIndex({
     indexName: UPDATE_INDEX,
     partitionKey: { name: 'rev', type: dynamodb.AttributeType.STRING },
@@ -246,5 +271,9 @@ export function createTables(stack: Stack, prefix: string, keys: Keys, removal: 
       REVOCATION_PARTITION_KEY, REVOCATION_TTL_ATTRIBUTE, keys, removal),
     apiKeys: createMirroredTable(stack, 'ApiKeysTable', resourceName(prefix, 'apikeys'),
       APIKEY_PARTITION_KEY, undefined, keys, removal),
+    departments: createMirroredTable(stack, 'DepartmentsTable', resourceName(prefix, 'departments'),
+      DEPARTMENT_PARTITION_KEY, undefined, keys, removal),
+    usage: createTable(stack, 'UsageTable', resourceName(prefix, 'usage'),
+      USAGE_PARTITION_KEY, USAGE_TTL_ATTRIBUTE, keys, removal),
   };
 }

@@ -1,4 +1,4 @@
-// The identity slice: the revocations and API key tables, the new environment of the authorizer,
+// The identity slice: the revocations, API key and department settings tables, the new environment of the authorizer,
 // provisioner, scheduler, admin-api and audit writer with their exact grants, the daily user-dates rule, the
 // admin scopes and groups, the bootstrap administrator (docs: the identity contract).
 import assert from 'node:assert/strict';
@@ -9,7 +9,10 @@ import { Annotations, Match, Template } from 'aws-cdk-lib/assertions';
 import { EnvironmentName, GatewayConfig, loadConfig, parseConfig } from '../lib/config';
 import { UPLOAD_URL_TTL_SECS, dailyUtcCron, utcOffsetLabel } from '../lib/functions';
 import { signInUrl } from '../lib/identity';
-import { build, envOf, functionId, list, resourcesOf, statementsOf } from './helpers';
+import {
+  build, dynamoGrants as dynamo, envOf, functionId, functionsWith, grants, list, resourcesOf, roleOf, statementsOf,
+  statementsOn as on, tableArn, tableUsers, updateIndexArn as indexOf,
+} from './helpers';
 
 const config = loadConfig();
 function configWith(change: (c: any) => void): GatewayConfig {
@@ -37,23 +40,24 @@ const idOf = (t: Template, type: string, prefix: string) =>
   only(Object.keys(resourcesOf(t, type)).filter((id) => id.startsWith(prefix)), prefix);
 const tableId = (t: Template) => idOf(t, 'AWS::DynamoDB::Table', 'RevocationsTable');
 const apiKeysId = (t: Template) => idOf(t, 'AWS::DynamoDB::Table', 'ApiKeysTable');
+const departmentsId = (t: Template) => idOf(t, 'AWS::DynamoDB::Table', 'DepartmentsTable');
+const usageId = (t: Template) => idOf(t, 'AWS::DynamoDB::Table', 'UsageTable');
 const poolArn = (t: Template) => ({ 'Fn::GetAtt': [idOf(t, 'AWS::Cognito::UserPool', 'UserPool'), 'Arn'] });
 const keyArn = (t: Template) => ({ 'Fn::GetAtt': [idOf(t, 'AWS::KMS::Key', 'DataKey'), 'Arn'] });
-/** The statements of a function's role whose actions start with `service:`. */
-const on = (t: Template, fn: string, service: string) =>
-  statementsOf(t, fn).filter((s) => list<string>(s.Action).some((a) => a.startsWith(`${service}:`)));
 const sesArn = (identity: string) => ({
   'Fn::Join': ['', ['arn:', { Ref: 'AWS::Partition' }, ':ses:', { Ref: 'AWS::Region' }, ':', { Ref: 'AWS::AccountId' }, `:identity/${identity}`]],
 });
 
 /**
- * The two tables the authorizer mirrors: one shape (createMirroredTable in lib/storage.ts) but for the key
- * and the TTL. The API key table has none: expired and revoked keys stay listed, and the authorizer says
- * why it refuses one.
+ * The tables functions mirror (the authorizer two, the routes the department settings): one shape
+ * (createMirroredTable in lib/storage.ts) but for the key and the TTL. The API key table has none: expired
+ * and revoked keys stay listed, and the authorizer says why it refuses one; department settings stay until
+ * changed. The stack's other table, the usage counters, is test/budgets.test.ts's.
  */
 const MIRRORED = [
   { what: 'revocations', id: tableId, key: 'sub', ttl: 'expires_at', output: 'RevocationsTableName' },
   { what: 'apikeys', id: apiKeysId, key: 'key_id', ttl: undefined, output: 'ApiKeysTableName' },
+  { what: 'departments', id: departmentsId, key: 'department', ttl: undefined, output: 'DepartmentsTableName' },
 ];
 for (const spec of MIRRORED) {
   describe(`the ${spec.what} table`, () => {
@@ -80,7 +84,7 @@ for (const spec of MIRRORED) {
         DeletionProtectionEnabled: false,
       });
       assert.equal(table.DeletionPolicy, 'Delete');
-      assert.deepEqual(Object.keys(resourcesOf(t, 'AWS::DynamoDB::Table')).sort(), MIRRORED.map((m) => m.id(t)).sort());
+      assert.deepEqual(Object.keys(resourcesOf(t, 'AWS::DynamoDB::Table')).sort(), [...MIRRORED.map((m) => m.id(t)), usageId(t)].sort());
     });
     test('prod keeps it: retained, with deletion protection', () => {
       const table = resourcesOf(prod.template, 'AWS::DynamoDB::Table')[spec.id(prod.template)];
@@ -116,9 +120,7 @@ describe('environment of the identity functions', () => {
   });
   test('GATEWAY_APIKEY_TABLE on the authorizer, the admin API and the audit writer, and no other function (as the local stack sets it)', () => {
     for (const tt of [dev.template, staging.template, prod.template]) {
-      const holders = Object.entries(resourcesOf(tt, 'AWS::Lambda::Function'))
-        .filter(([, fn]) => fn.Properties.Environment?.Variables?.GATEWAY_APIKEY_TABLE !== undefined).map(([id]) => id).sort();
-      assert.deepEqual(holders, ['Authorizer', 'AdminApi', 'AuditWriter'].map((fn) => functionId(tt, fn)).sort());
+      assert.deepEqual(functionsWith(tt, 'GATEWAY_APIKEY_TABLE'), ['Authorizer', 'AdminApi', 'AuditWriter'].map((fn) => functionId(tt, fn)).sort());
       for (const fn of ['Authorizer', 'AdminApi', 'AuditWriter']) {
         assert.deepEqual(envOf(tt, fn).GATEWAY_APIKEY_TABLE, { Ref: apiKeysId(tt) }, fn);
       }
@@ -160,6 +162,8 @@ describe('environment of the identity functions', () => {
       GATEWAY_REPORTS_BUCKET: { Ref: idOf(t, 'AWS::S3::Bucket', 'ReportsBucket') },
       GATEWAY_REVOCATION_TABLE: table(),
       GATEWAY_APIKEY_TABLE: { Ref: apiKeysId(t) },
+      GATEWAY_USAGE_TABLE: { Ref: usageId(t) },
+      GATEWAY_DEPARTMENT_TABLE: { Ref: departmentsId(t) },
       GATEWAY_AUDIT_QUEUE_URL: queue,
       GATEWAY_UPLOAD_URL_TTL_SECS: String(UPLOAD_URL_TTL_SECS),
     });
@@ -194,23 +198,8 @@ describe('environment of the identity functions', () => {
 
 describe('grants of the identity functions, exactly', () => {
   const t = dev.template;
-  const table = () => ({ 'Fn::GetAtt': [tableId(t), 'Arn'] });
-  const apiKeys = () => ({ 'Fn::GetAtt': [apiKeysId(t), 'Arn'] });
-  const indexOf = (tableArn: object) => ({ 'Fn::Join': ['', [tableArn, '/index/by-update']] });
-  /**
-   * A role's DynamoDB grants as sorted `[resource, actions]` pairs, one per resource: the IAM policy
-   * minimization merges statements of the same actions, so statements alone do not say who may do what.
-   */
-  const grants = (pairs: [object, string[]][]) => {
-    const by = new Map<string, Set<string>>();
-    for (const [r, actions] of pairs) {
-      const k = JSON.stringify(r);
-      by.set(k, new Set([...(by.get(k) ?? []), ...actions]));
-    }
-    return [...by].map(([r, a]) => [r, [...a].sort()]).sort(([a], [b]) => (a < b ? -1 : 1));
-  };
-  const dynamo = (tt: Template, fn: string) => grants(on(tt, fn, 'dynamodb')
-    .flatMap((s) => list<object>(s.Resource).map((r): [object, string[]] => [r, list<string>(s.Action)])));
+  const table = () => tableArn(tableId(t));
+  const apiKeys = () => tableArn(apiKeysId(t));
   const cognito = (tt: Template, fn: string) => {
     const st = on(tt, fn, 'cognito-idp');
     assert.equal(st.length, 1, fn);
@@ -271,18 +260,26 @@ describe('grants of the identity functions, exactly', () => {
     });
     assert.deepEqual(s3.find((s) => s.Action === 's3:GetObject'),
       { Action: 's3:GetObject', Resource: objects(reports, 'reports/provisioning/'), Condition: undefined });
-    // Keys are listed through the update index, and read, issued, rotated and revoked by id.
+    // Keys and department settings are listed through the update index, and read and written by id; usage
+    // counters are only read.
+    const departments = tableArn(departmentsId(t));
     assert.deepEqual(dynamo(t, 'AdminApi'), grants([
       [table(), ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem']],
       [apiKeys(), ['dynamodb:GetItem', 'dynamodb:PutItem', 'dynamodb:UpdateItem']],
       [indexOf(apiKeys()), ['dynamodb:Query']],
+      [departments, ['dynamodb:GetItem', 'dynamodb:PutItem']],
+      [indexOf(departments), ['dynamodb:Query']],
+      [tableArn(usageId(t)), ['dynamodb:GetItem']],
     ]));
     // The buckets' (and the table's and queue's) key is the data key: no other key.
     for (const s of on(t, 'AdminApi', 'kms')) assert.deepEqual(s.Resource, keyArn(t));
     assert.ok(on(t, 'AdminApi', 'sqs').some((s) => JSON.stringify(s.Resource) === JSON.stringify(auditQueue(t))));
   });
-  test('audit writer: UpdateItem on the API key table only (last use); the data key to write it', () => {
-    assert.deepEqual(dynamo(t, 'AuditWriter'), grants([[apiKeys(), ['dynamodb:UpdateItem']]]));
+  test('audit writer: UpdateItem on the API key table (last use), PutItem and UpdateItem on the usage table (settling); the data key to write them', () => {
+    assert.deepEqual(dynamo(t, 'AuditWriter'), grants([
+      [apiKeys(), ['dynamodb:UpdateItem']],
+      [tableArn(usageId(t)), ['dynamodb:PutItem', 'dynamodb:UpdateItem']],
+    ]));
     const kms = on(t, 'AuditWriter', 'kms').flatMap((s) => {
       assert.deepEqual(s.Resource, keyArn(t));
       return list<string>(s.Action);
@@ -293,22 +290,7 @@ describe('grants of the identity functions, exactly', () => {
   });
   test('the API key table: only the authorizer, the admin API and the audit writer; nobody has /index/*, a * resource or dynamodb:*', () => {
     for (const tt of [dev.template, staging.template, prod.template]) {
-      const keyTable = JSON.stringify({ 'Fn::GetAtt': [apiKeysId(tt), 'Arn'] });
-      const users = new Set<string>();
-      for (const [id, policy] of Object.entries(resourcesOf(tt, 'AWS::IAM::Policy'))) {
-        for (const s of policy.Properties.PolicyDocument.Statement) {
-          const actions = list<string>(s.Action);
-          if (!actions.some((a) => a.startsWith('dynamodb:'))) continue;
-          assert.ok(!actions.includes('dynamodb:*'), id);
-          for (const r of list<unknown>(s.Resource)) {
-            const text = JSON.stringify(r);
-            assert.ok(r !== '*' && !text.includes('/index/*') && !text.includes('"*"'), `${id}: ${text}`);
-            if (text.includes(keyTable)) users.add(policy.Properties.Roles[0].Ref);
-          }
-        }
-      }
-      const roleOf = (fn: string) => resourcesOf(tt, 'AWS::Lambda::Function')[functionId(tt, fn)].Properties.Role['Fn::GetAtt'][0];
-      assert.deepEqual([...users].sort(), ['Authorizer', 'AdminApi', 'AuditWriter'].map(roleOf).sort());
+      assert.deepEqual(tableUsers(tt, apiKeysId(tt)), ['Authorizer', 'AdminApi', 'AuditWriter'].map((fn) => roleOf(tt, fn)).sort());
     }
   });
   test('SES: send on the configured identity only, and nothing without one', () => {

@@ -11,7 +11,7 @@ import { pascal } from '../lib/names';
 import {
   ATHENA_BYTES_SCANNED_CUTOFF, ATHENA_RESULTS_DAYS, INCOMPLETE_COUNT_FIELD, INCOMPLETE_LOG_MESSAGE, THRESHOLDS,
 } from '../lib/operations';
-import { build, functionId, list, resourcesOf } from './helpers';
+import { build, functionId, jsonFilterMatches, jsonPath, list, resourcesOf, tracingCalls } from './helpers';
 
 const repo = path.join(__dirname, '..', '..');
 const config = loadConfig();
@@ -34,6 +34,9 @@ const idOf = (t: Template, type: string, prefix: string) => {
   return ids[0];
 };
 const byId = (t: Template, type: string, prefix: string) => resourcesOf(t, type)[idOf(t, type, prefix)];
+/** The metric filters publishing `metricName`. */
+const filtersOf = (t: Template, metricName: string) => ofType(t, 'AWS::Logs::MetricFilter')
+  .filter(([, f]) => f.Properties.MetricTransformations[0].MetricName === metricName);
 const alarmsOf = (t: Template) => ofType(t, 'AWS::CloudWatch::Alarm');
 const fnRef = (t: Template, constructId: string) => ({ Ref: functionId(t, constructId) });
 const statementsOfRole = (t: Template, rolePrefix: string) => {
@@ -156,13 +159,20 @@ describe('alarms', () => {
     assert.equal(on('Errors', fn).length, 1);
   });
 
-  // Every table of the stack, each through the same alarm code (lib/operations.ts).
-  const tables = ['ApiKeysTable', 'RevocationsTable'];
+  // Every table of the stack, each through the same alarm code (lib/operations.ts), with the operations its
+  // callers use: the usage counters are written in transactions.
+  const ITEM_OPERATIONS = ['GetItem', 'PutItem', 'Query', 'UpdateItem'];
+  const tables: Record<string, string[]> = {
+    ApiKeysTable: ITEM_OPERATIONS,
+    DepartmentsTable: ITEM_OPERATIONS,
+    RevocationsTable: ITEM_OPERATIONS,
+    UsageTable: [...ITEM_OPERATIONS, 'TransactWriteItems'].sort(),
+  };
   test('the stack\'s tables are these', () => {
-    assert.deepEqual(ofType(dev, 'AWS::DynamoDB::Table').map(([id]) => id.replace(/[0-9A-F]{8}$/, '')).sort(), tables);
+    assert.deepEqual(ofType(dev, 'AWS::DynamoDB::Table').map(([id]) => id.replace(/[0-9A-F]{8}$/, '')).sort(), Object.keys(tables));
   });
-  for (const tableId of tables) {
-    test(`${tableId}: throttled requests and system errors of its four operations, at 1 in 5 minutes`, () => {
+  for (const [tableId, operations] of Object.entries(tables)) {
+    test(`${tableId}: throttled requests and system errors of ${operations.join(', ')}, at 1 in 5 minutes`, () => {
       const table = { Ref: idOf(dev, 'AWS::DynamoDB::Table', tableId) };
       for (const [id, metricName] of [[`${tableId}Throttles`, 'ThrottledRequests'], [`${tableId}SystemErrors`, 'SystemErrors']]) {
         const a = byId(dev, 'AWS::CloudWatch::Alarm', id).Properties;
@@ -171,7 +181,7 @@ describe('alarms', () => {
         assert.equal(a.TreatMissingData, 'notBreaching', id);
         const stats = a.Metrics.filter((m: any) => m.MetricStat).map((m: any) => m.MetricStat);
         assert.deepEqual(stats.map((m: any) => m.Metric.Dimensions.find((d: any) => d.Name === 'Operation').Value).sort(),
-          ['GetItem', 'PutItem', 'Query', 'UpdateItem'], id);
+          operations, id);
         for (const m of stats) {
           assert.deepEqual([m.Metric.Namespace, m.Metric.MetricName, m.Stat, m.Period], ['AWS/DynamoDB', metricName, 'Sum', 300], id);
           assert.deepEqual(m.Metric.Dimensions.find((d: any) => d.Name === 'TableName').Value, table, id);
@@ -184,9 +194,13 @@ describe('alarms', () => {
     });
   }
 
+  test('the metric filters: incomplete requests, budget refusals (one per route), unsettled usage', () => {
+    assert.deepEqual(ofType(dev, 'AWS::Logs::MetricFilter').map(([, f]) => f.Properties.MetricTransformations[0].MetricName).sort(),
+      ['BudgetRefusals', 'BudgetRefusals', 'BudgetRefusals', 'IncompleteRequests', 'UsageNotSettled']);
+  });
+
   test('incomplete audit outcomes: a metric filter on the digest job\'s log group, alarm at 1 in an hour', () => {
-    const [, filter] = ofType(dev, 'AWS::Logs::MetricFilter')[0];
-    assert.equal(ofType(dev, 'AWS::Logs::MetricFilter').length, 1);
+    const [[, filter]] = filtersOf(dev, 'IncompleteRequests');
     const digest = resourcesOf(dev, 'AWS::Lambda::Function')[functionId(dev, 'AuditDigest')];
     assert.deepEqual(filter.Properties.LogGroupName, digest.Properties.LoggingConfig.LogGroup);
     const [m] = filter.Properties.MetricTransformations;
@@ -200,39 +214,18 @@ describe('alarms', () => {
   });
 });
 
-/**
- * CloudWatch Logs JSON filter patterns, the subset the stack uses: `{ $.a.b = "text" }` and `{ $.a = 3 }`
- * joined by &&. Anything else throws, so a pattern the evaluator cannot judge fails the test.
- */
-function jsonFilterMatches(pattern: string, event: unknown): boolean {
-  const m = /^\{\s*(.+?)\s*\}$/.exec(pattern.trim());
-  if (!m) throw new Error(`not a JSON filter pattern: ${pattern}`);
-  return m[1].split('&&').every((cond) => {
-    const c = /^\s*\$\.([A-Za-z0-9_.]+)\s*(=|!=)\s*("(?:[^"\\]|\\.)*"|-?\d+(?:\.\d+)?)\s*$/.exec(cond);
-    if (!c) throw new Error(`unsupported condition: ${cond}`);
-    const actual = jsonPath(event, `$.${c[1]}`);
-    const expected = JSON.parse(c[3]);
-    return c[2] === '=' ? actual === expected : actual !== expected;
-  });
-}
-function jsonPath(event: unknown, p: string): unknown {
-  if (!p.startsWith('$.')) throw new Error(`unsupported path ${p}`);
-  return p.slice(2).split('.').reduce<any>((v, k) => (v == null ? undefined : v[k]), event);
-}
-
 describe('the incomplete-requests filter reads what the digest job logs', () => {
-  const [, filter] = ofType(dev, 'AWS::Logs::MetricFilter')[0];
+  const [[, filter]] = filtersOf(dev, 'IncompleteRequests');
   const pattern: string = filter.Properties.FilterPattern;
   const valuePath: string = filter.Properties.MetricTransformations[0].MetricValue;
 
   test('the message and count field are the ones in functions/audit-digest/src/lib.rs', () => {
     const src = readFileSync(path.join(repo, 'functions', 'audit-digest', 'src', 'lib.rs'), 'utf8');
-    const call = [...src.matchAll(/tracing::(\w+)!\(([^;]*?)\);/gs)].filter((c) => c[2].includes(INCOMPLETE_LOG_MESSAGE));
+    const call = tracingCalls(src).filter((c) => c.args.includes(INCOMPLETE_LOG_MESSAGE));
     assert.equal(call.length, 1, 'one log call carries the message');
-    const [, level, args] = call[0];
+    const [{ level, args, message }] = call;
     assert.equal(level, 'warn');
-    const literals = [...args.matchAll(/"([^"]*)"/g)].map((x) => x[1]);
-    assert.equal(literals[literals.length - 1], INCOMPLETE_LOG_MESSAGE, 'the message is the last argument');
+    assert.equal(message, INCOMPLETE_LOG_MESSAGE, 'the message is the last argument');
     assert.match(args, new RegExp(`\\b${INCOMPLETE_COUNT_FIELD}\\s*=\\s*events\\.len\\(\\)`), 'a numeric count field');
     assert.ok(pattern.includes(`"${INCOMPLETE_LOG_MESSAGE}"`));
     assert.equal(valuePath, `$.fields.${INCOMPLETE_COUNT_FIELD}`);
@@ -424,6 +417,12 @@ describe('Glue and Athena', () => {
     for (const [name, prop] of Object.entries(schema.properties)) {
       assert.equal(columns.get(name), hive(prop, name), name);
     }
+  });
+
+  test('the budget column (schema_version 4) follows admin, as in audit_events.sql', () => {
+    const names = input.StorageDescriptor.Columns.map((c: any) => c.Name);
+    assert.deepEqual(names.slice(-2), ['admin', 'budget']);
+    assert.equal(input.StorageDescriptor.Columns.at(-1).Type, 'struct<counters:array<string>,tokens:bigint,cost_micros:bigint>');
   });
 
   test('the DDL reader refuses what it does not understand rather than guess', () => {
