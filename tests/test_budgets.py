@@ -9,6 +9,7 @@ settings back to no budget when it ends.
 from __future__ import annotations
 
 import json
+import uuid
 import time
 from concurrent.futures import ThreadPoolExecutor
 
@@ -246,3 +247,37 @@ def test_department_settings_are_checked_and_audited(state, admin, token_for):
     user = token_for("gateway-text")
     assert admin_call(state, "GET", "/departments", user).status_code == 403
     assert admin_call(state, "PUT", f"/departments/{DEPARTMENT}", admin, json={}).status_code == 200
+
+
+def mails_to(state, address: str) -> list[dict]:
+    data = requests.get(state["identity"]["mail_messages_url"], timeout=10).json()
+    return [m for m in data.get("ses", {}).get("Message", [])
+            if address in (m.get("destinations") or {}).get("ToAddresses", [])]
+
+
+def run_alerts(state) -> dict:
+    answer = requests.post(f"{state['control_url']}/_local/scheduler", json={"job": "budget-alerts"}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def test_contacts_are_told_once_when_the_month_passes_a_threshold(state, admin, member, budget):
+    if quiet(state, admin) == 0:
+        assert chat(state, member, chat_body(10)).status_code == 200
+    used = quiet(state, admin)
+    contact = f"finance-{uuid.uuid4().hex[:8]}@example.com"
+    # Used is 85 % of the budget: past 80, short of 100.
+    limit = used * 100 // 85
+    budget(budget={"monthly_tokens": limit}, contacts=[contact], alert_thresholds_percent=[80, 100])
+    first = run_alerts(state)
+    ours = [a for a in first["sent"] if a["department"] == DEPARTMENT]
+    assert [a["threshold"] for a in ours] == [80], first
+    assert ours[0]["mailed"] is True
+    mails = mails_to(state, contact)
+    assert len(mails) == 1, mails
+    assert "80%" in mails[0]["subject"] and DEPARTMENT in mails[0]["subject"], mails[0]["subject"]
+    assert f"{limit}" in mails[0]["body"], mails[0]["body"]
+    # Once a month per threshold: the next run tells nobody again.
+    again = run_alerts(state)
+    assert not [a for a in again["sent"] if a["department"] == DEPARTMENT], again
+    assert len(mails_to(state, contact)) == 1

@@ -393,7 +393,10 @@ pub fn scheduler(
     reply_prefix: &str,
     directory: &DirectoryInputs<'_>,
 ) -> Environment {
-    let mut env = with_directory(base(region, deployment), deployment, directory);
+    let mut env = with_budget_tables(
+        with_directory(base(region, deployment), deployment, directory),
+        deployment,
+    );
     env.insert("GATEWAY_REPLY_QUEUE_PREFIX".into(), reply_prefix.into());
     env
 }

@@ -589,13 +589,18 @@ fn start_scheduler(
             scheduler::SchedulerConfig::from_settings(env)?,
             Arc::new(aws.sqs()),
         )
-        .with_users(&aws.sdk, Arc::new(invocations.buffer().clone())),
+        .with_users(&aws.sdk, Arc::new(invocations.buffer().clone()))
+        .with_budget_alerts(&aws.sdk),
     );
     let scheduled = control::Scheduled {
         scheduler,
         invocations,
     };
-    tokio::spawn(schedule::hourly_reply_queue_sweep(scheduled.clone()));
+    tokio::spawn(schedule::every(
+        scheduled.clone(),
+        schedule::REPLY_QUEUE_SWEEP,
+    ));
+    tokio::spawn(schedule::every(scheduled.clone(), schedule::BUDGET_ALERTS));
     tokio::spawn(schedule::daily_user_dates(scheduled.clone()));
     Ok(scheduled)
 }

@@ -1,6 +1,6 @@
 //! The EventBridge schedules, emulated: the audit digest job once an hour, a minute after the previous
 //! hour has ended plus the grace period (the CDK rule fires at the same minute), the scheduler's
-//! reply-queue sweep every hour, and its date job daily.
+//! reply-queue sweep every hour, its budget alerts every five minutes, and its date job daily.
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -22,19 +22,21 @@ pub async fn hourly_audit_digest(job: Arc<audit_digest::Job>) {
     }
 }
 
-/// The scheduler's hourly reply-queue sweep, as the CDK rule sends it.
-pub async fn hourly_reply_queue_sweep(scheduled: Scheduled) {
+/// The hourly reply-queue sweep, as the CDK rule sends it.
+pub const REPLY_QUEUE_SWEEP: (&str, Duration) = ("sweep-reply-queues", Duration::from_secs(3600));
+/// The budget alerts, as the CDK rule sends them.
+pub const BUDGET_ALERTS: (&str, Duration) = ("budget-alerts", Duration::from_secs(300));
+
+/// A scheduler job every `period` (`{"job": name}`), as a CDK `rate()` rule sends it.
+pub async fn every(scheduled: Scheduled, (job, period): (&'static str, Duration)) {
     loop {
-        tokio::time::sleep(Duration::from_secs(3600)).await;
+        tokio::time::sleep(period).await;
         match scheduled
-            .run(
-                serde_json::json!({"job": "sweep-reply-queues"}),
-                clock::now_millis(),
-            )
+            .run(serde_json::json!({ "job": job }), clock::now_millis())
             .await
         {
-            Ok(answer) => tracing::info!(%answer, "scheduled reply-queue sweep"),
-            Err(error) => tracing::error!(%error, "scheduled reply-queue sweep failed"),
+            Ok(answer) => tracing::info!(%answer, job, "scheduled job"),
+            Err(error) => tracing::error!(%error, job, "scheduled job failed"),
         }
     }
 }

@@ -38,21 +38,28 @@ impl Mailer {
 
     pub async fn invite(&self, to: &Invitee<'_>, password: &Secret) -> Result<(), MailError> {
         let (subject, body) = invitation(to, password, self.sign_in_url.as_deref());
-        let content = |text: String| {
+        self.send(&[to.email], &subject, &body)
+            .await
+            .map_err(|message| MailError {
+                user: to.username.to_string(),
+                message,
+            })
+    }
+
+    /// A plain-text message to `to` (one SES message; every address sees the others).
+    pub async fn send(&self, to: &[&str], subject: &str, body: &str) -> Result<(), String> {
+        let content = |text: &str| {
             aws_sdk_sesv2::types::Content::builder()
                 .data(text)
                 .charset("UTF-8")
                 .build()
-        };
-        let failed = |message: String| MailError {
-            user: to.username.to_string(),
-            message,
+                .map_err(|e| e.to_string())
         };
         let message = aws_sdk_sesv2::types::Message::builder()
-            .subject(content(subject).map_err(|e| failed(e.to_string()))?)
+            .subject(content(subject)?)
             .body(
                 aws_sdk_sesv2::types::Body::builder()
-                    .text(content(body).map_err(|e| failed(e.to_string()))?)
+                    .text(content(body)?)
                     .build(),
             )
             .build();
@@ -61,7 +68,7 @@ impl Mailer {
             .from_email_address(&self.from)
             .destination(
                 aws_sdk_sesv2::types::Destination::builder()
-                    .to_addresses(to.email)
+                    .set_to_addresses(Some(to.iter().map(|a| a.to_string()).collect()))
                     .build(),
             )
             .content(
@@ -71,7 +78,7 @@ impl Mailer {
             )
             .send()
             .await
-            .map_err(|e| failed(aws_sdk_sesv2::error::DisplayErrorContext(e).to_string()))?;
+            .map_err(|e| aws_sdk_sesv2::error::DisplayErrorContext(e).to_string())?;
         Ok(())
     }
 }

@@ -11,7 +11,10 @@
 //!   start_date has come. Accounts provisioning does not manage (no start_date) are left alone.
 //!   Idempotent: a second run the same day finds nothing to change. Every change is audited.
 //!
-//! Billing's monthly job joins the [`Job`] enum with its rule.
+//! - `budget-alerts` (every five minutes): mails a department's contacts when its month's usage
+//!   passes an alert threshold of its budget ([`budget_alerts`]).
+
+pub mod budget_alerts;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -38,11 +41,14 @@ pub struct SchedulerConfig {
     pub reply_idle: Duration,
     /// The user pool and its settings, for the date job (present when `COGNITO_USER_POOL_ID` is).
     pub directory: Option<DirectorySettings>,
+    /// The budget tables (departments' settings, usage counters), for the alerts job.
+    pub budget_tables: Option<(String, String)>,
 }
 
 impl SchedulerConfig {
     /// `GATEWAY_REPLY_QUEUE_PREFIX` (`llm-gateway-reply-`), `GATEWAY_REPLY_QUEUE_IDLE_SECS` (3600, at
-    /// least 600), and for the date job [`DirectorySettings`] (when `COGNITO_USER_POOL_ID` is set).
+    /// least 600), for the date job [`DirectorySettings`] (when `COGNITO_USER_POOL_ID` is set), and
+    /// for the alerts job `GATEWAY_DEPARTMENT_TABLE` and `GATEWAY_USAGE_TABLE` (both or neither).
     pub fn from_settings(settings: &dyn Settings) -> Result<Self, ConfigError> {
         let reply_idle = config::duration_secs(
             settings,
@@ -72,10 +78,25 @@ impl SchedulerConfig {
             .get("COGNITO_USER_POOL_ID")
             .map(|_| DirectorySettings::from_settings(settings))
             .transpose()?;
+        let budget_tables =
+            match (
+                settings.get("GATEWAY_DEPARTMENT_TABLE"),
+                settings.get("GATEWAY_USAGE_TABLE"),
+            ) {
+                (Some(departments), Some(usage)) => Some((departments, usage)),
+                (None, None) => None,
+                _ => return Err(ConfigError::Invalid {
+                    name: "GATEWAY_USAGE_TABLE",
+                    reason:
+                        "the alerts job needs both GATEWAY_DEPARTMENT_TABLE and GATEWAY_USAGE_TABLE"
+                            .into(),
+                }),
+            };
         Ok(SchedulerConfig {
             reply_prefix,
             reply_idle,
             directory,
+            budget_tables,
         })
     }
 }
@@ -86,6 +107,7 @@ impl SchedulerConfig {
 pub enum Job {
     SweepReplyQueues,
     UserDates,
+    BudgetAlerts,
 }
 
 #[derive(Deserialize)]
@@ -96,7 +118,7 @@ struct JobEvent {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchedulerError {
-    #[error("the event names no known job ({0}); expected {{\"job\": \"sweep-reply-queues\"}} or {{\"job\": \"user-dates\"}}")]
+    #[error("the event names no known job ({0}); expected {{\"job\": \"sweep-reply-queues\"}}, {{\"job\": \"user-dates\"}} or {{\"job\": \"budget-alerts\"}}")]
     UnknownJob(String),
     #[error("sweeping reply queues failed: {0}")]
     Sweep(String),
@@ -106,6 +128,10 @@ pub enum SchedulerError {
     Directory(#[from] gateway_shared::directory::DirectoryError),
     #[error("the date job could not change {} user(s): {}", .0.len(), .0.join("; "))]
     Failed(Vec<String>),
+    #[error("the alerts job is not configured (GATEWAY_DEPARTMENT_TABLE and GATEWAY_USAGE_TABLE)")]
+    NoBudgets,
+    #[error("the alerts job: {0}")]
+    Alerts(String),
 }
 
 /// What the date job needs: the directory, its settings, and where changes are audited.
@@ -119,6 +145,7 @@ pub struct Scheduler {
     config: SchedulerConfig,
     sqs: Arc<dyn MessageQueue>,
     users: Option<Users>,
+    alerts: Option<budget_alerts::BudgetAlerts>,
 }
 
 impl Scheduler {
@@ -127,7 +154,27 @@ impl Scheduler {
             config,
             sqs,
             users: None,
+            alerts: None,
         }
+    }
+
+    /// With the alerts job's tables, mailing from the directory settings' SES identity if any.
+    pub fn with_budget_alerts(mut self, sdk: &aws_config::SdkConfig) -> Self {
+        self.alerts = self
+            .config
+            .budget_tables
+            .clone()
+            .map(|(departments, usage)| budget_alerts::BudgetAlerts {
+                settings: gateway_shared::budgets::SettingsStore::from_sdk(sdk, departments),
+                counters: gateway_shared::budgets::UsageCounters::from_sdk(sdk, usage),
+                mailer: self
+                    .config
+                    .directory
+                    .as_ref()
+                    .and_then(|d| d.mail_from.clone())
+                    .map(|from| gateway_shared::mail::Mailer::new(sdk, from, None)),
+            });
+        self
     }
 
     /// With the date job's directory (built from the configuration's directory settings).
@@ -166,6 +213,10 @@ impl Scheduler {
                 Ok(json!({"job": "sweep-reply-queues", "deleted": deleted}))
             }
             Job::UserDates => self.user_dates(now_millis).await,
+            Job::BudgetAlerts => {
+                let alerts = self.alerts.as_ref().ok_or(SchedulerError::NoBudgets)?;
+                alerts.run(now_millis).await.map_err(SchedulerError::Alerts)
+            }
         }
     }
 

@@ -344,6 +344,43 @@ impl UsageCounters {
         }
     }
 
+    /// Claims `marker` (a once-only item, such as an alert sent): true for the first claim only.
+    pub async fn claim(&self, marker: &str, now_ms: u64) -> Result<bool, CounterError> {
+        let result = self
+            .client
+            .put_item()
+            .table_name(&self.table)
+            .item("counter", AttributeValue::S(marker.to_string()))
+            .item("expires_at", number(now_ms / 1000 + MONTH_KEEP_SECS))
+            .condition_expression("attribute_not_exists(#k)")
+            .expression_attribute_names("#k", "counter")
+            .send()
+            .await;
+        match result {
+            Ok(_) => Ok(true),
+            Err(error)
+                if error
+                    .as_service_error()
+                    .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+            {
+                Ok(false)
+            }
+            Err(error) => Err(store_error(error)),
+        }
+    }
+
+    /// Gives a claim back (what it was for did not happen, so the next run tries again).
+    pub async fn release(&self, marker: &str) -> Result<(), CounterError> {
+        self.client
+            .delete_item()
+            .table_name(&self.table)
+            .key("counter", AttributeValue::S(marker.to_string()))
+            .send()
+            .await
+            .map_err(store_error)?;
+        Ok(())
+    }
+
     /// A counter's (tokens, cost in micro-dollars, requests); zeros when it was never written.
     pub async fn read(&self, key: &str) -> Result<(i64, i64, i64), CounterError> {
         let item = self
