@@ -96,6 +96,8 @@ CONTRACT_OPERATIONS = {
     ("get", "/departments/{id}"),
     ("put", "/departments/{id}"),
     ("get", "/departments/{id}/usage"),
+    ("get", "/departments/summary"),
+    ("get", "/reports/chargeback"),
 }
 # The scope pair (write, read) of each resource, by the path's first segment (policy/scopes.json;
 # gateway_shared::scopes::admin_resource_scopes).
@@ -414,15 +416,8 @@ SETTINGS_CASES = [
     ({"updated_by": "someone"}, False),
 ]
 SETTINGS_IDS = [json.dumps(body, ensure_ascii=True)[:80] for body, _ in SETTINGS_CASES]
-# Where the API is known to take more than the document (and than its own `deny_unknown_fields` intends):
-# serde reads a struct from a JSON array too, so a `Limits` may be written positionally,
-# `[tokens_per_minute, monthly_tokens, monthly_cost_usd]` (missing elements are no limit).
-POSITIONAL_LIMITS = pytest.mark.xfail(strict=True, reason=(
-    "gateway bug: shared/src/budgets/settings.rs `Limits` (serde derive) accepts a JSON array as "
-    "[tokens_per_minute, monthly_tokens, monthly_cost_usd]; the document (and deny_unknown_fields) mean an object"))
 LIVE_SETTINGS_CASES = [
-    pytest.param(body, ok, id=case_id,
-                 marks=[POSITIONAL_LIMITS] if isinstance(body.get("budget"), list) else [])
+    pytest.param(body, ok, id=case_id)
     for (body, ok), case_id in zip(SETTINGS_CASES, SETTINGS_IDS)
 ]
 
@@ -665,9 +660,9 @@ def test_the_admin_api_answers_as_its_document_says(case, state, admin_token, ge
         # A cursor is opaque: a generated one is an unknown value (400); the behaviour tests walk real ones.
         case.query.pop("cursor", None)
     user_id = (case.path_parameters or {}).get("id")
-    if case.path.startswith("/apikeys/"):
+    if case.path.startswith("/apikeys/{id}"):
         map_key_id(state, admin_token, generated_keys, case)
-    elif case.path.startswith("/departments/"):
+    elif case.path.startswith("/departments/{id}"):
         map_department_id(case)
     elif user_id is not None:
         if zlib.crc32(user_id.encode()) % 2 == 0:
@@ -841,9 +836,6 @@ def test_the_api_takes_exactly_the_settings_the_document_takes(state, admin_toke
             reset_departments(state, admin_token, [DEPARTMENT])
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "gateway bug: functions/admin-api/src/departments.rs `month` checks the month digits with "
-    "`parse::<u8>()`, which takes a leading `+`: `2026-+1` is answered 200 with month \"2026-+1\""))
 @pytest.mark.parametrize("month", ["2026-+1", "2026-+9"])
 def test_a_signed_month_is_refused(state, admin_token, month):
     documented("GET", "/departments/{id}/usage",

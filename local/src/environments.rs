@@ -386,18 +386,23 @@ fn with_directory(
     env
 }
 
-/// The scheduler: the reply queues it sweeps, the directory its date job keeps in step.
+/// The scheduler: the reply queues it sweeps, the directory its date job keeps in step, the budget
+/// tables its alerts read, and the (audit, reports) buckets of its rollups.
 pub fn scheduler(
     region: &str,
     deployment: &Resolved,
     reply_prefix: &str,
     directory: &DirectoryInputs<'_>,
+    (audit_bucket, reports_bucket): (&str, &str),
 ) -> Environment {
     let mut env = with_budget_tables(
         with_directory(base(region, deployment), deployment, directory),
         deployment,
     );
     env.insert("GATEWAY_REPLY_QUEUE_PREFIX".into(), reply_prefix.into());
+    env.insert("GATEWAY_AUDIT_BUCKET".into(), audit_bucket.into());
+    env.insert("GATEWAY_AUDIT_PREFIX".into(), AUDIT_PREFIX.into());
+    env.insert("GATEWAY_REPORTS_BUCKET".into(), reports_bucket.into());
     env
 }
 

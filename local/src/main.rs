@@ -115,7 +115,14 @@ async fn run() -> Result<(), BoxError> {
         &mut environments,
     )
     .await?;
-    let scheduler = start_scheduler(&local, &aws, &directory, &audit, &mut environments)?;
+    let scheduler = start_scheduler(
+        &local,
+        &aws,
+        &directory,
+        &audit,
+        &provisioning.reports_bucket,
+        &mut environments,
+    )?;
     let admin = build_admin_api(
         &local,
         &aws,
@@ -572,6 +579,7 @@ fn start_scheduler(
     aws: &Aws,
     directory: &environments::DirectoryInputs<'_>,
     audit: &AuditTrail,
+    reports_bucket: &str,
     environments: &mut Environments,
 ) -> Result<control::Scheduled, BoxError> {
     let env = environments.record(
@@ -581,6 +589,7 @@ fn start_scheduler(
             &local.deployment,
             REPLY_QUEUE_PREFIX,
             directory,
+            (&audit.bucket, reports_bucket),
         ),
     );
     let invocations = audit.function();
@@ -590,7 +599,8 @@ fn start_scheduler(
             Arc::new(aws.sqs()),
         )
         .with_users(&aws.sdk, Arc::new(invocations.buffer().clone()))
-        .with_budget_alerts(&aws.sdk),
+        .with_budget_alerts(&aws.sdk)
+        .with_rollups(&aws.sdk),
     );
     let scheduled = control::Scheduled {
         scheduler,
@@ -601,6 +611,7 @@ fn start_scheduler(
         schedule::REPLY_QUEUE_SWEEP,
     ));
     tokio::spawn(schedule::every(scheduled.clone(), schedule::BUDGET_ALERTS));
+    tokio::spawn(schedule::every(scheduled.clone(), schedule::USAGE_ROLLUP));
     tokio::spawn(schedule::daily_user_dates(scheduled.clone()));
     Ok(scheduled)
 }

@@ -27,6 +27,10 @@ pub const REPLY_QUEUE_SWEEP: (&str, Duration) = ("sweep-reply-queues", Duration:
 /// The budget alerts, as the CDK rule sends them.
 pub const BUDGET_ALERTS: (&str, Duration) = ("budget-alerts", Duration::from_secs(300));
 
+/// Yesterday's usage rollup (the CDK rule runs it daily just after midnight UTC; here a day after
+/// the stack started, and on demand through the control endpoint).
+pub const USAGE_ROLLUP: (&str, Duration) = ("usage-rollup", Duration::from_secs(24 * 3600));
+
 /// A scheduler job every `period` (`{"job": name}`), as a CDK `rate()` rule sends it.
 pub async fn every(scheduled: Scheduled, (job, period): (&'static str, Duration)) {
     loop {

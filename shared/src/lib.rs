@@ -39,6 +39,7 @@ pub mod proxy;
 pub mod request_event;
 #[cfg(feature = "revocation")]
 pub mod revocation;
+pub mod rollup;
 pub mod scopes;
 pub mod secrets;
 pub mod telemetry;

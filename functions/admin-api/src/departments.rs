@@ -32,6 +32,15 @@ pub fn view(department: &str, settings: Option<DepartmentSettings>) -> Value {
 
 /// Reads a `PUT /departments/{id}` body, naming every broken rule at once.
 pub fn update(body: Value) -> Result<SettingsUpdate, ApiError> {
+    // serde would also read a struct from an array (`"budget": [1, 2, 3]`): limits are objects only.
+    let not_objects: Vec<(String, String)> = ["budget", "user_budget"]
+        .into_iter()
+        .filter(|field| body.get(*field).is_some_and(|v| !v.is_object()))
+        .map(|field| (field.to_string(), format!("{field} is an object of limits")))
+        .collect();
+    if !not_objects.is_empty() {
+        return Err(ApiError::invalid(not_objects));
+    }
     let update: SettingsUpdate = serde_json::from_value(body).map_err(|e| {
         ApiError::invalid(vec![(
             "body".into(),
@@ -53,7 +62,9 @@ pub fn month(query: Option<String>, now_ms: u64) -> Result<String, ApiError> {
         Some(m) => {
             let ok = m.len() == 7
                 && m.as_bytes()[4] == b'-'
-                && m[..4].bytes().all(|b| b.is_ascii_digit())
+                && m.bytes()
+                    .enumerate()
+                    .all(|(i, b)| i == 4 || b.is_ascii_digit())
                 && m[5..].parse::<u8>().is_ok_and(|n| (1..=12).contains(&n));
             if ok {
                 Ok(m)

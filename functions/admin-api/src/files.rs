@@ -217,3 +217,57 @@ pub async fn sync_status(api: &AdminApi, limit: Option<&str>) -> Result<Answer, 
     }
     Ok(Answer::json(200, json!({ "jobs": jobs })))
 }
+
+/// `GET /reports/chargeback?month=YYYY-MM&format=json|csv`: the month's chargeback report as the
+/// scheduler wrote it (`reports/chargeback/<month>/`).
+pub async fn chargeback(
+    api: &AdminApi,
+    month: Option<String>,
+    format: Option<&str>,
+) -> Result<Answer, ApiError> {
+    let month = month.ok_or_else(|| ApiError::bad_request("month (YYYY-MM) is required"))?;
+    let month = crate::departments::month(Some(month), 0)?;
+    let (extension, content_type) = match format.unwrap_or("json") {
+        "json" => ("json", "application/json"),
+        "csv" => ("csv", "text/csv; charset=utf-8"),
+        _ => return Err(ApiError::bad_request("format is json or csv")),
+    };
+    let key = format!("reports/chargeback/{month}/chargeback.{extension}");
+    let object = api
+        .s3
+        .get_object()
+        .bucket(&api.config.reports_bucket)
+        .key(&key)
+        .send()
+        .await;
+    let object = match object {
+        Ok(object) => object,
+        Err(error) if error.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
+            return Err(ApiError::not_found(format!(
+                "no chargeback report for {month} yet: the scheduler writes it on the 1st for the month before"
+            )))
+        }
+        Err(error) => {
+            return Err(ApiError::internal(aws_sdk_s3::error::DisplayErrorContext(
+                error,
+            )))
+        }
+    };
+    let bytes = object
+        .body
+        .collect()
+        .await
+        .map_err(ApiError::internal)?
+        .into_bytes()
+        .to_vec();
+    let mut answer = Answer::json(200, Value::Null);
+    answer.body = bytes;
+    answer.content_type = content_type;
+    if extension == "csv" {
+        answer.headers.push((
+            "content-disposition",
+            format!("attachment; filename=\"chargeback-{month}.csv\""),
+        ));
+    }
+    Ok(answer)
+}

@@ -228,6 +228,8 @@ enum Route<'a> {
     RotateKey(&'a str),
     KeyUsage(&'a str),
     ListDepartments,
+    DepartmentsSummary,
+    Chargeback,
     GetDepartment(&'a str),
     PutDepartment(&'a str),
     DepartmentUsage(&'a str),
@@ -245,7 +247,7 @@ fn user_segment(segment: &str) -> Option<&str> {
     ok.then_some(segment)
 }
 
-/// A department id in a path: lowercase letters, digits and `-` (whether it is configured is the
+/// A department id in a path: lowercase letters, digits, `-` and `_` (whether it is configured is the
 /// handler's to say).
 fn department_segment(segment: &str) -> Option<&str> {
     let ok = !segment.is_empty()
@@ -339,6 +341,14 @@ fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, ApiError> {
         }
         ["departments"] => match method {
             "GET" => Route::ListDepartments,
+            _ => return Err(wrong_method()),
+        },
+        ["departments", "summary"] => match method {
+            "GET" => Route::DepartmentsSummary,
+            _ => return Err(wrong_method()),
+        },
+        ["reports", "chargeback"] => match method {
+            "GET" => Route::Chargeback,
             _ => return Err(wrong_method()),
         },
         ["departments", id] => {
@@ -636,6 +646,29 @@ impl AdminApi {
                 usage["department"] = json!(key.department);
                 usage["last_used_at"] = json!(key.last_used_at);
                 Ok(Answer::json(200, usage))
+            }
+            Route::Chargeback => {
+                files::chargeback(self, query("month"), query("format").as_deref()).await
+            }
+            Route::DepartmentsSummary => {
+                let month = departments::month(query("month"), now)?;
+                let stored = self.department_settings.list().await?;
+                let mut rows = Vec::new();
+                for department in self.departments() {
+                    let budget = stored
+                        .iter()
+                        .find(|s| s.department == department)
+                        .map(|s| s.budget);
+                    let mut usage =
+                        departments::usage(&self.usage, "d", &department, &month, budget.as_ref())
+                            .await?;
+                    usage["department"] = json!(department);
+                    rows.push(usage);
+                }
+                Ok(Answer::json(
+                    200,
+                    json!({ "month": month, "departments": rows }),
+                ))
             }
             Route::ListDepartments => {
                 let stored = self.department_settings.list().await?;
@@ -1352,6 +1385,8 @@ mod tests {
             Route::RotateKey(id) => format!("/apikeys/{id}/rotate"),
             Route::KeyUsage(id) => format!("/apikeys/{id}/usage"),
             Route::ListDepartments => "/departments".into(),
+            Route::DepartmentsSummary => "/departments/summary".into(),
+            Route::Chargeback => "/reports/chargeback".into(),
             Route::GetDepartment(id) | Route::PutDepartment(id) => format!("/departments/{id}"),
             Route::DepartmentUsage(id) => format!("/departments/{id}/usage"),
         }
@@ -1363,7 +1398,7 @@ mod tests {
         #[test]
         fn a_route_names_exactly_what_its_path_names(
             method in proptest::sample::select(vec!["GET", "POST", "PUT", "PATCH", "DELETE"]),
-            path in "(/(users|system|health|csv|upload|download|sync|status|disable|enable|sign-out|password-reset|apikeys|revoke|rotate|usage|departments|sales|0123456789abcdef|\\.|\\.\\.|%2[fF]|%2e|[A-Za-z0-9._%-]{0,8})){0,4}/?",
+            path in "(/(users|system|health|csv|upload|download|sync|status|disable|enable|sign-out|password-reset|apikeys|revoke|rotate|usage|departments|summary|reports|chargeback|sales|0123456789abcdef|\\.|\\.\\.|%2[fF]|%2e|[A-Za-z0-9._%-]{0,8})){0,4}/?",
         ) {
             if let Ok(route) = route(method, &path) {
                 proptest::prop_assert_eq!(path_of(&route), path.clone());

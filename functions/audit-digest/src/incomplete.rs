@@ -8,9 +8,8 @@
 //! field is a function of the records read, so a rerun writes the same bytes.
 
 use std::collections::{BTreeMap, HashSet};
-use std::io::{Read, Write};
+use std::io::Write;
 
-use flate2::read::GzDecoder;
 use flate2::write::GzEncoder;
 use gateway_shared::audit::clock::{rfc3339_from_millis, Hour};
 use gateway_shared::audit::digest::{AuditStore, Layout, ObjectEntry, StoreError};
@@ -247,20 +246,4 @@ pub fn encode(events: &[AuditEvent]) -> std::io::Result<Vec<u8>> {
     gz.finish()
 }
 
-/// The audit events in an object's bytes, and how many non-empty lines (or undecodable bytes) were
-/// not events.
-pub fn read_events(bytes: &[u8]) -> (Vec<AuditEvent>, usize) {
-    let mut text = String::new();
-    if GzDecoder::new(bytes).read_to_string(&mut text).is_err() {
-        return (Vec::new(), 1);
-    }
-    let mut events = Vec::new();
-    let mut unreadable = 0;
-    for line in text.lines().filter(|l| !l.trim().is_empty()) {
-        match serde_json::from_str::<AuditEvent>(line) {
-            Ok(event) => events.push(event),
-            Err(_) => unreadable += 1,
-        }
-    }
-    (events, unreadable)
-}
+pub use gateway_shared::audit::read_events;

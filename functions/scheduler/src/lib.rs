@@ -13,8 +13,12 @@
 //!
 //! - `budget-alerts` (every five minutes): mails a department's contacts when its month's usage
 //!   passes an alert threshold of its budget ([`budget_alerts`]).
+//! - `usage-rollup` (daily, for yesterday; `"day"` names another) and `chargeback` (monthly, for the
+//!   month before; `"month"` names another): usage per department, user, provider and model from the
+//!   audit trail, into the reports bucket ([`chargeback`]).
 
 pub mod budget_alerts;
+pub mod chargeback;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -43,12 +47,23 @@ pub struct SchedulerConfig {
     pub directory: Option<DirectorySettings>,
     /// The budget tables (departments' settings, usage counters), for the alerts job.
     pub budget_tables: Option<(String, String)>,
+    /// The audit bucket and its prefix, and the reports bucket, for the rollups.
+    pub rollups: Option<RollupBuckets>,
+}
+
+#[derive(Debug, Clone)]
+pub struct RollupBuckets {
+    pub audit_bucket: String,
+    pub audit_prefix: String,
+    pub reports_bucket: String,
 }
 
 impl SchedulerConfig {
     /// `GATEWAY_REPLY_QUEUE_PREFIX` (`llm-gateway-reply-`), `GATEWAY_REPLY_QUEUE_IDLE_SECS` (3600, at
     /// least 600), for the date job [`DirectorySettings`] (when `COGNITO_USER_POOL_ID` is set), and
-    /// for the alerts job `GATEWAY_DEPARTMENT_TABLE` and `GATEWAY_USAGE_TABLE` (both or neither).
+    /// for the alerts job `GATEWAY_DEPARTMENT_TABLE` and `GATEWAY_USAGE_TABLE` (both or neither),
+    /// for the rollups `GATEWAY_AUDIT_BUCKET` and `GATEWAY_REPORTS_BUCKET` (both or neither) and
+    /// `GATEWAY_AUDIT_PREFIX` (`audit/`).
     pub fn from_settings(settings: &dyn Settings) -> Result<Self, ConfigError> {
         let reply_idle = config::duration_secs(
             settings,
@@ -92,11 +107,32 @@ impl SchedulerConfig {
                             .into(),
                 }),
             };
+        let rollups = match (
+            settings.get("GATEWAY_AUDIT_BUCKET"),
+            settings.get("GATEWAY_REPORTS_BUCKET"),
+        ) {
+            (Some(audit_bucket), Some(reports_bucket)) => Some(RollupBuckets {
+                audit_bucket,
+                reports_bucket,
+                audit_prefix: settings
+                    .get("GATEWAY_AUDIT_PREFIX")
+                    .unwrap_or_else(|| "audit/".into()),
+            }),
+            (None, None) => None,
+            _ => {
+                return Err(ConfigError::Invalid {
+                    name: "GATEWAY_REPORTS_BUCKET",
+                    reason: "the rollups need both GATEWAY_AUDIT_BUCKET and GATEWAY_REPORTS_BUCKET"
+                        .into(),
+                })
+            }
+        };
         Ok(SchedulerConfig {
             reply_prefix,
             reply_idle,
             directory,
             budget_tables,
+            rollups,
         })
     }
 }
@@ -108,12 +144,20 @@ pub enum Job {
     SweepReplyQueues,
     UserDates,
     BudgetAlerts,
+    UsageRollup,
+    Chargeback,
 }
 
 #[derive(Deserialize)]
 #[serde(deny_unknown_fields)]
 struct JobEvent {
     job: Job,
+    /// `usage-rollup`: the day (`YYYY-MM-DD`; default yesterday, UTC).
+    #[serde(default)]
+    day: Option<String>,
+    /// `chargeback`: the month (`YYYY-MM`; default the month before).
+    #[serde(default)]
+    month: Option<String>,
 }
 
 #[derive(Debug, thiserror::Error)]
@@ -132,6 +176,10 @@ pub enum SchedulerError {
     NoBudgets,
     #[error("the alerts job: {0}")]
     Alerts(String),
+    #[error("the rollups are not configured (GATEWAY_AUDIT_BUCKET and GATEWAY_REPORTS_BUCKET)")]
+    NoRollups,
+    #[error("the rollup: {0}")]
+    Rollup(String),
 }
 
 /// What the date job needs: the directory, its settings, and where changes are audited.
@@ -146,6 +194,7 @@ pub struct Scheduler {
     sqs: Arc<dyn MessageQueue>,
     users: Option<Users>,
     alerts: Option<budget_alerts::BudgetAlerts>,
+    chargeback: Option<chargeback::Chargeback>,
 }
 
 impl Scheduler {
@@ -155,7 +204,22 @@ impl Scheduler {
             sqs,
             users: None,
             alerts: None,
+            chargeback: None,
         }
+    }
+
+    /// With the rollups' buckets.
+    pub fn with_rollups(mut self, sdk: &aws_config::SdkConfig) -> Self {
+        self.chargeback = self.config.rollups.clone().map(|b| chargeback::Chargeback {
+            audit: Box::new(gateway_shared::audit::digest::S3AuditStore::new(
+                aws_sdk_s3::Client::new(sdk),
+                b.audit_bucket,
+            )),
+            audit_prefix: b.audit_prefix,
+            s3: aws_sdk_s3::Client::new(sdk),
+            reports_bucket: b.reports_bucket,
+        });
+        self
     }
 
     /// With the alerts job's tables, mailing from the directory settings' SES identity if any.
@@ -216,6 +280,25 @@ impl Scheduler {
             Job::BudgetAlerts => {
                 let alerts = self.alerts.as_ref().ok_or(SchedulerError::NoBudgets)?;
                 alerts.run(now_millis).await.map_err(SchedulerError::Alerts)
+            }
+            Job::UsageRollup => {
+                let rollups = self.chargeback.as_ref().ok_or(SchedulerError::NoRollups)?;
+                let day = job.day.unwrap_or_else(|| chargeback::yesterday(now_millis));
+                let rollup = rollups.daily(&day).await.map_err(SchedulerError::Rollup)?;
+                Ok(
+                    json!({"job": "usage-rollup", "day": day, "events": rollup.events,
+                          "report": chargeback::daily_key(&day)}),
+                )
+            }
+            Job::Chargeback => {
+                let rollups = self.chargeback.as_ref().ok_or(SchedulerError::NoRollups)?;
+                let month = job
+                    .month
+                    .unwrap_or_else(|| chargeback::previous_month(now_millis));
+                rollups
+                    .monthly(&month)
+                    .await
+                    .map_err(SchedulerError::Rollup)
             }
         }
     }

@@ -310,6 +310,28 @@ pub fn delivery_from_settings(
     }
 }
 
+/// The audit events in an audit object's bytes (gzip JSONL), and how many non-empty lines (or
+/// undecodable bytes) were not events.
+pub fn read_events(bytes: &[u8]) -> (Vec<AuditEvent>, usize) {
+    let mut text = String::new();
+    use std::io::Read;
+    if flate2::read::GzDecoder::new(bytes)
+        .read_to_string(&mut text)
+        .is_err()
+    {
+        return (Vec::new(), 1);
+    }
+    let mut events = Vec::new();
+    let mut unreadable = 0;
+    for line in text.lines().filter(|l| !l.trim().is_empty()) {
+        match serde_json::from_str::<AuditEvent>(line) {
+            Ok(event) => events.push(event),
+            Err(_) => unreadable += 1,
+        }
+    }
+    (events, unreadable)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -88,7 +88,9 @@ impl SettingsUpdate {
         let mut details = Vec::new();
         self.budget.check("budget", &mut details);
         self.user_budget.check("user_budget", &mut details);
-        if self.alert_thresholds_percent.len() > 10
+        let distinct: std::collections::BTreeSet<&u32> =
+            self.alert_thresholds_percent.iter().collect();
+        if distinct.len() > 10
             || self
                 .alert_thresholds_percent
                 .iter()
