@@ -45,6 +45,8 @@ class Provisioning(TypedDict):
 class Identity(TypedDict):
     revocation_table: str
     apikey_table: str
+    department_table: str
+    usage_table: str
     mail_from: str
     mail_messages_url: str
 

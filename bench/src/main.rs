@@ -7,6 +7,9 @@
 //! - `gateway_overhead`: the same Azure OpenAI chat request sent to the mock provider directly and through
 //!   the gateway (API Gateway emulation, authorizer, route, direct transport), at concurrency 1 and 32;
 //!   non-stream latency to the last byte, stream time to first byte. Added latency = gateway - direct.
+//!   `gateway_api_key`: the same with an API key instead of a token. `gateway_budgeted`: a user of a
+//!   department with budgets (department and user, monthly and per minute, never reached), so every
+//!   request reserves on four counters in one DynamoDB transaction (here moto's, a Python emulator).
 //! - `cold_start`: each function binary started against a stand-in Lambda runtime API on 127.0.0.1:
 //!   time from process start to its first `invocation/next` poll (its init: config, clients, JWKS
 //!   prefetch), plus binary size. Lambda's own sandbox start is not included.
@@ -51,7 +54,13 @@ async fn main() -> Result<(), BoxError> {
         .unwrap_or_default()
         .to_string();
 
-    let authorizer = bench_authorizer(&state, &sdk, &token).await?;
+    let (api_key, budgeted_token) = budget_targets(&sdk, &state).await?;
+    let authorizer = bench_authorizer(
+        &state,
+        &sdk,
+        &[("jwt", token.as_str()), ("api_key", api_key.as_str())],
+    )
+    .await?;
     let provisioning = bench_provisioning_validation()?;
     let cold_start = match std::env::var("GATEWAY_BENCH_BIN_DIR") {
         Ok(dir) => bench_cold_start(&state, &dir).await?,
@@ -88,7 +97,25 @@ async fn main() -> Result<(), BoxError> {
         .pool_max_idle_per_host(64)
         .tcp_nodelay(true)
         .build()?;
-    let mut targets = vec![("direct", direct), ("gateway", gateway.clone())];
+    let mut targets = vec![
+        ("direct", direct),
+        ("gateway", gateway.clone()),
+        (
+            "gateway_api_key",
+            Target {
+                key: api_key,
+                ..gateway.clone()
+            },
+        ),
+        (
+            "gateway_budgeted",
+            Target {
+                key: budgeted_token,
+                ..gateway.clone()
+            },
+        ),
+    ];
+    budgets_apply(&client, &targets[3].1, &sdk, &state).await?;
     // Comparison mode (`bench/run.sh --compare`): LiteLLM's proxy in front of the same mock, on its
     // Azure-compatible route, so every target gets the very same request from the very same client.
     if let Ok(litellm) = std::env::var("GATEWAY_BENCH_LITELLM_URL") {
@@ -122,6 +149,118 @@ async fn main() -> Result<(), BoxError> {
     Ok(())
 }
 
+/// The department whose budgets the `gateway_budgeted` target runs under.
+const BUDGETED_DEPARTMENT: &str = "hr";
+
+/// An API key (department sales, no budget) and the token of a user of a department whose budgets
+/// apply to every request without ever being reached.
+async fn budget_targets(
+    sdk: &aws_config::SdkConfig,
+    state: &StackState,
+) -> Result<(String, String), BoxError> {
+    use gateway_shared::budgets::{DepartmentSettings, Limits, SettingsStore};
+    let (key, id) = gateway_shared::apikeys::generate()?;
+    let now = gateway_shared::audit::clock::now_millis();
+    gateway_shared::apikeys::ApiKeys::from_sdk(sdk, state.identity.apikey_table.clone())
+        .create(&gateway_shared::apikeys::ApiKeyRecord {
+            hash: gateway_shared::apikeys::hash(&key),
+            id,
+            name: "bench".into(),
+            department: "sales".into(),
+            scopes: vec!["text:openai".into()],
+            created_at: gateway_shared::audit::clock::rfc3339_from_millis(now),
+            created_by: "bench".into(),
+            expires_at: now / 1000 + 86_400,
+            revoked_at: None,
+            revoked_by: None,
+            rotated_from: None,
+            replaced_by: None,
+            last_used_at: None,
+        })
+        .await?;
+    let unreachable = Limits {
+        tokens_per_minute: Some(1_000_000_000_000),
+        monthly_tokens: Some(1_000_000_000_000),
+        monthly_cost_usd: Some(1_000_000_000.0),
+    };
+    SettingsStore::from_sdk(sdk, state.identity.department_table.clone())
+        .put(&DepartmentSettings {
+            department: BUDGETED_DEPARTMENT.into(),
+            budget: unreachable,
+            user_budget: unreachable,
+            alert_thresholds_percent: Vec::new(),
+            ..Default::default()
+        })
+        .await?;
+    let cognito = aws_sdk_cognitoidentityprovider::Client::new(sdk);
+    let username = "bench-budgeted";
+    let password = "Bench-budget-1!";
+    cognito
+        .admin_create_user()
+        .user_pool_id(&state.user_pool_id)
+        .username(username)
+        .message_action(aws_sdk_cognitoidentityprovider::types::MessageActionType::Suppress)
+        .send()
+        .await?;
+    cognito
+        .admin_set_user_password()
+        .user_pool_id(&state.user_pool_id)
+        .username(username)
+        .password(password)
+        .permanent(true)
+        .send()
+        .await?;
+    for group in ["gateway-all", &format!("dept-{BUDGETED_DEPARTMENT}")] {
+        cognito
+            .admin_add_user_to_group()
+            .user_pool_id(&state.user_pool_id)
+            .username(username)
+            .group_name(group)
+            .send()
+            .await?;
+    }
+    let out = cognito
+        .admin_initiate_auth()
+        .user_pool_id(&state.user_pool_id)
+        .client_id(&state.app_client_id)
+        .auth_flow(AuthFlowType::AdminUserPasswordAuth)
+        .auth_parameters("USERNAME", username)
+        .auth_parameters("PASSWORD", password)
+        .send()
+        .await?;
+    let token = out
+        .authentication_result()
+        .and_then(|r| r.access_token())
+        .ok_or("no access token")?
+        .to_string();
+    // The routes' copy of the settings is at most GATEWAY_SETTINGS_CACHE_SECS old (dev: 5 s).
+    tokio::time::sleep(Duration::from_secs(6)).await;
+    Ok((key, token))
+}
+
+/// Fails unless a request of the budgeted target reserves on its department's month counter: the
+/// benchmark measures budgets at work, not a department without them.
+async fn budgets_apply(
+    client: &reqwest::Client,
+    budgeted: &Target,
+    sdk: &aws_config::SdkConfig,
+    state: &StackState,
+) -> Result<(), BoxError> {
+    let body = Arc::new(json!({"messages": [{"role": "user", "content": "budget"}]}).to_string());
+    one(client, budgeted, &body, false).await?;
+    let month =
+        gateway_shared::budgets::counters::month_of(gateway_shared::audit::clock::now_millis());
+    let key = gateway_shared::budgets::counters::month_key("d", BUDGETED_DEPARTMENT, &month);
+    let (tokens, _, _) =
+        gateway_shared::budgets::UsageCounters::from_sdk(sdk, state.identity.usage_table.clone())
+            .read(&key)
+            .await?;
+    if tokens <= 0 {
+        return Err(format!("no reservation on {key}: budgets are not in force").into());
+    }
+    Ok(())
+}
+
 async fn sign_in(sdk: &aws_config::SdkConfig, state: &StackState) -> Result<String, BoxError> {
     let cognito = aws_sdk_cognitoidentityprovider::Client::new(sdk);
     let out = cognito
@@ -143,7 +282,7 @@ async fn sign_in(sdk: &aws_config::SdkConfig, state: &StackState) -> Result<Stri
 async fn bench_authorizer(
     state: &StackState,
     sdk: &aws_config::SdkConfig,
-    token: &str,
+    credentials: &[(&str, &str)],
 ) -> Result<Value, BoxError> {
     // All of it, region included: in process, nothing else sets it.
     let settings: std::collections::HashMap<String, String> = state
@@ -163,25 +302,31 @@ async fn bench_authorizer(
     let template = std::fs::read_to_string(concat!(
         env!("CARGO_MANIFEST_DIR"),
         "/../events/authorizer.json"
-    ))?
-    .replace("REPLACE_WITH_GATEWAY_TOKEN", token);
-    let event: authorizer::Request = serde_json::from_str(&template)?;
-
-    for _ in 0..200 {
-        authorizer::handle(&authorizer_state, event.clone()).await?;
-    }
-    let calls = 5000;
-    let mut samples = Vec::with_capacity(calls);
-    for _ in 0..calls {
-        let event = event.clone();
-        let started = Instant::now();
-        let answer = authorizer::handle(&authorizer_state, event).await?;
-        samples.push(started.elapsed().as_secs_f64() * 1e6);
-        if !authorizer::is_allowed(&answer) {
-            return Err("benchmark token was denied".into());
+    ))?;
+    let mut report = serde_json::Map::new();
+    for (name, credential) in credentials {
+        let event: authorizer::Request =
+            serde_json::from_str(&template.replace("REPLACE_WITH_GATEWAY_TOKEN", credential))?;
+        for _ in 0..200 {
+            authorizer::handle(&authorizer_state, event.clone()).await?;
         }
+        let calls = 5000;
+        let mut samples = Vec::with_capacity(calls);
+        for _ in 0..calls {
+            let event = event.clone();
+            let started = Instant::now();
+            let answer = authorizer::handle(&authorizer_state, event).await?;
+            samples.push(started.elapsed().as_secs_f64() * 1e6);
+            if !authorizer::is_allowed(&answer) {
+                return Err(format!("the benchmark's {name} was denied").into());
+            }
+        }
+        report.insert(
+            name.to_string(),
+            json!({"calls": calls, "unit": "microseconds", "per_call": summary(&samples)}),
+        );
     }
-    Ok(json!({"calls": calls, "unit": "microseconds", "per_call": summary(&samples)}))
+    Ok(Value::Object(report))
 }
 
 /// Decoding and checking a generated 10,000-row HR file (every rule of DESIGN §8 per row), as UTF-8

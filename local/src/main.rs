@@ -204,6 +204,8 @@ async fn run() -> Result<(), BoxError> {
         identity: gateway_local::state::Identity {
             revocation_table: identity.revocation_table.clone(),
             apikey_table: identity.apikey_table.clone(),
+            department_table: local.deployment.department_table_name(),
+            usage_table: local.deployment.usage_table_name(),
             mail_from: identity.mail_from.clone(),
             mail_messages_url: format!("{}/moto-api/data.json", aws.endpoint),
         },

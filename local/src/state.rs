@@ -95,6 +95,9 @@ pub struct Identity {
     pub revocation_table: String,
     /// The DynamoDB table of API keys (hashes only).
     pub apikey_table: String,
+    /// The departments' budget settings, and the usage counters budgets reserve on.
+    pub department_table: String,
+    pub usage_table: String,
     /// The SES identity invitations come from.
     pub mail_from: String,
     /// Where moto lists what was sent (`ses.Message` entries of its model data).
@@ -271,6 +274,8 @@ mod tests {
             identity: Identity {
                 revocation_table: "t".into(),
                 apikey_table: "k".into(),
+                department_table: "d".into(),
+                usage_table: "u".into(),
                 mail_from: "m@example.com".into(),
                 mail_messages_url: "http://127.0.0.1:1/moto-api/data.json".into(),
             },
