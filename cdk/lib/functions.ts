@@ -36,6 +36,9 @@ export const BODIES_PREFIX = 'bodies/';
 export const PROVISIONING_APPLY_PREFIX = 'incoming/';
 export const PROVISIONING_DRY_RUN_PREFIX = 'dry-run/';
 export const PROVISIONING_REPORT_PREFIX = 'reports/provisioning/';
+/** functions/scheduler/src/chargeback.rs: the daily usage rollups (`daily_key`) and the monthly chargeback (`chargeback_key`). */
+export const USAGE_REPORT_PREFIX = 'reports/usage/';
+export const CHARGEBACK_REPORT_PREFIX = 'reports/chargeback/';
 export const PLACEHOLDER_ASSET = path.join(__dirname, '..', 'assets', 'placeholder');
 /** How long the admin API's presigned upload URLs for HR files stay valid (GATEWAY_UPLOAD_URL_TTL_SECS). */
 export const UPLOAD_URL_TTL_SECS = 300;
@@ -43,6 +46,27 @@ export const UPLOAD_URL_TTL_SECS = 300;
 export const ADMIN_API_TIMEOUT = Duration.seconds(29);
 /** The scheduler's daily user-dates job: minutes after local midnight (00:05) in the provisioning offset. */
 export const USER_DATES_LOCAL_MINUTE = 5;
+/**
+ * The scheduler's jobs, each the `{"job": ...}` its rule sends (`Job` in functions/scheduler/src/lib.rs, whose
+ * every variant has a rule here).
+ */
+export const SCHEDULER_JOBS = ['sweep-reply-queues', 'user-dates', 'budget-alerts', 'usage-rollup', 'chargeback'] as const;
+export type SchedulerJob = (typeof SCHEDULER_JOBS)[number];
+/** How often the budget-alerts job looks at the month's usage (the local stack's `BUDGET_ALERTS` period). */
+export const BUDGET_ALERTS_RATE = Duration.minutes(5);
+/**
+ * The daily usage rollup (yesterday, UTC) runs at 00:30 UTC: events land in the audit partition of the hour
+ * they are written, seconds to minutes after they happen, so by then yesterday's have arrived but for a
+ * backlog's (which alarms after 15 minutes). The month's chargeback re-reads every day of the month, later
+ * arrivals included, on the 1st at 01:00 UTC; either can be run again for a given day or month by hand.
+ */
+export const USAGE_ROLLUP_UTC = { hour: 0, minute: 30 };
+export const CHARGEBACK_UTC = { day: 1, hour: 1, minute: 0 };
+/**
+ * EventBridge's delivery retries and maximum event age for every rule that invokes a function (the jobs are
+ * idempotent; a failed run fails its invocation, which the function's Errors alarm reports).
+ */
+const RULE_RETRY = { retryAttempts: 2, maxEventAge: Duration.hours(1) };
 
 /**
  * The UTC hour and minute of a daily local time (`localMinuteOfDay` after local midnight) in a zone
@@ -119,6 +143,21 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
   const putObjects = (bucket: s3.Bucket, fn: lambda.Function, pattern: string) => {
     fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['s3:PutObject'], resources: [bucket.arnForObjects(pattern)] }));
     keys.data.grant(fn, 'kms:GenerateDataKey');
+  };
+  // s3:GetObject under the prefixes only (not grantRead's GetObject*/GetBucket*/List* groups), the bucket key's
+  // Decrypt, and the listing `list` names, limited by s3:prefix to the same prefixes. ListBucket is also what
+  // makes S3 answer a missing key with NoSuchKey (which the functions handle) instead of AccessDenied.
+  const readObjects = (bucket: s3.Bucket, fn: lambda.Function, prefixes: string[], list: ('s3:ListBucket' | 's3:ListBucketVersions')[]) => {
+    fn.addToRolePolicy(new iam.PolicyStatement({
+      actions: list,
+      resources: [bucket.bucketArn],
+      conditions: { StringLike: { 's3:prefix': prefixes.map((p) => `${p}*`) } },
+    }));
+    fn.addToRolePolicy(new iam.PolicyStatement({
+      actions: ['s3:GetObject'],
+      resources: prefixes.map((p) => bucket.arnForObjects(`${p}*`)),
+    }));
+    keys.data.grant(fn, 'kms:Decrypt');
   };
 
   // ---- provider secrets (values set out of band, never in the template)
@@ -229,10 +268,10 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
   };
 
   // ---- the identity side: revocations, API keys, mail, the pool, HR departments (authorizer, provisioner,
-  // scheduler, admin API, audit writer); and the budgets' tables (routes, audit writer, admin API)
+  // scheduler, admin API, audit writer); and the budgets' tables (routes, audit writer, admin API, scheduler)
   const policy = loadScopePolicy();
   /** The named table actions only (no grantReadData/grantWriteData action groups), with the data key's use. */
-  const useTable = (table: dynamodb.Table, fn: lambda.Function, actions: ('GetItem' | 'Query' | 'PutItem' | 'UpdateItem')[]) => {
+  const useTable = (table: dynamodb.Table, fn: lambda.Function, actions: ('GetItem' | 'Query' | 'PutItem' | 'UpdateItem' | 'DeleteItem')[]) => {
     // Exact ARNs: the table for item actions, the one update index for Query (Table.grant would add the
     // `/index/*` wildcard as soon as the table has an index).
     const onTable = actions.filter((a) => a !== 'Query');
@@ -268,7 +307,8 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
     resources: [identity.userPool.userPoolArn],
   }));
   // The routes reserve on the usage counters against the settings they mirror; the admin API reads and writes
-  // both. The same names as the local stack's (`with_budget_tables` in local/src/environments.rs).
+  // both; the scheduler's budget alerts read both (and write alert claims). The same names as the local stack's
+  // (`with_budget_tables` in local/src/environments.rs).
   const budgetTablesEnv = {
     GATEWAY_USAGE_TABLE: tables.usage.tableName,
     GATEWAY_DEPARTMENT_TABLE: tables.departments.tableName,
@@ -281,6 +321,11 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
     GATEWAY_PROVISIONING_UTC_OFFSET_MINUTES: String(identityEnv.provisioningUtcOffsetMinutes),
   };
 
+  // Where the audit trail is (the writer writes it, the digest job signs it, the scheduler's rollups read it).
+  const auditTrailEnv = {
+    GATEWAY_AUDIT_BUCKET: buckets.audit.bucketName,
+    GATEWAY_AUDIT_PREFIX: AUDIT_PREFIX,
+  };
   const auditBodiesEnv: Record<string, string> = fns.auditBodies
     ? {
         GATEWAY_AUDIT_BODIES: 'on',
@@ -423,8 +468,7 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
     timeout: Duration.seconds(fns.auditWriterTimeoutSecs),
     memoryMb: 512,
     environment: {
-      GATEWAY_AUDIT_BUCKET: buckets.audit.bucketName,
-      GATEWAY_AUDIT_PREFIX: AUDIT_PREFIX,
+      ...auditTrailEnv,
       GATEWAY_APIKEY_TABLE: tables.apiKeys.tableName,
       GATEWAY_USAGE_TABLE: tables.usage.tableName,
     },
@@ -447,9 +491,8 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
     memoryMb: 1024,
     reserved: 1,
     environment: {
-      GATEWAY_AUDIT_BUCKET: buckets.audit.bucketName,
+      ...auditTrailEnv,
       GATEWAY_AUDIT_DIGEST_KEY_ID: keys.auditDigest.keyArn,
-      GATEWAY_AUDIT_PREFIX: AUDIT_PREFIX,
       GATEWAY_AUDIT_DIGEST_PREFIX: DIGEST_PREFIX,
       GATEWAY_AUDIT_DIGEST_GRACE_SECS: String(fns.auditDigestGraceSecs),
       GATEWAY_AUDIT_FUNCTION_TIMEOUT_SECS: String(fns.routeTimeoutSecs),
@@ -469,7 +512,7 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
   new events.Rule(stack, 'AuditDigestSchedule', {
     description: `${prefix}: audit digest, hourly, a minute after the grace period`,
     schedule: events.Schedule.cron({ minute: String(Math.ceil(fns.auditDigestGraceSecs / 60) + 1) }),
-    targets: [new targets.LambdaFunction(digest, { retryAttempts: 2, maxEventAge: Duration.hours(1) })],
+    targets: [new targets.LambdaFunction(digest, RULE_RETRY)],
   });
   alarms.push(new cw.Alarm(stack, 'AuditDigestErrors', {
     alarmDescription: `${prefix}: the audit digest job failed (KMS or S3 failure, or a deleted digest)`,
@@ -480,10 +523,12 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
     treatMissingData: cw.TreatMissingData.NOT_BREACHING,
   }));
 
-  // ---- scheduler: hourly reply-queue sweep (environments that are gone leave their reply queue behind),
-  // and the daily user-dates job (starters enabled and invited, leavers disabled and signed out)
+  // ---- scheduler: hourly reply-queue sweep (environments that are gone leave their reply queue behind), the
+  // daily user-dates job (starters enabled and invited, leavers disabled and signed out), budget alerts every
+  // five minutes, and the usage rollups from the audit trail into the reports bucket (daily, and the monthly
+  // chargeback). One function, each rule's event naming its job (functions/scheduler/src/lib.rs).
   const scheduler = make('scheduler', {
-    description: `${prefix}: scheduled jobs (reply-queue sweep, daily user dates)`,
+    description: `${prefix}: scheduled jobs (reply-queue sweep, daily user dates, budget alerts, usage rollups, chargeback)`,
     timeout: Duration.minutes(5),
     memoryMb: 256,
     reserved: 1,
@@ -493,7 +538,11 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
       ...departmentsEnv,
       GATEWAY_REVOCATION_TABLE: tables.revocations.tableName,
       GATEWAY_AUDIT_QUEUE_URL: queues.audit.queueUrl,
+      // The alerts mail from the same SES identity as the invitations (GATEWAY_MAIL_FROM, when configured).
       ...mailEnv,
+      ...budgetTablesEnv,
+      ...auditTrailEnv,
+      GATEWAY_REPORTS_BUCKET: buckets.reports.bucketName,
     },
   });
   onPool(scheduler, [
@@ -501,8 +550,19 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
     'AdminSetUserPassword', 'AdminGetUser',
   ]);
   useTable(tables.revocations, scheduler, ['PutItem', 'UpdateItem']);
+  // Budget alerts: every department's settings through the update index, its month counter by key, and a
+  // once-only marker per threshold and month, claimed with a conditional Put and deleted again if the mail
+  // fails (the only DeleteItem in the stack).
+  useTable(tables.departments, scheduler, ['Query']);
+  useTable(tables.usage, scheduler, ['GetItem', 'PutItem', 'DeleteItem']);
   sendMail(scheduler);
   queues.audit.grantSendMessages(scheduler);
+  // The rollups read the audit trail as the digest job lists it (S3AuditStore::list_latest: ListObjectVersions,
+  // then GetObject of each latest version by key), under audit/ only and without the digest job's writes.
+  readObjects(buckets.audit, scheduler, [AUDIT_PREFIX], ['s3:ListBucket', 's3:ListBucketVersions']);
+  // The daily rollups, which the monthly job also rewrites, and the month's chargeback (JSON and CSV).
+  putObjects(buckets.reports, scheduler, `${USAGE_REPORT_PREFIX}*`);
+  putObjects(buckets.reports, scheduler, `${CHARGEBACK_REPORT_PREFIX}*`);
   scheduler.addToRolePolicy(new iam.PolicyStatement({
     actions: ['sqs:ListQueueTags', 'sqs:DeleteQueue'],
     resources: [replyQueueArn],
@@ -515,26 +575,28 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
     reason: 'sqs:ListQueues supports no resource-level permission (Resource * is the only form AWS accepts); the scheduler lists by the reply-queue prefix and may tag-read and delete only queues named llm-gateway-reply-* in this account and region',
     appliesTo: ['Resource::*', `Resource::arn:<AWS::Partition>:sqs:<AWS::Region>:<AWS::AccountId>:${REPLY_QUEUE_PREFIX}*`],
   }], true);
-  new events.Rule(stack, 'ReplyQueueSweepSchedule', {
-    description: `${prefix}: sweep reply queues of environments that are gone, hourly`,
-    schedule: events.Schedule.rate(Duration.hours(1)),
-    targets: [new targets.LambdaFunction(scheduler, {
-      event: events.RuleTargetInput.fromObject({ job: 'sweep-reply-queues' }),
-      retryAttempts: 2,
-      maxEventAge: Duration.hours(1),
-    })],
+  // Every job the same way: the event names it; EventBridge retries the delivery, Lambda a failed run (twice, as
+  // any asynchronous invocation), which the scheduler's Errors alarm reports (lib/operations.ts); each job is
+  // idempotent, so a retried run is harmless.
+  const scheduleJob = (id: string, job: SchedulerJob, schedule: events.Schedule, what: string) => new events.Rule(stack, id, {
+    description: `${prefix}: ${what}`,
+    schedule,
+    targets: [new targets.LambdaFunction(scheduler, { event: events.RuleTargetInput.fromObject({ job }), ...RULE_RETRY })],
   });
+  scheduleJob('ReplyQueueSweepSchedule', 'sweep-reply-queues', events.Schedule.rate(Duration.hours(1)),
+    'sweep reply queues of environments that are gone, hourly');
   const userDates = dailyUtcCron(USER_DATES_LOCAL_MINUTE, identityEnv.provisioningUtcOffsetMinutes);
-  new events.Rule(stack, 'UserDatesSchedule', {
-    description: `${prefix}: users' start and end dates, daily at 00:05 ${utcOffsetLabel(identityEnv.provisioningUtcOffsetMinutes)}`,
-    schedule: events.Schedule.cron({ minute: String(userDates.minute), hour: String(userDates.hour) }),
-    targets: [new targets.LambdaFunction(scheduler, {
-      event: events.RuleTargetInput.fromObject({ job: 'user-dates' }),
-      retryAttempts: 2,
-      maxEventAge: Duration.hours(1),
-    })],
-  });
-  // Its Errors alarm is the operations module's, as for every function.
+  scheduleJob('UserDatesSchedule', 'user-dates',
+    events.Schedule.cron({ minute: String(userDates.minute), hour: String(userDates.hour) }),
+    `users' start and end dates, daily at 00:05 ${utcOffsetLabel(identityEnv.provisioningUtcOffsetMinutes)}`);
+  scheduleJob('BudgetAlertsSchedule', 'budget-alerts', events.Schedule.rate(BUDGET_ALERTS_RATE),
+    `mail department contacts whose month's usage passed an alert threshold, every ${BUDGET_ALERTS_RATE.toMinutes()} minutes`);
+  scheduleJob('UsageRollupSchedule', 'usage-rollup',
+    events.Schedule.cron({ minute: String(USAGE_ROLLUP_UTC.minute), hour: String(USAGE_ROLLUP_UTC.hour) }),
+    'yesterday\'s usage per department, user, provider and model from the audit trail, daily');
+  scheduleJob('ChargebackSchedule', 'chargeback',
+    events.Schedule.cron({ minute: String(CHARGEBACK_UTC.minute), hour: String(CHARGEBACK_UTC.hour), day: String(CHARGEBACK_UTC.day) }),
+    'the month before\'s chargeback report from the audit trail, monthly');
 
   // ---- provisioner: HR files (age-encrypted) from the provisioning bucket, through EventBridge
   const identitySecret = new sm.Secret(stack, 'ProvisioningIdentitySecret', {
@@ -586,13 +648,14 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
         object: { key: [{ prefix: PROVISIONING_APPLY_PREFIX }, { prefix: PROVISIONING_DRY_RUN_PREFIX }] },
       },
     },
-    targets: [new targets.LambdaFunction(provisioner, { retryAttempts: 2, maxEventAge: Duration.hours(1) })],
+    targets: [new targets.LambdaFunction(provisioner, RULE_RETRY)],
   });
 
   // ---- admin API (lambda_http behind its own REST API, lib/api.ts): users of the pool, HR file uploads
-  // (presigned PUTs under incoming/ and dry-run/), the provisioner's reports, API keys, department budgets
+  // (presigned PUTs under incoming/ and dry-run/), the provisioner's reports, the chargeback reports, API keys,
+  // department budgets
   const adminApi = make('admin-api', {
-    description: `${prefix}: admin API (users, HR file uploads, provisioning reports, API keys, budgets)`,
+    description: `${prefix}: admin API (users, HR file uploads, provisioning and chargeback reports, API keys, budgets)`,
     timeout: ADMIN_API_TIMEOUT,
     memoryMb: 256,
     environment: {
@@ -616,16 +679,9 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
   ]);
   // A presigned PUT carries the function's permissions: s3:PutObject under the two prefixes only.
   for (const p of [PROVISIONING_APPLY_PREFIX, PROVISIONING_DRY_RUN_PREFIX]) putObjects(buckets.provisioning, adminApi, `${p}*`);
-  adminApi.addToRolePolicy(new iam.PolicyStatement({
-    actions: ['s3:ListBucket'],
-    resources: [buckets.reports.bucketArn],
-    conditions: { StringLike: { 's3:prefix': [`${PROVISIONING_REPORT_PREFIX}*`] } },
-  }));
-  adminApi.addToRolePolicy(new iam.PolicyStatement({
-    actions: ['s3:GetObject'],
-    resources: [buckets.reports.arnForObjects(`${PROVISIONING_REPORT_PREFIX}*`)],
-  }));
-  keys.data.grant(adminApi, 'kms:Decrypt');
+  // The provisioner's reports are listed, then read; a month's chargeback report is read by its key, and one
+  // not written yet must answer NoSuchKey (404 "no chargeback report yet"), so its prefix is listable too.
+  readObjects(buckets.reports, adminApi, [PROVISIONING_REPORT_PREFIX, CHARGEBACK_REPORT_PREFIX], ['s3:ListBucket']);
   useTable(tables.revocations, adminApi, ['GetItem', 'PutItem', 'UpdateItem']);
   // Listing keys reads the update index; one key is read, issued, rotated and revoked by its id.
   useTable(tables.apiKeys, adminApi, ['GetItem', 'PutItem', 'UpdateItem', 'Query']);
@@ -640,7 +696,7 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
   for (const fn of functions.values()) {
     NagSuppressions.addResourceSuppressions(fn.role!, [{
       id: 'AwsSolutions-IAM5',
-      reason: 'object-level S3 grants (grantRead, s3:PutObject, s3:GetObject) name one bucket and, for the audit bucket, one prefix (audit/*, bodies/*, digests/*; the provisioner\'s and the admin API\'s incoming/*, dry-run/* and reports/provisioning/*); object keys are made per request or per hour at run time. The action groups (s3:GetObject*, s3:GetBucket*, s3:List*, kms:GenerateDataKey*, kms:ReEncrypt*) are those of the CDK grant methods on that bucket, queue or table (the tables\' key actions, as DynamoDB\'s grantWriteData names them) and the data key only',
+      reason: 'object-level S3 grants (grantRead, s3:PutObject, s3:GetObject) name one bucket and, but for the payload bucket, one prefix (the audit bucket\'s audit/*, bodies/*, digests/*; the provisioning bucket\'s incoming/*, dry-run/*; the reports bucket\'s reports/provisioning/*, reports/usage/*, reports/chargeback/*); object keys are made per request, hour, day or month at run time. The action groups (s3:GetObject*, s3:GetBucket*, s3:List*, kms:GenerateDataKey*, kms:ReEncrypt*) are those of the CDK grant methods on that bucket, queue or table (the tables\' key actions, as DynamoDB\'s grantWriteData names them) and the data key only',
       appliesTo: [
         { regex: '/^Action::(s3:(GetObject|GetBucket|List)\\*|kms:(GenerateDataKey|ReEncrypt)\\*)$/' },
         { regex: '/^Resource::<(AuditBucket|PayloadBucket|ProvisioningBucket|ReportsBucket)[A-F0-9]{8}\\.Arn>\\/.*\\*$/' },

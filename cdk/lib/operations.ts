@@ -26,7 +26,7 @@ import { IConstruct } from 'constructs';
 import { NagSuppressions } from 'cdk-nag';
 import { auditEventsTable } from './athena-table';
 import { EnvironmentName, GatewayConfig, PROVIDERS } from './config';
-import { FunctionName } from './functions';
+import { FunctionName, SCHEDULER_JOBS } from './functions';
 import { pascal } from './names';
 import { Buckets, Queues, Tables, privateBucket } from './storage';
 
@@ -223,8 +223,9 @@ const TABLE_ALARMS: Record<keyof Tables, { what: string; throttled: string; oper
   },
   usage: {
     what: 'usage table',
-    throttled: 'requests under a budget fail (reservations fail closed); the audit writer settles late, retrying its events',
-    operations: [dynamodb.Operation.TRANSACT_WRITE_ITEMS],
+    throttled: 'requests under a budget fail (reservations fail closed); the audit writer settles late, retrying its events; budget alerts wait for a later run',
+    // The scheduler gives a budget alert's claim back with DeleteItem when the mail fails.
+    operations: [dynamodb.Operation.TRANSACT_WRITE_ITEMS, dynamodb.Operation.DELETE_ITEM],
   },
 };
 
@@ -252,11 +253,14 @@ function createAlarms(stack: Stack, props: OperationsProps): { alarms: cw.Alarm[
       fn.metricThrottles({ period: fiveMinutes }), 1);
     // The digest job has its own hourly errors alarm (lib/functions.ts).
     if (name !== 'audit-digest') {
+      // Every scheduled job fails its invocation when it fails, so the scheduler's one alarm covers each rule.
       const what = name === 'authorizer'
         ? 'authorizer errors (API Gateway answers 500 to every request it would have authorized)'
         : ROUTES.includes(name)
           ? `${name} route function errors (crashes or timeouts; the client got a 5xx or a cut stream)`
-          : `${name} function errors`;
+          : name === 'scheduler'
+            ? `scheduler job failures (one of ${SCHEDULER_JOBS.join(', ')}; the failed invocation's error in the function's log says which)`
+            : `${name} function errors`;
       alarm(`${id}Errors`, what, fn.metricErrors({ period: fiveMinutes }), 1);
     }
   }

@@ -137,7 +137,7 @@ describe('environment of the identity functions', () => {
     assert.deepEqual(env.GATEWAY_AUDIT_QUEUE_URL, queue);
     assert.equal(env.GATEWAY_PROVISIONING_UTC_OFFSET_MINUTES, offset);
   });
-  test('scheduler: the pool, departments, offset, table, audit queue', () => {
+  test('scheduler: the pool, departments, offset, table, audit queue; its budget and report jobs\' tables and buckets', () => {
     const env = envOf(t, 'Scheduler');
     assert.deepEqual(env, {
       RUST_LOG: config.environments.dev.logLevel,
@@ -148,6 +148,12 @@ describe('environment of the identity functions', () => {
       GATEWAY_PROVISIONING_UTC_OFFSET_MINUTES: offset,
       GATEWAY_REVOCATION_TABLE: table(),
       GATEWAY_AUDIT_QUEUE_URL: queue,
+      // test/budgets.test.ts: these per environment, with what the jobs do with them.
+      GATEWAY_DEPARTMENT_TABLE: { Ref: departmentsId(t) },
+      GATEWAY_USAGE_TABLE: { Ref: usageId(t) },
+      GATEWAY_AUDIT_BUCKET: { Ref: idOf(t, 'AWS::S3::Bucket', 'AuditBucket') },
+      GATEWAY_AUDIT_PREFIX: 'audit/',
+      GATEWAY_REPORTS_BUCKET: { Ref: idOf(t, 'AWS::S3::Bucket', 'ReportsBucket') },
     });
   });
   test('admin-api: the pool, departments, offset, buckets, tables, audit queue, upload URL lifetime', () => {
@@ -229,16 +235,21 @@ describe('grants of the identity functions, exactly', () => {
     assert.deepEqual(sends.map((s) => s.Resource), [auditQueue(t)]);
     assert.ok(list(sends[0].Action).includes('sqs:SendMessage'));
   });
-  test('scheduler: the date job\'s pool actions, table writes, audit queue', () => {
+  test('scheduler: the date job\'s pool actions, table writes, audit queue (and the budget alerts\' tables)', () => {
     assert.deepEqual(cognito(t, 'Scheduler'), [
       'AdminDisableUser', 'AdminEnableUser', 'AdminGetUser', 'AdminSetUserPassword', 'AdminUserGlobalSignOut',
       'ListUsers', 'ListUsersInGroup',
     ]);
-    assert.deepEqual(dynamo(t, 'Scheduler'), grants([[table(), ['dynamodb:PutItem', 'dynamodb:UpdateItem']]]));
+    // The revocations for the date job; the budget tables for the alerts job (test/budgets.test.ts).
+    assert.deepEqual(dynamo(t, 'Scheduler'), grants([
+      [table(), ['dynamodb:PutItem', 'dynamodb:UpdateItem']],
+      [indexOf(tableArn(departmentsId(t))), ['dynamodb:Query']],
+      [tableArn(usageId(t)), ['dynamodb:DeleteItem', 'dynamodb:GetItem', 'dynamodb:PutItem']],
+    ]));
     assert.ok(on(t, 'Scheduler', 'sqs').some((s) => JSON.stringify(s.Resource) === JSON.stringify(auditQueue(t))
       && list(s.Action).includes('sqs:SendMessage')));
   });
-  test('admin-api: the pool, uploads under incoming/ and dry-run/, provisioning reports, the tables, the audit queue', () => {
+  test('admin-api: the pool, uploads under incoming/ and dry-run/, provisioning and chargeback reports, the tables, the audit queue', () => {
     assert.deepEqual(cognito(t, 'AdminApi'), [
       'AdminAddUserToGroup', 'AdminCreateUser', 'AdminDeleteUser', 'AdminDeleteUserAttributes', 'AdminDisableUser',
       'AdminEnableUser', 'AdminGetUser', 'AdminListGroupsForUser', 'AdminRemoveUserFromGroup', 'AdminResetUserPassword',
@@ -253,13 +264,17 @@ describe('grants of the identity functions, exactly', () => {
     assert.equal(s3.length, 3, JSON.stringify(s3));
     const put = s3.find((s) => s.Action === 's3:PutObject')!;
     assert.deepEqual(sortResources(put.Resource), sortResources([objects(provisioning, 'dry-run/'), objects(provisioning, 'incoming/')]));
+    // Provisioning reports are listed and read; a month's chargeback report is read by key, listable so that
+    // one not written yet is NoSuchKey (a 404) rather than AccessDenied.
     assert.deepEqual(s3.find((s) => s.Action === 's3:ListBucket'), {
       Action: 's3:ListBucket',
       Resource: { 'Fn::GetAtt': [reports, 'Arn'] },
-      Condition: { StringLike: { 's3:prefix': ['reports/provisioning/*'] } },
+      Condition: { StringLike: { 's3:prefix': ['reports/provisioning/*', 'reports/chargeback/*'] } },
     });
-    assert.deepEqual(s3.find((s) => s.Action === 's3:GetObject'),
-      { Action: 's3:GetObject', Resource: objects(reports, 'reports/provisioning/'), Condition: undefined });
+    const get = s3.find((s) => s.Action === 's3:GetObject')!;
+    assert.equal(get.Condition, undefined);
+    assert.deepEqual(sortResources(get.Resource),
+      sortResources([objects(reports, 'reports/provisioning/'), objects(reports, 'reports/chargeback/')]));
     // Keys and department settings are listed through the update index, and read and written by id; usage
     // counters are only read.
     const departments = tableArn(departmentsId(t));
