@@ -5,21 +5,40 @@ small writes on a socket with Nagle's algorithm on; against a client that delays
 new TCP connection per AWS call and, often, a 40 ms stall. waitress keeps connections alive and sets
 TCP_NODELAY, so the stack measures the gateway, not its stand-in for AWS.
 
+DynamoDB calls are served one at a time: moto's tables are plain dicts, so concurrent writes can break a
+read that iterates them ("dictionary changed size during iteration") or interleave a conditional update's
+check and write. DynamoDB makes every single-item write (conditional or not) and every transaction atomic;
+serializing them here is what lets the budgets' concurrency tests test the gateway, not the emulator.
+
 Usage: moto_server.py HOST PORT
 """
 
 import signal
 import sys
+import threading
 
 from moto.server import DomainDispatcherApplication, create_backend_app
 from waitress import serve
+
+
+def serialize_dynamodb(app):
+    lock = threading.Lock()
+
+    def wrapped(environ, start_response):
+        if not environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
+            return app(environ, start_response)
+        with lock:
+            # The whole answer is produced under the lock (moto builds it in full anyway).
+            return list(app(environ, start_response))
+
+    return wrapped
 
 
 def main() -> None:
     host, port = sys.argv[1], int(sys.argv[2])
     # SIGTERM from the stack ends the process at once (waitress would otherwise wait for long polls).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    app = DomainDispatcherApplication(create_backend_app)
+    app = serialize_dynamodb(DomainDispatcherApplication(create_backend_app))
     # Long polls (every SQS event source and reply queue poller holds one) each hold a thread while
     # they wait; enough threads that they never starve the short calls.
     serve(app, host=host, port=port, threads=64, connection_limit=512, channel_timeout=120,

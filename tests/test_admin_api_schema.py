@@ -98,6 +98,7 @@ CONTRACT_OPERATIONS = {
     ("get", "/departments/{id}/usage"),
     ("get", "/departments/summary"),
     ("get", "/reports/chargeback"),
+    ("get", "/users/{id}/usage"),
 }
 # The scope pair (write, read) of each resource, by the path's first segment (policy/scopes.json;
 # gateway_shared::scopes::admin_resource_scopes).
@@ -452,7 +453,9 @@ def test_usage_answers_hold_counts_limits_and_shares():
     assert conforms("DepartmentUsage", {**department, "monthly_tokens_limit": None, "percent_of_monthly_tokens": None})
     assert not conforms("DepartmentUsage", {**department, "tokens": -1})
     assert not conforms("DepartmentUsage", {**department, "month": "2026-13"})
-    assert not conforms("ApiKeyUsage", {**key, "monthly_tokens_limit": 1000}), "a key's limits are not repeated"
+    assert conforms("ApiKeyUsage", {**key, "monthly_tokens_limit": 1000, "percent_of_monthly_tokens": 12.5}), \
+        "a key's limits are its department's per-user ones"
+    assert not conforms("ApiKeyUsage", {**key, "monthly_tokens_limit": -1})
     for field in key:
         assert not conforms("ApiKeyUsage", {k: v for k, v in key.items() if k != field}), field
 

@@ -166,7 +166,8 @@ def test_tokens_per_minute_refuse_within_the_minute_and_recover_the_next(state, 
 
 def test_each_user_and_api_key_has_its_own_budget_within_the_department(state, admin, make_user, budget):
     # A fresh user and a fresh key: their month's counters start at zero.
-    member = make_user("gateway-all", f"dept-{DEPARTMENT}")["access_token"]
+    user = make_user("gateway-all", f"dept-{DEPARTMENT}")
+    member, username = user["access_token"], user["username"]
     issued = admin_call(state, "POST", "/apikeys", admin,
                         json={"name": "budget-bot", "department": DEPARTMENT, "scopes": ["text:openai"]})
     assert issued.status_code == 201, issued.text
@@ -183,6 +184,12 @@ def test_each_user_and_api_key_has_its_own_budget_within_the_department(state, a
     assert sorted(a.status_code for a in keys) == [200, 429], "the key's budget is its own"
     message = next(a for a in keys if a.status_code == 429).json()["error"]["message"]
     assert "your (in department accounting) monthly budget" in message, message
+    # The user's month, with their department's per-user limit beside it.
+    answer = admin_call(state, "GET", f"/users/{username}/usage", admin)
+    assert answer.status_code == 200, answer.text
+    assert answer.json()["department"] == DEPARTMENT
+    assert answer.json()["monthly_tokens_limit"] == len(body) + 100 + 10
+    assert answer.json()["tokens"] > 0
     # The key's month, from the same counters.
     deadline = time.monotonic() + SETTLE_TIMEOUT_S
     while True:

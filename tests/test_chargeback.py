@@ -107,6 +107,19 @@ def test_the_months_chargeback_report_totals_equal_the_audit_events(state, token
     assert admin_call(state, "GET", "/reports/chargeback", reader, params={"month": month}).status_code == 200
     assert admin_call(state, "GET", "/reports/chargeback", token_for("gateway-text"),
                       params={"month": month}).status_code == 403
+    # The days so far, from the daily rollups the job wrote: sales' totals are the report's.
+    first, today = f"{month}-01", dt.datetime.now(dt.timezone.utc).strftime("%Y-%m-%d")
+    ranged = admin_call(state, "GET", "/departments/sales/usage", admin,
+                        params={"from": first, "to": today, "group_by": "user"})
+    assert ranged.status_code == 200, ranged.text
+    ranged = ranged.json()
+    sales = next(d for d in body["departments"] if d["department"] == "sales")
+    assert ranged["missing_days"] == [] and ranged["totals"]["total_tokens"] == sales["total_tokens"], ranged
+    assert any(g["key"] == f"apikey:{issued.json()['api_key']['id']}" for g in ranged["groups"])
+    assert admin_call(state, "GET", "/departments/sales/usage", admin,
+                      params={"from": first}).status_code == 400
+    assert admin_call(state, "GET", "/departments/sales/usage", admin,
+                      params={"from": first, "to": today, "group_by": "colour"}).status_code == 400
     summary = admin_call(state, "GET", "/departments/summary", admin).json()
     assert [d["department"] for d in summary["departments"]] == sorted(d["department"] for d in summary["departments"])
     admin_call(state, "POST", f"/apikeys/{issued.json()['api_key']['id']}/revoke", admin)

@@ -9,7 +9,7 @@
 //!   non-stream latency to the last byte, stream time to first byte. Added latency = gateway - direct.
 //!   `gateway_api_key`: the same with an API key instead of a token. `gateway_budgeted`: a user of a
 //!   department with budgets (department and user, monthly and per minute, never reached), so every
-//!   request reserves on four counters in one DynamoDB transaction (here moto's, a Python emulator).
+//!   request reserves on four counters (four conditional updates at once, on moto, a Python emulator).
 //! - `cold_start`: each function binary started against a stand-in Lambda runtime API on 127.0.0.1:
 //!   time from process start to its first `invocation/next` poll (its init: config, clients, JWKS
 //!   prefetch), plus binary size. Lambda's own sandbox start is not included.

@@ -58,10 +58,12 @@ export const BUDGET_ALERTS_RATE = Duration.minutes(5);
  * The daily usage rollup (yesterday, UTC) runs at 00:30 UTC: events land in the audit partition of the hour
  * they are written, seconds to minutes after they happen, so by then yesterday's have arrived but for a
  * backlog's (which alarms after 15 minutes). The month's chargeback re-reads every day of the month, later
- * arrivals included, on the 1st at 01:00 UTC; either can be run again for a given day or month by hand.
+ * arrivals included, on the 1st at 04:00 UTC (after the last day's late partitions); either can be run again
+ * for a given day or month by hand.
  */
 export const USAGE_ROLLUP_UTC = { hour: 0, minute: 30 };
-export const CHARGEBACK_UTC = { day: 1, hour: 1, minute: 0 };
+// 04:00: after the last day's late partitions (the rollup reads three hours past midnight) are written.
+export const CHARGEBACK_UTC = { day: 1, hour: 4, minute: 0 };
 /**
  * EventBridge's delivery retries and maximum event age for every rule that invokes a function (the jobs are
  * idempotent; a failed run fails its invocation, which the function's Errors alarm reports).
@@ -681,7 +683,7 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
   for (const p of [PROVISIONING_APPLY_PREFIX, PROVISIONING_DRY_RUN_PREFIX]) putObjects(buckets.provisioning, adminApi, `${p}*`);
   // The provisioner's reports are listed, then read; a month's chargeback report is read by its key, and one
   // not written yet must answer NoSuchKey (404 "no chargeback report yet"), so its prefix is listable too.
-  readObjects(buckets.reports, adminApi, [PROVISIONING_REPORT_PREFIX, CHARGEBACK_REPORT_PREFIX], ['s3:ListBucket']);
+  readObjects(buckets.reports, adminApi, [PROVISIONING_REPORT_PREFIX, CHARGEBACK_REPORT_PREFIX, USAGE_REPORT_PREFIX], ['s3:ListBucket']);
   useTable(tables.revocations, adminApi, ['GetItem', 'PutItem', 'UpdateItem']);
   // Listing keys reads the update index; one key is read, issued, rotated and revoked by its id.
   useTable(tables.apiKeys, adminApi, ['GetItem', 'PutItem', 'UpdateItem', 'Query']);

@@ -205,8 +205,7 @@ const TABLE_OPERATIONS = [dynamodb.Operation.QUERY, dynamodb.Operation.GET_ITEM,
 
 /**
  * What each table's alarms call it, what its throttling costs, and the operations its callers use beyond
- * TABLE_OPERATIONS (DynamoDB reports a transaction's throttles and errors under TransactWriteItems, not under
- * the Puts and Updates in it).
+ * TABLE_OPERATIONS.
  */
 const TABLE_ALARMS: Record<keyof Tables, { what: string; throttled: string; operations?: dynamodb.Operation[] }> = {
   revocations: {
@@ -225,7 +224,7 @@ const TABLE_ALARMS: Record<keyof Tables, { what: string; throttled: string; oper
     what: 'usage table',
     throttled: 'requests under a budget fail (reservations fail closed); the audit writer settles late, retrying its events; budget alerts wait for a later run',
     // The scheduler gives a budget alert's claim back with DeleteItem when the mail fails.
-    operations: [dynamodb.Operation.TRANSACT_WRITE_ITEMS, dynamodb.Operation.DELETE_ITEM],
+    operations: [dynamodb.Operation.DELETE_ITEM],
   },
 };
 

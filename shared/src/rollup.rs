@@ -73,7 +73,7 @@ impl Totals {
         }
     }
 
-    fn add(&mut self, other: &Totals) {
+    pub fn add(&mut self, other: &Totals) {
         self.requests += other.requests;
         self.refused += other.refused;
         self.input_tokens += other.input_tokens;

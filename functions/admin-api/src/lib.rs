@@ -221,6 +221,7 @@ enum Route<'a> {
     Enable(&'a str),
     PasswordReset(&'a str),
     SignOut(&'a str),
+    UserUsage(&'a str),
     ListKeys,
     IssueKey,
     GetKey(&'a str),
@@ -311,7 +312,8 @@ fn route<'a>(method: &str, path: &'a str) -> Result<Route<'a>, ApiError> {
                 ("PUT", "enable") => Route::Enable(id),
                 ("POST", "password-reset") => Route::PasswordReset(id),
                 ("POST", "sign-out") => Route::SignOut(id),
-                (_, "disable" | "enable" | "password-reset" | "sign-out") => {
+                ("GET", "usage") => Route::UserUsage(id),
+                (_, "disable" | "enable" | "password-reset" | "sign-out" | "usage") => {
                     return Err(wrong_method())
                 }
                 _ => return Err(not_found()),
@@ -637,11 +639,42 @@ impl AdminApi {
                     result,
                 )
             }
+            Route::UserUsage(id) => {
+                let user = self.directory.user(id).await?;
+                let month = departments::month(query("month"), now)?;
+                let sub = user
+                    .sub
+                    .clone()
+                    .ok_or_else(|| ApiError::internal(format!("user {id} has no sub")))?;
+                let settings = match &user.department {
+                    Some(department) => self.department_settings.get(department).await?,
+                    None => None,
+                };
+                let mut usage = departments::usage(
+                    &self.usage,
+                    "u",
+                    &sub,
+                    &month,
+                    settings.as_ref().map(|s| &s.user_budget),
+                )
+                .await?;
+                usage["user_id"] = json!(id);
+                usage["department"] = json!(user.department);
+                Ok(Answer::json(200, usage))
+            }
             Route::KeyUsage(id) => {
                 let key = self.api_keys.get(id).await?;
                 let month = departments::month(query("month"), now)?;
-                let mut usage =
-                    departments::usage(&self.usage, "u", &key.subject(), &month, None).await?;
+                // A key is one user of its department: the department's per-user limits are its own.
+                let settings = self.department_settings.get(&key.department).await?;
+                let mut usage = departments::usage(
+                    &self.usage,
+                    "u",
+                    &key.subject(),
+                    &month,
+                    settings.as_ref().map(|s| &s.user_budget),
+                )
+                .await?;
                 usage["id"] = json!(key.id);
                 usage["department"] = json!(key.department);
                 usage["last_used_at"] = json!(key.last_used_at);
@@ -716,6 +749,19 @@ impl AdminApi {
                     .to_vec(),
                     result,
                 )
+            }
+            Route::DepartmentUsage(id) if query("from").is_some() || query("to").is_some() => {
+                let id = self.department(id)?;
+                let (Some(from), Some(to)) = (query("from"), query("to")) else {
+                    return Err(ApiError::bad_request(
+                        "from and to go together (YYYY-MM-DD)",
+                    ));
+                };
+                Ok(Answer::json(
+                    200,
+                    departments::usage_range(self, id, &from, &to, query("group_by").as_deref())
+                        .await?,
+                ))
             }
             Route::DepartmentUsage(id) => {
                 let id = self.department(id)?;
@@ -1379,6 +1425,7 @@ mod tests {
             Route::Enable(id) => format!("/users/{id}/enable"),
             Route::PasswordReset(id) => format!("/users/{id}/password-reset"),
             Route::SignOut(id) => format!("/users/{id}/sign-out"),
+            Route::UserUsage(id) => format!("/users/{id}/usage"),
             Route::ListKeys | Route::IssueKey => "/apikeys".into(),
             Route::GetKey(id) => format!("/apikeys/{id}"),
             Route::RevokeKey(id) => format!("/apikeys/{id}/revoke"),
@@ -1404,7 +1451,7 @@ mod tests {
                 proptest::prop_assert_eq!(path_of(&route), path.clone());
                 if let Route::GetUser(id) | Route::PatchUser(id) | Route::DeleteUser(id)
                     | Route::Disable(id) | Route::Enable(id) | Route::PasswordReset(id)
-                    | Route::SignOut(id) = route
+                    | Route::SignOut(id) | Route::UserUsage(id) = route
                 {
                     proptest::prop_assert!(user_segment(id).is_some());
                     proptest::prop_assert!(!id.contains('%') && id != "." && id != "..");

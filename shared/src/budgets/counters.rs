@@ -5,10 +5,12 @@
 //! - `s#<request id>`: the marker of a settled request, kept two weeks.
 //!
 //! Each counter holds settled usage plus open reservations, so one conditional `ADD` both checks a
-//! limit and takes the request's share atomically; a transaction over every counter a limit applies
-//! to takes all shares or none (see the module documentation of [`super`]).
+//! limit and takes the request's share atomically. A request takes its share of every counter a
+//! limit applies to at once; if one refuses, the shares taken are given back (meanwhile they only
+//! make the counters stricter). No transactions: they would make a department's concurrent requests
+//! conflict on its counters.
 
-use aws_sdk_dynamodb::types::{AttributeValue, Put, TransactWriteItem, Update};
+use aws_sdk_dynamodb::types::AttributeValue;
 
 use super::demand::Demand;
 use super::settings::{DepartmentSettings, Limits};
@@ -187,10 +189,14 @@ impl UsageCounters {
             return Err(Refused::OverBudget(counter.refusal(&demand)).into());
         }
         let now_secs = now_ms / 1000;
-        let mut transaction = self.client.transact_write_items();
-        for counter in &counters {
+        // One conditional update per counter, all at once: each is atomic on its own item (no
+        // transaction, so no conflicts between concurrent requests on a department's counters).
+        // If any refuses, the shares the others took are given back.
+        let takes = counters.iter().map(|counter| {
             let mut conditions = Vec::new();
-            let mut update = Update::builder()
+            let mut update = self
+                .client
+                .update_item()
                 .table_name(&self.table)
                 .key("counter", AttributeValue::S(counter.key.clone()))
                 .update_expression(
@@ -202,66 +208,100 @@ impl UsageCounters {
                 .expression_attribute_values(":x", number(now_secs + counter.keep_secs));
             if let Some(limit) = counter.tokens {
                 conditions.push("(attribute_not_exists(tokens) OR tokens <= :tmax)");
-                update = update.expression_attribute_values(":tmax", number(limit - demand.tokens));
+                update =
+                    update.expression_attribute_values(":tmax", number(limit - demand.tokens));
             }
             if let Some(limit) = counter.cost_micros {
                 conditions.push("(attribute_not_exists(cost_micros) OR cost_micros <= :cmax)");
                 update = update.expression_attribute_values(":cmax", number(limit - cost));
             }
-            let update = update
-                .condition_expression(conditions.join(" AND "))
-                .build()
-                .map_err(store_error)?;
-            transaction =
-                transaction.transact_items(TransactWriteItem::builder().update(update).build());
-        }
-        match transaction.send().await {
-            Ok(_) => Ok(Some(Reservation {
-                counters: counters.into_iter().map(|c| c.key).collect(),
-                tokens: demand.tokens,
-                cost_micros: cost,
-            })),
-            Err(error) => {
-                let reasons = error
-                    .as_service_error()
-                    .filter(|e| e.is_transaction_canceled_exception())
-                    .map(|e| match e {
-                        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => {
-                            c.cancellation_reasons().to_vec()
-                        }
-                        _ => Vec::new(),
-                    });
-                match reasons {
-                    Some(reasons) => {
-                        let failed = reasons
-                            .iter()
-                            .position(|r| r.code() == Some("ConditionalCheckFailed"))
-                            .and_then(|i| counters.get(i));
-                        match failed {
-                            Some(counter) => {
-                                Err(Refused::OverBudget(counter.refusal(&demand)).into())
-                            }
-                            // Canceled for another reason (a conflicting transaction on the same
-                            // counter): not a verdict on the budget, so the caller may retry.
-                            None => Err(CounterError::Store(format!(
-                                "the reservation was canceled ({}); retry",
-                                reasons
-                                    .iter()
-                                    .filter_map(|r| r.code())
-                                    .collect::<Vec<_>>()
-                                    .join(", ")
-                            ))),
-                        }
-                    }
-                    None => Err(store_error(error)),
+            update.condition_expression(conditions.join(" AND ")).send()
+        });
+        let results = futures_util::future::join_all(takes).await;
+        let mut refused = None;
+        let mut failed = None;
+        let mut taken = Vec::new();
+        for (counter, result) in counters.iter().zip(results) {
+            match result {
+                Ok(_) => taken.push(counter.key.clone()),
+                Err(error)
+                    if error
+                        .as_service_error()
+                        .is_some_and(|e| e.is_conditional_check_failed_exception()) =>
+                {
+                    refused.get_or_insert(counter);
+                }
+                Err(error) => {
+                    failed.get_or_insert(store_error(error));
                 }
             }
         }
+        if refused.is_none() && failed.is_none() {
+            return Ok(Some(Reservation {
+                counters: taken,
+                tokens: demand.tokens,
+                cost_micros: cost,
+            }));
+        }
+        let shares = Reservation {
+            counters: taken,
+            tokens: demand.tokens,
+            cost_micros: cost,
+        };
+        if let Err(error) = self
+            .apply(&shares.counters, Delta::release(&shares), now_secs)
+            .await
+        {
+            // Left taken, the shares only make the counters stricter (never let more through).
+            tracing::error!(%error, "a refused reservation's shares were not all given back");
+        }
+        match refused {
+            Some(counter) => Err(Refused::OverBudget(counter.refusal(&demand)).into()),
+            None => Err(failed
+                .unwrap_or_else(|| CounterError::Store("the reservation was not taken".into()))),
+        }
+    }
+
+    /// Adds `delta` to each of `keys` at once; the first failure, if any (after the SDK's retries).
+    async fn apply(
+        &self,
+        keys: &[String],
+        delta: Delta,
+        now_secs: u64,
+    ) -> Result<(), CounterError> {
+        let writes = keys.iter().map(|key| {
+            let keep = if key.contains("#t#") {
+                MINUTE_KEEP_SECS
+            } else {
+                MONTH_KEEP_SECS
+            };
+            self.client
+                .update_item()
+                .table_name(&self.table)
+                .key("counter", AttributeValue::S(key.clone()))
+                .update_expression(
+                    "ADD tokens :t, cost_micros :c, requests :r SET expires_at = if_not_exists(expires_at, :x)",
+                )
+                .expression_attribute_values(":t", AttributeValue::N(delta.tokens.to_string()))
+                .expression_attribute_values(":c", AttributeValue::N(delta.cost_micros.to_string()))
+                .expression_attribute_values(":r", AttributeValue::N(delta.requests.to_string()))
+                .expression_attribute_values(":x", number(now_secs + keep))
+                .send()
+        });
+        for result in futures_util::future::join_all(writes).await {
+            result.map_err(store_error)?;
+        }
+        Ok(())
     }
 
     /// Settles one request once: adds `used - reserved` to each counter it reserved on, and `used`
     /// to each of `also` it did not (the month's counters of its department and subject, so usage is
     /// counted even while no limit applies). `Ok(false)`: settled before (a retried batch).
+    ///
+    /// Once: a marker item per request is written first, on the condition that there is none. The
+    /// counters' updates follow (each retried by the SDK); if one still fails, the error is returned
+    /// and alarmed, and that counter keeps the request's reservation (stricter, never looser) or
+    /// misses its usage.
     pub async fn settle(
         &self,
         request_id: &str,
@@ -272,86 +312,51 @@ impl UsageCounters {
         now_ms: u64,
     ) -> Result<bool, CounterError> {
         let now_secs = now_ms / 1000;
-        let marker = Put::builder()
-            .table_name(&self.table)
-            .item("counter", AttributeValue::S(format!("s#{request_id}")))
-            .item("expires_at", number(now_secs + MARKER_KEEP_SECS))
-            .condition_expression("attribute_not_exists(#k)")
-            .expression_attribute_names("#k", "counter")
-            .build()
-            .map_err(store_error)?;
-        let mut transaction = self
-            .client
-            .transact_write_items()
-            .transact_items(TransactWriteItem::builder().put(marker).build());
+        if !self
+            .claim_for(&format!("s#{request_id}"), now_secs + MARKER_KEEP_SECS)
+            .await?
+        {
+            return Ok(false);
+        }
         let reserved: &[String] = reservation.map(|r| r.counters.as_slice()).unwrap_or(&[]);
         let (reserved_tokens, reserved_cost) =
             reservation.map_or((0, 0), |r| (r.tokens, r.cost_micros));
-        let mut keys: Vec<(&String, bool)> = reserved.iter().map(|k| (k, true)).collect();
-        keys.extend(
-            also.iter()
-                .filter(|k| !reserved.contains(k))
-                .map(|k| (k, false)),
-        );
-        for (key, was_reserved) in keys {
-            let (dt, dc, requests) = if was_reserved {
-                (
-                    used_tokens as i128 - reserved_tokens as i128,
-                    used_cost_micros as i128 - reserved_cost as i128,
-                    0,
-                )
-            } else {
-                (used_tokens as i128, used_cost_micros as i128, 1)
-            };
-            let keep = if key.contains("#t#") {
-                MINUTE_KEEP_SECS
-            } else {
-                MONTH_KEEP_SECS
-            };
-            let update = Update::builder()
-                .table_name(&self.table)
-                .key("counter", AttributeValue::S(key.clone()))
-                .update_expression(
-                    "ADD tokens :t, cost_micros :c, requests :r SET expires_at = if_not_exists(expires_at, :x)",
-                )
-                .expression_attribute_values(":t", AttributeValue::N(dt.to_string()))
-                .expression_attribute_values(":c", AttributeValue::N(dc.to_string()))
-                .expression_attribute_values(":r", number(requests))
-                .expression_attribute_values(":x", number(now_secs + keep))
-                .build()
-                .map_err(store_error)?;
-            transaction =
-                transaction.transact_items(TransactWriteItem::builder().update(update).build());
-        }
-        match transaction.send().await {
-            Ok(_) => Ok(true),
-            Err(error) => {
-                let already = error
-                    .as_service_error()
-                    .and_then(|e| match e {
-                        aws_sdk_dynamodb::operation::transact_write_items::TransactWriteItemsError::TransactionCanceledException(c) => {
-                            c.cancellation_reasons().first().and_then(|r| r.code()).map(|c| c == "ConditionalCheckFailed")
-                        }
-                        _ => None,
-                    })
-                    .unwrap_or(false);
-                if already {
-                    Ok(false)
-                } else {
-                    Err(store_error(error))
-                }
-            }
-        }
+        let unreserved: Vec<String> = also
+            .iter()
+            .filter(|k| !reserved.contains(k))
+            .cloned()
+            .collect();
+        let release = Delta {
+            tokens: i128::from(used_tokens) - i128::from(reserved_tokens),
+            cost_micros: i128::from(used_cost_micros) - i128::from(reserved_cost),
+            requests: 0,
+        };
+        let usage = Delta {
+            tokens: i128::from(used_tokens),
+            cost_micros: i128::from(used_cost_micros),
+            requests: 1,
+        };
+        let (settled, counted) = futures_util::future::join(
+            self.apply(reserved, release, now_secs),
+            self.apply(&unreserved, usage, now_secs),
+        )
+        .await;
+        settled.and(counted).map(|()| true)
     }
 
     /// Claims `marker` (a once-only item, such as an alert sent): true for the first claim only.
     pub async fn claim(&self, marker: &str, now_ms: u64) -> Result<bool, CounterError> {
+        self.claim_for(marker, now_ms / 1000 + MONTH_KEEP_SECS)
+            .await
+    }
+
+    async fn claim_for(&self, marker: &str, expires_at: u64) -> Result<bool, CounterError> {
         let result = self
             .client
             .put_item()
             .table_name(&self.table)
             .item("counter", AttributeValue::S(marker.to_string()))
-            .item("expires_at", number(now_ms / 1000 + MONTH_KEEP_SECS))
+            .item("expires_at", number(expires_at))
             .condition_expression("attribute_not_exists(#k)")
             .expression_attribute_names("#k", "counter")
             .send()
@@ -400,6 +405,25 @@ impl UsageCounters {
                 .unwrap_or(0)
         };
         Ok((field("tokens"), field("cost_micros"), field("requests")))
+    }
+}
+
+/// What one settlement or give-back adds to a counter.
+#[derive(Clone, Copy)]
+struct Delta {
+    tokens: i128,
+    cost_micros: i128,
+    requests: i128,
+}
+
+impl Delta {
+    /// Gives a reservation's share back.
+    fn release(reservation: &Reservation) -> Delta {
+        Delta {
+            tokens: -i128::from(reservation.tokens),
+            cost_micros: -i128::from(reservation.cost_micros),
+            requests: -1,
+        }
     }
 }
 

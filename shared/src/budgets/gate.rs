@@ -1,5 +1,5 @@
 //! The route functions' budget check ([`crate::proxy::Admission`]): the caller's department
-//! settings from memory, the request's worst case from its body, one reservation transaction.
+//! settings from memory, the request's worst case from its body, one round of conditional updates reserving it.
 
 use std::sync::Arc;
 use std::time::Duration;

@@ -8,10 +8,11 @@
 //!   its bytes (a token is at least one byte), output tokens its `max_tokens` (each provider's field)
 //!   or the model's default limit, and their cost at the price table's rates.
 //! - [`counters`]: the `usage` table. A request under a budget *reserves* its worst case on every
-//!   counter a limit applies to, in one DynamoDB transaction whose conditions refuse it if any
-//!   counter would pass its limit (the one round trip a budget adds to a request's path). The audit
-//!   writer *settles* each reservation to the real usage from the request's final audit record, off
-//!   the request path, once (a marker item makes a retried batch change nothing).
+//!   counter a limit applies to, with one conditional update per counter, all at once, each refusing
+//!   if its counter would pass its limit (the one round trip a budget adds to a request's path); if
+//!   one refuses, the others' shares are given back. The audit writer *settles* each reservation to
+//!   the real usage from the request's final audit record, off the request path, once (a marker
+//!   item makes a retried batch change nothing).
 //!
 //! Invariant: the sum over counters of settled usage plus open reservations never passes a limit
 //! because of a reservation; it passes it only by what requests used beyond their reserved worst
