@@ -130,8 +130,16 @@ async fn main() -> Result<(), BoxError> {
     }
     let mut overhead = Vec::new();
     for (concurrency, per_worker) in [(1usize, 400usize), (32, 60)] {
+        // Under budgets every request writes DynamoDB, which moto (one Python process, one call at a
+        // time) serves far slower than DynamoDB: at concurrency 32 that measures the emulator, so the
+        // budgeted target runs at concurrency 1 only.
+        let here: Vec<(&str, Target)> = targets
+            .iter()
+            .filter(|(name, _)| concurrency == 1 || *name != "gateway_budgeted")
+            .cloned()
+            .collect();
         for stream in [false, true] {
-            overhead.push(compare(&client, &targets, concurrency, per_worker, stream).await?);
+            overhead.push(compare(&client, &here, concurrency, per_worker, stream).await?);
         }
     }
     let sqs_calls = bench_sqs_calls(&client, &gateway, &state.control_url).await?;
