@@ -343,7 +343,7 @@ mod tests {
         let json = serde_json::to_value(&event).unwrap();
         assert_eq!(json["decision"], "unauthorized");
         assert_eq!(json["outcome"], "refused");
-        assert_eq!(json["schema_version"], 3);
+        assert_eq!(json["schema_version"], SCHEMA_VERSION);
         assert_eq!(json["record"], "final");
         let keys: Vec<&String> = json.as_object().unwrap().keys().collect();
         for forbidden in ["token", "headers", "authorization", "api_key"] {
