@@ -269,12 +269,12 @@ describe('grants of the identity functions, exactly', () => {
     assert.deepEqual(s3.find((s) => s.Action === 's3:ListBucket'), {
       Action: 's3:ListBucket',
       Resource: { 'Fn::GetAtt': [reports, 'Arn'] },
-      Condition: { StringLike: { 's3:prefix': ['reports/provisioning/*', 'reports/chargeback/*'] } },
+      Condition: { StringLike: { 's3:prefix': ['reports/provisioning/*', 'reports/chargeback/*', 'reports/usage/*'] } },
     });
     const get = s3.find((s) => s.Action === 's3:GetObject')!;
     assert.equal(get.Condition, undefined);
     assert.deepEqual(sortResources(get.Resource),
-      sortResources([objects(reports, 'reports/provisioning/'), objects(reports, 'reports/chargeback/')]));
+      sortResources([objects(reports, 'reports/provisioning/'), objects(reports, 'reports/chargeback/'), objects(reports, 'reports/usage/')]));
     // Keys and department settings are listed through the update index, and read and written by id; usage
     // counters are only read.
     const departments = tableArn(departmentsId(t));
