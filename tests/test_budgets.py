@@ -277,9 +277,10 @@ def test_contacts_are_told_once_when_the_month_passes_a_threshold(state, admin, 
     limit = used * 100 // 85
     budget(budget={"monthly_tokens": limit}, contacts=[contact], alert_thresholds_percent=[80, 100])
     first = run_alerts(state)
+    # The stack's own five-minute schedule may have run the job first: either run sent it, once.
     ours = [a for a in first["sent"] if a["department"] == DEPARTMENT]
-    assert [a["threshold"] for a in ours] == [80], first
-    assert ours[0]["mailed"] is True
+    assert [a["threshold"] for a in ours] in ([80], []), first
+    assert all(a["mailed"] for a in ours)
     mails = mails_to(state, contact)
     assert len(mails) == 1, mails
     assert "80%" in mails[0]["subject"] and DEPARTMENT in mails[0]["subject"], mails[0]["subject"]

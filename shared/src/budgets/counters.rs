@@ -298,10 +298,10 @@ impl UsageCounters {
     /// to each of `also` it did not (the month's counters of its department and subject, so usage is
     /// counted even while no limit applies). `Ok(false)`: settled before (a retried batch).
     ///
-    /// Once: a marker item per request is written first, on the condition that there is none. The
-    /// counters' updates follow (each retried by the SDK); if one still fails, the error is returned
-    /// and alarmed, and that counter keeps the request's reservation (stricter, never looser) or
-    /// misses its usage.
+    /// Once: for a request that reserved, a marker item is written first, on the condition that
+    /// there is none. The counters' updates follow (each retried by the SDK); if one still fails, the
+    /// error is returned and alarmed, and that counter keeps the request's reservation (stricter,
+    /// never looser) or misses its usage.
     pub async fn settle(
         &self,
         request_id: &str,
@@ -312,9 +312,13 @@ impl UsageCounters {
         now_ms: u64,
     ) -> Result<bool, CounterError> {
         let now_secs = now_ms / 1000;
-        if !self
-            .claim_for(&format!("s#{request_id}"), now_secs + MARKER_KEEP_SECS)
-            .await?
+        // Exactly once where it matters: a reservation given back twice would loosen its limits.
+        // Usage of a request that reserved nothing is only added (a retried batch counts it twice,
+        // which is stricter, never looser), so it needs no marker item per request.
+        if reservation.is_some()
+            && !self
+                .claim_for(&format!("s#{request_id}"), now_secs + MARKER_KEEP_SECS)
+                .await?
         {
             return Ok(false);
         }
