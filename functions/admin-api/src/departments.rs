@@ -199,33 +199,12 @@ async fn daily_rollup(
     api: &crate::AdminApi,
     day: &str,
 ) -> Result<Option<gateway_shared::rollup::Rollup>, ApiError> {
-    let object = api
-        .s3
-        .get_object()
-        .bucket(&api.config.reports_bucket)
-        .key(format!("reports/usage/daily/{day}.json"))
-        .send()
-        .await;
-    let object = match object {
-        Ok(object) => object,
-        Err(error) if error.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
-            return Ok(None)
-        }
-        Err(error) => {
-            return Err(ApiError::internal(aws_sdk_s3::error::DisplayErrorContext(
-                error,
-            )))
-        }
-    };
-    let bytes = object
-        .body
-        .collect()
-        .await
-        .map_err(ApiError::internal)?
-        .into_bytes();
-    serde_json::from_slice(&bytes)
-        .map(Some)
-        .map_err(ApiError::internal)
+    match crate::files::report_object(api, &format!("reports/usage/daily/{day}.json")).await? {
+        None => Ok(None),
+        Some(bytes) => serde_json::from_slice(&bytes)
+            .map(Some)
+            .map_err(ApiError::internal),
+    }
 }
 
 #[cfg(test)]

@@ -233,19 +233,36 @@ pub async fn chargeback(
         _ => return Err(ApiError::bad_request("format is json or csv")),
     };
     let key = format!("reports/chargeback/{month}/chargeback.{extension}");
+    let bytes = report_object(api, &key).await?.ok_or_else(|| {
+        ApiError::not_found(format!(
+            "no chargeback report for {month} yet: the scheduler writes it on the 1st for the month before"
+        ))
+    })?;
+    let mut answer = Answer::json(200, Value::Null);
+    answer.body = bytes;
+    answer.content_type = content_type;
+    if extension == "csv" {
+        answer.headers.push((
+            "content-disposition",
+            format!("attachment; filename=\"chargeback-{month}.csv\""),
+        ));
+    }
+    Ok(answer)
+}
+
+/// An object of the reports bucket, or None when there is none at `key`.
+pub async fn report_object(api: &AdminApi, key: &str) -> Result<Option<Vec<u8>>, ApiError> {
     let object = api
         .s3
         .get_object()
         .bucket(&api.config.reports_bucket)
-        .key(&key)
+        .key(key)
         .send()
         .await;
     let object = match object {
         Ok(object) => object,
         Err(error) if error.as_service_error().is_some_and(|e| e.is_no_such_key()) => {
-            return Err(ApiError::not_found(format!(
-                "no chargeback report for {month} yet: the scheduler writes it on the 1st for the month before"
-            )))
+            return Ok(None)
         }
         Err(error) => {
             return Err(ApiError::internal(aws_sdk_s3::error::DisplayErrorContext(
@@ -258,16 +275,6 @@ pub async fn chargeback(
         .collect()
         .await
         .map_err(ApiError::internal)?
-        .into_bytes()
-        .to_vec();
-    let mut answer = Answer::json(200, Value::Null);
-    answer.body = bytes;
-    answer.content_type = content_type;
-    if extension == "csv" {
-        answer.headers.push((
-            "content-disposition",
-            format!("attachment; filename=\"chargeback-{month}.csv\""),
-        ));
-    }
-    Ok(answer)
+        .into_bytes();
+    Ok(Some(bytes.to_vec()))
 }
