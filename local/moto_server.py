@@ -13,6 +13,7 @@ serializing them here is what lets the budgets' concurrency tests test the gatew
 Usage: moto_server.py HOST PORT
 """
 
+import json
 import signal
 import sys
 import threading
@@ -21,17 +22,39 @@ from moto.server import DomainDispatcherApplication, create_backend_app
 from waitress import serve
 
 
+def sent_mail() -> list[dict]:
+    """Every message SES (v1 and v2 share a backend) has accepted, in every account and region."""
+    from moto.ses.models import ses_backends
+
+    messages = []
+    for regions in ses_backends.values():
+        for backend in regions.values():
+            for message in backend.sent_messages:
+                messages.append({key: getattr(message, key, None)
+                                 for key in ("id", "source", "subject", "body", "destinations")})
+    return messages
+
+
+def local_routes(app):
+    """`/_local/ses/messages`: the mail the stack has sent, read straight from moto's SES backend.
+    moto's own `/moto-api/data.json` dumps every model of every service (each audit object, queue
+    message and Cognito user), which grows with every request until reading it takes minutes."""
+
+    def wrapped(environ, start_response):
+        if environ.get("PATH_INFO") == "/_local/ses/messages":
+            body = json.dumps(sent_mail(), default=str).encode()
+            start_response("200 OK", [("Content-Type", "application/json"),
+                                      ("Content-Length", str(len(body)))])
+            return [body]
+        return app(environ, start_response)
+
+    return wrapped
+
+
 def serialize_dynamodb(app):
     lock = threading.Lock()
 
     def wrapped(environ, start_response):
-        if environ.get("PATH_INFO") == "/moto-api/data.json":
-            # The tests read SES mail from moto's model dump. DynamoDB's tracked items (the budget
-            # counters are written on every request) are left out of it: with them the dump took
-            # minutes.
-            from moto.core.model_instances import model_data
-
-            model_data.pop("dynamodb", None)
         if not environ.get("HTTP_X_AMZ_TARGET", "").startswith("DynamoDB_"):
             return app(environ, start_response)
         with lock:
@@ -45,7 +68,7 @@ def main() -> None:
     host, port = sys.argv[1], int(sys.argv[2])
     # SIGTERM from the stack ends the process at once (waitress would otherwise wait for long polls).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
-    app = serialize_dynamodb(DomainDispatcherApplication(create_backend_app))
+    app = local_routes(serialize_dynamodb(DomainDispatcherApplication(create_backend_app)))
     # Long polls (every SQS event source and reply queue poller holds one) each hold a thread while
     # they wait; enough threads that they never starve the short calls.
     serve(app, host=host, port=port, threads=64, connection_limit=512, channel_timeout=120,

@@ -174,19 +174,35 @@ def audit_schema() -> dict:
     return json.loads((REPO_ROOT / "schemas" / "audit-event.schema.json").read_text(encoding="utf-8"))
 
 
+def mail_to(state: dict, address: str) -> list[dict]:
+    """The mail SES accepted for `address` (the local moto keeps it: `identity.mail_messages_url`)."""
+    sent = requests.get(state["identity"]["mail_messages_url"], timeout=HTTP_TIMEOUT).json()
+    return [m for m in sent if address in (m.get("destinations") or {}).get("ToAddresses", [])]
+
+
+# Audit objects already read, by (bucket, key, ETag): an object's bytes never change under one ETag,
+# so the suite's many reads of a growing trail fetch each object once.
+_AUDIT_OBJECTS: dict[tuple[str, str, str], tuple[list[dict], bytes]] = {}
+
+
 def audit_events(state: dict) -> tuple[list[dict], bytes]:
     """Every event in the audit bucket, and all object bytes (decompressed) for leak checks."""
     s3 = aws_client(state, "s3")
     bucket = state["buckets"]["audit"]
-    events, raw = [], b""
+    events, raw = [], []
     for page in s3.get_paginator("list_objects_v2").paginate(Bucket=bucket, Prefix="audit/"):
         for obj in page.get("Contents", []):
             assert obj["Key"].endswith(".jsonl.gz"), obj["Key"]
             assert "/year=" in obj["Key"] and "/hour=" in obj["Key"], obj["Key"]
-            data = gzip.decompress(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
-            raw += data
-            events.extend(json.loads(line) for line in data.decode().splitlines() if line.strip())
-    return events, raw
+            cache_key = (bucket, obj["Key"], obj["ETag"])
+            if cache_key not in _AUDIT_OBJECTS:
+                data = gzip.decompress(s3.get_object(Bucket=bucket, Key=obj["Key"])["Body"].read())
+                parsed = [json.loads(line) for line in data.decode().splitlines() if line.strip()]
+                _AUDIT_OBJECTS[cache_key] = (parsed, data)
+            parsed, data = _AUDIT_OBJECTS[cache_key]
+            raw.append(data)
+            events.extend(parsed)
+    return events, b"".join(raw)
 
 
 def is_final(event: dict) -> bool:

@@ -18,7 +18,7 @@ import requests
 
 import contract
 from adapters import ADAPTERS
-from helpers import HTTP_TIMEOUT, admin_call, wait_for_events
+from helpers import HTTP_TIMEOUT, admin_call, mail_to, wait_for_events
 
 DEPARTMENT = "accounting"
 API_VERSION = "2024-10-21"
@@ -256,12 +256,6 @@ def test_department_settings_are_checked_and_audited(state, admin, token_for):
     assert admin_call(state, "PUT", f"/departments/{DEPARTMENT}", admin, json={}).status_code == 200
 
 
-def mails_to(state, address: str) -> list[dict]:
-    data = requests.get(state["identity"]["mail_messages_url"], timeout=10).json()
-    return [m for m in data.get("ses", {}).get("Message", [])
-            if address in (m.get("destinations") or {}).get("ToAddresses", [])]
-
-
 def run_alerts(state) -> dict:
     answer = requests.post(f"{state['control_url']}/_local/scheduler", json={"job": "budget-alerts"}, timeout=60)
     assert answer.status_code == 200, answer.text
@@ -281,11 +275,11 @@ def test_contacts_are_told_once_when_the_month_passes_a_threshold(state, admin, 
     ours = [a for a in first["sent"] if a["department"] == DEPARTMENT]
     assert [a["threshold"] for a in ours] in ([80], []), first
     assert all(a["mailed"] for a in ours)
-    mails = mails_to(state, contact)
+    mails = mail_to(state, contact)
     assert len(mails) == 1, mails
     assert "80%" in mails[0]["subject"] and DEPARTMENT in mails[0]["subject"], mails[0]["subject"]
     assert f"{limit}" in mails[0]["body"], mails[0]["body"]
     # Once a month per threshold: the next run tells nobody again.
     again = run_alerts(state)
     assert not [a for a in again["sent"] if a["department"] == DEPARTMENT], again
-    assert len(mails_to(state, contact)) == 1
+    assert len(mail_to(state, contact)) == 1

@@ -82,12 +82,6 @@ def refused_within_the_cache_bound(state: dict, token: str) -> int:
     return status
 
 
-def invitations_to(state: dict, address: str) -> list[dict]:
-    data = requests.get(state["identity"]["mail_messages_url"], timeout=10).json()
-    return [m for m in data.get("ses", {}).get("Message", [])
-            if address in (m.get("destinations") or {}).get("ToAddresses", [])]
-
-
 def test_a_user_past_end_date_is_disabled_by_the_date_job_and_their_token_refused(state, admin):
     today = today_jst()
     user = create(state, admin, end_date=today.isoformat())
@@ -114,12 +108,12 @@ def test_a_future_starter_is_invited_and_enabled_on_the_start_date_only(state, a
     user = create(state, admin, start_date=start.isoformat())
     assert user["enabled"] is False
     address = user["email"]
-    assert invitations_to(state, address) == [], "no invitation before the start date"
+    assert helpers.mail_to(state, address) == [], "no invitation before the start date"
 
     assert user["user_id"] not in run_date_job(state, start - dt.timedelta(days=1))["enabled"]
     answer = run_date_job(state, start)
     assert user["user_id"] in answer["enabled"], answer
-    mails = invitations_to(state, address)
+    mails = helpers.mail_to(state, address)
     assert len(mails) == 1, mails
     assert user["user_id"] in mails[0]["body"]
     assert mails[0]["source"] == state["identity"]["mail_from"]

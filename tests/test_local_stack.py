@@ -25,7 +25,7 @@ from pathlib import Path
 import pytest
 import requests
 
-from helpers import HTTP_TIMEOUT, REPO_ROOT, state_path
+from helpers import HTTP_TIMEOUT, REPO_ROOT, mail_to, state_path
 
 # A prefix no reply queue has: a sweep that reaches the real sweeper by mistake deletes nothing.
 NO_SUCH_REPLY_QUEUES = "llm-gateway-reply-no-such-queue-"
@@ -432,8 +432,7 @@ def test_the_first_administrator_comes_from_the_configuration(tmp_path):
         assert attributes["email"] == "first-admin@example.com" and attributes["email_verified"] == "true"
         groups = idp.admin_list_groups_for_user(UserPoolId=state["user_pool_id"], Username="first-admin")
         assert [g["GroupName"] for g in groups["Groups"]] == ["gateway-admins"]
-        sent = requests.get(state["identity"]["mail_messages_url"], timeout=HTTP_TIMEOUT).json()
-        invitations = [m for m in sent.get("ses", {}).get("Message", [])
+        invitations = [m for m in mail_to(state, "first-admin@example.com")
                        if m["destinations"].get("ToAddresses") == ["first-admin@example.com"]]
         assert len(invitations) == 1 and "first-admin" in invitations[0]["body"]
     finally:

@@ -207,7 +207,7 @@ async fn run() -> Result<(), BoxError> {
             department_table: local.deployment.department_table_name(),
             usage_table: local.deployment.usage_table_name(),
             mail_from: identity.mail_from.clone(),
-            mail_messages_url: format!("{}/moto-api/data.json", aws.endpoint),
+            mail_messages_url: format!("{}/_local/ses/messages", aws.endpoint),
         },
         functions: environments.into_state(),
     };

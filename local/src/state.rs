@@ -100,7 +100,8 @@ pub struct Identity {
     pub usage_table: String,
     /// The SES identity invitations come from.
     pub mail_from: String,
-    /// Where moto lists what was sent (`ses.Message` entries of its model data).
+    /// Where the local moto lists every mail SES accepted (a JSON list of `{id, source, subject, body,
+    /// destinations}`).
     pub mail_messages_url: String,
 }
 

@@ -12,6 +12,7 @@
 //! function can read in its time, the Athena table over the same layout is the place to run the same
 //! sums (docs/athena).
 
+use futures_util::stream::{self, StreamExt};
 use gateway_shared::audit::clock::{self, Hour};
 use gateway_shared::audit::digest::AuditStore;
 use gateway_shared::provisioning::rows::Date;
@@ -20,6 +21,9 @@ use serde_json::{json, Value};
 
 /// Hours after a day whose partitions may still hold its events.
 const LATE_HOURS: i64 = 3;
+
+/// Audit objects read at once.
+const PARALLEL_READS: usize = 16;
 
 pub struct Chargeback {
     pub audit: Box<dyn AuditStore>,
@@ -116,22 +120,37 @@ pub async fn rollup_day(
         .and_then(|d| clock::millis_from_rfc3339(&format!("{d}T00:00:00Z")))
         .ok_or_else(|| format!("{day:?} is not a day (YYYY-MM-DD)"))?;
     let first = Hour::containing_millis(start as i64);
-    let mut rollup = Rollup::new(day);
-    let mut seen = std::collections::HashSet::new();
-    for hour in (0..24 + LATE_HOURS).map(|h| first.plus(h)) {
-        let prefix = format!("{}{}/", audit_prefix, hour.partition());
+    // One listing for the day's own partitions (a page per thousand objects, not a call per hour),
+    // then the late hours after it one by one.
+    let prefixes = std::iter::once(first.day_partition())
+        .chain((24..24 + LATE_HOURS).map(|h| format!("{}/", first.plus(h).partition())));
+    let mut keys = Vec::new();
+    for prefix in prefixes {
         let listed = audit
-            .list_latest(&prefix)
+            .list_latest(&format!("{audit_prefix}{prefix}"))
             .await
             .map_err(|e| e.to_string())?;
-        for object in listed.iter().filter(|o| !o.delete_marker) {
-            let Some(stored) = audit.get(&object.key).await.map_err(|e| e.to_string())? else {
-                continue;
-            };
-            let (events, unreadable) = gateway_shared::audit::read_events(&stored.bytes);
-            rollup.unreadable += unreadable as u64;
-            rollup.add_events(events, &mut seen);
-        }
+        keys.extend(
+            listed
+                .into_iter()
+                .filter(|o| !o.delete_marker)
+                .map(|o| o.key),
+        );
+    }
+    let mut rollup = Rollup::new(day);
+    let mut seen = std::collections::HashSet::new();
+    // Objects are small and many: read them a few at a time, summing in whatever order they arrive
+    // (events are counted once by id, so the order changes nothing).
+    // (Collected first: a closure inside the stream's type defeats the spawned futures' Send proof.)
+    let reads: Vec<_> = keys.iter().map(|key| audit.get(key)).collect();
+    let mut reads = stream::iter(reads).buffer_unordered(PARALLEL_READS);
+    while let Some(stored) = reads.next().await {
+        let Some(stored) = stored.map_err(|e| e.to_string())? else {
+            continue;
+        };
+        let (events, unreadable) = gateway_shared::audit::read_events(&stored.bytes);
+        rollup.unreadable += unreadable as u64;
+        rollup.add_events(events, &mut seen);
     }
     Ok(rollup)
 }

@@ -236,6 +236,12 @@ impl Hour {
         format!("year={year:04}/month={month:02}/day={day:02}/hour={hour:02}")
     }
 
+    /// `year=2026/month=11/day=25/` (the day's partitions, for listing).
+    pub fn day_partition(self) -> String {
+        let (year, month, day, _) = self.civil();
+        format!("year={year:04}/month={month:02}/day={day:02}/")
+    }
+
     /// `year=2026/month=11/` (the month's partitions, for listing).
     pub fn month_partition(self) -> String {
         let (year, month, _, _) = self.civil();
