@@ -216,6 +216,32 @@ def test_a_cost_budget_refuses_models_without_a_price(state, admin, member, budg
     assert chat(state, member, chat_body(10)).status_code == 200
 
 
+def test_a_body_the_gateway_cannot_parse_is_reserved_as_its_worst_case(state, admin, member, budget):
+    """A provider may accept what serde refuses (a trailing comma): such a body reserves its bytes and the
+    model's default output limit, not nothing."""
+    limit = quiet(state, admin) + 2_000
+    budget(budget={"monthly_tokens": limit})
+    until_enforced(state, member, 2_000)
+    lenient = b'{"messages":[{"role":"user","content":"hi"}],"max_tokens":1,}'
+    answer = chat(state, member, lenient, deployment="gpt-4o-mini")
+    assert answer.status_code == 429, answer.text
+    assert "budget" in answer.json()["error"]["message"]
+    # The same request as JSON the gateway reads fits the budget.
+    assert chat(state, member, lenient.replace(b",}", b"}"), deployment="gpt-4o-mini").status_code == 200
+
+
+def test_work_the_gateway_cannot_see_finish_is_refused_under_a_budget(state, member, budget):
+    budget(budget={"monthly_tokens": 10_000_000})
+    url = f"{state['base_url']}/azure-openai/openai/v1/responses"
+    body = {"model": "gpt-4o-mini", "input": "summarize later", "background": True}
+    deadline = time.monotonic() + 15
+    while (answer := requests.post(url, json=body, headers={"api-key": member}, timeout=HTTP_TIMEOUT)).status_code != 403:
+        assert time.monotonic() < deadline, answer.text
+        time.sleep(0.3)
+    error = answer.json()["error"]
+    assert error["code"] == "PermissionDenied" and "background" in error["message"], error
+
+
 @pytest.mark.parametrize("adapter", ADAPTERS, ids=lambda a: a.name)
 def test_every_route_and_sdk_refuses_past_the_budget_in_its_own_shape(adapter, state, client_env, member, budget):
     budget(budget={"monthly_tokens": 1})

@@ -531,9 +531,12 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
   // chargeback). One function, each rule's event naming its job (functions/scheduler/src/lib.rs).
   const scheduler = make('scheduler', {
     description: `${prefix}: scheduled jobs (reply-queue sweep, daily user dates, budget alerts, usage rollups, chargeback)`,
-    timeout: Duration.minutes(5),
+    // The monthly chargeback reads a month of the audit trail: Lambda's longest run.
+    timeout: Duration.minutes(15),
     memoryMb: 256,
-    reserved: 1,
+    // Two: the five-minute budget alerts must not be throttled while a rollup runs. Every job is safe to
+    // run beside another (rollups rewrite whole reports; alerts claim each mail first).
+    reserved: 2,
     environment: {
       GATEWAY_REPLY_QUEUE_PREFIX: REPLY_QUEUE_PREFIX,
       COGNITO_USER_POOL_ID: identity.userPool.userPoolId,

@@ -162,6 +162,9 @@ describe('functions', () => {
     const digestFn = Object.entries(fns).find(([id]) => id.startsWith('AuditDigest'))![1];
     assert.equal(digestFn.Properties.ReservedConcurrentExecutions, 1);
     assert.equal(digestFn.Properties.Timeout, 900);
+    const schedulerFn = Object.entries(fns).find(([id]) => id.startsWith('Scheduler'))![1];
+    assert.equal(schedulerFn.Properties.ReservedConcurrentExecutions, 2, 'alerts beside a running rollup');
+    assert.equal(schedulerFn.Properties.Timeout, 900, 'a month of the trail');
     const authorizer = envOf(template, 'Authorizer');
     assert.ok(authorizer.GATEWAY_AUDIT_QUEUE_URL);
   });

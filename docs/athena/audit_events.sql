@@ -30,7 +30,9 @@ CREATE EXTERNAL TABLE IF NOT EXISTS llm_gateway_audit_events (
   bytes_in          bigint,
   bytes_out         bigint,
   latency           struct<total_ms:bigint, upstream_ms:bigint, first_byte_ms:bigint>,
-  usage             struct<input_tokens:bigint, output_tokens:bigint, total_tokens:bigint, estimated:boolean>,
+  region            string,   -- the provider region the request went to (schema_version 5), where known
+  usage             struct<input_tokens:bigint, output_tokens:bigint, total_tokens:bigint,
+                           cached_input_tokens:bigint, cache_write_tokens:bigint, estimated:boolean>,
   cost_usd          double,
   cost_status       string,   -- priced | unknown_model | no_model | no_usage (requests' outcomes only)
   source_ip         string,

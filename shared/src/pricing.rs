@@ -2,14 +2,21 @@
 //! replaces it) and the cost of an audit event's usage on the day it happened.
 //!
 //! Rules: an entry applies to its provider's models matching its pattern (`*` matches any run of
-//! characters, as in the scope policy's model patterns), from its `effective_from` day (UTC) on. Of
-//! the entries in force, the most specific pattern wins (most literal characters), then the latest
+//! characters, as in the scope policy's model patterns), from its `effective_from` day (UTC) on, and,
+//! when it names a `region` (a pattern too), only to requests that went to a matching region (the
+//! event's `region`: Bedrock's signing region, `GATEWAY_<PROVIDER>_REGION` for the others). Of the
+//! entries in force, the most specific model pattern wins (most literal characters), then a regional
+//! entry over one for every region (the more specific region first), then the latest
 //! `effective_from`. A model no entry prices is never free: its event keeps `cost_usd` empty and says
 //! why in `cost_status`, so chargeback can flag it.
+//!
+//! Cached input: input tokens read from a provider's prompt cache are priced at
+//! `cached_input_per_mtok`, and those written to it at `cache_write_per_mtok`; either left out costs
+//! the plain input rate (never less than the provider could charge for an entry that forgot it).
 
 use serde::Deserialize;
 
-use crate::audit::{AuditEvent, Decision, Record};
+use crate::audit::{AuditEvent, Decision, Record, Usage};
 use crate::provisioning::rows::Date;
 use crate::Provider;
 
@@ -27,8 +34,12 @@ pub enum PriceError {
 pub struct Price {
     pub provider: Provider,
     pub pattern: String,
+    /// The regions the entry applies to; `None`: every region.
+    pub region: Option<String>,
     pub effective_from: Date,
     pub input_per_mtok: f64,
+    pub cached_input_per_mtok: f64,
+    pub cache_write_per_mtok: f64,
     pub output_per_mtok: f64,
     pub per_request: f64,
     /// The model's default cap on output tokens: what a budget reserves when a request sets none.
@@ -36,15 +47,50 @@ pub struct Price {
 }
 
 impl Price {
-    /// USD for the tokens and the request.
-    pub fn cost(&self, input_tokens: u64, output_tokens: u64) -> f64 {
-        (input_tokens as f64 * self.input_per_mtok + output_tokens as f64 * self.output_per_mtok)
+    /// USD for a request's usage: uncached, cached and cache-written input at their rates, output,
+    /// and the request fee.
+    pub fn cost(&self, usage: &Usage) -> f64 {
+        (usage.uncached_input_tokens() as f64 * self.input_per_mtok
+            + usage.cached_input_tokens as f64 * self.cached_input_per_mtok
+            + usage.cache_write_tokens as f64 * self.cache_write_per_mtok
+            + usage.output_tokens as f64 * self.output_per_mtok)
             / 1_000_000.0
             + self.per_request
     }
 
-    fn specificity(&self) -> usize {
-        self.pattern.chars().filter(|c| *c != '*').count()
+    /// The most `input_tokens` and `output_tokens` can cost, however the input turns out to be
+    /// cached: every input token at the dearest of the input rates (a cache write costs more than a
+    /// plain read).
+    pub fn worst_case_cost(&self, input_tokens: u64, output_tokens: u64) -> f64 {
+        let input_rate = self
+            .input_per_mtok
+            .max(self.cached_input_per_mtok)
+            .max(self.cache_write_per_mtok);
+        (input_tokens as f64 * input_rate + output_tokens as f64 * self.output_per_mtok)
+            / 1_000_000.0
+            + self.per_request
+    }
+
+    fn literal_chars(pattern: &str) -> usize {
+        pattern.chars().filter(|c| *c != '*').count()
+    }
+
+    /// Model pattern first, then region pattern (an entry for every region last).
+    fn specificity(&self) -> (usize, usize) {
+        (
+            Self::literal_chars(&self.pattern),
+            self.region
+                .as_deref()
+                .map_or(0, |r| 1 + Self::literal_chars(r)),
+        )
+    }
+
+    fn applies_in(&self, region: Option<&str>) -> bool {
+        match (&self.region, region) {
+            (None, _) => true,
+            (Some(pattern), Some(region)) => crate::scopes::glob_match(pattern, region),
+            (Some(_), None) => false,
+        }
     }
 }
 
@@ -68,8 +114,14 @@ struct PriceFile {
 struct PriceEntry {
     provider: String,
     model: String,
+    #[serde(default)]
+    region: Option<String>,
     effective_from: String,
     input_per_mtok: f64,
+    #[serde(default)]
+    cached_input_per_mtok: Option<f64>,
+    #[serde(default)]
+    cache_write_per_mtok: Option<f64>,
     output_per_mtok: f64,
     #[serde(default)]
     per_request: f64,
@@ -116,8 +168,12 @@ impl PriceTable {
                     entry.effective_from
                 ))
             })?;
+            let cached_input_per_mtok = entry.cached_input_per_mtok.unwrap_or(entry.input_per_mtok);
+            let cache_write_per_mtok = entry.cache_write_per_mtok.unwrap_or(entry.input_per_mtok);
             for (name, value) in [
                 ("input_per_mtok", entry.input_per_mtok),
+                ("cached_input_per_mtok", cached_input_per_mtok),
+                ("cache_write_per_mtok", cache_write_per_mtok),
                 ("output_per_mtok", entry.output_per_mtok),
                 ("per_request", entry.per_request),
             ] {
@@ -125,14 +181,24 @@ impl PriceTable {
                     return Err(bad(format!("{name} {value} is not a price")));
                 }
             }
-            if entry.model.is_empty() || entry.model.chars().all(|c| c == '*') {
+            let names_something = |p: &str| !p.is_empty() && !p.chars().all(|c| c == '*');
+            if !names_something(&entry.model) {
                 return Err(bad("a model pattern names at least one character".into()));
+            }
+            if entry.region.as_deref().is_some_and(|r| !names_something(r)) {
+                return Err(bad(
+                    "a region pattern names at least one character (leave region out for every region)"
+                        .into(),
+                ));
             }
             let price = Price {
                 provider,
                 pattern: entry.model,
+                region: entry.region,
                 effective_from,
                 input_per_mtok: entry.input_per_mtok,
+                cached_input_per_mtok,
+                cache_write_per_mtok,
                 output_per_mtok: entry.output_per_mtok,
                 per_request: entry.per_request,
                 max_output_tokens: entry.max_output_tokens,
@@ -140,12 +206,18 @@ impl PriceTable {
             if prices.iter().any(|p: &Price| {
                 p.provider == price.provider
                     && p.pattern == price.pattern
+                    && p.region == price.region
                     && p.effective_from == price.effective_from
             }) {
                 return Err(bad(format!(
-                    "{} {} from {} is priced twice",
+                    "{} {} {}from {} is priced twice",
                     price.provider.route_prefix(),
                     price.pattern,
+                    price
+                        .region
+                        .as_deref()
+                        .map(|r| format!("in {r} "))
+                        .unwrap_or_default(),
                     price.effective_from
                 )));
             }
@@ -176,11 +248,17 @@ impl PriceTable {
         }
     }
 
-    /// The price of `model` on `provider` on `day`.
-    pub fn price(&self, provider: Provider, model: &str, day: Date) -> Option<&Price> {
+    /// The price of `model` on `provider`, for a request that went to `region`, on `day`.
+    pub fn price(
+        &self,
+        provider: Provider,
+        model: &str,
+        region: Option<&str>,
+        day: Date,
+    ) -> Option<&Price> {
         self.prices
             .iter()
-            .filter(|p| p.provider == provider && p.effective_from <= day)
+            .filter(|p| p.provider == provider && p.effective_from <= day && p.applies_in(region))
             .filter(|p| crate::scopes::glob_match(&p.pattern, model))
             .max_by_key(|p| (p.specificity(), p.effective_from))
     }
@@ -206,11 +284,11 @@ impl PriceTable {
             (None, _) => (None, NO_USAGE),
             (Some(_), None) => (None, NO_MODEL),
             (Some(usage), Some(model)) => {
-                match event_day(&event.time).and_then(|day| self.price(provider, model, day)) {
-                    Some(price) => (
-                        Some(price.cost(usage.input_tokens, usage.output_tokens)),
-                        PRICED,
-                    ),
+                let region = event.region.as_deref();
+                match event_day(&event.time)
+                    .and_then(|day| self.price(provider, model, region, day))
+                {
+                    Some(price) => (Some(price.cost(usage)), PRICED),
                     None => (None, UNKNOWN_MODEL),
                 }
             }
@@ -235,7 +313,6 @@ mod tests {
     use proptest::prelude::*;
 
     use super::*;
-    use crate::audit::Usage;
 
     fn table(prices: &str) -> Result<PriceTable, PriceError> {
         PriceTable::from_json(&format!(
@@ -252,7 +329,7 @@ mod tests {
         let prices = PriceTable::built_in().unwrap();
         let on = day("2026-11-25");
         let mini = prices
-            .price(Provider::AzureOpenAi, "gpt-4o-mini", on)
+            .price(Provider::AzureOpenAi, "gpt-4o-mini", None, on)
             .unwrap();
         assert_eq!(
             mini.input_per_mtok, 0.15,
@@ -262,14 +339,17 @@ mod tests {
             .price(
                 Provider::BedrockClaude,
                 "us.anthropic.claude-3-5-sonnet-20240620-v1:0",
+                None,
                 on
             )
             .is_some());
         assert!(prices
-            .price(Provider::Gemini, "gemini-2.0-flash", on)
+            .price(Provider::Gemini, "gemini-2.0-flash", None, on)
             .is_some());
         assert!(
-            prices.price(Provider::Gemini, "gpt-4o-mini", on).is_none(),
+            prices
+                .price(Provider::Gemini, "gpt-4o-mini", None, on)
+                .is_none(),
             "per provider"
         );
     }
@@ -282,18 +362,18 @@ mod tests {
         )
         .unwrap();
         assert!(prices
-            .price(Provider::Gemini, "m1", day("2024-12-31"))
+            .price(Provider::Gemini, "m1", None, day("2024-12-31"))
             .is_none());
         assert_eq!(
             prices
-                .price(Provider::Gemini, "m1", day("2025-05-31"))
+                .price(Provider::Gemini, "m1", None, day("2025-05-31"))
                 .unwrap()
                 .input_per_mtok,
             1.0
         );
         assert_eq!(
             prices
-                .price(Provider::Gemini, "m1", day("2025-06-01"))
+                .price(Provider::Gemini, "m1", None, day("2025-06-01"))
                 .unwrap()
                 .input_per_mtok,
             3.0
@@ -331,6 +411,7 @@ mod tests {
             output_tokens: output,
             total_tokens: input + output,
             estimated: false,
+            ..Default::default()
         });
         event
     }
@@ -371,6 +452,101 @@ mod tests {
         assert_eq!(admin.cost_status, None);
     }
 
+    #[test]
+    fn a_regional_entry_prices_its_region_and_the_general_entry_the_others() {
+        let prices = table(
+            r#"{"provider": "bedrock-claude", "model": "*claude-x*", "effective_from": "2025-01-01", "input_per_mtok": 3, "output_per_mtok": 15},
+               {"provider": "bedrock-claude", "model": "*claude-x*", "region": "ap-northeast-1", "effective_from": "2025-01-01", "input_per_mtok": 4, "output_per_mtok": 20},
+               {"provider": "bedrock-claude", "model": "*claude-x*", "region": "eu-*", "effective_from": "2025-01-01", "input_per_mtok": 3.5, "output_per_mtok": 16},
+               {"provider": "bedrock-claude", "model": "*claude-x*", "region": "eu-central-1", "effective_from": "2025-01-01", "input_per_mtok": 3.6, "output_per_mtok": 17}"#,
+        )
+        .unwrap();
+        let input_rate = |region: Option<&str>| {
+            prices
+                .price(
+                    Provider::BedrockClaude,
+                    "anthropic.claude-x-v1",
+                    region,
+                    day("2026-01-01"),
+                )
+                .unwrap()
+                .input_per_mtok
+        };
+        assert_eq!(input_rate(Some("ap-northeast-1")), 4.0);
+        assert_eq!(input_rate(Some("eu-west-1")), 3.5, "the region pattern");
+        assert_eq!(
+            input_rate(Some("eu-central-1")),
+            3.6,
+            "the more specific region"
+        );
+        assert_eq!(input_rate(Some("us-east-1")), 3.0, "every other region");
+        assert_eq!(input_rate(None), 3.0, "a request of no known region");
+        // A regional entry alone prices nothing outside its region: never silently free.
+        let regional_only = table(
+            r#"{"provider": "gemini", "model": "g", "region": "europe-west4", "effective_from": "2025-01-01", "input_per_mtok": 1, "output_per_mtok": 1}"#,
+        )
+        .unwrap();
+        assert!(regional_only
+            .price(
+                Provider::Gemini,
+                "g",
+                Some("us-central1"),
+                day("2026-01-01")
+            )
+            .is_none());
+        assert!(regional_only
+            .price(Provider::Gemini, "g", None, day("2026-01-01"))
+            .is_none());
+        let mut event = final_event("gemini", Some("g"), Some((10, 10)));
+        event.region = Some("us-central1".into());
+        regional_only.apply(&mut event);
+        assert_eq!(event.cost_status.as_deref(), Some(UNKNOWN_MODEL));
+        event.region = Some("europe-west4".into());
+        regional_only.apply(&mut event);
+        assert_eq!(event.cost_status.as_deref(), Some(PRICED));
+        // Bad region patterns are refused, naming the entry.
+        assert!(matches!(
+            table(
+                r#"{"provider": "gemini", "model": "g", "region": "*", "effective_from": "2025-01-01", "input_per_mtok": 1, "output_per_mtok": 1}"#
+            ),
+            Err(PriceError::Entry { index: 0, .. })
+        ));
+    }
+
+    #[test]
+    fn cached_and_cache_written_input_cost_their_rates_and_default_to_the_input_rate() {
+        let prices = table(
+            r#"{"provider": "bedrock-claude", "model": "c", "effective_from": "2025-01-01", "input_per_mtok": 3, "cached_input_per_mtok": 0.3, "cache_write_per_mtok": 3.75, "output_per_mtok": 15},
+               {"provider": "gemini", "model": "g", "effective_from": "2025-01-01", "input_per_mtok": 1, "output_per_mtok": 2}"#,
+        )
+        .unwrap();
+        let on = day("2026-01-01");
+        let usage = Usage {
+            input_tokens: 3_000_000,
+            cached_input_tokens: 1_000_000,
+            cache_write_tokens: 1_000_000,
+            output_tokens: 1_000_000,
+            total_tokens: 4_000_000,
+            estimated: false,
+        };
+        let claude = prices
+            .price(Provider::BedrockClaude, "c", None, on)
+            .unwrap();
+        assert!((claude.cost(&usage) - (3.0 + 0.3 + 3.75 + 15.0)).abs() < 1e-9);
+        assert!((claude.worst_case_cost(1_000_000, 0) - 3.75).abs() < 1e-9);
+        let gemini = prices.price(Provider::Gemini, "g", None, on).unwrap();
+        assert!(
+            (gemini.cost(&usage) - (3.0 + 2.0)).abs() < 1e-9,
+            "no cache rates: the input rate"
+        );
+        assert!(matches!(
+            table(
+                r#"{"provider": "gemini", "model": "g", "effective_from": "2025-01-01", "input_per_mtok": 1, "cached_input_per_mtok": -1, "output_per_mtok": 1}"#
+            ),
+            Err(PriceError::Entry { index: 0, .. })
+        ));
+    }
+
     proptest! {
         /// More tokens never cost less, and a priced request never costs less than its request fee.
         #[test]
@@ -378,15 +554,30 @@ mod tests {
             let price = Price {
                 provider: Provider::Gemini,
                 pattern: "m".into(),
+                region: None,
                 effective_from: day("2025-01-01"),
                 input_per_mtok: 0.1,
+                cached_input_per_mtok: 0.025,
+                cache_write_per_mtok: 0.125,
                 output_per_mtok: 0.4,
                 per_request: 0.001,
                 max_output_tokens: None,
             };
-            prop_assert!(price.cost(a + extra, b) >= price.cost(a, b));
-            prop_assert!(price.cost(a, b + extra) >= price.cost(a, b));
-            prop_assert!(price.cost(a, b) >= price.per_request);
+            let usage = |input: u64, output: u64, cached: u64, written: u64| Usage {
+                input_tokens: input,
+                output_tokens: output,
+                total_tokens: input + output,
+                cached_input_tokens: cached.min(input),
+                cache_write_tokens: written.min(input - cached.min(input)),
+                estimated: false,
+            };
+            let cost = |u: Usage| price.cost(&u);
+            prop_assert!(cost(usage(a + extra, b, 0, 0)) >= cost(usage(a, b, 0, 0)));
+            prop_assert!(cost(usage(a, b + extra, 0, 0)) >= cost(usage(a, b, 0, 0)));
+            prop_assert!(cost(usage(a, b, 0, 0)) >= price.per_request);
+            // Whatever share of the input was cached or written, the reservation covered it.
+            let (cached, written) = (extra % (a + 1), (extra / 2) % (a + 1));
+            prop_assert!(price.worst_case_cost(a, b) >= cost(usage(a, b, cached, written)) - 1e-12);
         }
     }
 }

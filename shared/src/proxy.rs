@@ -64,6 +64,8 @@ pub struct RouteConfig {
     pub stream_cut_margin: Duration,
     /// Whether (and how much of) request and response bodies the audit trail keeps, encrypted.
     pub audit_bodies: BodiesConfig,
+    /// The provider region requests go to ([`crate::providers::UpstreamSpec::region`]).
+    pub region: Option<String>,
 }
 
 /// Room for the cut frame, the client's last read and the audit flush before Lambda ends the
@@ -121,6 +123,7 @@ impl RouteConfig {
             )?,
             policy_file: settings.get("GATEWAY_SCOPE_POLICY_FILE"),
             audit_bodies: BodiesConfig::from_settings(settings)?,
+            region: provider.upstream().region(settings),
         })
     }
 }
@@ -144,8 +147,11 @@ pub fn load_policy(file: Option<&str>) -> Result<Policy, ConfigError> {
 /// What one request asks of a route's admission check, after it passed the scope policy.
 pub struct AdmissionRequest<'a> {
     pub provider: Provider,
-    pub operation: &'a str,
-    pub model: Option<&'a str>,
+    pub method: &'a http::Method,
+    /// What the grammar made of the request (name, model, access).
+    pub operation: &'a crate::providers::Operation,
+    /// The provider region the request goes to (regional prices).
+    pub region: Option<&'a str>,
     pub principal: &'a AuthContext,
     pub body: &'a [u8],
 }
@@ -174,6 +180,7 @@ pub struct Route {
     stream_cut_margin: Duration,
     /// How much of each body the final event carries for the audit trail; `None`: none.
     body_capture: Option<usize>,
+    region: Option<String>,
 }
 
 impl Route {
@@ -195,7 +202,14 @@ impl Route {
             audit,
             stream_cut_margin: DEFAULT_STREAM_CUT_MARGIN,
             body_capture: None,
+            region: None,
         }
+    }
+
+    /// The provider region this route's requests go to, for the audit trail and regional prices.
+    pub fn with_region(mut self, region: Option<String>) -> Self {
+        self.region = region;
+        self
     }
 
     /// How long before the invocation's deadline a running stream is ended (see
@@ -250,7 +264,8 @@ impl Route {
             audit,
         )
         .with_stream_cut_margin(config.stream_cut_margin)
-        .with_body_capture(config.audit_bodies.capture_limit()))
+        .with_body_capture(config.audit_bodies.capture_limit())
+        .with_region(config.region.clone()))
     }
 
     /// Readies the transport (the queue transport creates its reply queue); failures are logged, and
@@ -283,6 +298,7 @@ impl Route {
         let mut event = AuditEvent::new(&request_id, Decision::Allow, 0);
         event.provider = Some(self.provider.route_prefix().to_string());
         event.transport = Some(self.transport_name.to_string());
+        event.region = self.region.clone();
         event.source_ip = meta.source_ip.clone();
         event.user_agent = meta.user_agent.clone();
         let relayed = match request {
@@ -421,8 +437,9 @@ impl Route {
             event.budget = admission
                 .admit(AdmissionRequest {
                     provider: self.provider,
-                    operation: operation.name,
-                    model: operation.model.as_deref(),
+                    method: &method,
+                    operation: &operation,
+                    region: self.region.as_deref(),
                     principal: &principal,
                     body: &body,
                 })

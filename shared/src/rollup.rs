@@ -35,6 +35,9 @@ pub struct Totals {
     /// Requests the gateway refused (policy, budget, bad input): charged nothing.
     pub refused: u64,
     pub input_tokens: u64,
+    /// Of `input_tokens`, those read from a provider's prompt cache (billed at the cached rate).
+    #[serde(default)]
+    pub cached_input_tokens: u64,
     pub output_tokens: u64,
     pub total_tokens: u64,
     /// Micro-dollars, each event's cost rounded to the nearest micro-dollar.
@@ -59,6 +62,7 @@ impl Totals {
         }
         if let Some(usage) = &event.usage {
             self.input_tokens += usage.input_tokens;
+            self.cached_input_tokens += usage.cached_input_tokens;
             self.output_tokens += usage.output_tokens;
             self.total_tokens += usage
                 .total_tokens
@@ -77,6 +81,7 @@ impl Totals {
         self.requests += other.requests;
         self.refused += other.refused;
         self.input_tokens += other.input_tokens;
+        self.cached_input_tokens += other.cached_input_tokens;
         self.output_tokens += other.output_tokens;
         self.total_tokens += other.total_tokens;
         self.cost_micros += other.cost_micros;
@@ -228,6 +233,7 @@ impl Rollup {
             "requests",
             "refused",
             "input_tokens",
+            "cached_input_tokens",
             "output_tokens",
             "total_tokens",
             "cost_usd",
@@ -246,6 +252,7 @@ impl Rollup {
                 t.requests.to_string(),
                 t.refused.to_string(),
                 t.input_tokens.to_string(),
+                t.cached_input_tokens.to_string(),
                 t.output_tokens.to_string(),
                 t.total_tokens.to_string(),
                 format!("{:.6}", t.cost_usd()),
@@ -301,6 +308,7 @@ mod tests {
             output_tokens: tokens.1,
             total_tokens: tokens.0 + tokens.1,
             estimated: false,
+            ..Default::default()
         });
         e.cost_usd = cost;
         e

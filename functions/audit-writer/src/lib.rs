@@ -603,6 +603,7 @@ mod tests {
             output_tokens: o,
             total_tokens: i + o,
             estimated: false,
+            ..Default::default()
         });
         e.budget = budget;
         PriceTable::built_in().unwrap().apply(&mut e);

@@ -202,6 +202,7 @@ mod tests {
             output_tokens: 2 * n,
             total_tokens: 3 * n,
             estimated: false,
+            ..Default::default()
         });
         e.cost_usd = Some(n as f64 / 1000.0);
         e

@@ -151,6 +151,8 @@ struct Completion {
     reply: String,
     input_tokens: u64,
     output_tokens: u64,
+    cache_write: u64,
+    cache_read: u64,
 }
 
 impl Completion {
@@ -161,12 +163,70 @@ impl Completion {
             reply,
             input_tokens: input_tokens(user_text),
             output_tokens,
+            cache_write: 0,
+            cache_read: 0,
         }
+    }
+
+    /// An Anthropic messages body: prompt caching as Anthropic reports it.
+    fn of_messages(body: &Value) -> Self {
+        let (cache_write, cache_read) = prompt_cache(body);
+        Self {
+            cache_write,
+            cache_read,
+            ..Self::new(&invoke_user_text(body))
+        }
+    }
+
+    /// Anthropic's usage object: cache reads and writes beside `input_tokens`, which leaves them out.
+    fn anthropic_usage(&self, output_tokens: u64) -> Value {
+        json!({
+            "input_tokens": self.input_tokens,
+            "cache_creation_input_tokens": self.cache_write,
+            "cache_read_input_tokens": self.cache_read,
+            "output_tokens": output_tokens,
+        })
+    }
+}
+
+/// Prompt prefixes cached so far (one process-wide cache, as a provider's is per account).
+static PROMPT_CACHE: std::sync::Mutex<Vec<String>> = std::sync::Mutex::new(Vec::new());
+
+/// `system` blocks up to the last one marked `cache_control` form the cached prefix: the first request
+/// with a prefix writes it to the cache, later ones read it. Returns (written, read) tokens.
+fn prompt_cache(body: &Value) -> (u64, u64) {
+    let Some(system) = body.get("system").and_then(Value::as_array) else {
+        return (0, 0);
+    };
+    let (mut prefix, mut cached) = (String::new(), None);
+    for block in system {
+        prefix.push_str(
+            block
+                .get("text")
+                .and_then(Value::as_str)
+                .unwrap_or_default(),
+        );
+        if block.get("cache_control").is_some() {
+            cached = Some(prefix.clone());
+        }
+    }
+    let Some(cached) = cached else {
+        return (0, 0);
+    };
+    let tokens = input_tokens(&cached);
+    let mut cache = PROMPT_CACHE
+        .lock()
+        .unwrap_or_else(|poisoned| poisoned.into_inner());
+    if cache.contains(&cached) {
+        (0, tokens)
+    } else {
+        cache.push(cached);
+        (tokens, 0)
     }
 }
 
 fn invoke(body: &Value) -> Response {
-    let c = Completion::new(&invoke_user_text(body));
+    let c = Completion::of_messages(body);
     json_response(
         StatusCode::OK,
         &json!({
@@ -177,7 +237,7 @@ fn invoke(body: &Value) -> Response {
             "content": [{"type": "text", "text": c.reply}],
             "stop_reason": "end_turn",
             "stop_sequence": null,
-            "usage": {"input_tokens": c.input_tokens, "output_tokens": c.output_tokens},
+            "usage": c.anthropic_usage(c.output_tokens),
         }),
         &[
             ("x-amzn-requestid", new_uuid()),
@@ -214,7 +274,7 @@ fn chunk_frame(event: &Value) -> Bytes {
 }
 
 fn invoke_stream(body: &Value, fault: Fault) -> Response {
-    let c = Completion::new(&invoke_user_text(body));
+    let c = Completion::of_messages(body);
     let chunks = word_chunks(&c.reply);
     let slow_ms = if fault.is_slow() {
         u64::try_from(SLOW_DELAY.as_millis()).unwrap_or(u64::MAX)
@@ -234,7 +294,7 @@ fn invoke_stream(body: &Value, fault: Fault) -> Response {
                 "content": [],
                 "stop_reason": null,
                 "stop_sequence": null,
-                "usage": {"input_tokens": c.input_tokens, "output_tokens": 1},
+                "usage": c.anthropic_usage(1),
             },
         }),
         json!({
@@ -261,6 +321,8 @@ fn invoke_stream(body: &Value, fault: Fault) -> Response {
         "amazon-bedrock-invocationMetrics": {
             "inputTokenCount": c.input_tokens,
             "outputTokenCount": c.output_tokens,
+            "cacheReadInputTokenCount": c.cache_read,
+            "cacheWriteInputTokenCount": c.cache_write,
             "invocationLatency": LATENCY_MS + slow_ms.saturating_mul(chunk_count + 4),
             "firstByteLatency": LATENCY_MS,
         },

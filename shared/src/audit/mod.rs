@@ -27,8 +27,9 @@ pub use buffer::{AuditBuffer, Deliver, LogDelivery, SqsDelivery};
 pub use usage::{Usage, UsageScanner};
 
 /// 2: events carry `record` (authorized, accepted, final, incomplete). 3: directory changes carry
-/// `admin` (who changed which user how).
-pub const SCHEMA_VERSION: u32 = 4;
+/// `admin` (who changed which user how). 4: requests under a budget carry `budget`. 5: requests carry
+/// the `region` they went to, and usage its cached and cache-written input tokens.
+pub const SCHEMA_VERSION: u32 = 5;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -131,6 +132,10 @@ pub struct AuditEvent {
     pub provider: Option<String>,
     pub operation: Option<String>,
     pub model: Option<String>,
+    /// The provider region the request went to, where the deployment knows it (Bedrock's signing
+    /// region; `GATEWAY_AZURE_OPENAI_REGION`, `GATEWAY_GEMINI_REGION`): regional prices match it.
+    #[serde(default)]
+    pub region: Option<String>,
     pub stream: bool,
     pub transport: Option<String>,
     pub bytes_in: u64,
@@ -242,6 +247,7 @@ impl AuditEvent {
             provider: None,
             operation: None,
             model: None,
+            region: None,
             stream: false,
             transport: None,
             bytes_in: 0,

@@ -16,14 +16,31 @@ pub const MAX_JSON_BODY: usize = 4 * 1024 * 1024;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
 pub struct Usage {
+    /// Every input token, the cached and cache-written ones included (providers that report those
+    /// beside their input count, as Anthropic does, are summed up to this).
     pub input_tokens: u64,
     pub output_tokens: u64,
     pub total_tokens: u64,
+    /// Of `input_tokens`, those read from the provider's prompt cache (priced at the cached rate).
+    #[serde(default)]
+    pub cached_input_tokens: u64,
+    /// Of `input_tokens`, those written to the provider's prompt cache (priced at the cache-write rate).
+    #[serde(default)]
+    pub cache_write_tokens: u64,
     /// The provider did not report usage (an Azure stream without `stream_options.include_usage`), so
     /// the counts are estimated from the bytes that passed ([`estimate_tokens`]): never left empty,
     /// never silently free, and marked so chargeback can tell.
     #[serde(default)]
     pub estimated: bool,
+}
+
+impl Usage {
+    /// Input tokens at the plain input rate: neither read from nor written to a cache.
+    pub fn uncached_input_tokens(&self) -> u64 {
+        self.input_tokens
+            .saturating_sub(self.cached_input_tokens)
+            .saturating_sub(self.cache_write_tokens)
+    }
 }
 
 /// Keys whose string values are model-generated text in every provider's responses (OpenAI
@@ -44,6 +61,61 @@ pub struct UsageShape {
     pub input: &'static str,
     pub output: &'static str,
     pub total: Option<&'static str>,
+    /// A counter billed as output that `output` leaves out (Gemini's thinking tokens).
+    pub more_output: Option<&'static str>,
+    pub cache: CacheCounts,
+}
+
+/// How a usage object reports prompt caching.
+#[derive(Debug, Clone, Copy)]
+pub enum CacheCounts {
+    None,
+    /// The cached part of the input, already counted in `input` (OpenAI, Gemini), at this path
+    /// inside the usage object.
+    WithinInput {
+        read: &'static [&'static str],
+    },
+    /// Cache reads and writes counted beside `input`, which leaves them out (Anthropic, Converse).
+    BesideInput {
+        read: &'static str,
+        write: &'static str,
+    },
+}
+
+/// The largest value seen of each counter, as reported (before cache counts are folded into input).
+#[derive(Debug, Default, Clone, Copy)]
+struct Reported {
+    input: u64,
+    output: u64,
+    more_output: u64,
+    total: u64,
+    cache_read: u64,
+    cache_write: u64,
+    /// The cache counters are beside the input count, not inside it.
+    cache_beside_input: bool,
+}
+
+impl Reported {
+    fn usage(self) -> Usage {
+        let (mut input, mut cache_read, mut cache_write) =
+            (self.input, self.cache_read, self.cache_write);
+        if self.cache_beside_input {
+            input = input.saturating_add(cache_read).saturating_add(cache_write);
+        } else {
+            // Within the input count: never more than it, whatever a provider says.
+            cache_read = cache_read.min(input);
+            cache_write = cache_write.min(input - cache_read);
+        }
+        let output = self.output.saturating_add(self.more_output);
+        Usage {
+            input_tokens: input,
+            output_tokens: output,
+            total_tokens: self.total.max(input.saturating_add(output)),
+            cached_input_tokens: cache_read,
+            cache_write_tokens: cache_write,
+            estimated: false,
+        }
+    }
 }
 
 enum Framing {
@@ -56,7 +128,7 @@ enum Framing {
 pub struct UsageScanner {
     shapes: &'static [UsageShape],
     framing: Framing,
-    found: Option<Usage>,
+    found: Option<Reported>,
     /// Generated text seen in the documents, for an estimate when no usage is reported.
     text: TextCount,
     documents: u64,
@@ -185,11 +257,8 @@ impl UsageScanner {
                 self.absorb(&doc);
             }
         }
-        if let Some(mut usage) = self.found {
-            usage.total_tokens = usage
-                .total_tokens
-                .max(usage.input_tokens + usage.output_tokens);
-            return Some(usage);
+        if let Some(reported) = self.found {
+            return Some(reported.usage());
         }
         let request_bytes = estimate_input_bytes.filter(|_| self.documents > 0)?;
         // The request's JSON is mostly its text (keys and roles are a small share of a prompt).
@@ -200,6 +269,7 @@ impl UsageScanner {
             output_tokens,
             total_tokens: input_tokens + output_tokens,
             estimated: true,
+            ..Usage::default()
         })
     }
 
@@ -218,10 +288,28 @@ impl UsageScanner {
             if input.is_none() && output.is_none() && total.is_none() {
                 continue;
             }
-            let usage = self.found.get_or_insert_with(Usage::default);
-            usage.input_tokens = usage.input_tokens.max(input.unwrap_or(0));
-            usage.output_tokens = usage.output_tokens.max(output.unwrap_or(0));
-            usage.total_tokens = usage.total_tokens.max(total.unwrap_or(0));
+            let (cache_read, cache_write) = match shape.cache {
+                CacheCounts::None => (None, None),
+                CacheCounts::WithinInput { read } => (
+                    read.iter()
+                        .try_fold(object, |v, key| v.get(key))
+                        .and_then(Value::as_u64),
+                    None,
+                ),
+                CacheCounts::BesideInput { read, write } => (count(read), count(write)),
+            };
+            let seen = self.found.get_or_insert_with(Reported::default);
+            seen.cache_beside_input |= matches!(shape.cache, CacheCounts::BesideInput { .. });
+            for (counter, value) in [
+                (&mut seen.input, input),
+                (&mut seen.output, output),
+                (&mut seen.more_output, shape.more_output.and_then(count)),
+                (&mut seen.total, total),
+                (&mut seen.cache_read, cache_read),
+                (&mut seen.cache_write, cache_write),
+            ] {
+                *counter = (*counter).max(value.unwrap_or(0));
+            }
         }
     }
 }
@@ -376,6 +464,56 @@ mod tests {
         let mut audio = UsageScanner::new(Provider::AzureOpenAi.usage_shapes(), Some("audio/mpeg"));
         audio.feed(b"ID3...");
         assert_eq!(audio.finish(Some(100)), None, "nothing to estimate from");
+    }
+
+    #[test]
+    fn cached_input_is_part_of_the_input_whichever_way_the_provider_counts_it() {
+        let counts = |u: Usage| {
+            (
+                u.input_tokens,
+                u.cached_input_tokens,
+                u.cache_write_tokens,
+                u.output_tokens,
+                u.total_tokens,
+            )
+        };
+        // OpenAI counts cached tokens inside prompt_tokens.
+        let chat = br#"{"usage":{"prompt_tokens":1000,"completion_tokens":10,"total_tokens":1010,"prompt_tokens_details":{"cached_tokens":768}}}"#;
+        let usage = scan(Provider::AzureOpenAi, "application/json", &[chat]).unwrap();
+        assert_eq!(counts(usage), (1000, 768, 0, 10, 1010));
+        assert_eq!(usage.uncached_input_tokens(), 232);
+
+        // The Responses API, as a body and as its stream's completed event.
+        let responses = br#"{"object":"response","usage":{"input_tokens":50,"output_tokens":5,"total_tokens":55,"input_tokens_details":{"cached_tokens":20}}}"#;
+        let usage = scan(Provider::AzureOpenAi, "application/json", &[responses]).unwrap();
+        assert_eq!(counts(usage), (50, 20, 0, 5, 55));
+        let stream: &[&[u8]] = &[
+            b"event: response.output_text.delta\ndata: {\"type\":\"response.output_text.delta\",\"delta\":\"hi\"}\n\n",
+            b"event: response.completed\ndata: {\"type\":\"response.completed\",\"response\":{\"usage\":{\"input_tokens\":7,\"output_tokens\":3,\"total_tokens\":10}}}\n\n",
+        ];
+        let usage = scan(Provider::AzureOpenAi, "text/event-stream", stream).unwrap();
+        assert_eq!((counts(usage), usage.estimated), ((7, 0, 0, 3, 10), false));
+
+        // Anthropic counts cache reads and writes beside input_tokens: the input is their sum.
+        let invoke = br#"{"usage":{"input_tokens":10,"cache_creation_input_tokens":200,"cache_read_input_tokens":3000,"output_tokens":40}}"#;
+        let usage = scan(Provider::BedrockClaude, "application/json", &[invoke]).unwrap();
+        assert_eq!(counts(usage), (3210, 3000, 200, 40, 3250));
+        let converse = br#"{"usage":{"inputTokens":5,"outputTokens":6,"totalTokens":111,"cacheReadInputTokens":100}}"#;
+        let usage = scan(Provider::BedrockClaude, "application/json", &[converse]).unwrap();
+        assert_eq!(counts(usage), (105, 100, 0, 6, 111));
+
+        // Gemini: cached content inside the prompt count, thoughts beside the candidates.
+        let gemini = br#"{"usageMetadata":{"promptTokenCount":400,"cachedContentTokenCount":300,"candidatesTokenCount":20,"thoughtsTokenCount":80,"totalTokenCount":500}}"#;
+        let usage = scan(Provider::Gemini, "application/json", &[gemini]).unwrap();
+        assert_eq!(counts(usage), (400, 300, 0, 100, 500));
+
+        // A cached count larger than the input it is part of is capped at the input.
+        let odd = br#"{"usage":{"prompt_tokens":5,"completion_tokens":1,"prompt_tokens_details":{"cached_tokens":9}}}"#;
+        let usage = scan(Provider::AzureOpenAi, "application/json", &[odd]).unwrap();
+        assert_eq!(
+            (usage.cached_input_tokens, usage.uncached_input_tokens()),
+            (5, 0)
+        );
     }
 
     #[test]

@@ -7,6 +7,7 @@ use std::time::Duration;
 use futures_util::future::BoxFuture;
 
 use super::counters::{CounterError, Refused};
+use super::demand::{metering, Call, Metering};
 use super::{SettingsList, SettingsStore, UsageCounters};
 use crate::audit::BudgetReservation;
 use crate::config::{self, ConfigError, Settings};
@@ -102,15 +103,22 @@ impl Gate {
         }
         let now = crate::audit::clock::now_millis();
         let day = Date::from_days_since_epoch((now / 86_400_000) as i64);
-        let Some(demand) = super::demand::demand(
-            request.provider,
-            request.operation,
-            request.model,
-            request.body,
-            &self.prices,
-            day,
-        ) else {
-            return Ok(None);
+        let call = Call {
+            provider: request.provider,
+            method: request.method,
+            operation: request.operation,
+            region: request.region,
+            body: request.body,
+        };
+        let demand = match metering(call, &self.prices, day) {
+            Metering::Unmetered => return Ok(None),
+            Metering::Unbudgetable(reason) => {
+                return Err(GatewayError::new(
+                    ErrorKind::Forbidden,
+                    format!("Forbidden: department {department} has a budget, and {reason}"),
+                ))
+            }
+            Metering::Metered(demand) => demand,
         };
         match self
             .counters

@@ -9,7 +9,7 @@ use serde_json::json;
 use super::grammar::{token_model_syntax, Grammar, Rule};
 use super::upstream::{CredentialSpec, DefaultEndpoint, TransportKind, UpstreamSpec};
 use super::{with_request_id, ErrorBody, ProviderApi};
-use crate::audit::usage::UsageShape;
+use crate::audit::usage::{CacheCounts, UsageShape};
 use crate::error::ErrorKind;
 use crate::paths::SegmentEncoding;
 
@@ -240,6 +240,8 @@ static UPSTREAM: UpstreamSpec = UpstreamSpec {
         secret_id_setting: "GATEWAY_AZURE_OPENAI_KEY_SECRET_ID",
     },
     default_transport: TransportKind::Queue,
+    // Where the resource or endpoint serves requests is not in its URL: named by the deployment.
+    region_settings: &["GATEWAY_AZURE_OPENAI_REGION"],
 };
 
 impl ProviderApi for AzureOpenAi {
@@ -291,12 +293,41 @@ impl ProviderApi for AzureOpenAi {
     }
 
     fn usage_shapes(&self) -> &'static [UsageShape] {
-        &[UsageShape {
-            path: &["usage"],
-            input: "prompt_tokens",
-            output: "completion_tokens",
-            total: Some("total_tokens"),
-        }]
+        const CHAT_CACHE: CacheCounts = CacheCounts::WithinInput {
+            read: &["prompt_tokens_details", "cached_tokens"],
+        };
+        const RESPONSES_CACHE: CacheCounts = CacheCounts::WithinInput {
+            read: &["input_tokens_details", "cached_tokens"],
+        };
+        &[
+            // Chat completions, completions and embeddings (body and the stream's last chunk).
+            UsageShape {
+                path: &["usage"],
+                input: "prompt_tokens",
+                output: "completion_tokens",
+                total: Some("total_tokens"),
+                more_output: None,
+                cache: CHAT_CACHE,
+            },
+            // The Responses API's body.
+            UsageShape {
+                path: &["usage"],
+                input: "input_tokens",
+                output: "output_tokens",
+                total: Some("total_tokens"),
+                more_output: None,
+                cache: RESPONSES_CACHE,
+            },
+            // The Responses API stream's `response.completed` event.
+            UsageShape {
+                path: &["response", "usage"],
+                input: "input_tokens",
+                output: "output_tokens",
+                total: Some("total_tokens"),
+                more_output: None,
+                cache: RESPONSES_CACHE,
+            },
+        ]
     }
 }
 

@@ -10,7 +10,7 @@ use serde_json::json;
 use super::grammar::{Grammar, Rule};
 use super::upstream::{CredentialSpec, DefaultEndpoint, TransportKind, UpstreamSpec};
 use super::{with_request_id, ErrorBody, ProviderApi};
-use crate::audit::usage::UsageShape;
+use crate::audit::usage::{CacheCounts, UsageShape};
 use crate::error::ErrorKind;
 use crate::paths::SegmentEncoding;
 
@@ -89,6 +89,8 @@ pub fn bedrock_model_syntax(model: &str) -> bool {
 
 /// Inside AWS: signed with the route's own role and called directly. The endpoint setting is the AWS
 /// SDK's own service-specific variable, so one spelling serves the SDKs and the gateway.
+const REGION_SETTINGS: &[&str] = &["GATEWAY_BEDROCK_REGION", "AWS_REGION"];
+
 static UPSTREAM: UpstreamSpec = UpstreamSpec {
     endpoint_setting: "AWS_ENDPOINT_URL_BEDROCK_RUNTIME",
     default_endpoint: DefaultEndpoint::AwsRegional {
@@ -96,9 +98,11 @@ static UPSTREAM: UpstreamSpec = UpstreamSpec {
     },
     credential: CredentialSpec::SigV4 {
         service: "bedrock",
-        region_settings: &["GATEWAY_BEDROCK_REGION", "AWS_REGION"],
+        region_settings: REGION_SETTINGS,
     },
     default_transport: TransportKind::Direct,
+    // The region requests are signed for is the region they are served (and priced) in.
+    region_settings: REGION_SETTINGS,
 };
 
 impl ProviderApi for Bedrock {
@@ -155,6 +159,11 @@ impl ProviderApi for Bedrock {
     }
 
     fn usage_shapes(&self) -> &'static [UsageShape] {
+        // Anthropic counts cache reads and writes beside `input_tokens`, which leaves them out.
+        const ANTHROPIC_CACHE: CacheCounts = CacheCounts::BesideInput {
+            read: "cache_read_input_tokens",
+            write: "cache_creation_input_tokens",
+        };
         &[
             // InvokeModel body (Anthropic messages) and the stream's message_delta.
             UsageShape {
@@ -162,6 +171,8 @@ impl ProviderApi for Bedrock {
                 input: "input_tokens",
                 output: "output_tokens",
                 total: None,
+                more_output: None,
+                cache: ANTHROPIC_CACHE,
             },
             // The stream's message_start.
             UsageShape {
@@ -169,6 +180,8 @@ impl ProviderApi for Bedrock {
                 input: "input_tokens",
                 output: "output_tokens",
                 total: None,
+                more_output: None,
+                cache: ANTHROPIC_CACHE,
             },
             // Converse body and converse-stream's metadata event.
             UsageShape {
@@ -176,6 +189,11 @@ impl ProviderApi for Bedrock {
                 input: "inputTokens",
                 output: "outputTokens",
                 total: Some("totalTokens"),
+                more_output: None,
+                cache: CacheCounts::BesideInput {
+                    read: "cacheReadInputTokens",
+                    write: "cacheWriteInputTokens",
+                },
             },
             // invoke-with-response-stream's final chunk.
             UsageShape {
@@ -183,6 +201,11 @@ impl ProviderApi for Bedrock {
                 input: "inputTokenCount",
                 output: "outputTokenCount",
                 total: None,
+                more_output: None,
+                cache: CacheCounts::BesideInput {
+                    read: "cacheReadInputTokenCount",
+                    write: "cacheWriteInputTokenCount",
+                },
             },
         ]
     }

@@ -8,7 +8,7 @@ use serde_json::json;
 use super::grammar::{token_model_syntax, Grammar, Rule};
 use super::upstream::{CredentialSpec, DefaultEndpoint, TransportKind, UpstreamSpec};
 use super::{with_request_id, ErrorBody, ProviderApi};
-use crate::audit::usage::UsageShape;
+use crate::audit::usage::{CacheCounts, UsageShape};
 use crate::error::ErrorKind;
 use crate::paths::SegmentEncoding;
 
@@ -112,6 +112,8 @@ static UPSTREAM: UpstreamSpec = UpstreamSpec {
         secret_id_setting: "GATEWAY_GEMINI_KEY_SECRET_ID",
     },
     default_transport: TransportKind::Queue,
+    // Where the resource or endpoint serves requests is not in its URL: named by the deployment.
+    region_settings: &["GATEWAY_GEMINI_REGION"],
 };
 
 impl ProviderApi for Gemini {
@@ -164,6 +166,11 @@ impl ProviderApi for Gemini {
             input: "promptTokenCount",
             output: "candidatesTokenCount",
             total: Some("totalTokenCount"),
+            // Thinking models' thoughts are billed as output but left out of the candidates' count.
+            more_output: Some("thoughtsTokenCount"),
+            cache: CacheCounts::WithinInput {
+                read: &["cachedContentTokenCount"],
+            },
         }]
     }
 }

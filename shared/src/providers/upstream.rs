@@ -18,6 +18,9 @@ pub struct UpstreamSpec {
     pub default_endpoint: DefaultEndpoint,
     pub credential: CredentialSpec,
     pub default_transport: TransportKind,
+    /// The settings naming the region requests go to, the first that is set: the audit event's
+    /// `region`, which regional prices match. Unset: no region (prices for every region apply).
+    pub region_settings: &'static [&'static str],
 }
 
 /// The endpoint used when [`UpstreamSpec::endpoint_setting`] is unset.
@@ -92,6 +95,15 @@ pub enum ResolvedCredential {
 }
 
 impl UpstreamSpec {
+    /// The region this deployment's requests go to ([`UpstreamSpec::region_settings`]).
+    pub fn region(&self, settings: &dyn Settings) -> Option<String> {
+        self.region_settings
+            .iter()
+            .find_map(|name| settings.get(name))
+            .map(|region| region.trim().to_string())
+            .filter(|region| !region.is_empty())
+    }
+
     /// The base URL and credential this deployment's settings give, with a message naming the setting
     /// that is missing or wrong.
     pub fn resolve(
