@@ -103,6 +103,8 @@ export interface ProviderConfig {
   transport: Transport;
   /** Upstream base URL (Azure OpenAI, Gemini); Bedrock uses the regional endpoint. */
   endpoint?: string;
+  /** Where the provider serves the requests (Azure OpenAI, Gemini): the audit events' region, for regional prices. */
+  region?: string;
 }
 
 export interface DepartmentConfig {
@@ -325,8 +327,14 @@ export function parseConfig(raw: unknown, source = 'configuration'): GatewayConf
   for (const name of PROVIDERS) {
     const w = `config.providers.${name}`;
     const needsEndpoint = name !== 'bedrock-claude';
-    const p = c.obj(providers[name], w, needsEndpoint ? ['transport', 'endpoint'] : ['transport'], ['endpoint']);
+    const p = c.obj(providers[name], w, needsEndpoint ? ['transport', 'endpoint'] : ['transport'],
+      needsEndpoint ? ['endpoint', 'region'] : ['endpoint']);
     c.oneOf(p.transport, `${w}.transport`, ['direct', 'queue'] as const);
+    // Where the provider serves the requests (Bedrock's is the deployment's own region): the audit events'
+    // region, which regional prices match.
+    if (p.region !== undefined && (typeof p.region !== 'string' || !/^[a-z][a-z0-9-]{1,39}$/.test(p.region))) {
+      c.fail(`${w}.region`, 'must be a region name (lower-case letters, digits and -), e.g. japaneast or europe-west4');
+    }
     if (p.endpoint !== undefined && (typeof p.endpoint !== 'string' || !isHttpsUrl(p.endpoint))) {
       c.fail(`${w}.endpoint`, 'must be an https URL');
     }

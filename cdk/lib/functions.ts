@@ -367,6 +367,9 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
       // A changed budget applies within the same bound as a revocation.
       GATEWAY_SETTINGS_CACHE_SECS: String(identityEnv.revocationCacheSeconds),
     };
+    // The provider's region, where configured: the route records it on every event and prices by it.
+    const region = config.providers[p].region;
+    if (region) environment[`GATEWAY_${providerEnvName[p]}_REGION`] = region;
     if (transport === 'direct') {
       Object.assign(environment, upstreamEnv(p));
     } else {

@@ -85,3 +85,20 @@ test('a name HR files use picks one department', () => {
     return true;
   });
 });
+
+test('a provider region is a region name, and Bedrock takes none (it is called in the stack\'s region)', () => {
+  const c = shipped();
+  c.providers['azure-openai'].region = 'Japan East';
+  c.providers['bedrock-claude'].region = 'us-east-1';
+  assert.throws(() => parseConfig(c), (e: Error) => {
+    for (const part of [
+      'config.providers.azure-openai.region: must be a region name',
+      'config.providers.bedrock-claude.region: unknown key',
+    ]) assert.ok(e.message.includes(part), `${part} not in\n${e.message}`);
+    return true;
+  });
+  const good = shipped();
+  good.providers['azure-openai'].region = 'japaneast';
+  good.providers.gemini.region = 'europe-west4';
+  assert.equal(parseConfig(good).providers['azure-openai'].region, 'japaneast');
+});

@@ -5,7 +5,7 @@ import * as path from 'node:path';
 import { after, describe, test } from 'node:test';
 import { Annotations, Match } from 'aws-cdk-lib/assertions';
 import { Queue, QueueEncryption } from 'aws-cdk-lib/aws-sqs';
-import { loadConfig } from '../lib/config';
+import { loadConfig, parseConfig } from '../lib/config';
 import { FUNCTIONS } from '../lib/gateway-stack';
 import { dispatcherMaxConcurrency } from '../lib/functions';
 import { build, envOf, list, resourcesOf, statementsOf } from './helpers';
@@ -415,6 +415,14 @@ describe('function code', () => {
   });
 });
 
+test('a configured provider region reaches its route, for the audit trail and regional prices', () => {
+  const config = JSON.parse(JSON.stringify(loadConfig()));
+  config.providers['azure-openai'].region = 'japaneast';
+  const { template } = build({ config: parseConfig(config) });
+  assert.equal(envOf(template, 'AzureOpenai').GATEWAY_AZURE_OPENAI_REGION, 'japaneast');
+  assert.equal(envOf(template, 'Gemini').GATEWAY_GEMINI_REGION, undefined, 'none configured');
+});
+
 describe('environment variables the code reads', () => {
   // Read from the Rust sources: every GATEWAY_/COGNITO_ variable is set on some function or is an
   // optional one whose default is right when deployed.
@@ -434,6 +442,8 @@ describe('environment variables the code reads', () => {
     GATEWAY_MAIL_FROM: 'optional: unset, Cognito sends its own invitations',
     GATEWAY_SIGN_IN_URL: 'optional: unset, invitations name no sign-in page',
     GATEWAY_PRICE_FILE: 'optional: the price table built into the audit writer (config/prices.json)',
+    GATEWAY_AZURE_OPENAI_REGION: 'optional: set from providers.azure-openai.region where configured',
+    GATEWAY_GEMINI_REGION: 'optional: set from providers.gemini.region where configured',
   };
   const repo = path.join(__dirname, '..', '..');
   const read = (dir: string): string[] => readdirSync(dir).flatMap((n) => {

@@ -74,6 +74,10 @@ pub struct BootstrapAdmin {
 #[derive(Debug, Clone, Deserialize)]
 struct ProviderConfig {
     transport: String,
+    /// Where the provider serves this deployment's requests (not Bedrock's: its region is the
+    /// deployment's own): the audit events' `region`, which regional prices match.
+    #[serde(default)]
+    region: Option<String>,
 }
 
 #[derive(Debug, Clone, Deserialize)]
@@ -124,6 +128,8 @@ pub struct Resolved {
     pub config: DeploymentConfig,
     pub environment: EnvironmentConfig,
     pub transports: BTreeMap<Provider, TransportKind>,
+    /// The configured provider regions (`providers.<name>.region`).
+    pub regions: BTreeMap<Provider, String>,
 }
 
 impl DeploymentConfig {
@@ -160,6 +166,7 @@ impl DeploymentConfig {
             .cloned()
             .ok_or_else(|| invalid(format!("no {MIRRORED_ENVIRONMENT} environment")))?;
         let mut transports = BTreeMap::new();
+        let mut regions = BTreeMap::new();
         for provider in Provider::ALL {
             let name = provider.route_prefix();
             let configured = self
@@ -169,6 +176,14 @@ impl DeploymentConfig {
             let transport = TransportKind::parse(&configured.transport)
                 .map_err(|e| invalid(format!("providers.{name}.transport: {e}")))?;
             transports.insert(provider, transport);
+            if let Some(region) = &configured.region {
+                if provider == Provider::BedrockClaude {
+                    return Err(invalid(format!(
+                        "providers.{name}.region: Bedrock is called in the deployment's own region"
+                    )));
+                }
+                regions.insert(provider, region.clone());
+            }
         }
         if let Some(unknown) = self
             .providers
@@ -184,6 +199,7 @@ impl DeploymentConfig {
             config: self,
             environment,
             transports,
+            regions,
         })
     }
 }
@@ -269,6 +285,32 @@ mod tests {
         let file = write(&bad.to_string());
         let error = DeploymentConfig::load(file.path()).unwrap_err().to_string();
         assert!(error.contains("no dev environment"), "{error}");
+    }
+
+    #[test]
+    fn provider_regions_are_read_and_bedrock_takes_none() {
+        let base: serde_json::Value = serde_json::from_str(
+            &std::fs::read_to_string(DeploymentConfig::default_path()).unwrap(),
+        )
+        .unwrap();
+        let mut good = base.clone();
+        good["providers"]["azure-openai"]["region"] = "japaneast".into();
+        let file = write(&good.to_string());
+        let resolved = DeploymentConfig::load(file.path()).unwrap();
+        assert_eq!(
+            resolved
+                .regions
+                .get(&Provider::AzureOpenAi)
+                .map(String::as_str),
+            Some("japaneast")
+        );
+        assert_eq!(resolved.regions.get(&Provider::Gemini), None);
+
+        let mut bad = base;
+        bad["providers"]["bedrock-claude"]["region"] = "us-east-1".into();
+        let file = write(&bad.to_string());
+        let error = DeploymentConfig::load(file.path()).unwrap_err().to_string();
+        assert!(error.contains("providers.bedrock-claude.region"), "{error}");
     }
 
     /// A file in the system's temporary folder, removed when dropped.

@@ -19,8 +19,6 @@ const PASSED_THROUGH: &[&str] = &[
     "GATEWAY_MAX_REQUEST_BYTES",
     "GATEWAY_SCOPE_POLICY_FILE",
     "GATEWAY_BEDROCK_REGION",
-    "GATEWAY_AZURE_OPENAI_REGION",
-    "GATEWAY_GEMINI_REGION",
     "GATEWAY_DISPATCH_FLUSH_MS",
     "GATEWAY_QUEUE_INLINE_MAX_BYTES",
     "GATEWAY_STREAM_CUT_MARGIN_MS",
@@ -168,6 +166,13 @@ pub fn route(
     );
     insert_audit_bodies(&mut env, deployment, inputs.audit_bucket, inputs.bodies_key);
     insert_timeouts(&mut env, deployment);
+    // The provider's region, where configured: the route records it and prices by it.
+    if let (Some(region), Some(setting)) = (
+        deployment.regions.get(&provider),
+        provider.upstream().region_settings.first(),
+    ) {
+        env.insert((*setting).into(), region.clone());
+    }
     match inputs.queue {
         Some(queue) => {
             env.insert(
