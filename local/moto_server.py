@@ -10,6 +10,10 @@ read that iterates them ("dictionary changed size during iteration") or interlea
 check and write. DynamoDB makes every single-item write (conditional or not) and every transaction atomic;
 serializing them here is what lets the budgets' concurrency tests test the gateway, not the emulator.
 
+moto's instance tracking is turned off: every model object ever created (each S3 object version with
+its bytes, each SQS message, each DynamoDB item copy) is otherwise kept in a class-wide list for its
+dashboard, forever. Over the test suite that grew to over 13 GB, and every garbage collection walked it.
+
 Usage: moto_server.py HOST PORT
 """
 
@@ -20,6 +24,32 @@ import threading
 
 from moto.server import DomainDispatcherApplication, create_backend_app
 from waitress import serve
+
+
+class _Untracked(list):
+    """A class's `instances_tracked` that keeps nothing."""
+
+    def append(self, _instance) -> None:
+        pass
+
+
+def stop_instance_tracking() -> None:
+    import moto.core.base_backend as base_backend
+    from moto.core.model_instances import model_data
+
+    create_class = base_backend.InstanceTrackerMeta.__new__
+
+    def untracked_class(meta, name, bases, namespace):
+        cls = create_class(meta, name, bases, namespace)
+        if name != "BaseModel":
+            cls.instances_tracked = _Untracked()
+        return cls
+
+    base_backend.InstanceTrackerMeta.__new__ = untracked_class
+    # Classes created before this point (the ones moto's own imports made).
+    for models in model_data.values():
+        for model in models.values():
+            model.instances_tracked = _Untracked()
 
 
 def sent_mail() -> list[dict]:
@@ -66,6 +96,7 @@ def serialize_dynamodb(app):
 
 def main() -> None:
     host, port = sys.argv[1], int(sys.argv[2])
+    stop_instance_tracking()
     # SIGTERM from the stack ends the process at once (waitress would otherwise wait for long polls).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     app = local_routes(serialize_dynamodb(DomainDispatcherApplication(create_backend_app)))
