@@ -252,7 +252,9 @@ def test_every_route_and_sdk_refuses_past_the_budget_in_its_own_shape(adapter, s
             session.call("hello budget")
         except session.error_class(429) as raised:
             error = session.read_error(raised)
-            break
+            # The routes may still hold the previous test's budget for a moment.
+            if "monthly budget of 1 tokens" in error.message:
+                break
         if time.monotonic() > deadline:
             pytest.fail(f"{adapter.name}: the budget never applied")
         time.sleep(0.3)
