@@ -52,6 +52,22 @@ def stop_instance_tracking() -> None:
             model.instances_tracked = _Untracked()
 
 
+def usage_plan_patches_as_api_gateway() -> None:
+    """UpdateUsagePlan's patch values are strings; API Gateway stores a quota's limit and offset as the
+    integers they name (and answers them so), moto as the strings, which no SDK reads back."""
+    from moto.apigateway.models import UsagePlan
+
+    apply = UsagePlan.apply_patch_operations
+
+    def apply_as_numbers(self, patch_operations):
+        apply(self, patch_operations)
+        for field in ("limit", "offset"):
+            if isinstance(self.quota.get(field), str):
+                self.quota[field] = int(self.quota[field])
+
+    UsagePlan.apply_patch_operations = apply_as_numbers
+
+
 def sent_mail() -> list[dict]:
     """Every message SES (v1 and v2 share a backend) has accepted, in every account and region."""
     from moto.ses.models import ses_backends
@@ -97,6 +113,7 @@ def serialize_dynamodb(app):
 def main() -> None:
     host, port = sys.argv[1], int(sys.argv[2])
     stop_instance_tracking()
+    usage_plan_patches_as_api_gateway()
     # SIGTERM from the stack ends the process at once (waitress would otherwise wait for long polls).
     signal.signal(signal.SIGTERM, lambda *_: sys.exit(0))
     app = local_routes(serialize_dynamodb(DomainDispatcherApplication(create_backend_app)))

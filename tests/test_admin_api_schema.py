@@ -188,7 +188,8 @@ def test_the_documented_error_codes_follow_their_status():
     document = admin_document()
     codes = {"BadRequest": "bad_request", "Unauthorized": "unauthorized", "Forbidden": "forbidden",
              "NotFound": "not_found", "Conflict": "conflict", "PayloadTooLarge": "payload_too_large",
-             "UnsupportedMediaType": "unsupported_media_type", "Throttled": "throttled", "Internal": "internal"}
+             "UnsupportedMediaType": "unsupported_media_type", "Throttled": "throttled", "Internal": "internal",
+             "UsagePlanNotApplied": "usage_plan_not_applied"}
     responses = document["components"]["responses"]
     assert set(responses) == set(codes)
     for name, code in codes.items():
@@ -415,6 +416,17 @@ SETTINGS_CASES = [
     ({"contacts": "lead@example.com"}, False),
     ({"department": "hr"}, False),
     ({"updated_by": "someone"}, False),
+    ({"usage_plan": None}, True),
+    ({"usage_plan": {"rate_limit": 10000, "burst_limit": 5000, "quota_per_day": 1_000_000_000}}, True),
+    ({"usage_plan": {"rate_limit": 1, "burst_limit": 1, "quota_per_day": 1}}, True),
+    ({"usage_plan": {"rate_limit": 0, "burst_limit": 1, "quota_per_day": 1}}, False),
+    ({"usage_plan": {"rate_limit": 10001, "burst_limit": 1, "quota_per_day": 1}}, False),
+    ({"usage_plan": {"rate_limit": 1, "burst_limit": 5001, "quota_per_day": 1}}, False),
+    ({"usage_plan": {"rate_limit": 1, "burst_limit": 1, "quota_per_day": 1_000_000_001}}, False),
+    ({"usage_plan": {"rate_limit": 1.5, "burst_limit": 1, "quota_per_day": 1}}, False),
+    ({"usage_plan": {"rate_limit": 1, "burst_limit": 1}}, False),
+    ({"usage_plan": {"rate_limit": 1, "burst_limit": 1, "quota_per_day": 1, "period": "WEEK"}}, False),
+    ({"usage_plan": []}, False),
 ]
 SETTINGS_IDS = [json.dumps(body, ensure_ascii=True)[:80] for body, _ in SETTINGS_CASES]
 LIVE_SETTINGS_CASES = [
@@ -433,7 +445,7 @@ def test_department_settings_answer_every_field_and_thresholds_once():
     settings = schemas["DepartmentSettings"]["example"]
     assert conforms("DepartmentSettings", settings)
     never_set = {"department": "sales", "alert_thresholds_percent": [80, 100], "contacts": [], "updated_at": None,
-                 "updated_by": None, **{part: dict.fromkeys(schemas["Limits"]["properties"])
+                 "updated_by": None, "usage_plan": None, "usage_plan_source": None, **{part: dict.fromkeys(schemas["Limits"]["properties"])
                                         for part in ("budget", "user_budget")}}
     assert conforms("DepartmentSettings", never_set)
     for field in settings:
@@ -508,6 +520,8 @@ def generation_document() -> dict:
     schemas = document["components"]["schemas"]
     for part in ("budget", "user_budget"):
         schemas["SettingsUpdate"]["properties"][part] = harmless_limits()
+    # A generated plan could throttle the department's other tests: generated changes keep the deployment's.
+    schemas["SettingsUpdate"]["properties"]["usage_plan"] = {"type": "null"}
     schemas["Department"]["enum"] = departments
     schemas["DepartmentId"]["enum"] = departments
     schemas["ApiKeyScope"] = {"enum": sorted(s for s in policy_scopes() if not s.startswith("admin"))}
@@ -831,6 +845,10 @@ def test_the_api_takes_exactly_the_settings_the_document_takes(state, admin_toke
             wanted = sorted(set(body.get("alert_thresholds_percent", [80, 100])))
             assert settings["alert_thresholds_percent"] == wanted, settings
             assert settings["contacts"] == body.get("contacts", []), settings
+            if body.get("usage_plan"):
+                assert (settings["usage_plan"], settings["usage_plan_source"]) == (body["usage_plan"], "settings")
+            else:
+                assert settings["usage_plan_source"] == "deployment", settings
         else:
             refusal = documented("PUT", "/departments/{id}", answer, 400)
             assert refusal["error"]["details"], refusal

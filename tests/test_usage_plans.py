@@ -2,6 +2,10 @@
 usage-plan key picks the caller's department plan (config/gateway.json `departments`: rate, burst,
 daily quota) or the `default` plan (the stage's throttle), and a request past the plan's rate gets
 API Gateway's 429 in the provider's error shape, which the stock SDK raises as its rate-limit error.
+
+A department's plan is also part of its settings (`PUT /admin/departments/{id}` `usage_plan`): the admin
+API changes the plan in the local API Gateway (moto) with UpdateUsagePlan, the emulation follows it, and
+the scheduler's `usage-plans` job puts back a plan changed outside the settings.
 """
 
 from __future__ import annotations
@@ -13,8 +17,9 @@ from pathlib import Path
 
 import openai
 import pytest
+import requests
 
-from helpers import HTTP_TIMEOUT
+from helpers import HTTP_TIMEOUT, admin_call, audit_events, aws_client
 
 API_VERSION = "2024-10-21"
 CONFIG = json.loads((Path(__file__).resolve().parents[1] / "config" / "gateway.json").read_text())
@@ -90,3 +95,89 @@ def test_departments_have_separate_buckets(state, make_user):
     assert any(r != "ok" for r in drained), "sales' bucket was not drained"
     assert call(hr) == "ok", "another department's bucket is its own"
     until_admitted(sales)
+
+
+PLANNED = "engineering"
+
+
+def moto_plan(state, department: str) -> dict:
+    """The department's usage plan in the local API Gateway (moto), as API Gateway answers it."""
+    apigateway = aws_client(state, "apigateway")
+    plans = apigateway.get_usage_plans()["items"]
+    return next(p for p in plans if p["name"].endswith(f"-{department}"))
+
+
+def run_job(state, job: str) -> dict:
+    answer = requests.post(f"{state['control_url']}/_local/scheduler", json={"job": job}, timeout=60)
+    assert answer.status_code == 200, answer.text
+    return answer.json()
+
+
+def test_an_administrator_sets_a_departments_plan_and_the_deployments_comes_back(state, make_user, token_for):
+    admin = token_for("gateway-admins")
+    deployed = CONFIG["departments"][PLANNED]
+    sdk = client(state, make_user("gateway-openai", f"dept-{PLANNED}")["access_token"])
+    own = {"rate_limit": 1, "burst_limit": 2, "quota_per_day": 1000}
+    try:
+        answer = admin_call(state, "PUT", f"/departments/{PLANNED}", admin, json={"usage_plan": own})
+        assert answer.status_code == 200, answer.text
+        assert (answer.json()["usage_plan"], answer.json()["usage_plan_source"]) == (own, "settings")
+        plan = moto_plan(state, PLANNED)
+        assert plan["throttle"] == {"rateLimit": 1.0, "burstLimit": 2}, plan
+        assert plan["quota"]["limit"] == 1000 and plan["quota"]["period"] == "DAY", plan
+        # API Gateway holds the new plan: twice its burst at once is throttled.
+        time.sleep(2.5)
+        with ThreadPoolExecutor(max_workers=6) as pool:
+            results = list(pool.map(lambda _: call(sdk), range(6)))
+        assert 1 <= results.count("ok") <= 3, results
+        assert all(r == "ok" or (r.status_code == 429 and THROTTLE_WORDS in r.message) for r in results)
+    finally:
+        back = admin_call(state, "PUT", f"/departments/{PLANNED}", admin, json={})
+    assert back.status_code == 200, back.text
+    assert back.json()["usage_plan_source"] == "deployment"
+    assert back.json()["usage_plan"] == {"rate_limit": deployed["rateLimit"], "burst_limit": deployed["burstLimit"],
+                                         "quota_per_day": deployed["quotaPerDay"]}
+    assert moto_plan(state, PLANNED)["throttle"]["burstLimit"] == deployed["burstLimit"]
+    until_admitted(sdk)
+    assert audited(state, "departments.update", "admin-api")
+
+
+def audited(state, action: str, actor: str) -> list[dict]:
+    """The audit trail's `action` events on the planned department by `actor`, once there are any."""
+    deadline = time.monotonic() + 45
+    while True:
+        events, _ = audit_events(state)
+        found = [e for e in events if (e.get("admin") or {}).get("action") == action
+                 and e["admin"]["target"] == PLANNED and e["admin"]["actor"] == actor
+                 and "usage_plan" in e["admin"]["changed"]]
+        if found or time.monotonic() > deadline:
+            return found
+        time.sleep(1)
+
+
+def test_the_scheduler_puts_back_a_plan_changed_outside_the_settings(state, token_for):
+    """A deploy (configured limits again) or a hand in the console: the usage-plans job restores the
+    department's settings, and audits it."""
+    deployed = CONFIG["departments"][PLANNED]
+    plan = moto_plan(state, PLANNED)
+    aws_client(state, "apigateway").update_usage_plan(
+        usagePlanId=plan["id"], patchOperations=[{"op": "replace", "path": "/throttle/rateLimit", "value": "3"}])
+    assert moto_plan(state, PLANNED)["throttle"]["rateLimit"] == 3
+    answer = run_job(state, "usage-plans")
+    assert PLANNED in answer["applied"], answer
+    assert moto_plan(state, PLANNED)["throttle"] == {"rateLimit": float(deployed["rateLimit"]),
+                                                    "burstLimit": deployed["burstLimit"]}
+    assert run_job(state, "usage-plans")["applied"] == [], "nothing left to mend"
+    assert audited(state, "departments.usage_plan.apply", "scheduler"), "the scheduler's change is audited"
+
+
+def test_a_plan_is_checked_and_only_for_a_configured_department(state, token_for):
+    admin = token_for("gateway-admins")
+    bad = admin_call(state, "PUT", f"/departments/{PLANNED}", admin,
+                     json={"usage_plan": {"rate_limit": 0, "burst_limit": 99999, "quota_per_day": 1}})
+    assert bad.status_code == 400
+    assert {d["field"] for d in bad.json()["error"]["details"]} == {"usage_plan.rate_limit", "usage_plan.burst_limit"}
+    reader = token_for("gateway-admin-readers")
+    assert admin_call(state, "PUT", f"/departments/{PLANNED}", reader,
+                      json={"usage_plan": {"rate_limit": 1, "burst_limit": 1, "quota_per_day": 1}}).status_code == 403
+    assert moto_plan(state, PLANNED)["throttle"]["burstLimit"] == CONFIG["departments"][PLANNED]["burstLimit"]

@@ -3,7 +3,7 @@
 // streamed, with the department's usage plan applied through the key the authorizer returns. A fourth
 // API serves the admin API (`/admin/...`, buffered, admin error shape) behind the same authorizer.
 import {
-  Duration, RemovalPolicy, SecretValue, Stack, Token,
+  ArnFormat, Duration, RemovalPolicy, SecretValue, Stack, Token,
   aws_apigateway as apigw,
   aws_certificatemanager as acm,
   aws_cloudwatch as cw,
@@ -294,6 +294,10 @@ function createUsagePlans(stack: Stack, props: ApiProps, stages: apigw.Stage[]):
     ...Object.entries(config.departments),
     ['default', config.environments[props.envName].api.throttle],
   ];
+  // The departments' plans as the admin API and the scheduler's usage-plans job manage them
+  // (GATEWAY_USAGE_PLANS, shared/src/usage_plans.rs): each plan's id and the limits configured here.
+  const managed: Record<string, { id: string; rate_limit: number; burst_limit: number; quota_per_day: number }> = {};
+  const planArns: string[] = [];
   for (const [dept, limits] of plans) {
     const id = pascal(dept);
     const secret = new sm.Secret(stack, `UsageKey${id}`, {
@@ -317,8 +321,24 @@ function createUsagePlans(stack: Stack, props: ApiProps, stages: apigw.Stage[]):
       apiStages: stages.map((stage) => ({ api: stage.restApi, stage })),
     });
     plan.addApiKey(key);
+    if (dept !== 'default' && limits.quotaPerDay !== undefined) {
+      managed[dept] = {
+        id: plan.usagePlanId,
+        rate_limit: limits.rateLimit,
+        burst_limit: limits.burstLimit,
+        quota_per_day: limits.quotaPerDay,
+      };
+      planArns.push(stack.formatArn({ service: 'apigateway', account: '', resource: '/usageplans', resourceName: plan.usagePlanId, arnFormat: ArnFormat.SLASH_RESOURCE_NAME }));
+    }
     values[dept] = secret.secretValue;
     secrets.push(secret);
+  }
+  const setting = stack.toJsonString(managed);
+  for (const name of ['admin-api', 'scheduler'] as const) {
+    const fn = props.functions.get(name)!;
+    fn.addEnvironment('GATEWAY_USAGE_PLANS', setting);
+    // Read and change exactly the departments' plans (UpdateUsagePlan is a PATCH on the plan).
+    fn.addToRolePolicy(new iam.PolicyStatement({ actions: ['apigateway:GET', 'apigateway:PATCH'], resources: planArns }));
   }
   const combined = new sm.Secret(stack, 'UsageKeysSecret', {
     description: `${prefix}: department -> usage-plan key value, for the authorizer`,

@@ -50,8 +50,14 @@ export const USER_DATES_LOCAL_MINUTE = 5;
  * The scheduler's jobs, each the `{"job": ...}` its rule sends (`Job` in functions/scheduler/src/lib.rs, whose
  * every variant has a rule here).
  */
-export const SCHEDULER_JOBS = ['sweep-reply-queues', 'user-dates', 'budget-alerts', 'usage-rollup', 'chargeback'] as const;
+export const SCHEDULER_JOBS = ['sweep-reply-queues', 'user-dates', 'budget-alerts', 'usage-rollup', 'chargeback', 'usage-plans'] as const;
 export type SchedulerJob = (typeof SCHEDULER_JOBS)[number];
+/**
+ * How often the usage-plans job puts each department's API Gateway usage plan back to its settings (the
+ * local stack's `USAGE_PLANS` period): after a deploy that set a plan's configured limits again, or a change
+ * made by hand.
+ */
+export const USAGE_PLANS_RATE = Duration.minutes(15);
 /** How often the budget-alerts job looks at the month's usage (the local stack's `BUDGET_ALERTS` period). */
 export const BUDGET_ALERTS_RATE = Duration.minutes(5);
 /**
@@ -605,6 +611,8 @@ export function createFunctions(stack: Stack, props: FunctionsProps): Functions 
   scheduleJob('ChargebackSchedule', 'chargeback',
     events.Schedule.cron({ minute: String(CHARGEBACK_UTC.minute), hour: String(CHARGEBACK_UTC.hour), day: String(CHARGEBACK_UTC.day) }),
     'the month before\'s chargeback report from the audit trail, monthly');
+  scheduleJob('UsagePlansSchedule', 'usage-plans', events.Schedule.rate(USAGE_PLANS_RATE),
+    `departments' usage plans put back to their settings, every ${USAGE_PLANS_RATE.toMinutes()} minutes`);
 
   // ---- provisioner: HR files (age-encrypted) from the provisioning bucket, through EventBridge
   const identitySecret = new sm.Secret(stack, 'ProvisioningIdentitySecret', {

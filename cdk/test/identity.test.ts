@@ -138,7 +138,8 @@ describe('environment of the identity functions', () => {
     assert.equal(env.GATEWAY_PROVISIONING_UTC_OFFSET_MINUTES, offset);
   });
   test('scheduler: the pool, departments, offset, table, audit queue; its budget and report jobs\' tables and buckets', () => {
-    const env = envOf(t, 'Scheduler');
+    const { GATEWAY_USAGE_PLANS: plans, ...env } = envOf(t, 'Scheduler');
+    assert.deepEqual(usagePlans(plans), configuredPlans(t));
     assert.deepEqual(env, {
       RUST_LOG: config.environments.dev.logLevel,
       GATEWAY_REPLY_QUEUE_PREFIX: 'llm-gateway-reply-',
@@ -157,7 +158,8 @@ describe('environment of the identity functions', () => {
     });
   });
   test('admin-api: the pool, departments, offset, buckets, tables, audit queue, upload URL lifetime', () => {
-    const env = envOf(t, 'AdminApi');
+    const { GATEWAY_USAGE_PLANS: plans, ...env } = envOf(t, 'AdminApi');
+    assert.deepEqual(usagePlans(plans), configuredPlans(t));
     assert.deepEqual(env, {
       RUST_LOG: config.environments.dev.logLevel,
       COGNITO_USER_POOL_ID: pool,
@@ -176,6 +178,16 @@ describe('environment of the identity functions', () => {
     assert.equal(UPLOAD_URL_TTL_SECS, 300);
     // The provisioner's departments are the same text.
     assert.equal(envOf(t, 'Provisioner').GATEWAY_DEPARTMENTS, departments);
+  });
+  test('the admin API and the usage-plans job read and change exactly the departments\' usage plans', () => {
+    for (const fn of ['AdminApi', 'Scheduler']) {
+      const statements = statementsOf(t, fn).filter((st) => list<string>(st.Action).some((a) => a.startsWith('apigateway:')));
+      assert.equal(statements.length, 1, fn);
+      assert.deepEqual(list<string>(statements[0].Action).sort(), ['apigateway:GET', 'apigateway:PATCH'], fn);
+      const planIds = list<Record<string, unknown>>(statements[0].Resource).map((r) => JSON.stringify(r).match(/"Ref":"(UsagePlan[A-Za-z0-9]+)"/)![1]).sort();
+      assert.deepEqual(planIds, Object.values(configuredPlans(t)).map((p) => p.id.Ref).sort(), fn);
+      assert.ok(list<Record<string, unknown>>(statements[0].Resource).every((r) => JSON.stringify(r).includes('::/usageplans/')), fn);
+    }
   });
   test('with an SES identity: the configured from address; with a domain prefix: the managed login URL', () => {
     const s = staging.template;
@@ -511,3 +523,19 @@ describe('configuration', () => {
     assert.doesNotThrow(() => parseConfig(c));
   });
 });
+
+/** GATEWAY_USAGE_PLANS (a Fn::Join of JSON text and plan Refs) read back as JSON, each id as its Ref. */
+function usagePlans(value: unknown): Record<string, { id: { Ref: string }; rate_limit: number; burst_limit: number; quota_per_day: number }> {
+  const parts = (value as { 'Fn::Join': [string, unknown[]] })['Fn::Join'][1];
+  const text = parts.map((p) => (typeof p === 'string' ? p : `@@${(p as { Ref: string }).Ref}@@`)).join('');
+  return JSON.parse(text.replace(/"@@([A-Za-z0-9]+)@@"/g, '{"Ref":"$1"}'));
+}
+
+/** Each configured department's plan, as the admin API and scheduler should be told of it. */
+function configuredPlans(t: Template) {
+  const planIds = Object.entries(t.findResources('AWS::ApiGateway::UsagePlan'));
+  return Object.fromEntries(Object.entries(config.departments).map(([dept, d]) => {
+    const [id] = planIds.find(([, r]) => (r as { Properties: { UsagePlanName: string } }).Properties.UsagePlanName.endsWith(`-${dept}`))!;
+    return [dept, { id: { Ref: id }, rate_limit: d.rateLimit, burst_limit: d.burstLimit, quota_per_day: d.quotaPerDay }];
+  }));
+}

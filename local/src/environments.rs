@@ -401,11 +401,13 @@ pub fn scheduler(
     reply_prefix: &str,
     directory: &DirectoryInputs<'_>,
     (audit_bucket, reports_bucket): (&str, &str),
+    usage_plans: &str,
 ) -> Environment {
     let mut env = with_budget_tables(
         with_directory(base(region, deployment), deployment, directory),
         deployment,
     );
+    env.insert("GATEWAY_USAGE_PLANS".into(), usage_plans.into());
     env.insert("GATEWAY_REPLY_QUEUE_PREFIX".into(), reply_prefix.into());
     env.insert("GATEWAY_AUDIT_BUCKET".into(), audit_bucket.into());
     env.insert("GATEWAY_AUDIT_PREFIX".into(), AUDIT_PREFIX.into());
@@ -453,6 +455,7 @@ pub fn admin_api(
     deployment: &Resolved,
     directory: &DirectoryInputs<'_>,
     provisioning: &ProvisioningInputs<'_>,
+    usage_plans: &str,
 ) -> Environment {
     let mut env = with_budget_tables(
         with_apikey_table(
@@ -465,5 +468,7 @@ pub fn admin_api(
         deployment,
     );
     env.insert("GATEWAY_UPLOAD_URL_TTL_SECS".into(), "300".into());
+    // The departments' usage plans (ids and configured limits), which department settings may change.
+    env.insert("GATEWAY_USAGE_PLANS".into(), usage_plans.into());
     env
 }

@@ -34,6 +34,7 @@ use gateway_local::state::{
 };
 use gateway_shared::audit::lifecycle::Invocations;
 use gateway_shared::audit::{AuditBuffer, BodiesConfig, SqsDelivery};
+use gateway_shared::budgets::settings::PlanLimits;
 use gateway_shared::providers::upstream::CredentialSpec;
 use gateway_shared::proxy::{Route, RouteConfig};
 use gateway_shared::scopes::Policy;
@@ -115,12 +116,14 @@ async fn run() -> Result<(), BoxError> {
         &mut environments,
     )
     .await?;
+    let usage_plans = secrets.usage_plans_setting();
     let scheduler = start_scheduler(
         &local,
         &aws,
         &directory,
         &audit,
         &provisioning.reports_bucket,
+        &usage_plans,
         &mut environments,
     )?;
     let admin = build_admin_api(
@@ -129,6 +132,7 @@ async fn run() -> Result<(), BoxError> {
         &directory,
         &provisioning,
         &audit,
+        &usage_plans,
         &mut environments,
     )?;
     let served = serve(
@@ -144,7 +148,7 @@ async fn run() -> Result<(), BoxError> {
             authorizer,
             routes,
             admin,
-            usage_plans: secrets.usage_plans(&local),
+            usage_plans: secrets.usage_plans(&local, &aws.sdk),
         },
     )?;
     let (demo_user, token) = sign_in_demo_user(&aws, &pool, &policy).await?;
@@ -335,6 +339,8 @@ struct Secrets {
     /// Per key-taking provider: the secret's id and the key the mock expects.
     upstream_keys: BTreeMap<Provider, (String, String)>,
     usage_keys_secret: String,
+    /// Department -> its usage plan in the local API Gateway (moto), made from the configuration.
+    usage_plans: BTreeMap<String, (String, PlanLimits)>,
 }
 
 impl Secrets {
@@ -380,25 +386,54 @@ impl Secrets {
             &serde_json::to_string(&usage_keys)?,
         )
         .await?;
+        let apigateway = aws_sdk_apigateway::Client::new(sdk);
+        let mut usage_plans = BTreeMap::new();
+        for (department, config) in &local.deployment.config.departments {
+            let limits = PlanLimits {
+                rate_limit: config.rate_limit,
+                burst_limit: config.burst_limit,
+                quota_per_day: config.quota_per_day,
+            };
+            let name = format!("{}-{department}", local.deployment.prefix());
+            let id = resources::create_usage_plan(&apigateway, &name, &limits).await?;
+            usage_plans.insert(department.clone(), (id, limits));
+        }
         Ok(Secrets {
             usage_keys,
             upstream_keys,
             usage_keys_secret,
+            usage_plans,
         })
     }
 
+    /// `GATEWAY_USAGE_PLANS`: each department's plan id and configured limits, as the stack sets it.
+    fn usage_plans_setting(&self) -> String {
+        let plans: BTreeMap<&String, serde_json::Value> = self
+            .usage_plans
+            .iter()
+            .map(|(department, (id, limits))| {
+                let mut plan = serde_json::to_value(limits).unwrap_or_default();
+                plan["id"] = id.clone().into();
+                (department, plan)
+            })
+            .collect();
+        serde_json::to_string(&plans).unwrap_or_default()
+    }
+
     /// The usage plans the stack declares: one per department, and `default` (the stage's throttle).
-    fn usage_plans(&self, local: &LocalSettings) -> usage_plans::UsagePlans {
+    /// The departments' limits are read from the local API Gateway's plans (moto) every second, so a
+    /// change the admin API makes there applies, as API Gateway applies it.
+    fn usage_plans(
+        &self,
+        local: &LocalSettings,
+        sdk: &aws_config::SdkConfig,
+    ) -> usage_plans::UsagePlans {
         if !local.usage_plans {
             return usage_plans::UsagePlans::off();
         }
         let deployment = &local.deployment;
-        let limits = |department: &str| match deployment.config.departments.get(department) {
-            Some(d) => usage_plans::Limits {
-                rate_per_sec: f64::from(d.rate_limit),
-                burst: d.burst_limit,
-                quota_per_day: Some(d.quota_per_day),
-            },
+        let limits = |department: &str| match self.usage_plans.get(department) {
+            Some((_, plan)) => usage_plans::Limits::from(plan),
             None => {
                 let stage = &deployment.environment.api.throttle;
                 usage_plans::Limits {
@@ -408,12 +443,25 @@ impl Secrets {
                 }
             }
         };
-        usage_plans::UsagePlans::new(
+        let plans = usage_plans::UsagePlans::new(
             self.usage_keys
                 .iter()
                 .map(|(department, key)| (key.clone(), limits(department))),
             std::time::Instant::now(),
-        )
+        );
+        let followed: Vec<(String, String)> = self
+            .usage_plans
+            .iter()
+            .filter_map(|(department, (id, _))| {
+                Some((id.clone(), self.usage_keys.get(department)?.clone()))
+            })
+            .collect();
+        tokio::spawn(usage_plans::follow(
+            plans.clone(),
+            aws_sdk_apigateway::Client::new(sdk),
+            followed,
+        ));
+        plans
     }
 
     fn secret_id(&self, provider: Provider) -> Option<String> {
@@ -582,6 +630,7 @@ fn start_scheduler(
     directory: &environments::DirectoryInputs<'_>,
     audit: &AuditTrail,
     reports_bucket: &str,
+    usage_plans: &str,
     environments: &mut Environments,
 ) -> Result<control::Scheduled, BoxError> {
     let env = environments.record(
@@ -592,6 +641,7 @@ fn start_scheduler(
             REPLY_QUEUE_PREFIX,
             directory,
             (&audit.bucket, reports_bucket),
+            usage_plans,
         ),
     );
     let invocations = audit.function();
@@ -602,7 +652,8 @@ fn start_scheduler(
         )
         .with_users(&aws.sdk, Arc::new(invocations.buffer().clone()))
         .with_budget_alerts(&aws.sdk)
-        .with_rollups(&aws.sdk),
+        .with_rollups(&aws.sdk)
+        .with_usage_plans(&aws.sdk, Arc::new(invocations.buffer().clone())),
     );
     let scheduled = control::Scheduled {
         scheduler,
@@ -614,6 +665,7 @@ fn start_scheduler(
     ));
     tokio::spawn(schedule::every(scheduled.clone(), schedule::BUDGET_ALERTS));
     tokio::spawn(schedule::every(scheduled.clone(), schedule::USAGE_ROLLUP));
+    tokio::spawn(schedule::every(scheduled.clone(), schedule::USAGE_PLANS));
     tokio::spawn(schedule::daily_user_dates(scheduled.clone()));
     Ok(scheduled)
 }
@@ -625,6 +677,7 @@ fn build_admin_api(
     directory: &environments::DirectoryInputs<'_>,
     provisioning: &Provisioning,
     audit: &AuditTrail,
+    usage_plans: &str,
     environments: &mut Environments,
 ) -> Result<apigw::Function<admin_api::AdminApi>, BoxError> {
     let env = environments.record(
@@ -637,6 +690,7 @@ fn build_admin_api(
                 bucket: &provisioning.bucket,
                 reports_bucket: &provisioning.reports_bucket,
             },
+            usage_plans,
         ),
     );
     let invocations = audit.function();

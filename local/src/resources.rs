@@ -235,6 +235,39 @@ pub async fn put_secret(
     }
 }
 
+/// A department's API Gateway usage plan, as the stack's `UsagePlan` creates it; returns its id.
+pub async fn create_usage_plan(
+    apigateway: &aws_sdk_apigateway::Client,
+    name: &str,
+    limits: &gateway_shared::budgets::settings::PlanLimits,
+) -> Result<String, BoxError> {
+    use aws_sdk_apigateway::types::{QuotaPeriodType, QuotaSettings, ThrottleSettings};
+    let plan = apigateway
+        .create_usage_plan()
+        .name(name)
+        .throttle(
+            ThrottleSettings::builder()
+                .rate_limit(f64::from(limits.rate_limit))
+                .burst_limit(limits.burst_limit as i32)
+                .build(),
+        )
+        .quota(
+            QuotaSettings::builder()
+                .limit(i32::try_from(limits.quota_per_day).unwrap_or(i32::MAX))
+                .period(QuotaPeriodType::Day)
+                .build(),
+        )
+        .send()
+        .await
+        .map_err(|e| {
+            format!(
+                "create usage plan {name}: {}",
+                aws_sdk_apigateway::error::DisplayErrorContext(e)
+            )
+        })?;
+    Ok(plan.id().unwrap_or_default().to_string())
+}
+
 pub struct Queue {
     pub url: String,
     pub arn: String,

@@ -31,6 +31,9 @@ pub const BUDGET_ALERTS: (&str, Duration) = ("budget-alerts", Duration::from_sec
 /// the stack started, and on demand through the control endpoint).
 pub const USAGE_ROLLUP: (&str, Duration) = ("usage-rollup", Duration::from_secs(24 * 3600));
 
+/// The usage plans put back to their settings, as the CDK rule sends it.
+pub const USAGE_PLANS: (&str, Duration) = ("usage-plans", Duration::from_secs(900));
+
 /// A scheduler job every `period` (`{"job": name}`), as a CDK `rate()` rule sends it.
 pub async fn every(scheduled: Scheduled, (job, period): (&'static str, Duration)) {
     loop {

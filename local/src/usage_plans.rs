@@ -8,10 +8,14 @@
 //!
 //! Throttling is a token bucket (capacity `burst`, refilled at `rate` per second); the quota counts
 //! admitted requests per UTC day. Throttled requests do not use quota.
+//!
+//! The departments' limits follow the local API Gateway's usage plans (moto), read every second
+//! ([`follow`]): a change the admin API makes with `UpdateUsagePlan` applies here as it would in API
+//! Gateway.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
-use std::time::Instant;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
 
 /// One plan's limits.
 #[derive(Debug, Clone, Copy, PartialEq)]
@@ -31,12 +35,22 @@ pub enum Verdict {
     NoPlan,
 }
 
+impl From<&gateway_shared::budgets::settings::PlanLimits> for Limits {
+    fn from(plan: &gateway_shared::budgets::settings::PlanLimits) -> Self {
+        Limits {
+            rate_per_sec: f64::from(plan.rate_limit),
+            burst: plan.burst_limit,
+            quota_per_day: Some(plan.quota_per_day),
+        }
+    }
+}
+
 struct Plan {
-    limits: Limits,
     state: Mutex<Bucket>,
 }
 
 struct Bucket {
+    limits: Limits,
     tokens: f64,
     refilled: Instant,
     /// Days since the epoch (UTC) the count is for.
@@ -46,8 +60,9 @@ struct Bucket {
 
 /// Every plan, by usage-plan key value; `None`: the emulation is off (`GATEWAY_LOCAL_USAGE_PLANS=off`,
 /// for benchmarks that measure the gateway's own time rather than a plan's limits).
+#[derive(Clone)]
 pub struct UsagePlans {
-    by_key: Option<HashMap<String, Plan>>,
+    by_key: Option<Arc<HashMap<String, Plan>>>,
 }
 
 impl UsagePlans {
@@ -56,6 +71,7 @@ impl UsagePlans {
             .into_iter()
             .map(|(key, limits)| {
                 let bucket = Bucket {
+                    limits,
                     tokens: f64::from(limits.burst),
                     refilled: now,
                     day: 0,
@@ -64,14 +80,25 @@ impl UsagePlans {
                 (
                     key,
                     Plan {
-                        limits,
                         state: Mutex::new(bucket),
                     },
                 )
             })
             .collect();
         UsagePlans {
-            by_key: Some(by_key),
+            by_key: Some(Arc::new(by_key)),
+        }
+    }
+
+    /// Sets the limits of the plan `key` selects (a bucket holds no more than the new burst).
+    pub fn set_limits(&self, key: &str, limits: Limits) {
+        let Some(plan) = self.by_key.as_ref().and_then(|plans| plans.get(key)) else {
+            return;
+        };
+        let mut bucket = plan.state.lock().unwrap_or_else(|e| e.into_inner());
+        if bucket.limits != limits {
+            bucket.tokens = bucket.tokens.min(f64::from(limits.burst));
+            bucket.limits = limits;
         }
     }
 
@@ -98,12 +125,13 @@ impl UsagePlans {
             bucket.day = day;
             bucket.used = 0;
         }
-        if plan.limits.quota_per_day.is_some_and(|q| bucket.used >= q) {
+        let limits = bucket.limits;
+        if limits.quota_per_day.is_some_and(|q| bucket.used >= q) {
             return Verdict::QuotaExceeded;
         }
         let elapsed = now.saturating_duration_since(bucket.refilled).as_secs_f64();
         bucket.tokens =
-            (bucket.tokens + elapsed * plan.limits.rate_per_sec).min(f64::from(plan.limits.burst));
+            (bucket.tokens + elapsed * limits.rate_per_sec).min(f64::from(limits.burst));
         bucket.refilled = now;
         if bucket.tokens < 1.0 {
             return Verdict::Throttled;
@@ -111,6 +139,39 @@ impl UsagePlans {
         bucket.tokens -= 1.0;
         bucket.used += 1;
         Verdict::Admitted
+    }
+}
+
+/// Keeps each followed plan's limits (`(plan id, usage-plan key)`) in step with the local API
+/// Gateway's, every second; a plan that cannot be read keeps its last limits.
+pub async fn follow(
+    plans: UsagePlans,
+    apigateway: aws_sdk_apigateway::Client,
+    followed: Vec<(String, String)>,
+) {
+    loop {
+        tokio::time::sleep(Duration::from_secs(1)).await;
+        for (plan_id, key) in &followed {
+            let Ok(plan) = apigateway
+                .get_usage_plan()
+                .usage_plan_id(plan_id)
+                .send()
+                .await
+            else {
+                continue;
+            };
+            let (Some(throttle), quota) = (plan.throttle(), plan.quota()) else {
+                continue;
+            };
+            plans.set_limits(
+                key,
+                Limits {
+                    rate_per_sec: throttle.rate_limit(),
+                    burst: throttle.burst_limit().max(0) as u32,
+                    quota_per_day: quota.map(|q| q.limit().max(0) as u64),
+                },
+            );
+        }
     }
 }
 

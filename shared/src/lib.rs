@@ -47,6 +47,8 @@ pub mod telemetry;
 pub mod testing;
 pub mod transport;
 pub mod upstream_auth;
+#[cfg(feature = "usage-plans")]
+pub mod usage_plans;
 
 pub use error::{ErrorKind, GatewayError};
 pub use providers::Provider;

@@ -2,8 +2,9 @@
 //! the usage counters the audit writer settles (`gateway_shared::budgets`).
 
 use gateway_shared::budgets::counters::{month_key, month_of};
-use gateway_shared::budgets::settings::{SettingsError, SettingsUpdate};
+use gateway_shared::budgets::settings::{PlanLimits, SettingsError, SettingsUpdate};
 use gateway_shared::budgets::{self, DepartmentSettings, UsageCounters};
+use gateway_shared::usage_plans::{DeployedPlan, UsagePlans};
 use serde_json::{json, Value};
 
 use crate::ApiError;
@@ -20,22 +21,77 @@ impl From<budgets::counters::CounterError> for ApiError {
     }
 }
 
-/// A department's settings as shown: never set means no budget (and the default thresholds).
-pub fn view(department: &str, settings: Option<DepartmentSettings>) -> Value {
+/// A department's settings as shown: never set means no budget (and the default thresholds); with
+/// usage plans managed here, the plan in force and whether the settings or the deployment set it.
+pub fn view(
+    department: &str,
+    settings: Option<DepartmentSettings>,
+    plans: Option<&UsagePlans>,
+) -> Value {
     let settings = settings.unwrap_or_else(|| DepartmentSettings {
         department: department.to_string(),
         alert_thresholds_percent: budgets::settings::default_thresholds(),
         ..Default::default()
     });
-    serde_json::to_value(settings).unwrap_or(Value::Null)
+    let own_plan = settings.usage_plan;
+    let mut view = serde_json::to_value(settings).unwrap_or(Value::Null);
+    let in_force = plans.and_then(|p| p.wanted(department, own_plan));
+    view["usage_plan"] = json!(in_force);
+    view["usage_plan_source"] = match (in_force, own_plan) {
+        (None, _) => Value::Null,
+        (Some(_), Some(_)) => json!("settings"),
+        (Some(_), None) => json!("deployment"),
+    };
+    view
+}
+
+/// The plan a settings update is for: `None` when it names none and this deployment manages no plans;
+/// an error when it names one the deployment has no plan to take it.
+pub fn plan_of<'a>(
+    plans: Option<&'a UsagePlans>,
+    department: &str,
+    update: &SettingsUpdate,
+) -> Result<Option<(&'a UsagePlans, &'a DeployedPlan)>, ApiError> {
+    let deployed = plans.and_then(|p| p.deployed(department).map(|d| (p, d)));
+    if update.usage_plan.is_some() && deployed.is_none() {
+        return Err(ApiError::invalid(vec![(
+            "usage_plan".into(),
+            format!("this deployment has no API Gateway usage plan for department {department} to change"),
+        )]));
+    }
+    Ok(deployed)
+}
+
+/// Puts the department's plan to the settings' (or back to the deployment's). The settings are saved
+/// first: should API Gateway refuse now, the scheduler's `usage-plans` job applies them later.
+pub async fn apply_plan(
+    plan: Option<(&UsagePlans, &DeployedPlan)>,
+    own: Option<PlanLimits>,
+) -> Result<(), ApiError> {
+    let Some((plans, deployed)) = plan else {
+        return Ok(());
+    };
+    let wanted = own.unwrap_or_else(|| deployed.limits());
+    plans.apply(&deployed.id, &wanted).await.map_err(|error| {
+        tracing::error!(%error, "usage plan not applied");
+        ApiError::new(
+            502,
+            "usage_plan_not_applied",
+            "the settings are saved, but API Gateway did not take the usage plan now; the scheduler's usage-plans job applies it within minutes",
+        )
+    })
 }
 
 /// Reads a `PUT /departments/{id}` body, naming every broken rule at once.
 pub fn update(body: Value) -> Result<SettingsUpdate, ApiError> {
     // serde would also read a struct from an array (`"budget": [1, 2, 3]`): limits are objects only.
-    let not_objects: Vec<(String, String)> = ["budget", "user_budget"]
+    let not_objects: Vec<(String, String)> = ["budget", "user_budget", "usage_plan"]
         .into_iter()
-        .filter(|field| body.get(*field).is_some_and(|v| !v.is_object()))
+        .filter(|field| {
+            // `"usage_plan": null` asks for the deployment's plan again.
+            let allowed = |v: &Value| v.is_object() || (*field == "usage_plan" && v.is_null());
+            body.get(*field).is_some_and(|v| !allowed(v))
+        })
         .map(|field| (field.to_string(), format!("{field} is an object of limits")))
         .collect();
     if !not_objects.is_empty() {

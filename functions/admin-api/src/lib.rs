@@ -23,6 +23,7 @@ use gateway_shared::config::{self, ConfigError, Settings};
 use gateway_shared::directory::{Directory, DirectoryError, DirectorySettings};
 use gateway_shared::provisioning::plan::{self, Change as Planned};
 use gateway_shared::scopes::{Decision, Policy};
+use gateway_shared::usage_plans::UsagePlans;
 use lambda_http::{Body, Request, RequestExt, Response};
 use serde_json::{json, Value};
 
@@ -41,12 +42,16 @@ pub struct AdminConfig {
     /// The departments' budget settings and the usage counters.
     pub department_table: String,
     pub usage_table: String,
+    /// The departments' API Gateway usage plans (`GATEWAY_USAGE_PLANS`); `None`: not managed here.
+    pub usage_plans:
+        Option<std::collections::BTreeMap<String, gateway_shared::usage_plans::DeployedPlan>>,
 }
 
 impl AdminConfig {
     /// [`DirectorySettings`], `GATEWAY_PROVISIONING_BUCKET`, `GATEWAY_REPORTS_BUCKET` (required),
     /// `GATEWAY_UPLOAD_URL_TTL_SECS` (300, 60 to 3600), `GATEWAY_SCOPE_POLICY_FILE` (optional),
-    /// `GATEWAY_APIKEY_TABLE`, `GATEWAY_DEPARTMENT_TABLE`, `GATEWAY_USAGE_TABLE` (required).
+    /// `GATEWAY_APIKEY_TABLE`, `GATEWAY_DEPARTMENT_TABLE`, `GATEWAY_USAGE_TABLE` (required),
+    /// `GATEWAY_USAGE_PLANS` (optional: the departments' usage plans the settings may change).
     pub fn from_settings(settings: &dyn Settings) -> Result<Self, ConfigError> {
         let upload_ttl = config::duration_secs(
             settings,
@@ -68,6 +73,7 @@ impl AdminConfig {
             apikey_table: config::required(settings, "GATEWAY_APIKEY_TABLE")?,
             department_table: config::required(settings, "GATEWAY_DEPARTMENT_TABLE")?,
             usage_table: config::required(settings, "GATEWAY_USAGE_TABLE")?,
+            usage_plans: gateway_shared::usage_plans::deployed_plans(settings)?,
         })
     }
 }
@@ -202,6 +208,7 @@ pub struct AdminApi {
     api_keys: ApiKeys,
     department_settings: gateway_shared::budgets::SettingsStore,
     usage: gateway_shared::budgets::UsageCounters,
+    usage_plans: Option<UsagePlans>,
     policy: Arc<Policy>,
     audit: Arc<dyn AuditSink>,
 }
@@ -410,6 +417,10 @@ impl AdminApi {
                 sdk,
                 config.usage_table.clone(),
             ),
+            usage_plans: config
+                .usage_plans
+                .clone()
+                .map(|plans| UsagePlans::from_sdk(sdk, plans)),
             policy,
             audit,
             config,
@@ -710,7 +721,7 @@ impl AdminApi {
                     .iter()
                     .map(|d| {
                         let settings = stored.iter().find(|s| &s.department == d).cloned();
-                        departments::view(d, settings)
+                        departments::view(d, settings, self.usage_plans.as_ref())
                     })
                     .collect();
                 Ok(Answer::json(200, json!({ "departments": views })))
@@ -719,22 +730,33 @@ impl AdminApi {
                 let id = self.department(id)?;
                 Ok(Answer::json(
                     200,
-                    departments::view(id, self.department_settings.get(id).await?),
+                    departments::view(
+                        id,
+                        self.department_settings.get(id).await?,
+                        self.usage_plans.as_ref(),
+                    ),
                 ))
             }
             Route::PutDepartment(id) => {
                 let id = self.department(id)?;
                 let update = departments::update(json_body(request)?)?;
+                let plan = departments::plan_of(self.usage_plans.as_ref(), id, &update)?;
                 let settings = update.into_settings(
                     id,
                     &actor_name(call.principal),
                     &gateway_shared::audit::clock::rfc3339_from_millis(now),
                 );
-                let result = self
-                    .department_settings
-                    .put(&settings)
-                    .await
-                    .map(|()| Answer::json(200, departments::view(id, Some(settings))));
+                let result = match self.department_settings.put(&settings).await {
+                    Err(error) => Err(ApiError::from(error)),
+                    Ok(()) => departments::apply_plan(plan, settings.usage_plan)
+                        .await
+                        .map(|()| {
+                            Answer::json(
+                                200,
+                                departments::view(id, Some(settings), self.usage_plans.as_ref()),
+                            )
+                        }),
+                };
                 self.audited(
                     &call,
                     "departments.update",
@@ -744,6 +766,7 @@ impl AdminApi {
                         "user_budget",
                         "alert_thresholds_percent",
                         "contacts",
+                        "usage_plan",
                     ]
                     .map(String::from)
                     .to_vec(),

@@ -16,9 +16,12 @@
 //! - `usage-rollup` (daily, for yesterday; `"day"` names another) and `chargeback` (monthly, for the
 //!   month before; `"month"` names another): usage per department, user, provider and model from the
 //!   audit trail, into the reports bucket ([`chargeback`]).
+//! - `usage-plans` (every fifteen minutes): puts each department's API Gateway usage plan back to
+//!   what its settings say ([`usage_plans`]).
 
 pub mod budget_alerts;
 pub mod chargeback;
+pub mod usage_plans;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -49,6 +52,9 @@ pub struct SchedulerConfig {
     pub budget_tables: Option<(String, String)>,
     /// The audit bucket and its prefix, and the reports bucket, for the rollups.
     pub rollups: Option<RollupBuckets>,
+    /// The departments' usage plans (`GATEWAY_USAGE_PLANS`), for the usage-plans job.
+    pub usage_plans:
+        Option<std::collections::BTreeMap<String, gateway_shared::usage_plans::DeployedPlan>>,
 }
 
 #[derive(Debug, Clone)]
@@ -63,7 +69,8 @@ impl SchedulerConfig {
     /// least 600), for the date job [`DirectorySettings`] (when `COGNITO_USER_POOL_ID` is set), and
     /// for the alerts job `GATEWAY_DEPARTMENT_TABLE` and `GATEWAY_USAGE_TABLE` (both or neither),
     /// for the rollups `GATEWAY_AUDIT_BUCKET` and `GATEWAY_REPORTS_BUCKET` (both or neither) and
-    /// `GATEWAY_AUDIT_PREFIX` (`audit/`).
+    /// `GATEWAY_AUDIT_PREFIX` (`audit/`), for the usage-plans job `GATEWAY_USAGE_PLANS` (with the
+    /// department table).
     pub fn from_settings(settings: &dyn Settings) -> Result<Self, ConfigError> {
         let reply_idle = config::duration_secs(
             settings,
@@ -127,12 +134,22 @@ impl SchedulerConfig {
                 })
             }
         };
+        let usage_plans = gateway_shared::usage_plans::deployed_plans(settings)?;
+        if usage_plans.is_some() && budget_tables.is_none() {
+            return Err(ConfigError::Invalid {
+                name: gateway_shared::usage_plans::SETTING,
+                reason:
+                    "the usage-plans job reads the plans' settings from GATEWAY_DEPARTMENT_TABLE"
+                        .into(),
+            });
+        }
         Ok(SchedulerConfig {
             reply_prefix,
             reply_idle,
             directory,
             budget_tables,
             rollups,
+            usage_plans,
         })
     }
 }
@@ -146,6 +163,7 @@ pub enum Job {
     BudgetAlerts,
     UsageRollup,
     Chargeback,
+    UsagePlans,
 }
 
 #[derive(Deserialize)]
@@ -162,7 +180,7 @@ struct JobEvent {
 
 #[derive(Debug, thiserror::Error)]
 pub enum SchedulerError {
-    #[error("the event names no known job ({0}); expected {{\"job\": \"sweep-reply-queues\"}}, {{\"job\": \"user-dates\"}} or {{\"job\": \"budget-alerts\"}}")]
+    #[error("the event names no known job ({0}); expected {{\"job\": ...}} with one of sweep-reply-queues, user-dates, budget-alerts, usage-rollup, chargeback, usage-plans")]
     UnknownJob(String),
     #[error("sweeping reply queues failed: {0}")]
     Sweep(String),
@@ -180,6 +198,12 @@ pub enum SchedulerError {
     NoRollups,
     #[error("the rollup: {0}")]
     Rollup(String),
+    #[error(
+        "the usage-plans job is not configured (GATEWAY_USAGE_PLANS and GATEWAY_DEPARTMENT_TABLE)"
+    )]
+    NoUsagePlans,
+    #[error("the usage-plans job: {0}")]
+    UsagePlans(String),
 }
 
 /// What the date job needs: the directory, its settings, and where changes are audited.
@@ -195,6 +219,7 @@ pub struct Scheduler {
     users: Option<Users>,
     alerts: Option<budget_alerts::BudgetAlerts>,
     chargeback: Option<chargeback::Chargeback>,
+    plans: Option<usage_plans::PlanSync>,
 }
 
 impl Scheduler {
@@ -205,7 +230,28 @@ impl Scheduler {
             users: None,
             alerts: None,
             chargeback: None,
+            plans: None,
         }
+    }
+
+    /// With the departments' usage plans, auditing what the job changes to `audit`.
+    pub fn with_usage_plans(
+        mut self,
+        sdk: &aws_config::SdkConfig,
+        audit: Arc<dyn AuditSink>,
+    ) -> Self {
+        self.plans = match (&self.config.usage_plans, &self.config.budget_tables) {
+            (Some(plans), Some((departments, _))) => Some(usage_plans::PlanSync {
+                plans: gateway_shared::usage_plans::UsagePlans::from_sdk(sdk, plans.clone()),
+                settings: gateway_shared::budgets::SettingsStore::from_sdk(
+                    sdk,
+                    departments.clone(),
+                ),
+                audit,
+            }),
+            _ => None,
+        };
+        self
     }
 
     /// With the rollups' buckets.
@@ -289,6 +335,13 @@ impl Scheduler {
                     json!({"job": "usage-rollup", "day": day, "events": rollup.events,
                           "report": chargeback::daily_key(&day)}),
                 )
+            }
+            Job::UsagePlans => {
+                let plans = self.plans.as_ref().ok_or(SchedulerError::NoUsagePlans)?;
+                plans
+                    .run(now_millis)
+                    .await
+                    .map_err(SchedulerError::UsagePlans)
             }
             Job::Chargeback => {
                 let rollups = self.chargeback.as_ref().ok_or(SchedulerError::NoRollups)?;

@@ -15,7 +15,8 @@ async fn main() -> Result<(), lambda_runtime::Error> {
     let scheduler = Scheduler::new(config, Arc::new(aws_sdk_sqs::Client::new(&sdk)))
         .with_users(&sdk, Arc::new(audit.clone()))
         .with_budget_alerts(&sdk)
-        .with_rollups(&sdk);
+        .with_rollups(&sdk)
+        .with_usage_plans(&sdk, Arc::new(audit.clone()));
     let (scheduler, audit) = (&scheduler, &audit);
     lambda_runtime::run(service_fn(
         move |event: LambdaEvent<serde_json::Value>| async move {

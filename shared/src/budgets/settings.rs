@@ -1,5 +1,6 @@
 //! Each department's budget settings: its own limits, the limits of each of its users, the alert
-//! thresholds and who is told. One item per department in the `departments` table (the settings as
+//! thresholds and who is told, and its API Gateway usage plan when the admin API sets one
+//! (`crate::usage_plans` applies it). One item per department in the `departments` table (the settings as
 //! one JSON document, so the admin API's answer and the stored form are the same shape); the route
 //! functions read it through a [`Mirror`], so a change takes effect within the mirror's `ttl`.
 
@@ -40,6 +41,36 @@ impl Limits {
     }
 }
 
+/// A usage plan's throttle and quota, as API Gateway takes them (and `config/gateway.json` gives them:
+/// the same bounds).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlanLimits {
+    /// Requests per second, steady.
+    pub rate_limit: u32,
+    /// Requests at once above the steady rate.
+    pub burst_limit: u32,
+    /// Requests per day (UTC).
+    pub quota_per_day: u64,
+}
+
+impl PlanLimits {
+    fn check(&self, details: &mut Vec<(String, String)>) {
+        for (field, value, max) in [
+            ("rate_limit", u64::from(self.rate_limit), 10_000),
+            ("burst_limit", u64::from(self.burst_limit), 5_000),
+            ("quota_per_day", self.quota_per_day, 1_000_000_000),
+        ] {
+            if !(1..=max).contains(&value) {
+                details.push((
+                    format!("usage_plan.{field}"),
+                    format!("{field} is a whole number from 1 to {max}"),
+                ));
+            }
+        }
+    }
+}
+
 /// What the admin API shows and takes for a department (`PUT /departments/{id}`).
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 pub struct DepartmentSettings {
@@ -56,6 +87,10 @@ pub struct DepartmentSettings {
     /// Who is told: e-mail addresses.
     #[serde(default)]
     pub contacts: Vec<String>,
+    /// The department's usage plan, replacing the deployment's (`config/gateway.json`); `None`: the
+    /// deployment's.
+    #[serde(default)]
+    pub usage_plan: Option<PlanLimits>,
     #[serde(default)]
     pub updated_at: Option<String>,
     #[serde(default)]
@@ -78,6 +113,8 @@ pub struct SettingsUpdate {
     pub alert_thresholds_percent: Vec<u32>,
     #[serde(default)]
     pub contacts: Vec<String>,
+    #[serde(default)]
+    pub usage_plan: Option<PlanLimits>,
 }
 
 const MAX_CONTACTS: usize = 20;
@@ -88,6 +125,9 @@ impl SettingsUpdate {
         let mut details = Vec::new();
         self.budget.check("budget", &mut details);
         self.user_budget.check("user_budget", &mut details);
+        if let Some(plan) = &self.usage_plan {
+            plan.check(&mut details);
+        }
         let distinct: std::collections::BTreeSet<&u32> =
             self.alert_thresholds_percent.iter().collect();
         if distinct.len() > 10
@@ -128,6 +168,7 @@ impl SettingsUpdate {
             user_budget: self.user_budget,
             alert_thresholds_percent: thresholds,
             contacts: self.contacts,
+            usage_plan: self.usage_plan,
             updated_at: Some(at.to_string()),
             updated_by: Some(by.to_string()),
         }
@@ -238,6 +279,7 @@ mod tests {
             "budget": {"monthly_cost_usd": -1.0},
             "alert_thresholds_percent": [0, 80],
             "contacts": ["not-mail", "lead@example.com"],
+            "usage_plan": {"rate_limit": 0, "burst_limit": 10, "quota_per_day": 2_000_000_000u64},
         }))
         .unwrap();
         let fields: Vec<String> = update.check().into_iter().map(|(f, _)| f).collect();
@@ -245,9 +287,18 @@ mod tests {
             fields,
             [
                 "budget.monthly_cost_usd",
+                "usage_plan.rate_limit",
+                "usage_plan.quota_per_day",
                 "alert_thresholds_percent",
                 "contacts"
             ]
+        );
+        assert!(
+            serde_json::from_value::<SettingsUpdate>(
+                serde_json::json!({"usage_plan": {"rate_limit": 1, "burst_limit": 1}})
+            )
+            .is_err(),
+            "a plan names all three"
         );
         assert!(serde_json::from_value::<SettingsUpdate>(
             serde_json::json!({"budget": {"monthly_tokens": 1, "daily": 2}})
