@@ -66,21 +66,35 @@ impl Chargeback {
         Ok(())
     }
 
+    async fn put_daily(&self, rollup: &Rollup) -> Result<(), String> {
+        let body = serde_json::to_vec(rollup).map_err(|e| e.to_string())?;
+        self.put(&daily_key(&rollup.period), body, "application/json")
+            .await?;
+        tracing::info!(
+            day = rollup.period,
+            events = rollup.events,
+            "daily usage rolled up"
+        );
+        Ok(())
+    }
+
     /// Rolls up `day` (`YYYY-MM-DD`) from the audit trail and writes its daily report.
     pub async fn daily(&self, day: &str) -> Result<Rollup, String> {
-        let rollup = rollup_day(self.audit.as_ref(), &self.audit_prefix, day).await?;
-        let body = serde_json::to_vec(&rollup).map_err(|e| e.to_string())?;
-        self.put(&daily_key(day), body, "application/json").await?;
-        tracing::info!(day, events = rollup.events, "daily usage rolled up");
+        let mut rollups =
+            rollup_days(self.audit.as_ref(), &self.audit_prefix, &[day.to_string()]).await?;
+        let rollup = rollups.pop().ok_or("no rollup")?;
+        self.put_daily(&rollup).await?;
         Ok(rollup)
     }
 
-    /// Rolls up every day of `month` (`YYYY-MM`) again and writes its chargeback report.
+    /// Rolls up every day of `month` (`YYYY-MM`) again, from one reading of the month's audit
+    /// objects, rewrites their daily reports and writes the month's chargeback report.
     pub async fn monthly(&self, month: &str) -> Result<Value, String> {
         let days = days_of(month).ok_or_else(|| format!("{month:?} is not a month (YYYY-MM)"))?;
         let mut total = Rollup::new(month);
-        for day in &days {
-            total.merge(&self.daily(day).await?);
+        for rollup in rollup_days(self.audit.as_ref(), &self.audit_prefix, &days).await? {
+            self.put_daily(&rollup).await?;
+            total.merge(&rollup);
         }
         let generated_at = clock::rfc3339_now();
         let report = total.report_json(&generated_at);
@@ -109,25 +123,53 @@ impl Chargeback {
     }
 }
 
-/// `day`'s rollup from the audit objects of the partitions its events can be in.
-pub async fn rollup_day(
-    audit: &dyn AuditStore,
-    audit_prefix: &str,
-    day: &str,
-) -> Result<Rollup, String> {
-    let start = Date::parse(day)
+/// The first hour of `day` (`YYYY-MM-DD`).
+fn day_start(day: &str) -> Result<Hour, String> {
+    Date::parse(day)
         .filter(|_| day.len() == 10)
         .and_then(|d| clock::millis_from_rfc3339(&format!("{d}T00:00:00Z")))
-        .ok_or_else(|| format!("{day:?} is not a day (YYYY-MM-DD)"))?;
-    let first = Hour::containing_millis(start as i64);
-    // One listing for the day's own partitions (a page per thousand objects, not a call per hour),
-    // then the late hours after it one by one.
-    let prefixes = std::iter::once(first.day_partition())
-        .chain((24..24 + LATE_HOURS).map(|h| format!("{}/", first.plus(h).partition())));
+        .map(|ms| Hour::containing_millis(ms as i64))
+        .ok_or_else(|| format!("{day:?} is not a day (YYYY-MM-DD)"))
+}
+
+/// The partitions (below the audit prefix) the events of `days` (consecutive, ascending) can be in:
+/// their whole month when they are all of it, else each day; and the late hours after the last day
+/// that those leave out.
+fn partitions_of(days: &[String]) -> Result<Vec<String>, String> {
+    let (Some(first), Some(last)) = (days.first(), days.last()) else {
+        return Ok(Vec::new());
+    };
+    let whole_month = first
+        .get(..7)
+        .and_then(days_of)
+        .is_some_and(|month| month == days);
+    let mut prefixes: Vec<String> = if whole_month {
+        vec![day_start(first)?.month_partition()]
+    } else {
+        days.iter()
+            .map(|d| day_start(d).map(Hour::day_partition))
+            .collect::<Result<_, _>>()?
+    };
+    let after = day_start(last)?;
+    for late in (24..24 + LATE_HOURS).map(|h| format!("{}/", after.plus(h).partition())) {
+        if !prefixes.iter().any(|p| late.starts_with(p.as_str())) {
+            prefixes.push(late);
+        }
+    }
+    Ok(prefixes)
+}
+
+/// Each of `days`' rollup (in order), from the audit objects of the partitions their events can be
+/// in, each object read once: a month is one listing, not one per hour.
+pub async fn rollup_days(
+    audit: &dyn AuditStore,
+    audit_prefix: &str,
+    days: &[String],
+) -> Result<Vec<Rollup>, String> {
     let mut keys = Vec::new();
-    for prefix in prefixes {
+    for partition in partitions_of(days)? {
         let listed = audit
-            .list_latest(&format!("{audit_prefix}{prefix}"))
+            .list_latest(&format!("{audit_prefix}{partition}"))
             .await
             .map_err(|e| e.to_string())?;
         keys.extend(
@@ -137,10 +179,17 @@ pub async fn rollup_day(
                 .map(|o| o.key),
         );
     }
-    let mut rollup = Rollup::new(day);
-    let mut seen = std::collections::HashSet::new();
-    // Objects are small and many: read them a few at a time, summing in whatever order they arrive
-    // (events are counted once by id, so the order changes nothing).
+    let index: std::collections::HashMap<&str, usize> = days
+        .iter()
+        .enumerate()
+        .map(|(i, d)| (d.as_str(), i))
+        .collect();
+    let mut rollups: Vec<(Rollup, std::collections::HashSet<String>)> = days
+        .iter()
+        .map(|d| (Rollup::new(d), Default::default()))
+        .collect();
+    // Objects are small and many: read them a few at a time, each event going to its day's rollup in
+    // whatever order they arrive (events are counted once by id, so the order changes nothing).
     // (Collected first: a closure inside the stream's type defeats the spawned futures' Send proof.)
     let reads: Vec<_> = keys.iter().map(|key| audit.get(key)).collect();
     let mut reads = stream::iter(reads).buffer_unordered(PARALLEL_READS);
@@ -149,10 +198,19 @@ pub async fn rollup_day(
             continue;
         };
         let (events, unreadable) = gateway_shared::audit::read_events(&stored.bytes);
-        rollup.unreadable += unreadable as u64;
-        rollup.add_events(events, &mut seen);
+        if let Some((rollup, _)) = rollups.last_mut() {
+            // Lines that cannot be read have no day: the range's last day carries them.
+            rollup.unreadable += unreadable as u64;
+        }
+        for event in events {
+            let Some(&i) = event.time.get(..10).and_then(|d| index.get(d)) else {
+                continue;
+            };
+            let (rollup, seen) = &mut rollups[i];
+            rollup.add_events(std::iter::once(event), seen);
+        }
     }
-    Ok(rollup)
+    Ok(rollups.into_iter().map(|(rollup, _)| rollup).collect())
 }
 
 /// Yesterday (UTC) of `now_ms`, and the month before `now_ms`'s.
@@ -260,10 +318,20 @@ mod tests {
             gz(&[outcome(901, "2026-11-01T00:00:01.000Z", "sales")]),
             Default::default(),
         );
+        // A month read at once, and day by day: the same sums.
         let mut month = Rollup::new("2026-10");
         for day in &days {
-            month.merge(&rollup_day(&store, "audit/", day).await.unwrap());
+            let one = rollup_days(&store, "audit/", std::slice::from_ref(day))
+                .await
+                .unwrap();
+            month.merge(&one[0]);
         }
+        let mut at_once = Rollup::new("2026-10");
+        for rollup in rollup_days(&store, "audit/", &days).await.unwrap() {
+            at_once.merge(&rollup);
+        }
+        assert_eq!(at_once.totals, month.totals);
+        assert_eq!(at_once.rows, month.rows);
         assert_eq!(month.events, count);
         assert_eq!(month.totals.total_tokens, tokens);
         assert_eq!(month.totals.cost_micros, cost_micros);
@@ -275,6 +343,30 @@ mod tests {
         );
         let report = month.report_json("t");
         assert_eq!(report["totals"]["total_tokens"], tokens);
+    }
+
+    #[test]
+    fn a_month_is_listed_once_and_a_day_with_its_late_hours() {
+        let october = days_of("2026-10").unwrap();
+        assert_eq!(
+            partitions_of(&october).unwrap(),
+            [
+                "year=2026/month=10/",
+                "year=2026/month=11/day=01/hour=00/",
+                "year=2026/month=11/day=01/hour=01/",
+                "year=2026/month=11/day=01/hour=02/"
+            ]
+        );
+        assert_eq!(
+            partitions_of(&["2026-10-05".to_string()]).unwrap(),
+            [
+                "year=2026/month=10/day=05/",
+                "year=2026/month=10/day=06/hour=00/",
+                "year=2026/month=10/day=06/hour=01/",
+                "year=2026/month=10/day=06/hour=02/"
+            ]
+        );
+        assert!(partitions_of(&["2026-10-32".to_string()]).is_err());
     }
 
     #[test]
