@@ -8,9 +8,9 @@
 //!   `reports/chargeback/<YYYY-MM>/chargeback.json` and `chargeback.csv`, whose totals are the sum of
 //!   the events'.
 //!
-//! The audit bucket is read the way the digest job reads it; in a deployment with more traffic than a
-//! function can read in its time, the Athena table over the same layout is the place to run the same
-//! sums (docs/athena).
+//! The audit bucket is read the way the digest job reads it (a month in one listing, each object once);
+//! in a deployment with more traffic than a function can read in its 15 minutes, the same sums by the
+//! same rules run in Athena over the same layout: `docs/athena/chargeback.sql`.
 
 use futures_util::stream::{self, StreamExt};
 use gateway_shared::audit::clock::{self, Hour};
