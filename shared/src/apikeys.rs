@@ -261,17 +261,10 @@ impl ApiKeys {
 
     /// The key's record (a strongly consistent read).
     pub async fn get(&self, id: &str) -> Result<ApiKeyRecord, ApiKeyError> {
-        let item = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("key_id", AttributeValue::S(id.to_string()))
-            .consistent_read(true)
-            .send()
+        let item = mirror::get_consistent(&self.client, &self.table, ("key_id", id))
             .await
             .map_err(store_error)?;
-        item.item
-            .as_ref()
+        item.as_ref()
             .and_then(ApiKeyRecord::from_item)
             .ok_or_else(|| ApiKeyError::NoSuchKey(id.to_string()))
     }

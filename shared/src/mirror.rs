@@ -79,6 +79,26 @@ pub async fn query_changed_since(
     Ok(found)
 }
 
+/// One item of a mirrored table by its key, read strongly consistent: the admin API and a mirror's
+/// refresh on an unknown id must see a write that just happened, not the index's view of it.
+pub async fn get_consistent(
+    client: &aws_sdk_dynamodb::Client,
+    table: &str,
+    (key_name, key): (&str, &str),
+) -> Result<
+    Option<Item>,
+    aws_sdk_dynamodb::error::SdkError<aws_sdk_dynamodb::operation::get_item::GetItemError>,
+> {
+    let answer = client
+        .get_item()
+        .table_name(table)
+        .key(key_name, AttributeValue::S(key.to_string()))
+        .consistent_read(true)
+        .send()
+        .await?;
+    Ok(answer.item)
+}
+
 /// The attributes every write of a mirrored table sets, so the index lists the item as changed now.
 pub fn update_marks() -> [(&'static str, AttributeValue); 2] {
     [

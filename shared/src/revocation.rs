@@ -86,16 +86,10 @@ impl Revocations {
 
     /// The user's record (a strongly consistent read).
     pub async fn get(&self, sub: &str) -> Result<Option<RevocationRecord>, RevocationError> {
-        let item = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("sub", AttributeValue::S(sub.to_string()))
-            .consistent_read(true)
-            .send()
+        let item = crate::mirror::get_consistent(&self.client, &self.table, ("sub", sub))
             .await
             .map_err(self.failed())?;
-        Ok(item.item.as_ref().map(|item| listed(item).record))
+        Ok(item.as_ref().map(|item| listed(item).record))
     }
 
     /// Every record updated at or after `since_ms` (epoch milliseconds), through the update index.

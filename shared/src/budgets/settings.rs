@@ -205,16 +205,10 @@ impl SettingsStore {
 
     /// The department's settings (None: never set, so no budget applies).
     pub async fn get(&self, department: &str) -> Result<Option<DepartmentSettings>, SettingsError> {
-        let item = self
-            .client
-            .get_item()
-            .table_name(&self.table)
-            .key("department", AttributeValue::S(department.to_string()))
-            .consistent_read(true)
-            .send()
+        let item = mirror::get_consistent(&self.client, &self.table, ("department", department))
             .await
             .map_err(store_error)?;
-        Ok(item.item.as_ref().and_then(from_item))
+        Ok(item.as_ref().and_then(from_item))
     }
 
     pub async fn put(&self, settings: &DepartmentSettings) -> Result<(), SettingsError> {
