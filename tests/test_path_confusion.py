@@ -134,3 +134,17 @@ def test_a_header_the_adapter_choked_on_is_only_a_header(base_url, all_token, st
     forwarded = mock_requests(state, AZURE)
     assert len(forwarded) == 2
     assert all(r["path"] == "/openai/deployments/gpt-4o-mini/chat/completions" for r in forwarded), forwarded
+
+
+def test_a_method_override_header_never_reaches_the_provider(base_url, all_token, state):
+    """Google's front end (and others) read `X-HTTP-Method-Override` as the request's method: the method
+    the gateway authorized is the one that leaves, so every such header is dropped."""
+    clear_mock(state, AZURE)
+    path = "/azure-openai/openai/deployments/gpt-4o-mini/chat/completions?" + API
+    overrides = {"X-HTTP-Method-Override": "DELETE", "X-HTTP-Method": "GET", "X-Method-Override": "PATCH"}
+    status, _, body = raw_request(base_url, "POST", path, all_token, overrides)
+    assert status == 200, body
+    [forwarded] = mock_requests(state, AZURE)
+    assert forwarded["method"] == "POST", forwarded
+    sent = {name.lower() for name in forwarded["headers"]}
+    assert not sent & {name.lower() for name in overrides}, sorted(sent)

@@ -36,12 +36,21 @@ const EDGE_PREFIXES: &[&str] = &["x-forwarded-", "x-amzn-", "cloudfront-", "x-am
 /// Provider API headers that share an edge prefix and must pass (Bedrock guardrails, trace, latency tier).
 const PROVIDER_PREFIXES: &[&str] = &["x-amzn-bedrock-"];
 const EDGE_HEADERS: &[&str] = &["forwarded", "via", "x-real-ip"];
+/// Headers some front ends (Google's among them) read as the request's real method: the method the
+/// gateway authorized is the one that leaves, so a client cannot turn an authorized POST into another
+/// operation on the same path.
+const METHOD_OVERRIDES: &[&str] = &[
+    "x-http-method-override",
+    "x-http-method",
+    "x-method-override",
+];
 
 fn is_dropped_request_header(name: &HeaderName) -> bool {
     let name = name.as_str();
     CREDENTIAL_HEADERS.contains(&name)
         || HOP_BY_HOP.contains(&name)
         || EDGE_HEADERS.contains(&name)
+        || METHOD_OVERRIDES.contains(&name)
         || (EDGE_PREFIXES.iter().any(|p| name.starts_with(p))
             && !PROVIDER_PREFIXES.iter().any(|p| name.starts_with(p)))
         || name.starts_with("x-gateway-")
@@ -91,6 +100,9 @@ mod tests {
             ("anthropic-beta", "tools"),
             ("amz-sdk-invocation-id", "abc"),
             ("x-amzn-bedrock-guardrailidentifier", "gr-1"),
+            ("x-http-method-override", "DELETE"),
+            ("x-http-method", "GET"),
+            ("x-method-override", "PATCH"),
         ] {
             client.append(k, HeaderValue::from_static(v));
         }
