@@ -165,6 +165,8 @@ def test_events_carry_status_principal_and_usage(mixed_run, all_user, state):
                 "input_tokens": expect["input"],
                 "output_tokens": expect["output"],
                 "total_tokens": expect["input"] + expect["output"],
+                "cached_input_tokens": 0,
+                "cache_write_tokens": 0,
                 "estimated": False,
             }, event
             assert event["bytes_in"] > 0 and event["bytes_out"] > 0 and event["request_sha256"], event

@@ -10,6 +10,7 @@ from __future__ import annotations
 import csv
 import datetime as dt
 import io
+import math
 import time
 
 import requests
@@ -25,6 +26,14 @@ def run_chargeback(state, month: str) -> dict:
                            timeout=120)
     assert answer.status_code == 200, answer.text
     return answer.json()
+
+
+def micros(cost_usd: float) -> int:
+    """To the nearest micro-dollar, a half away from zero, as the report rounds each event (Python's
+    round() would take a half to the even neighbour)."""
+    scaled = cost_usd * 1_000_000
+    whole = math.floor(scaled)
+    return whole + (1 if scaled - whole >= 0.5 else 0)
 
 
 def expected_totals(state, month: str) -> dict:
@@ -45,7 +54,7 @@ def expected_totals(state, month: str) -> dict:
         if usage:
             totals["total_tokens"] += max(usage["total_tokens"], usage["input_tokens"] + usage["output_tokens"])
             if e.get("cost_usd") is not None:
-                totals["cost_micros"] += round(e["cost_usd"] * 1_000_000)
+                totals["cost_micros"] += micros(e["cost_usd"])
     return totals
 
 

@@ -295,8 +295,9 @@ def assert_audited(provider: Adapter, session, operation: str, headers, usage, s
     assert event["principal"]["department"] == "engineering", event
     assert event["principal"]["client_id"] == state["app_client_id"], event
     assert event["usage"] == {
-        "input_tokens": usage.input, "output_tokens": usage.output, "total_tokens": usage.total, "estimated": False,
-    }, "the provider reported usage: it is taken as reported, not estimated"
+        "input_tokens": usage.input, "output_tokens": usage.output, "total_tokens": usage.total,
+        "cached_input_tokens": 0, "cache_write_tokens": 0, "estimated": False,
+    }, "the provider reported usage: it is taken as reported, not estimated (and nothing was cached)"
     path, _ = provider.upstream_target(session, operation, provider.model())
     assert sent["path"] == path, sent
     assert event["request_sha256"] == sent["body_sha256"], "the audit names the body the provider got"
