@@ -359,33 +359,65 @@ impl Writer {
         response
     }
 
-    /// Settles the batch's requests; answers the message ids whose settlement failed.
+    /// Settles the batch's requests; answers the message ids whose settlement failed. A request that
+    /// reserved is settled on its own (once, by its marker); the usage of those that reserved nothing
+    /// is summed per counter and added in one write per counter.
     async fn settle(&self, events: &[(String, AuditEvent)]) -> Vec<String> {
         let Some(counters) = &self.counters else {
             return Vec::new();
         };
         let now = gateway_shared::audit::clock::now_millis();
-        let settling = events.iter().filter_map(|(id, event)| {
-            let settlement = settlement(event)?;
-            Some(async move {
-                let result = counters
-                    .settle(
-                        &settlement.request_id,
-                        settlement.reservation.as_ref(),
-                        &settlement.also,
-                        settlement.tokens,
-                        settlement.cost_micros,
-                        now,
-                    )
-                    .await;
-                (id, result)
-            })
+        let mut reserved = Vec::new();
+        // Per counter: (tokens, cost in micro-dollars, requests), and the messages that add to it.
+        type Sum<'a> = ((u64, u64, u64), Vec<&'a String>);
+        let mut sums: BTreeMap<String, Sum<'_>> = BTreeMap::new();
+        for (id, event) in events {
+            let Some(settlement) = settlement(event) else {
+                continue;
+            };
+            if settlement.reservation.is_some() {
+                reserved.push((id, settlement));
+                continue;
+            }
+            for key in &settlement.also {
+                let ((tokens, cost, requests), ids) = sums.entry(key.clone()).or_default();
+                *tokens += settlement.tokens;
+                *cost += settlement.cost_micros;
+                *requests += 1;
+                ids.push(id);
+            }
+        }
+        let settling = reserved.iter().map(|(id, settlement)| async move {
+            let result = counters
+                .settle(
+                    &settlement.request_id,
+                    settlement.reservation.as_ref(),
+                    &settlement.also,
+                    settlement.tokens,
+                    settlement.cost_micros,
+                    now,
+                )
+                .await
+                .map(|_| ());
+            (vec![*id], result)
         });
+        let adding = sums.iter().map(|(key, (sum, ids))| async move {
+            (ids.clone(), counters.add(key, *sum, now).await)
+        });
+        let (settled, added) = futures_util::future::join(
+            futures_util::future::join_all(settling),
+            futures_util::future::join_all(adding),
+        )
+        .await;
         let mut failed = Vec::new();
-        for (id, result) in futures_util::future::join_all(settling).await {
+        for (ids, result) in settled.into_iter().chain(added) {
             if let Err(error) = result {
-                tracing::error!(message_id = %id, %error, "usage not settled; the event will be retried");
-                failed.push(id.clone());
+                for id in ids {
+                    tracing::error!(message_id = %id, %error, "usage not settled; the event will be retried");
+                    if !failed.contains(id) {
+                        failed.push(id.clone());
+                    }
+                }
             }
         }
         failed

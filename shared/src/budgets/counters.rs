@@ -348,6 +348,23 @@ impl UsageCounters {
         settled.and(counted).map(|()| true)
     }
 
+    /// Adds usage that nothing reserved to one counter: the writer sums a batch's requests per counter
+    /// first, so a department's traffic is one write per counter and batch, not one per request.
+    /// Added, never given back: a retried batch counts it twice, which is stricter, never looser.
+    pub async fn add(
+        &self,
+        key: &str,
+        (tokens, cost_micros, requests): (u64, u64, u64),
+        now_ms: u64,
+    ) -> Result<(), CounterError> {
+        let delta = Delta {
+            tokens: i128::from(tokens),
+            cost_micros: i128::from(cost_micros),
+            requests: i128::from(requests),
+        };
+        self.apply(&[key.to_string()], delta, now_ms / 1000).await
+    }
+
     /// Claims `marker` (a once-only item, such as an alert sent): true for the first claim only.
     pub async fn claim(&self, marker: &str, now_ms: u64) -> Result<bool, CounterError> {
         self.claim_for(marker, now_ms / 1000 + MONTH_KEEP_SECS)
