@@ -38,6 +38,7 @@ use gateway_shared::budgets::settings::PlanLimits;
 use gateway_shared::providers::upstream::CredentialSpec;
 use gateway_shared::proxy::{Route, RouteConfig};
 use gateway_shared::scopes::Policy;
+use gateway_shared::usage_plans::DeployedPlan;
 use gateway_shared::Provider;
 use tokio::net::TcpListener;
 
@@ -340,7 +341,7 @@ struct Secrets {
     upstream_keys: BTreeMap<Provider, (String, String)>,
     usage_keys_secret: String,
     /// Department -> its usage plan in the local API Gateway (moto), made from the configuration.
-    usage_plans: BTreeMap<String, (String, PlanLimits)>,
+    usage_plans: BTreeMap<String, DeployedPlan>,
 }
 
 impl Secrets {
@@ -396,7 +397,7 @@ impl Secrets {
             };
             let name = format!("{}-{department}", local.deployment.prefix());
             let id = resources::create_usage_plan(&apigateway, &name, &limits).await?;
-            usage_plans.insert(department.clone(), (id, limits));
+            usage_plans.insert(department.clone(), DeployedPlan::new(id, limits));
         }
         Ok(Secrets {
             usage_keys,
@@ -408,16 +409,7 @@ impl Secrets {
 
     /// `GATEWAY_USAGE_PLANS`: each department's plan id and configured limits, as the stack sets it.
     fn usage_plans_setting(&self) -> String {
-        let plans: BTreeMap<&String, serde_json::Value> = self
-            .usage_plans
-            .iter()
-            .map(|(department, (id, limits))| {
-                let mut plan = serde_json::to_value(limits).unwrap_or_default();
-                plan["id"] = id.clone().into();
-                (department, plan)
-            })
-            .collect();
-        serde_json::to_string(&plans).unwrap_or_default()
+        serde_json::to_string(&self.usage_plans).unwrap_or_default()
     }
 
     /// The usage plans the stack declares: one per department, and `default` (the stage's throttle).
@@ -433,7 +425,7 @@ impl Secrets {
         }
         let deployment = &local.deployment;
         let limits = |department: &str| match self.usage_plans.get(department) {
-            Some((_, plan)) => usage_plans::Limits::from(plan),
+            Some(plan) => usage_plans::Limits::from(&plan.limits()),
             None => {
                 let stage = &deployment.environment.api.throttle;
                 usage_plans::Limits {
@@ -452,8 +444,8 @@ impl Secrets {
         let followed: Vec<(String, String)> = self
             .usage_plans
             .iter()
-            .filter_map(|(department, (id, _))| {
-                Some((id.clone(), self.usage_keys.get(department)?.clone()))
+            .filter_map(|(department, plan)| {
+                Some((plan.id.clone(), self.usage_keys.get(department)?.clone()))
             })
             .collect();
         tokio::spawn(usage_plans::follow(

@@ -10,7 +10,7 @@
 use std::collections::BTreeMap;
 
 use aws_sdk_apigateway::types::{Op, PatchOperation};
-use serde::Deserialize;
+use serde::{Deserialize, Serialize};
 
 use crate::budgets::settings::PlanLimits;
 use crate::config::{ConfigError, Settings};
@@ -18,7 +18,7 @@ use crate::config::{ConfigError, Settings};
 pub const SETTING: &str = "GATEWAY_USAGE_PLANS";
 
 /// A department's plan as deployed: its id, and the limits the configuration gave it.
-#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct DeployedPlan {
     pub id: String,
@@ -28,6 +28,15 @@ pub struct DeployedPlan {
 }
 
 impl DeployedPlan {
+    pub fn new(id: String, limits: PlanLimits) -> Self {
+        DeployedPlan {
+            id,
+            rate_limit: limits.rate_limit,
+            burst_limit: limits.burst_limit,
+            quota_per_day: limits.quota_per_day,
+        }
+    }
+
     pub fn limits(&self) -> PlanLimits {
         PlanLimits {
             rate_limit: self.rate_limit,

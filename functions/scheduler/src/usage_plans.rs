@@ -28,7 +28,9 @@ impl PlanSync {
                 .iter()
                 .find(|s| &s.department == department)
                 .and_then(|s| s.usage_plan);
-            let wanted = own.unwrap_or_else(|| deployed.limits());
+            let Some(wanted) = self.plans.wanted(department, own) else {
+                continue;
+            };
             match self.plans.reconcile(&deployed.id, &wanted).await {
                 Ok(false) => {}
                 Ok(true) => {
